@@ -1,1 +1,29 @@
-//! placeholder
+//! Date-partitioned Parquet to a local or S3 lake through `object_store`, with commits
+//! that put data and checkpoint down together.
+//!
+//! The commit protocol (see `ARCHITECTURE.md`):
+//! 1. every fetched page is *staged* first: one Arrow IPC object under
+//!    `_joblake/staging/<table>/<run_id>/`, carrying the source's checkpoint (cursor,
+//!    watermark) in its footer, so a single atomic PUT makes page + cursor durable;
+//! 2. the same batch streams into an open Parquet upload for its `dt=` partition, which no
+//!    reader can see until it completes (a multipart upload on S3, a `#`-suffixed temp file
+//!    on disk);
+//! 3. a *commit* completes the uploads, then writes `_joblake/state/<table>.json` naming the
+//!    last page it covers, then deletes the staged pages.
+//!
+//! A crash at any point leaves staged pages that the next [`TableWriter::open`] turns into
+//! the very same files (names derive from the first page they hold), so nothing fetched is
+//! lost, nothing is published twice, and at most the page in flight is fetched again.
+#![deny(missing_docs)]
+
+mod error;
+mod lake;
+mod ledger;
+mod lock;
+mod table;
+
+pub use error::{Error, Result};
+pub use lake::{Lake, LakeLocation};
+pub use ledger::{RunRecord, RunStatus, read_ledger, write_ledger};
+pub use lock::LakeLock;
+pub use table::{CommitReport, FileInfo, Recovery, TableWriter, WriterOptions};

@@ -1,0 +1,231 @@
+//! Page rows (raw JSON) -> typed rows -> Arrow `RecordBatch`.
+
+use arrow::record_batch::RecordBatch;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::columns::arrow_schema;
+use crate::job_id::{job_id, job_location};
+use crate::rows::{CareerSiteRow, JobRow, RowMeta};
+use crate::values::{RawFields, RowReader, json_kind};
+use crate::{DecodeStats, DecodedPage, PageContext, Rejected, Result, SchemaError, Table};
+
+/// Typed rows of one page, before they become a `RecordBatch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedRows<T> {
+    /// The rows that loaded, in page order.
+    pub rows: Vec<T>,
+    /// What happened to the page's rows.
+    pub stats: DecodeStats,
+    /// Rows that could not load, with why.
+    pub rejected: Vec<Rejected>,
+}
+
+impl<T> DecodedRows<T> {
+    fn with_capacity(n: usize) -> Self {
+        DecodedRows {
+            rows: Vec::with_capacity(n),
+            stats: DecodeStats::default(),
+            rejected: Vec::new(),
+        }
+    }
+
+    fn reject(&mut self, row: i64, reason: String, raw: &RawValue) {
+        self.stats.rejected += 1;
+        self.rejected.push(Rejected {
+            row,
+            reason,
+            raw: raw.get().to_owned(),
+        });
+    }
+}
+
+/// Reads a row as an object, or says why it is not one.
+fn read_object(raw: &RawValue) -> std::result::Result<RowReader<'_>, String> {
+    let kind = json_kind(raw.get());
+    if kind != "an object" {
+        return Err(format!("row is {kind}, not a JSON object"));
+    }
+    serde_json::from_str::<RawFields<'_>>(raw.get())
+        .map(RowReader::new)
+        .map_err(|e| format!("row could not be read as a JSON object: {e}"))
+}
+
+fn meta(ctx: &PageContext, row: i64, extra: Option<String>) -> RowMeta {
+    RowMeta {
+        run_id: ctx.run_id.clone(),
+        fetched_at: ctx.fetched_at,
+        page: ctx.page,
+        row,
+        extra,
+    }
+}
+
+/// Position of the i-th row of a page (pages are far smaller than i64::MAX).
+fn position(i: usize) -> i64 {
+    i64::try_from(i).unwrap_or(i64::MAX)
+}
+
+/// Decodes Jobo career-site rows into typed rows.
+pub fn decode_career_sites(
+    rows: &[Box<RawValue>],
+    ctx: &PageContext,
+) -> DecodedRows<CareerSiteRow> {
+    let mut out = DecodedRows::with_capacity(rows.len());
+    for (i, raw) in rows.iter().enumerate() {
+        let pos = position(i);
+        let mut r = match read_object(raw) {
+            Ok(r) => r,
+            Err(reason) => {
+                out.reject(pos, reason, raw);
+                continue;
+            }
+        };
+        let id = match r.peek("id") {
+            None => Err("career site has no \"id\" field".to_owned()),
+            Some(v) => match serde_json::from_str::<String>(v.get()) {
+                Ok(s) if s.trim().is_empty() => Err("career site has a blank \"id\"".to_owned()),
+                Ok(s) => Ok(s),
+                Err(_) => Err(format!(
+                    "career site \"id\" is {}, not a string",
+                    json_kind(v.get())
+                )),
+            },
+        };
+        let id = match id {
+            Ok(id) => id,
+            Err(reason) => {
+                out.reject(pos, reason, raw);
+                continue;
+            }
+        };
+        // Mark the id as read so it does not land in `_extra`.
+        let _ = r.utf8("id");
+        let mut row = CareerSiteRow {
+            id,
+            name: r.utf8("name"),
+            website: r.utf8("website"),
+            logo_url: r.utf8("logo_url"),
+            summary: r.utf8("summary"),
+            industries: r.utf8_list("industries"),
+            categories: r.utf8_list("categories"),
+            linkedin_url: r.utf8("linkedin_url"),
+            crunchbase_url: r.utf8("crunchbase_url"),
+            ats: r.utf8("ats"),
+            listing_url: r.utf8("listing_url"),
+            discovered_at: r.timestamp("discovered_at"),
+            updated_at: r.timestamp("updated_at"),
+            details_url: r.utf8("details_url"),
+            meta: meta(ctx, pos, None),
+        };
+        let left = r.finish();
+        out.stats.rows += 1;
+        out.stats.unknown_fields += left.unknown;
+        out.stats.type_mismatches += left.mismatched;
+        row.meta.extra = left.extra;
+        out.rows.push(row);
+    }
+    out
+}
+
+/// Decodes Sentrion job rows into typed rows, deriving each job's id.
+pub fn decode_jobs(rows: &[Box<RawValue>], ctx: &PageContext) -> DecodedRows<JobRow> {
+    let mut out = DecodedRows::with_capacity(rows.len());
+    for (i, raw) in rows.iter().enumerate() {
+        let pos = position(i);
+        let mut r = match read_object(raw) {
+            Ok(r) => r,
+            Err(reason) => {
+                out.reject(pos, reason, raw);
+                continue;
+            }
+        };
+        // A post date in an odd format still identifies the job: use its text as given.
+        let post_date_text = r
+            .peek("Post Date")
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+        let mut row = JobRow {
+            id: String::new(),
+            job_type: r.utf8("Job Type"),
+            job_title: r.utf8("Job Title"),
+            apply_url: r.utf8("Apply URL"),
+            post_date: r.date("Post Date"),
+            valid_through: r.date("Valid Through"),
+            city: r.utf8("City"),
+            job_board: r.utf8("Job Board"),
+            job_description: r.utf8("Job Description"),
+            country: r.utf8("Country"),
+            company_name: r.utf8("Company Name"),
+            state: r.utf8("State"),
+            salary_offered: r.utf8("Salary Offered"),
+            logo_url: r.utf8("Logo URL"),
+            is_remote: r.boolean("Is Remote"),
+            job_url: r.utf8("Job URL"),
+            department_name: r.utf8_list("Department Name"),
+            seniority_level: r.utf8("Seniority Level"),
+            salary_currency: r.utf8("Salary Currency"),
+            salary_to: r.float64("Salary To"),
+            salary_from: r.float64("Salary From"),
+            skills: r.utf8_list("Skills"),
+            meta: meta(ctx, pos, None),
+        };
+        let post_date = row
+            .post_date
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .or(post_date_text);
+        let location = job_location(
+            row.city.as_deref(),
+            row.state.as_deref(),
+            row.country.as_deref(),
+        );
+        let Some(id) = job_id(
+            row.job_url.as_deref(),
+            row.apply_url.as_deref(),
+            row.company_name.as_deref(),
+            row.job_title.as_deref(),
+            location.as_deref(),
+            post_date.as_deref(),
+        ) else {
+            out.reject(pos, "no stable handle for a job id".to_owned(), raw);
+            continue;
+        };
+        row.id = id;
+        let left = r.finish();
+        out.stats.rows += 1;
+        out.stats.unknown_fields += left.unknown;
+        out.stats.type_mismatches += left.mismatched;
+        row.meta.extra = left.extra;
+        out.rows.push(row);
+    }
+    out
+}
+
+/// Builds the `RecordBatch` of `table` from typed rows and checks it has the table's schema.
+pub fn to_record_batch<T: Serialize>(table: Table, rows: &[T]) -> Result<RecordBatch> {
+    let schema = arrow_schema(table);
+    let batch = serde_arrow::to_record_batch(schema.fields(), &rows)
+        .map_err(|source| SchemaError::Arrow { table, source })?;
+    if batch.schema() != schema {
+        return Err(SchemaError::SchemaDrift {
+            table,
+            found: batch.schema().to_string(),
+        });
+    }
+    Ok(batch)
+}
+
+fn finish<T: Serialize>(table: Table, decoded: DecodedRows<T>) -> Result<DecodedPage> {
+    Ok(DecodedPage {
+        batch: to_record_batch(table, &decoded.rows)?,
+        stats: decoded.stats,
+        rejected: decoded.rejected,
+    })
+}
+
+/// Decodes one page of raw API rows of `table` into a `RecordBatch`, with counts and rejects.
+pub fn decode_page(table: Table, rows: &[Box<RawValue>], ctx: &PageContext) -> Result<DecodedPage> {
+    match table {
+        Table::CareerSites => finish(table, decode_career_sites(rows, ctx)),
+        Table::Jobs => finish(table, decode_jobs(rows, ctx)),
+    }
+}

@@ -1,0 +1,136 @@
+//! The typed rows of both tables, serialised by `serde_arrow` into the columns of `columns.rs`.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Serialize, Serializer};
+
+/// One career site (Jobo CareerSiteDto) plus the row metadata.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CareerSiteRow {
+    /// `id`: Jobo company id (uuid).
+    pub id: String,
+    /// `name`.
+    pub name: Option<String>,
+    /// `website`.
+    pub website: Option<String>,
+    /// `logo_url`.
+    pub logo_url: Option<String>,
+    /// `summary`.
+    pub summary: Option<String>,
+    /// `industries`.
+    pub industries: Option<Vec<Option<String>>>,
+    /// `categories`.
+    pub categories: Option<Vec<Option<String>>>,
+    /// `linkedin_url`.
+    pub linkedin_url: Option<String>,
+    /// `crunchbase_url`.
+    pub crunchbase_url: Option<String>,
+    /// `ats`.
+    pub ats: Option<String>,
+    /// `listing_url`.
+    pub listing_url: Option<String>,
+    /// `discovered_at`.
+    #[serde(serialize_with = "ts_opt")]
+    pub discovered_at: Option<DateTime<Utc>>,
+    /// `updated_at`.
+    #[serde(serialize_with = "ts_opt")]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// `details_url`.
+    pub details_url: Option<String>,
+    /// Row metadata (`_run_id`, ..., `_extra`).
+    #[serde(flatten)]
+    pub meta: RowMeta,
+}
+
+/// One Sentrion job plus its derived id and the row metadata.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRow {
+    /// Derived id (see [`crate::job_id`]).
+    pub id: String,
+    /// `Job Type`.
+    pub job_type: Option<String>,
+    /// `Job Title`.
+    pub job_title: Option<String>,
+    /// `Apply URL`.
+    pub apply_url: Option<String>,
+    /// `Post Date`.
+    #[serde(serialize_with = "date_opt")]
+    pub post_date: Option<NaiveDate>,
+    /// `Valid Through`.
+    #[serde(serialize_with = "date_opt")]
+    pub valid_through: Option<NaiveDate>,
+    /// `City`.
+    pub city: Option<String>,
+    /// `Job Board`.
+    pub job_board: Option<String>,
+    /// `Job Description`.
+    pub job_description: Option<String>,
+    /// `Country`.
+    pub country: Option<String>,
+    /// `Company Name`.
+    pub company_name: Option<String>,
+    /// `State`.
+    pub state: Option<String>,
+    /// `Salary Offered`.
+    pub salary_offered: Option<String>,
+    /// `Logo URL`.
+    pub logo_url: Option<String>,
+    /// `Is Remote`.
+    pub is_remote: Option<bool>,
+    /// `Job URL`.
+    pub job_url: Option<String>,
+    /// `Department Name`.
+    pub department_name: Option<Vec<Option<String>>>,
+    /// `Seniority Level`.
+    pub seniority_level: Option<String>,
+    /// `Salary Currency`.
+    pub salary_currency: Option<String>,
+    /// `Salary To`.
+    pub salary_to: Option<f64>,
+    /// `Salary From`.
+    pub salary_from: Option<f64>,
+    /// `Skills`.
+    pub skills: Option<Vec<Option<String>>>,
+    /// Row metadata (`_run_id`, ..., `_extra`).
+    #[serde(flatten)]
+    pub meta: RowMeta,
+}
+
+/// The metadata columns every row ends with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowMeta {
+    /// `_run_id`.
+    #[serde(rename = "_run_id")]
+    pub run_id: String,
+    /// `_fetched_at`.
+    #[serde(rename = "_fetched_at", serialize_with = "ts")]
+    pub fetched_at: DateTime<Utc>,
+    /// `_page`.
+    #[serde(rename = "_page")]
+    pub page: i64,
+    /// `_row`.
+    #[serde(rename = "_row")]
+    pub row: i64,
+    /// `_extra`.
+    #[serde(rename = "_extra")]
+    pub extra: Option<String>,
+}
+
+// serde_arrow takes Timestamp(µs) as i64 microseconds and Date32 as i32 days since 1970-01-01.
+
+fn ts<S: Serializer>(v: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_i64(v.timestamp_micros())
+}
+
+fn ts_opt<S: Serializer>(v: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&v.timestamp_micros()),
+        None => s.serialize_none(),
+    }
+}
+
+fn date_opt<S: Serializer>(v: &Option<NaiveDate>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&v.to_epoch_days()),
+        None => s.serialize_none(),
+    }
+}

@@ -1,0 +1,240 @@
+//! Where a lake lives, and the one `object_store` through which every byte reaches it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::{Error, Result};
+
+/// Where the lake's objects are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LakeLocation {
+    /// A directory on this machine (absolute).
+    Local(PathBuf),
+    /// A bucket and key prefix on S3 or an S3-compatible server.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix without leading or trailing slash (may be empty).
+        prefix: String,
+    },
+}
+
+/// A lake: its location plus a store whose paths are relative to the lake root.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    location: LakeLocation,
+}
+
+impl Lake {
+    /// Opens the lake at `url` (a path, or `s3://bucket/prefix`); a local lake directory is
+    /// created when `create` is set, otherwise it must exist.
+    pub fn open(url: &str, create: bool) -> Result<Lake> {
+        let bad = |detail: String| Error::BadLake {
+            url: url.to_string(),
+            detail,
+        };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad(
+                    "the URL names no bucket (expected s3://bucket/prefix)".into()
+                ));
+            }
+            let prefix = prefix.trim_matches('/').to_string();
+            let s3 = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| bad(format!("{e}; check the AWS_* variables")))?;
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(PrefixStore::new(s3, prefix.as_str()))
+            };
+            return Ok(Lake {
+                store,
+                location: LakeLocation::S3 {
+                    bucket: bucket.to_string(),
+                    prefix,
+                },
+            });
+        }
+        if url.contains("://") {
+            return Err(bad("only local paths and s3:// URLs are supported".into()));
+        }
+        let path = PathBuf::from(url);
+        if create {
+            std::fs::create_dir_all(&path).map_err(|e| Error::Io {
+                context: format!("cannot create the lake directory {}", path.display()),
+                source: e,
+            })?;
+        } else if !path.is_dir() {
+            return Err(bad(
+                "no lake there yet; run `joblake refresh` (or `make demo`) first".into(),
+            ));
+        }
+        let abs = std::fs::canonicalize(&path).map_err(|e| Error::Io {
+            context: format!("cannot resolve the lake directory {}", path.display()),
+            source: e,
+        })?;
+        let store = LocalFileSystem::new_with_prefix(&abs)
+            .map_err(|e| bad(e.to_string()))?
+            .with_automatic_cleanup(true);
+        Ok(Lake {
+            store: Arc::new(store),
+            location: LakeLocation::Local(abs),
+        })
+    }
+
+    /// The store, rooted at the lake.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Where the lake is.
+    pub fn location(&self) -> &LakeLocation {
+        &self.location
+    }
+
+    /// The lake's URL for messages: an absolute path or `s3://bucket/prefix`.
+    pub fn url(&self) -> String {
+        self.reader_path("").trim_end_matches('/').to_string()
+    }
+
+    /// The absolute path or URL of a lake-relative path, as a reader such as DuckDB needs it.
+    pub fn reader_path(&self, rel: &str) -> String {
+        match &self.location {
+            LakeLocation::Local(root) => {
+                if rel.is_empty() {
+                    root.display().to_string()
+                } else {
+                    root.join(rel).display().to_string()
+                }
+            }
+            LakeLocation::S3 { bucket, prefix } => {
+                let mut s = format!("s3://{bucket}/");
+                if !prefix.is_empty() {
+                    s.push_str(prefix);
+                    s.push('/');
+                }
+                s.push_str(rel);
+                s
+            }
+        }
+    }
+
+    /// Writes an object atomically (readers see the old or the new bytes, never a part).
+    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.store
+            .put(path, PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|e| Error::store(path, e))?;
+        Ok(())
+    }
+
+    /// Reads a whole object, or `None` when it does not exist.
+    pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
+        match self.store.get(path).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| Error::store(path, e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(path, e)),
+        }
+    }
+
+    /// Lists every object under a prefix (recursively).
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        self.store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(prefix, e))
+    }
+
+    /// Deletes objects; ones already gone are fine.
+    pub async fn delete_all(&self, paths: Vec<Path>) -> Result<()> {
+        let locations = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let mut results = self.store.delete_stream(locations);
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::store("(delete)", e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lake-relative paths of the tool's own objects.
+pub(crate) mod paths {
+    use object_store::path::Path;
+
+    pub fn state(table: &str) -> Path {
+        Path::from(format!("_joblake/state/{table}.json"))
+    }
+
+    pub fn staging_root(table: &str) -> Path {
+        Path::from(format!("_joblake/staging/{table}"))
+    }
+
+    pub fn staged_page(table: &str, run_id: &str, page: i64) -> Path {
+        Path::from(format!("_joblake/staging/{table}/{run_id}/{page:09}.arrow"))
+    }
+
+    pub fn data_file(table: &str, dt: &str, run_id: &str, first_page: i64) -> Path {
+        Path::from(format!(
+            "{table}/dt={dt}/part-{run_id}-{first_page:06}.parquet"
+        ))
+    }
+
+    pub fn ledger_root() -> Path {
+        Path::from("_joblake/runs")
+    }
+
+    pub fn ledger(run_id: &str, table: &str) -> Path {
+        Path::from(format!("_joblake/runs/{run_id}-{table}.parquet"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_lake_paths_are_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().join("l").to_str().unwrap(), true).unwrap();
+        let p = lake.reader_path("jobs/dt=*/*.parquet");
+        assert!(std::path::Path::new(&p).is_absolute(), "{p}");
+        assert!(p.ends_with("/l/jobs/dt=*/*.parquet"));
+    }
+
+    #[test]
+    fn missing_local_lake_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Lake::open(dir.path().join("nope").to_str().unwrap(), false).unwrap_err();
+        assert!(err.to_string().contains("joblake refresh"), "{err}");
+    }
+
+    #[test]
+    fn s3_url_names_bucket_and_prefix() {
+        let lake = Lake::open("s3://bucket/some/prefix/", false).unwrap();
+        assert_eq!(
+            lake.location(),
+            &LakeLocation::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+        assert_eq!(lake.reader_path("jobs/x"), "s3://bucket/some/prefix/jobs/x");
+        assert!(Lake::open("s3:///x", false).is_err());
+        assert!(Lake::open("gs://b/x", false).is_err());
+    }
+}

@@ -1,0 +1,457 @@
+//! One table's writer for one run: stage pages, stream them into Parquet, commit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
+use bytes::Bytes;
+use chrono::{NaiveDate, Utc};
+use futures::future::BoxFuture;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use crate::lake::paths;
+use crate::{Error, Lake, Result};
+
+/// Knobs for file and row-group sizes.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Commit (and so close the open files) once one of them holds this many rows.
+    pub roll_rows: usize,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// zstd level for Parquet pages.
+    pub zstd_level: i32,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            roll_rows: 2_000_000,
+            row_group_rows: 122_880,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// A Parquet file a commit published.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileInfo {
+    /// Lake-relative path.
+    pub path: String,
+    /// The `dt=` partition.
+    pub dt: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// What one commit published.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CommitReport {
+    /// Files completed by this commit.
+    pub files: Vec<FileInfo>,
+    /// Pages the commit covered.
+    pub pages: u64,
+    /// Rows the commit covered.
+    pub rows: u64,
+}
+
+/// What opening a table found and finished from an earlier, interrupted run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Recovery {
+    /// Staged pages that were committed now.
+    pub pages: u64,
+    /// Rows in those pages.
+    pub rows: u64,
+    /// Files published by the recovery.
+    pub files: Vec<FileInfo>,
+    /// Staged pages found already committed and only cleaned up.
+    pub cleaned: u64,
+}
+
+/// The table's state file: the source's own checkpoint plus the last page it covers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StateFile {
+    format: u32,
+    table: String,
+    /// The source's checkpoint, opaque to the writer.
+    source: Value,
+    /// The last staged page whose rows are in published files.
+    flushed_through: Option<PagePos>,
+    written_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct PagePos {
+    run_id: String,
+    page: i64,
+}
+
+const META_PAGE: &str = "joblake.page";
+const META_DT: &str = "joblake.dt";
+const META_STATE: &str = "joblake.state";
+const STATE_FORMAT: u32 = 1;
+
+/// An `AsyncFileWriter` over an object-store upload that can be aborted, so a failed or
+/// abandoned file never lingers as a dangling multipart upload.
+struct Upload(BufWriter);
+
+impl AsyncFileWriter for Upload {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.0
+                .put(bs)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.0
+                .shutdown()
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        })
+    }
+}
+
+struct OpenFile {
+    path: Path,
+    dt: String,
+    writer: AsyncArrowWriter<Upload>,
+    rows: u64,
+}
+
+/// Writes one table of one run. Not shared between tasks: the run drives it page by page.
+pub struct TableWriter {
+    lake: Lake,
+    table: String,
+    run_id: String,
+    schema: SchemaRef,
+    opts: WriterOptions,
+    open: BTreeMap<String, OpenFile>,
+    staged: Vec<Path>,
+    staged_rows: u64,
+    last_staged: Option<(i64, Value)>,
+    committed: Option<StateFile>,
+}
+
+impl TableWriter {
+    /// Opens `table` for run `run_id`, first committing whatever an interrupted earlier run
+    /// staged. The lake lock must be held.
+    pub async fn open(
+        lake: &Lake,
+        table: &str,
+        schema: SchemaRef,
+        run_id: &str,
+        opts: WriterOptions,
+    ) -> Result<(TableWriter, Recovery)> {
+        let committed = read_state(lake, table).await?;
+        let mut writer = TableWriter {
+            lake: lake.clone(),
+            table: table.to_string(),
+            run_id: run_id.to_string(),
+            schema,
+            opts,
+            open: BTreeMap::new(),
+            staged: Vec::new(),
+            staged_rows: 0,
+            last_staged: None,
+            committed,
+        };
+        let recovery = writer.recover().await?;
+        Ok((writer, recovery))
+    }
+
+    /// The source checkpoint of the last commit (after any recovery), if there was one.
+    pub fn state(&self) -> Option<&Value> {
+        self.committed.as_ref().map(|s| &s.source)
+    }
+
+    /// Rows staged since the last commit.
+    pub fn pending_rows(&self) -> u64 {
+        self.staged_rows
+    }
+
+    /// Makes one page durable together with the source checkpoint that follows it, and
+    /// streams its rows into the open file of partition `dt`. `page` numbers rise within a
+    /// run. An empty batch still moves the checkpoint.
+    pub async fn stage(
+        &mut self,
+        page: i64,
+        dt: NaiveDate,
+        batch: &RecordBatch,
+        state_after: &Value,
+    ) -> Result<()> {
+        let dt = dt.format("%Y-%m-%d").to_string();
+        let path = paths::staged_page(&self.table, &self.run_id, page);
+        let bytes = encode_stage(batch, page, &dt, state_after)?;
+        self.lake.put(&path, bytes).await?;
+        self.staged.push(path);
+        self.last_staged = Some((page, state_after.clone()));
+        self.append(page, &dt, batch).await?;
+        let full = self
+            .open
+            .values()
+            .any(|f| f.rows >= self.opts.roll_rows as u64);
+        if full {
+            self.commit(None).await?;
+        }
+        Ok(())
+    }
+
+    async fn append(&mut self, page: i64, dt: &str, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if !self.open.contains_key(dt) {
+            let path = paths::data_file(&self.table, dt, &self.run_id, page);
+            let upload = Upload(BufWriter::new(Arc::clone(self.lake.store()), path.clone()));
+            let props = self.properties(page)?;
+            let writer = AsyncArrowWriter::try_new(upload, Arc::clone(&self.schema), Some(props))?;
+            self.open.insert(
+                dt.to_string(),
+                OpenFile {
+                    path,
+                    dt: dt.to_string(),
+                    writer,
+                    rows: 0,
+                },
+            );
+        }
+        let file = self.open.get_mut(dt).expect("inserted above");
+        file.writer.write(batch).await?;
+        file.rows += batch.num_rows() as u64;
+        self.staged_rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn properties(&self, first_page: i64) -> Result<WriterProperties> {
+        let level = ZstdLevel::try_new(self.opts.zstd_level)?;
+        Ok(WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(self.opts.row_group_rows))
+            .set_created_by(format!("joblake {}", env!("CARGO_PKG_VERSION")))
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new("joblake.run_id".into(), self.run_id.clone()),
+                KeyValue::new("joblake.first_page".into(), first_page.to_string()),
+            ]))
+            .build())
+    }
+
+    /// Publishes the open files, then records `state` (or, when `None`, the checkpoint of
+    /// the last staged page) as the table's state, then drops the staged pages.
+    pub async fn commit(&mut self, state: Option<Value>) -> Result<CommitReport> {
+        let mut report = CommitReport {
+            pages: self.staged.len() as u64,
+            rows: self.staged_rows,
+            files: Vec::new(),
+        };
+        for (_, file) in std::mem::take(&mut self.open) {
+            let OpenFile {
+                path,
+                dt,
+                writer,
+                rows,
+            } = file;
+            writer.close().await?;
+            let bytes = self
+                .lake
+                .store()
+                .head(&path)
+                .await
+                .map_err(|e| Error::store(&path, e))?
+                .size;
+            report.files.push(FileInfo {
+                path: path.to_string(),
+                dt,
+                rows,
+                bytes,
+            });
+        }
+        let source = match (state, &self.last_staged) {
+            (Some(s), _) => Some(s),
+            (None, Some((_, s))) => Some(s.clone()),
+            (None, None) => None,
+        };
+        if let Some(source) = source {
+            let flushed_through = match &self.last_staged {
+                Some((page, _)) => Some(PagePos {
+                    run_id: self.run_id.clone(),
+                    page: *page,
+                }),
+                None => self
+                    .committed
+                    .as_ref()
+                    .and_then(|c| c.flushed_through.clone()),
+            };
+            let file = StateFile {
+                format: STATE_FORMAT,
+                table: self.table.clone(),
+                source,
+                flushed_through,
+                written_at: Utc::now().to_rfc3339(),
+            };
+            let bytes = serde_json::to_vec_pretty(&file).expect("state serialises");
+            self.lake
+                .put(&paths::state(&self.table), bytes.into())
+                .await?;
+            self.committed = Some(file);
+        }
+        self.lake
+            .delete_all(std::mem::take(&mut self.staged))
+            .await?;
+        self.staged_rows = 0;
+        self.last_staged = None;
+        Ok(report)
+    }
+
+    /// Gives up the open uploads without publishing them. Staged pages stay, so the next
+    /// run commits them; nothing a reader sees changes.
+    pub async fn abort(mut self) {
+        for (_, file) in std::mem::take(&mut self.open) {
+            let mut upload = file.writer.into_inner();
+            if let Err(e) = upload.0.abort().await {
+                tracing::warn!(path = %file.path, error = %e, "could not abort an upload");
+            }
+        }
+    }
+
+    async fn recover(&mut self) -> Result<Recovery> {
+        let mut recovery = Recovery::default();
+        let mut staged: BTreeMap<PagePos, Path> = BTreeMap::new();
+        for meta in self.lake.list(&paths::staging_root(&self.table)).await? {
+            if let Some(pos) = parse_staged(&meta.location) {
+                staged.insert(pos, meta.location);
+            }
+        }
+        if staged.is_empty() {
+            return Ok(recovery);
+        }
+        let done = self
+            .committed
+            .as_ref()
+            .and_then(|c| c.flushed_through.clone());
+        let (old, todo): (Vec<_>, Vec<_>) = staged
+            .into_iter()
+            .partition(|(pos, _)| done.as_ref().is_some_and(|d| pos <= d));
+        recovery.cleaned = old.len() as u64;
+        self.lake
+            .delete_all(old.into_iter().map(|(_, p)| p).collect())
+            .await?;
+
+        let own_run = std::mem::take(&mut self.run_id);
+        let mut todo = todo.into_iter().peekable();
+        while let Some((pos, path)) = todo.next() {
+            // Pages are committed under the run that fetched them, so files keep their names.
+            self.run_id = pos.run_id.clone();
+            let bytes = self
+                .lake
+                .get_opt(&path)
+                .await?
+                .ok_or_else(|| Error::CorruptStage {
+                    path: path.to_string(),
+                    detail: "it vanished while being read".into(),
+                })?;
+            let (batch, dt, state) = decode_stage(&path, bytes)?;
+            self.staged.push(path);
+            self.last_staged = Some((pos.page, state));
+            self.append(pos.page, &dt, &batch).await?;
+            recovery.pages += 1;
+            recovery.rows += batch.num_rows() as u64;
+            let run_ends = todo
+                .peek()
+                .is_none_or(|(next, _)| next.run_id != pos.run_id);
+            if run_ends {
+                let report = self.commit(None).await?;
+                recovery.files.extend(report.files);
+            }
+        }
+        self.run_id = own_run;
+        Ok(recovery)
+    }
+}
+
+async fn read_state(lake: &Lake, table: &str) -> Result<Option<StateFile>> {
+    let path = paths::state(table);
+    let Some(bytes) = lake.get_opt(&path).await? else {
+        return Ok(None);
+    };
+    let corrupt = |detail: String| Error::CorruptState {
+        path: lake.reader_path(path.as_ref()),
+        detail,
+    };
+    let file: StateFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if file.format != STATE_FORMAT || file.table != table {
+        return Err(corrupt(format!(
+            "format {} for table {:?}, expected format {STATE_FORMAT} for {table:?}",
+            file.format, file.table
+        )));
+    }
+    Ok(Some(file))
+}
+
+fn encode_stage(batch: &RecordBatch, page: i64, dt: &str, state: &Value) -> Result<Bytes> {
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    let mut w = FileWriter::try_new(&mut buf, batch.schema_ref())?;
+    w.write_metadata(META_PAGE, page.to_string());
+    w.write_metadata(META_DT, dt);
+    w.write_metadata(META_STATE, state.to_string());
+    w.write(batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(buf.into())
+}
+
+fn decode_stage(path: &Path, bytes: Bytes) -> Result<(RecordBatch, String, Value)> {
+    let corrupt = |detail: String| Error::CorruptStage {
+        path: path.to_string(),
+        detail,
+    };
+    let reader = FileReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let meta = reader.custom_metadata().clone();
+    let schema = reader.schema();
+    let batches: Vec<RecordBatch> = reader
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let batch = arrow::compute::concat_batches(&schema, &batches)?;
+    let dt = meta
+        .get(META_DT)
+        .cloned()
+        .ok_or_else(|| corrupt("no partition date".into()))?;
+    let state = meta
+        .get(META_STATE)
+        .ok_or_else(|| corrupt("no checkpoint".into()))
+        .and_then(|s| serde_json::from_str(s).map_err(|e| corrupt(e.to_string())))?;
+    Ok((batch, dt, state))
+}
+
+fn parse_staged(path: &Path) -> Option<PagePos> {
+    let mut parts: Vec<_> = path.parts().collect();
+    let file = parts.pop()?;
+    let run = parts.pop()?;
+    let page = file.as_ref().strip_suffix(".arrow")?.parse().ok()?;
+    Some(PagePos {
+        run_id: run.as_ref().to_string(),
+        page,
+    })
+}
+
+#[cfg(test)]
+mod tests;
