@@ -1,1 +1,540 @@
-fn main() {}
+//! `joblake`: turns the Jobo and Sentrion APIs into a queryable local or S3 lake.
+
+mod catalog;
+mod config;
+mod refresh;
+mod source;
+mod status;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chrono::{NaiveDate, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use joblake_schema::Table;
+use joblake_writer::{Lake, LakeLocation, LakeLock, RunStatus, read_ledger, write_ledger};
+use secrecy::SecretString;
+
+use crate::refresh::{RefreshOptions, SourceSummary};
+use crate::source::{Source, api_of, base_url_env};
+
+/// Exit code when a source failed (its committed data and checkpoint stay).
+const EXIT_FAILED: u8 = 1;
+/// Exit code for bad usage or setup (no key, bad config, lake busy).
+const EXIT_USAGE: u8 = 2;
+/// Exit code when a run stopped early on purpose (--max-pages); it resumes next run.
+const EXIT_PARTIAL: u8 = 3;
+/// Exit code after Ctrl-C / SIGTERM.
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(
+    name = "joblake",
+    version,
+    about = "Jobo + Sentrion APIs -> Parquet lake + DuckDB views"
+)]
+struct Cli {
+    /// The lake: a directory or s3://bucket/prefix.
+    #[arg(long, env = "JOBLAKE_LAKE", default_value = "./lake", global = true)]
+    lake: String,
+    /// Where the DuckDB views live (default <lake>/lake.duckdb, or ./lake.duckdb for S3).
+    #[arg(long, global = true)]
+    duckdb: Option<PathBuf>,
+    /// Config file (default ./joblake.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch what is new from every source with a key, commit it, and rebuild the views.
+    Refresh {
+        /// Only these sources.
+        #[arg(long, value_enum)]
+        source: Vec<SourceArg>,
+        /// Ignore the watermark: scan everything again (costs credits).
+        #[arg(long)]
+        full: bool,
+        /// Stop each source after N pages; the next run resumes there.
+        #[arg(long)]
+        max_pages: Option<u64>,
+        /// Jobs, first run: published on or after this date instead of the last two months.
+        #[arg(long)]
+        since: Option<NaiveDate>,
+    },
+    /// (Re)create the DuckDB views.
+    Views,
+    /// Rows, ids, files, partitions, last run, cursor and credits per table.
+    Status,
+    /// Run SQL on the views with the embedded DuckDB.
+    Query {
+        /// The SQL.
+        sql: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Serve both APIs locally from synthetic data (for the demo, tests and benchmarks).
+    Simulate(SimulateArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SourceArg {
+    #[value(name = "career_sites")]
+    CareerSites,
+    Jobs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Seed of the synthetic data.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Rows per API at start.
+    #[arg(long, default_value_t = 500)]
+    rows: usize,
+    /// Faults to inject, e.g. "jobo:429=1@3,sentrion:503@2".
+    #[arg(long, default_value = "")]
+    faults: String,
+    /// Requests per minute per key before answering 429.
+    #[arg(long)]
+    rpm: Option<u32>,
+    /// Jobo key the simulator accepts.
+    #[arg(
+        long,
+        env = "JOBLAKE_SIM_JOBO_KEY",
+        default_value = "jbe_test_joblake_demo",
+        hide_env_values = true
+    )]
+    jobo_key: String,
+    /// Sentrion key the simulator accepts.
+    #[arg(
+        long,
+        env = "JOBLAKE_SIM_SENTRION_KEY",
+        default_value = "sk_test_joblake_demo",
+        hide_env_values = true
+    )]
+    sentrion_key: String,
+    /// Starting credit balance per key.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    credits: f64,
+    /// Added latency per response, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Write the base URL into this file once listening.
+    #[arg(long)]
+    url_file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOBLAKE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,reqwest=warn"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    match &cli.command {
+        Command::Refresh {
+            source,
+            full,
+            max_pages,
+            since,
+        } => {
+            let tables: Vec<Table> = if source.is_empty() {
+                Table::all().to_vec()
+            } else {
+                source
+                    .iter()
+                    .map(|s| match s {
+                        SourceArg::CareerSites => Table::CareerSites,
+                        SourceArg::Jobs => Table::Jobs,
+                    })
+                    .collect()
+            };
+            cmd_refresh(&cli, &tables, *full, *max_pages, *since).await
+        }
+        Command::Views => {
+            let lake = Lake::open(&cli.lake, false)?;
+            let db = duckdb_path(&cli, &lake);
+            rebuild_views(&lake, &db).await?;
+            if !cli.quiet {
+                eprintln!("views written to {}", db.display());
+            }
+            Ok(0)
+        }
+        Command::Status => {
+            let lake = Lake::open(&cli.lake, false)?;
+            status::print(&lake, cli.json).await?;
+            Ok(0)
+        }
+        Command::Query { sql, format } => {
+            let lake = Lake::open(&cli.lake, false)?;
+            let db = duckdb_path(&cli, &lake);
+            let batches = joblake_views::query(&db, sql)?;
+            print_batches(&batches, if cli.json { Format::Json } else { *format })?;
+            Ok(0)
+        }
+        Command::Simulate(args) => simulate(args).await,
+    }
+}
+
+fn duckdb_path(cli: &Cli, lake: &Lake) -> PathBuf {
+    if let Some(p) = &cli.duckdb {
+        return p.clone();
+    }
+    match lake.location() {
+        LakeLocation::Local(root) => root.join("lake.duckdb"),
+        LakeLocation::S3 { .. } => PathBuf::from("lake.duckdb"),
+    }
+}
+
+async fn rebuild_views(lake: &Lake, db: &std::path::Path) -> Result<()> {
+    let sql = catalog::view_sql(lake).await?;
+    let db = db.to_path_buf();
+    tokio::task::spawn_blocking(move || joblake_views::rebuild(&db, &[sql]))
+        .await?
+        .context("cannot write the DuckDB views")
+}
+
+fn read_key(var: &str) -> Option<SecretString> {
+    std::env::var(var)
+        .ok()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .map(SecretString::from)
+}
+
+async fn cmd_refresh(
+    cli: &Cli,
+    tables: &[Table],
+    full: bool,
+    max_pages: Option<u64>,
+    since: Option<NaiveDate>,
+) -> Result<u8> {
+    let started = Instant::now();
+    let (cfg, cfg_path) = config::load(cli.config.as_deref())?;
+    if let Some(p) = &cfg_path {
+        tracing::info!(config = %p.display(), "using config");
+    }
+    let mut sources = Vec::new();
+    let mut skipped = Vec::new();
+    for &table in tables {
+        let api = api_of(table);
+        match read_key(api.key_env()) {
+            None => skipped.push(format!("{table}: {} is not set", api.key_env())),
+            Some(key) => {
+                let base = std::env::var(base_url_env(api))
+                    .unwrap_or_else(|_| api.default_base_url().to_string());
+                let scfg = match table {
+                    Table::CareerSites => &cfg.career_sites,
+                    Table::Jobs => &cfg.jobs,
+                };
+                sources.push(Source::new(table, key, base, scfg)?);
+            }
+        }
+    }
+    for s in &skipped {
+        if !cli.quiet {
+            eprintln!("skipped {s}");
+        }
+    }
+    if sources.is_empty() {
+        bail!(
+            "no API key is set: export JOBO_API_KEY and/or SENTRION_API_KEY, \
+             or try joblake against the built-in simulator with `make demo`"
+        );
+    }
+    let lake = Lake::open(&cli.lake, true)?;
+    let holder = format!(
+        "joblake refresh, pid {}, started {}",
+        std::process::id(),
+        Utc::now().to_rfc3339()
+    );
+    let _lock = LakeLock::acquire(&lake, &holder)?;
+    mark_crashed_runs(&lake).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_signal_handler(Arc::clone(&stop));
+    let run_id = Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string();
+    let opts = RefreshOptions {
+        full,
+        max_pages,
+        since,
+        stop: Arc::clone(&stop),
+        progress: !cli.quiet && std::io::stderr().is_terminal(),
+    };
+    let mut summaries = Vec::new();
+    for source in &sources {
+        summaries.push(refresh::run_source(&lake, &run_id, source, &opts).await);
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    let db = duckdb_path(cli, &lake);
+    let views = rebuild_views(&lake, &db).await;
+    if views.is_ok() {
+        count_new_ids(&db, &run_id, &mut summaries, &lake).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    print_summary(cli, &run_id, &summaries, &skipped, &views, &db, seconds);
+    views?;
+    Ok(if stop.load(Ordering::SeqCst) {
+        EXIT_INTERRUPTED
+    } else if summaries.iter().any(|s| s.status == RunStatus::Failed) {
+        EXIT_FAILED
+    } else if summaries.iter().any(|s| s.status != RunStatus::Succeeded) {
+        EXIT_PARTIAL
+    } else {
+        0
+    })
+}
+
+/// A ledger entry still `running` while we hold the lock belongs to a process that died.
+async fn mark_crashed_runs(lake: &Lake) {
+    let Ok(records) = read_ledger(lake).await else {
+        return;
+    };
+    for mut r in records
+        .into_iter()
+        .filter(|r| r.status == RunStatus::Running)
+    {
+        r.status = RunStatus::Crashed;
+        r.message = Some("the process ended without finishing (crash or kill); its fetched pages were committed by the next run".into());
+        if let Err(e) = write_ledger(lake, &r).await {
+            tracing::warn!(error = %e, "could not update the run ledger");
+        }
+    }
+}
+
+async fn count_new_ids(
+    db: &std::path::Path,
+    run_id: &str,
+    summaries: &mut [SourceSummary],
+    lake: &Lake,
+) {
+    for s in summaries.iter_mut() {
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT id FROM {} GROUP BY id HAVING min(_run_id) = {})",
+            joblake_views::ident(&format!("{}_history", s.source)),
+            joblake_views::literal(run_id)
+        );
+        let n = joblake_views::query(db, &sql).ok().and_then(|b| {
+            b.first().and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .map(|a| a.value(0))
+            })
+        });
+        if let (Some(n), Some(rec)) = (n, s.record.as_mut()) {
+            rec.new_ids = Some(n);
+            if let Err(e) = write_ledger(lake, rec).await {
+                tracing::warn!(error = %e, "could not update the run ledger");
+            }
+        }
+    }
+}
+
+fn spawn_signal_handler(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("stopping after the current page (press Ctrl-C again to abort at once)...");
+        stop.store(true, Ordering::SeqCst);
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(EXIT_INTERRUPTED as i32);
+    });
+}
+
+fn print_summary(
+    cli: &Cli,
+    run_id: &str,
+    summaries: &[SourceSummary],
+    skipped: &[String],
+    views: &Result<()>,
+    db: &std::path::Path,
+    seconds: f64,
+) {
+    if cli.json {
+        let out = serde_json::json!({
+            "run_id": run_id,
+            "sources": summaries,
+            "skipped": skipped,
+            "views": match views { Ok(()) => serde_json::json!(db.display().to_string()), Err(e) => serde_json::json!({"error": format!("{e:#}")}) },
+            "seconds": seconds,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("summary serialises")
+        );
+        return;
+    }
+    for s in summaries {
+        if let Some(m) = &s.message
+            && s.status != RunStatus::Succeeded
+        {
+            eprintln!("{}: {}: {m}", s.source, s.status.as_str());
+        }
+    }
+    if cli.quiet {
+        return;
+    }
+    let parts: Vec<String> = summaries
+        .iter()
+        .map(|s| {
+            let mut p = format!(
+                "{} {} {} rows in {} pages",
+                s.source,
+                s.status.as_str(),
+                s.rows,
+                s.pages
+            );
+            if s.recovered_rows > 0 {
+                p.push_str(&format!(" (+{} recovered)", s.recovered_rows));
+            }
+            if s.retries > 0 {
+                p.push_str(&format!(", {} retries", s.retries));
+            }
+            if let Some(b) = s.credits_balance {
+                p.push_str(&format!(", credits left {b}"));
+            }
+            p
+        })
+        .collect();
+    let views = if views.is_ok() {
+        "views updated"
+    } else {
+        "views NOT updated"
+    };
+    println!(
+        "refresh {run_id}: {} · {views} · {seconds:.1}s",
+        parts.join(" · ")
+    );
+}
+
+fn print_batches(batches: &[arrow::array::RecordBatch], format: Format) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Table => writeln!(
+            out,
+            "{}",
+            arrow::util::pretty::pretty_format_batches(batches)?
+        )?,
+        Format::Csv => {
+            let mut w = arrow::csv::Writer::new(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        Format::Json => {
+            let mut w = arrow::json::ArrayWriter::new(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+async fn simulate(args: &SimulateArgs) -> Result<u8> {
+    let faults = joblake_simulator::parse_faults(&args.faults)
+        .map_err(|e| anyhow::anyhow!("--faults: {e}"))?;
+    let cfg = joblake_simulator::SimConfig {
+        seed: args.seed,
+        rows: args.rows,
+        faults,
+        rpm: args.rpm,
+        jobo_keys: vec![args.jobo_key.clone()],
+        sentrion_keys: vec![args.sentrion_key.clone()],
+        credits: args.credits,
+        latency: std::time::Duration::from_millis(args.latency_ms),
+    };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    let handle = joblake_simulator::Simulator::start(cfg, listener).await;
+    let url = handle.url();
+    if let Some(f) = &args.url_file {
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, format!("{url}\n")).and_then(|_| std::fs::rename(&tmp, f))?;
+    }
+    println!(
+        "joblake simulator listening on {url} (seed {}, {} rows per API); Ctrl-C stops it",
+        args.seed, args.rows
+    );
+    handle.run_until_ctrl_c().await;
+    Ok(0)
+}

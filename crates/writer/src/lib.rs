@@ -24,6 +24,6 @@ mod table;
 
 pub use error::{Error, Result};
 pub use lake::{Lake, LakeLocation};
-pub use ledger::{RunRecord, RunStatus, read_ledger, write_ledger};
+pub use ledger::{RunRecord, RunStatus, ledger_schema, read_ledger, write_ledger};
 pub use lock::LakeLock;
 pub use table::{CommitReport, FileInfo, Recovery, TableWriter, WriterOptions};

@@ -1,0 +1,363 @@
+//! `joblake refresh`: every source with a key, page by page, each page committed with its
+//! cursor before the next is asked for.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::{NaiveDate, Utc};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use joblake_schema::{DecodeStats, PageContext, Table, arrow_schema, decode_page};
+use joblake_writer::{Lake, RunRecord, RunStatus, TableWriter, WriterOptions, write_ledger};
+use serde::Serialize;
+
+use crate::source::{Source, SourceState};
+
+/// How many dead-cursor restarts one run allows per source before it gives up: enough for
+/// the one restart a dead cursor calls for, never a loop.
+const MAX_RESTARTS: u32 = 2;
+
+/// Options of one refresh.
+pub struct RefreshOptions {
+    /// Ignore the watermark and scan everything again.
+    pub full: bool,
+    /// Stop each source after this many pages (it resumes next run).
+    pub max_pages: Option<u64>,
+    /// Jobs: first-run window start instead of the API's two-month default.
+    pub since: Option<NaiveDate>,
+    /// Set by Ctrl-C / SIGTERM: stop after the page in hand.
+    pub stop: Arc<AtomicBool>,
+    /// Show a progress line (stderr is a terminal and not --quiet).
+    pub progress: bool,
+}
+
+/// One source's outcome, as the summary shows it.
+#[derive(Debug, Serialize)]
+pub struct SourceSummary {
+    /// The table.
+    pub source: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Why it failed or stopped.
+    pub message: Option<String>,
+    /// Pages fetched this run.
+    pub pages: u64,
+    /// Rows loaded this run.
+    pub rows: u64,
+    /// Rows of an interrupted run committed first.
+    pub recovered_rows: u64,
+    /// Files published.
+    pub files: u64,
+    /// Bytes published.
+    pub bytes: u64,
+    /// Decode counters (values kept in `_extra`, rows rejected).
+    pub type_mismatches: u64,
+    /// Unknown fields kept in `_extra`.
+    pub unknown_fields: u64,
+    /// Rows rejected, with reasons under `_joblake/rejects/`.
+    pub rejected_rows: u64,
+    /// Retries and 429s.
+    pub retries: u64,
+    /// 429 answers.
+    pub http_429: u64,
+    /// Dead-cursor restarts.
+    pub restarts: u32,
+    /// Credits used as the API reported them.
+    pub credits_used: Option<f64>,
+    /// The last balance the API reported.
+    pub credits_balance: Option<f64>,
+    /// Seconds spent.
+    pub seconds: f64,
+    #[serde(skip)]
+    pub(crate) record: Option<RunRecord>,
+}
+
+/// Runs one source to the end of its scan (or to an error, a page limit or a signal).
+pub async fn run_source(
+    lake: &Lake,
+    run_id: &str,
+    source: &Source,
+    opts: &RefreshOptions,
+) -> SourceSummary {
+    let started = Instant::now();
+    let mut record = RunRecord {
+        run_id: run_id.to_string(),
+        source: source.table.name().to_string(),
+        started_at: Utc::now(),
+        finished_at: None,
+        status: RunStatus::Running,
+        message: None,
+        pages: 0,
+        rows: 0,
+        new_ids: None,
+        retries: 0,
+        http_429: 0,
+        restarts: 0,
+        recovered_pages: 0,
+        rejected_rows: 0,
+        type_mismatches: 0,
+        unknown_fields: 0,
+        credits_used: None,
+        credits_balance: None,
+        files: 0,
+        bytes: 0,
+    };
+    let mut summary = SourceSummary {
+        source: source.table.name().to_string(),
+        status: RunStatus::Running,
+        message: None,
+        pages: 0,
+        rows: 0,
+        recovered_rows: 0,
+        files: 0,
+        bytes: 0,
+        type_mismatches: 0,
+        unknown_fields: 0,
+        rejected_rows: 0,
+        retries: 0,
+        http_429: 0,
+        restarts: 0,
+        credits_used: None,
+        credits_balance: None,
+        seconds: 0.0,
+        record: None,
+    };
+    if let Err(e) = write_ledger(lake, &record).await {
+        tracing::warn!(error = %e, "could not write the run ledger");
+    }
+    let (status, message) = match scan(lake, run_id, source, opts, &mut summary).await {
+        Ok(status) => (status, None),
+        Err(e) => (RunStatus::Failed, Some(format!("{e:#}"))),
+    };
+    let stats = source.stats();
+    summary.status = status;
+    summary.message = message.or(summary.message.take());
+    summary.retries = stats.retries;
+    summary.http_429 = stats.throttled;
+    summary.seconds = started.elapsed().as_secs_f64();
+
+    record.finished_at = Some(Utc::now());
+    record.status = summary.status;
+    record.message = summary.message.clone();
+    record.pages = summary.pages as i64;
+    record.rows = summary.rows as i64;
+    record.retries = stats.retries as i64;
+    record.http_429 = stats.throttled as i64;
+    record.restarts = summary.restarts as i64;
+    record.rejected_rows = summary.rejected_rows as i64;
+    record.type_mismatches = summary.type_mismatches as i64;
+    record.unknown_fields = summary.unknown_fields as i64;
+    record.credits_used = summary.credits_used;
+    record.credits_balance = summary.credits_balance;
+    record.files = summary.files as i64;
+    record.bytes = summary.bytes as i64;
+    if let Err(e) = write_ledger(lake, &record).await {
+        tracing::warn!(error = %e, "could not write the run ledger");
+    }
+    summary.record = Some(record);
+    summary
+}
+
+async fn scan(
+    lake: &Lake,
+    run_id: &str,
+    source: &Source,
+    opts: &RefreshOptions,
+    summary: &mut SourceSummary,
+) -> Result<RunStatus> {
+    let table = source.table;
+    let (mut writer, recovery) = TableWriter::open(
+        lake,
+        table.name(),
+        arrow_schema(table),
+        run_id,
+        WriterOptions::default(),
+    )
+    .await
+    .with_context(|| format!("{table}: cannot open the table"))?;
+    if recovery.pages > 0 {
+        tracing::info!(
+            source = %table, pages = recovery.pages, rows = recovery.rows,
+            "committed pages an interrupted run had fetched"
+        );
+    }
+    summary.recovered_rows = recovery.rows;
+    summary.files += recovery.files.len() as u64;
+    summary.bytes += recovery.files.iter().map(|f| f.bytes).sum::<u64>();
+
+    let mut state: SourceState = match writer.state() {
+        Some(v) => serde_json::from_value(v.clone()).with_context(|| {
+            format!("{table}: the checkpoint in the state file is not readable")
+        })?,
+        None => SourceState::default(),
+    };
+    let mut current = match state.scan.take() {
+        Some(scan) if !opts.full => {
+            tracing::info!(source = %table, from_run = %scan.run_id, pages = scan.pages, "resuming the interrupted scan");
+            scan
+        }
+        _ => source.new_scan(&state, run_id, opts.full, opts.since),
+    };
+    let progress = progress_bar(opts.progress, table);
+    let mut page_no: i64 = 0;
+    let mut restarts = 0u32;
+    let mut totals = DecodeStats::default();
+    let mut used = 0.0;
+    let mut any_used = false;
+    let outcome: Result<RunStatus> = loop {
+        if opts.stop.load(Ordering::SeqCst) {
+            summary.message =
+                Some("interrupted; the next run resumes where this one stopped".into());
+            break Ok(RunStatus::Interrupted);
+        }
+        if opts.max_pages.is_some_and(|m| summary.pages >= m) {
+            summary.message = Some("stopped at --max-pages; the next run resumes here".into());
+            break Ok(RunStatus::Interrupted);
+        }
+        let page = match source.fetch(&current).await {
+            Ok(page) => page,
+            Err(e) if e.is_dead_cursor() && current.cursor.is_some() && restarts < MAX_RESTARTS => {
+                restarts += 1;
+                current.restarts += 1;
+                current.cursor = None;
+                tracing::warn!(source = %table, error = %e, "the cursor died; restarting the scan from the committed watermark");
+                continue;
+            }
+            Err(e) => break Err(anyhow::Error::new(e)),
+        };
+        page_no += 1;
+        let fetched_at = Utc::now();
+        let ctx = PageContext {
+            run_id: run_id.to_string(),
+            fetched_at,
+            page: page_no,
+        };
+        let decoded = match decode_page(table, &page.rows, &ctx) {
+            Ok(d) => d,
+            Err(e) => {
+                break Err(anyhow::Error::new(e)
+                    .context(format!("{table}: page {page_no} cannot be encoded")));
+            }
+        };
+        if !decoded.rejected.is_empty()
+            && let Err(e) = write_rejects(lake, table, run_id, page_no, &decoded.rejected).await
+        {
+            break Err(e);
+        }
+        let repeated =
+            page.has_more && page.next_cursor.is_some() && page.next_cursor == current.cursor;
+        let done = !page.has_more;
+        current.cursor = page.next_cursor.clone();
+        current.pages += 1;
+        let after = if done {
+            SourceState {
+                watermark: Some(current.started_at),
+                scan: None,
+            }
+        } else {
+            SourceState {
+                watermark: state.watermark,
+                scan: Some(current.clone()),
+            }
+        };
+        let value = serde_json::to_value(&after).expect("state serialises");
+        if let Err(e) = writer
+            .stage(page_no, fetched_at.date_naive(), &decoded.batch, &value)
+            .await
+        {
+            break Err(anyhow::Error::new(e)
+                .context(format!("{table}: cannot write page {page_no} to the lake")));
+        }
+        summary.pages += 1;
+        summary.rows += decoded.stats.rows;
+        totals.add(&decoded.stats);
+        if let Some(u) = page.credits.used {
+            used += u;
+            any_used = true;
+        }
+        if page.credits.balance.is_some() {
+            summary.credits_balance = page.credits.balance;
+        }
+        progress.set_message(format!(
+            "{} pages, {} rows{}",
+            summary.pages,
+            summary.rows,
+            summary
+                .credits_balance
+                .map(|b| format!(", credits left {b}"))
+                .unwrap_or_default()
+        ));
+        if repeated {
+            break Err(anyhow::anyhow!(
+                "{table}: the API returned the same cursor twice; stopping rather than looping \
+                 (what was fetched is committed)"
+            ));
+        }
+        if done {
+            state = after;
+            break Ok(RunStatus::Succeeded);
+        }
+    };
+    progress.finish_and_clear();
+    summary.restarts = restarts;
+    summary.type_mismatches = totals.type_mismatches;
+    summary.unknown_fields = totals.unknown_fields;
+    summary.rejected_rows = totals.rejected;
+    summary.credits_used = any_used.then_some(used);
+    let _ = state;
+    // Whatever happened, publish what was fetched with the checkpoint that covers it.
+    match writer.commit(None).await {
+        Ok(report) => {
+            summary.files += report.files.len() as u64;
+            summary.bytes += report.files.iter().map(|f| f.bytes).sum::<u64>();
+        }
+        Err(e) => {
+            writer.abort().await;
+            let err = anyhow::Error::new(e).context(format!(
+                "{table}: cannot commit the fetched pages (they stay staged and the next run commits them)"
+            ));
+            return Err(match outcome {
+                Err(first) => first.context(format!("{err:#}")),
+                Ok(_) => err,
+            });
+        }
+    }
+    outcome
+}
+
+async fn write_rejects(
+    lake: &Lake,
+    table: Table,
+    run_id: &str,
+    page: i64,
+    rejected: &[joblake_schema::Rejected],
+) -> Result<()> {
+    let mut text = String::new();
+    for r in rejected {
+        let line =
+            serde_json::json!({"page": page, "row": r.row, "reason": r.reason, "raw": r.raw});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let path = object_store::path::Path::from(format!(
+        "_joblake/rejects/{table}/{run_id}/{page:09}.jsonl"
+    ));
+    lake.put(&path, text.into()).await?;
+    tracing::warn!(source = %table, page, rows = rejected.len(), "rows rejected; see _joblake/rejects/");
+    Ok(())
+}
+
+fn progress_bar(show: bool, table: Table) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
+            .expect("valid template"),
+    );
+    bar.set_prefix(table.name());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
