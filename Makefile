@@ -2,6 +2,8 @@
 # compiles once. The target dir lives outside the checkout and is shared with CI.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/joblake-target
 CARGO ?= cargo
+# --workspace keeps feature resolution identical across runs, so the bundled DuckDB is never rebuilt.
+TEST_PACKAGES ?= --workspace
 BIN := $(CARGO_TARGET_DIR)/release/joblake
 
 .PHONY: build test refresh demo views status check-fmt clippy
@@ -10,7 +12,7 @@ build:
 	$(CARGO) build --release --locked -p joblake-cli
 
 test:
-	$(CARGO) test --release --locked --workspace
+	$(CARGO) test --release --locked $(TEST_PACKAGES)
 
 refresh: build
 	$(BIN) refresh
