@@ -9,7 +9,7 @@ BIN := $(CARGO_TARGET_DIR)/release/joblake
 .PHONY: build test refresh demo views status check-fmt clippy
 
 build:
-	$(CARGO) build --release --locked -p joblake-cli
+	$(CARGO) build --release --locked --workspace --all-targets
 
 test:
 	$(CARGO) test --release --locked $(TEST_PACKAGES)
@@ -28,3 +28,20 @@ check-fmt:
 
 clippy:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# The demo: simulator on a free loopback port, a first refresh, six simulated hours, an
+# incremental refresh, then the example queries. Uses a throwaway lake under ./demo-lake.
+DEMO_LAKE ?= demo-lake
+demo: build
+	@rm -rf $(DEMO_LAKE) && mkdir -p $(DEMO_LAKE)
+	@set -e; \
+	$(BIN) simulate --port 0 --rows 500 --url-file $(DEMO_LAKE)/.sim-url >$(DEMO_LAKE)/.sim.log 2>&1 & sim=$$!; \
+	trap 'kill $$sim 2>/dev/null' EXIT; \
+	for i in $$(seq 50); do [ -s $(DEMO_LAKE)/.sim-url ] && break; sleep 0.1; done; \
+	url=$$(cat $(DEMO_LAKE)/.sim-url); echo "simulator at $$url"; \
+	export JOBO_API_KEY=jbe_test_joblake_demo SENTRION_API_KEY=sk_test_joblake_demo JOBO_BASE_URL=$$url SENTRION_BASE_URL=$$url; \
+	echo "== first refresh"; $(BIN) refresh --lake $(DEMO_LAKE); \
+	echo "== six simulated hours pass"; curl -fsS -X POST "$$url/_sim/advance?hours=6"; echo; \
+	echo "== incremental refresh"; $(BIN) refresh --lake $(DEMO_LAKE); \
+	$(BIN) status --lake $(DEMO_LAKE); \
+	for q in queries/examples/*.sql; do echo "== $$q"; $(BIN) query --lake $(DEMO_LAKE) -- "$$(cat $$q)"; done
