@@ -81,28 +81,7 @@ pub async fn run_source(
     opts: &RefreshOptions,
 ) -> SourceSummary {
     let started = Instant::now();
-    let mut record = RunRecord {
-        run_id: run_id.to_string(),
-        source: source.table.name().to_string(),
-        started_at: Utc::now(),
-        finished_at: None,
-        status: RunStatus::Running,
-        message: None,
-        pages: 0,
-        rows: 0,
-        new_ids: None,
-        retries: 0,
-        http_429: 0,
-        restarts: 0,
-        recovered_pages: 0,
-        rejected_rows: 0,
-        type_mismatches: 0,
-        unknown_fields: 0,
-        credits_used: None,
-        credits_balance: None,
-        files: 0,
-        bytes: 0,
-    };
+    let mut record = RunRecord::new(run_id, source.table.name(), Utc::now());
     let mut summary = SourceSummary {
         source: source.table.name().to_string(),
         status: RunStatus::Running,

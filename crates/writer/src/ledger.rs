@@ -89,6 +89,34 @@ pub struct RunRecord {
     pub bytes: i64,
 }
 
+impl RunRecord {
+    /// A fresh `running` entry with every counter at zero.
+    pub fn new(run_id: &str, source: &str, started_at: DateTime<Utc>) -> RunRecord {
+        RunRecord {
+            run_id: run_id.to_string(),
+            source: source.to_string(),
+            started_at,
+            finished_at: None,
+            status: RunStatus::Running,
+            message: None,
+            pages: 0,
+            rows: 0,
+            new_ids: None,
+            retries: 0,
+            http_429: 0,
+            restarts: 0,
+            recovered_pages: 0,
+            rejected_rows: 0,
+            type_mismatches: 0,
+            unknown_fields: 0,
+            credits_used: None,
+            credits_balance: None,
+            files: 0,
+            bytes: 0,
+        }
+    }
+}
+
 /// The Arrow schema of the ledger files.
 pub fn ledger_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
@@ -176,28 +204,7 @@ mod tests {
     async fn ledger_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path().to_str().unwrap(), true).unwrap();
-        let mut rec = RunRecord {
-            run_id: "20261123T100000000Z".into(),
-            source: "jobs".into(),
-            started_at: Utc::now(),
-            finished_at: None,
-            status: RunStatus::Running,
-            message: None,
-            pages: 0,
-            rows: 0,
-            new_ids: None,
-            retries: 0,
-            http_429: 0,
-            restarts: 0,
-            recovered_pages: 0,
-            rejected_rows: 0,
-            type_mismatches: 0,
-            unknown_fields: 0,
-            credits_used: None,
-            credits_balance: None,
-            files: 0,
-            bytes: 0,
-        };
+        let mut rec = RunRecord::new("20261123T100000000Z", "jobs", Utc::now());
         write_ledger(&lake, &rec).await.unwrap();
         rec.status = RunStatus::Succeeded;
         rec.rows = 42;
