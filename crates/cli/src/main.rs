@@ -303,13 +303,14 @@ async fn cmd_refresh(
              or try joblake against the built-in simulator with `make demo`"
         );
     }
+    let new_lake = !cli.lake.contains("://") && !std::path::Path::new(&cli.lake).exists();
     let lake = Lake::open(&cli.lake, true)?;
     let holder = format!(
         "joblake refresh, pid {}, started {}",
         std::process::id(),
         Utc::now().to_rfc3339()
     );
-    let _lock = LakeLock::acquire(&lake, &holder)?;
+    let lock = LakeLock::acquire(&lake, &holder)?;
     mark_crashed_runs(&lake).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -330,9 +331,19 @@ async fn cmd_refresh(
         }
     }
     let db = duckdb_path(cli, &lake);
-    let views = rebuild_views(&lake, &db).await;
-    if views.is_ok() {
-        count_new_ids(&db, &run_id, &mut summaries, &lake).await;
+    let touched = summaries.iter().any(SourceSummary::touched_lake);
+    let views = if touched || (!new_lake && !db.exists()) {
+        let views = rebuild_views(&lake, &db).await;
+        if views.is_ok() {
+            count_new_ids(&db, &run_id, &mut summaries, &lake).await;
+        }
+        views.map(|()| true)
+    } else {
+        Ok(false)
+    };
+    drop(lock);
+    if new_lake && !touched {
+        remove_untouched_lake(&lake);
     }
     let seconds = started.elapsed().as_secs_f64();
     print_summary(cli, &run_id, &summaries, &skipped, &views, &db, seconds);
@@ -346,6 +357,24 @@ async fn cmd_refresh(
     } else {
         0
     })
+}
+
+/// Removes the directory this run created for a lake it then wrote nothing to (every
+/// source failed before its first page), so a bad key leaves no trace.
+fn remove_untouched_lake(lake: &Lake) {
+    let LakeLocation::Local(root) = lake.location() else {
+        return;
+    };
+    let only_lock = |dir: &std::path::Path, name: &str| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .all(|e| e.file_name().to_str() == Some(name))
+        })
+    };
+    if only_lock(root, "_joblake") && only_lock(&root.join("_joblake"), "lock") {
+        let _ = std::fs::remove_dir_all(root);
+    }
 }
 
 /// A ledger entry still `running` while we hold the lock belongs to a process that died.
@@ -421,16 +450,28 @@ fn print_summary(
     run_id: &str,
     summaries: &[SourceSummary],
     skipped: &[String],
-    views: &Result<()>,
+    views: &Result<bool>,
     db: &std::path::Path,
     seconds: f64,
 ) {
+    // What went wrong goes to stderr even with --json, so a scheduler's log shows it.
+    for s in summaries {
+        if let Some(m) = &s.message
+            && s.status != RunStatus::Succeeded
+        {
+            eprintln!("{}: {}: {m}", s.source, s.status.as_str());
+        }
+    }
     if cli.json {
         let out = serde_json::json!({
             "run_id": run_id,
             "sources": summaries,
             "skipped": skipped,
-            "views": match views { Ok(()) => serde_json::json!(db.display().to_string()), Err(e) => serde_json::json!({"error": format!("{e:#}")}) },
+            "views": match views {
+                Ok(true) => serde_json::json!({"updated": db.display().to_string()}),
+                Ok(false) => serde_json::json!({"unchanged": db.display().to_string()}),
+                Err(e) => serde_json::json!({"error": format!("{e:#}")}),
+            },
             "seconds": seconds,
         });
         println!(
@@ -438,13 +479,6 @@ fn print_summary(
             serde_json::to_string_pretty(&out).expect("summary serialises")
         );
         return;
-    }
-    for s in summaries {
-        if let Some(m) = &s.message
-            && s.status != RunStatus::Succeeded
-        {
-            eprintln!("{}: {}: {m}", s.source, s.status.as_str());
-        }
     }
     if cli.quiet {
         return;
@@ -471,10 +505,10 @@ fn print_summary(
             p
         })
         .collect();
-    let views = if views.is_ok() {
-        "views updated"
-    } else {
-        "views NOT updated"
+    let views = match views {
+        Ok(true) => "views updated",
+        Ok(false) => "nothing new, views unchanged",
+        Err(_) => "views NOT updated",
     };
     println!(
         "refresh {run_id}: {} · {views} · {seconds:.1}s",

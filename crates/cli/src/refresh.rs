@@ -102,10 +102,7 @@ pub async fn run_source(
         seconds: 0.0,
         record: None,
     };
-    if let Err(e) = write_ledger(lake, &record).await {
-        tracing::warn!(error = %e, "could not write the run ledger");
-    }
-    let (status, message) = match scan(lake, run_id, source, opts, &mut summary).await {
+    let (status, message) = match scan(lake, run_id, source, opts, &record, &mut summary).await {
         Ok(status) => (status, None),
         Err(e) => (RunStatus::Failed, Some(format!("{e:#}"))),
     };
@@ -131,11 +128,21 @@ pub async fn run_source(
     record.credits_balance = summary.credits_balance;
     record.files = summary.files as i64;
     record.bytes = summary.bytes as i64;
-    if let Err(e) = write_ledger(lake, &record).await {
-        tracing::warn!(error = %e, "could not write the run ledger");
+    // A source that failed before its first page (a bad key, say) leaves no trace.
+    if summary.touched_lake() {
+        if let Err(e) = write_ledger(lake, &record).await {
+            tracing::warn!(error = %e, "could not write the run ledger");
+        }
+        summary.record = Some(record);
     }
-    summary.record = Some(record);
     summary
+}
+
+impl SourceSummary {
+    /// Whether this source wrote anything to the lake (pages, recovered pages, files).
+    pub fn touched_lake(&self) -> bool {
+        self.pages > 0 || self.recovered_rows > 0 || self.files > 0
+    }
 }
 
 async fn scan(
@@ -143,6 +150,7 @@ async fn scan(
     run_id: &str,
     source: &Source,
     opts: &RefreshOptions,
+    running: &RunRecord,
     summary: &mut SourceSummary,
 ) -> Result<RunStatus> {
     let table = source.table;
@@ -241,6 +249,12 @@ async fn scan(
             }
         };
         let value = serde_json::to_value(&after).expect("state serialises");
+        if summary.pages == 0 {
+            // From here on a crash leaves staged pages: say in the ledger that a run is on.
+            if let Err(e) = write_ledger(lake, running).await {
+                tracing::warn!(error = %e, "could not write the run ledger");
+            }
+        }
         if let Err(e) = writer
             .stage(page_no, fetched_at.date_naive(), &decoded.batch, &value)
             .await

@@ -8,7 +8,7 @@ use crate::{Error, Lake, LakeLocation, Result};
 /// Held for the whole of a run; dropping it releases the lake.
 #[derive(Debug)]
 pub struct LakeLock {
-    _file: File,
+    file: File,
 }
 
 impl LakeLock {
@@ -59,7 +59,15 @@ impl LakeLock {
             .and_then(|_| file.seek(SeekFrom::Start(0)))
             .and_then(|_| writeln!(file, "{holder}"))
             .map_err(io(format!("cannot write {}", path.display())))?;
-        Ok(LakeLock { _file: file })
+        Ok(LakeLock { file })
+    }
+}
+
+impl Drop for LakeLock {
+    /// Clears the holder line while the lock is still held, so a finished run leaves the
+    /// lock file exactly as it found it.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
     }
 }
 

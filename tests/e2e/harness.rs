@@ -1,0 +1,364 @@
+//! What every end-to-end test needs: the real `joblake` binary, a simulator it talks to
+//! over loopback, a fresh lake, and the simulator's own ground truth to compare with.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use joblake_schema::{PageContext, Table, decode_page};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_joblake")
+}
+
+/// A key nobody else uses, so a test can search every output and file for it.
+pub fn unique_key(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}{:x}{:x}SECRET", std::process::id(), nanos)
+}
+
+/// `joblake simulate` running as a child process, killed on drop.
+pub struct Sim {
+    /// Killed on drop.
+    _child: Child,
+    pub url: String,
+    pub jobo_key: String,
+    pub sentrion_key: String,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+impl Sim {
+    /// Starts a simulator with `extra` arguments (faults, rows, latency...).
+    pub async fn start(extra: &[&str]) -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = dir.path().join("url");
+        let jobo_key = unique_key("jbe_e2e_");
+        let sentrion_key = unique_key("sk_e2e_");
+        let child = Command::new(bin())
+            .arg("simulate")
+            .arg("--url-file")
+            .arg(&url_file)
+            .args(["--jobo-key", &jobo_key, "--sentrion-key", &sentrion_key])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the simulator starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = loop {
+            if let Ok(u) = std::fs::read_to_string(&url_file) {
+                break u.trim().to_string();
+            }
+            assert!(Instant::now() < deadline, "the simulator never listened");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Sim {
+            _child: child,
+            url,
+            jobo_key,
+            sentrion_key,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<String>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.expect("the simulator answers");
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.expect("admin answers are JSON")
+    }
+
+    /// Lets simulated time pass: new and updated rows.
+    pub async fn advance(&self, hours: u32) {
+        self.admin(
+            reqwest::Method::POST,
+            &format!("/_sim/advance?hours={hours}"),
+            None,
+        )
+        .await;
+    }
+
+    /// Replaces the fault plan (and resets its request counters).
+    pub async fn set_faults(&self, spec: &str) {
+        self.admin(reqwest::Method::POST, "/_sim/faults", Some(spec.into()))
+            .await;
+    }
+
+    /// Every API request the simulator has seen.
+    pub async fn log(&self) -> Vec<Value> {
+        match self.admin(reqwest::Method::GET, "/_sim/log", None).await {
+            Value::Array(v) => v,
+            other => panic!("log is not an array: {other}"),
+        }
+    }
+
+    /// The raw rows the table should hold right now, as the API would serve them.
+    pub async fn truth_rows(&self, table: Table) -> Vec<Box<serde_json::value::RawValue>> {
+        let path = match table {
+            Table::CareerSites => "/_sim/truth/career_sites",
+            Table::Jobs => "/_sim/truth/jobs",
+        };
+        let text = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&text).expect("truth is a JSON array")
+    }
+
+    /// The truth decoded exactly as joblake would decode it (so ids are derived the
+    /// documented way), keyed by id.
+    pub async fn truth(&self, table: Table) -> RecordBatch {
+        let rows = self.truth_rows(table).await;
+        let ctx = PageContext {
+            run_id: "truth".into(),
+            fetched_at: chrono::Utc::now(),
+            page: 1,
+        };
+        let decoded = decode_page(table, &rows, &ctx).expect("truth decodes");
+        assert!(decoded.rejected.is_empty(), "truth rows rejected");
+        decoded.batch
+    }
+
+    /// The log entries of one API (`jobo` or `sentrion`).
+    pub async fn requests(&self, api: &str) -> Vec<Value> {
+        self.log()
+            .await
+            .into_iter()
+            .filter(|e| e["api"] == api)
+            .collect()
+    }
+}
+
+/// A lake in a temp directory plus the environment a refresh runs with.
+pub struct Lake {
+    pub dir: TempDir,
+    pub env: Vec<(String, String)>,
+    pub config: Option<PathBuf>,
+}
+
+impl Lake {
+    /// A fresh lake pointed at `sim` with both keys.
+    pub fn new(sim: &Sim) -> Lake {
+        Lake::with_keys(sim, Some(&sim.jobo_key), Some(&sim.sentrion_key))
+    }
+
+    pub fn with_keys(sim: &Sim, jobo: Option<&str>, sentrion: Option<&str>) -> Lake {
+        let mut env = vec![
+            ("JOBO_BASE_URL".to_string(), sim.url.clone()),
+            ("SENTRION_BASE_URL".to_string(), sim.url.clone()),
+        ];
+        if let Some(k) = jobo {
+            env.push(("JOBO_API_KEY".into(), k.into()));
+        }
+        if let Some(k) = sentrion {
+            env.push(("SENTRION_API_KEY".into(), k.into()));
+        }
+        Lake {
+            dir: tempfile::tempdir().unwrap(),
+            env,
+            config: None,
+        }
+    }
+
+    /// The lake directory (it may not exist yet).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("lake")
+    }
+
+    /// Writes a `joblake.toml` the following commands use.
+    pub fn set_config(&mut self, toml: &str) {
+        let p = self.dir.path().join("joblake.toml");
+        std::fs::write(&p, toml).unwrap();
+        self.config = Some(p);
+    }
+
+    /// A `joblake` command on this lake, run from an unrelated working directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .arg("--lake")
+            .arg(self.root());
+        if let Some(cfg) = &self.config {
+            c.arg("--config").arg(cfg);
+        }
+        c.args(args).stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `joblake <args>` to the end.
+    pub async fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().await.expect("joblake runs");
+        Run(Arc::new(out))
+    }
+
+    /// Runs `joblake refresh --json <args>` and insists that it succeeded.
+    pub async fn refresh_ok(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json", "refresh"];
+        all.extend_from_slice(args);
+        let run = self.run(&all).await;
+        run.assert_code(0);
+        serde_json::from_slice(&run.0.stdout).expect("--json summary")
+    }
+
+    /// `joblake query --format json`, as JSON rows.
+    pub async fn query(&self, sql: &str) -> Vec<Value> {
+        let run = self.run(&["query", "--format", "json", sql]).await;
+        run.assert_code(0);
+        match serde_json::from_slice(&run.0.stdout).expect("query prints JSON") {
+            Value::Array(rows) => rows,
+            other => panic!("not rows: {other}"),
+        }
+    }
+
+    /// One number from SQL.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let rows = self.query(sql).await;
+        let row = rows[0].as_object().unwrap();
+        row.values().next().unwrap().as_i64().unwrap()
+    }
+
+    /// Every file under the lake with its bytes (empty when it does not exist).
+    pub fn files(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        walk(&self.root(), &mut out);
+        out
+    }
+
+    /// The rows of a view as id -> row, without the per-fetch metadata columns.
+    pub async fn view(&self, view: &str) -> BTreeMap<String, Value> {
+        rows_by_id(
+            self.query(&format!(
+                "SELECT * EXCLUDE (_run_id, _fetched_at, _page, _row, dt) FROM {view}"
+            ))
+            .await,
+        )
+    }
+
+    /// The truth, passed through the same DuckDB -> JSON path as the view, as id -> row.
+    pub async fn truth(&self, sim: &Sim, table: Table) -> BTreeMap<String, Value> {
+        let batch = sim.truth(table).await;
+        let path = self
+            .dir
+            .path()
+            .join(format!("truth-{}.parquet", table.name()));
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        rows_by_id(
+            self.query(&format!(
+                "SELECT * EXCLUDE (_run_id, _fetched_at, _page, _row) FROM read_parquet('{}')",
+                path.display()
+            ))
+            .await,
+        )
+    }
+}
+
+fn rows_by_id(rows: Vec<Value>) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let id = row["id"].as_str().expect("every row has an id").to_string();
+        assert!(out.insert(id.clone(), row).is_none(), "id {id} twice");
+    }
+    out
+}
+
+fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
+        }
+    }
+}
+
+/// Asserts two id -> row maps are equal, naming the first differences.
+pub fn assert_same(view: &BTreeMap<String, Value>, truth: &BTreeMap<String, Value>, what: &str) {
+    let missing: Vec<_> = truth.keys().filter(|k| !view.contains_key(*k)).collect();
+    let extra: Vec<_> = view.keys().filter(|k| !truth.contains_key(*k)).collect();
+    let differ: Vec<_> = truth
+        .iter()
+        .filter(|(k, v)| view.get(*k).is_some_and(|w| w != *v))
+        .map(|(k, v)| format!("{k}:\n  lake  {}\n  truth {v}", view[k]))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && differ.is_empty(),
+        "{what}: {} rows in the lake, {} in the truth; {} missing (e.g. {:?}), {} extra (e.g. {:?}), {} differ, e.g.\n{}",
+        view.len(),
+        truth.len(),
+        missing.len(),
+        missing.first(),
+        extra.len(),
+        extra.first(),
+        differ.len(),
+        differ.first().map(String::as_str).unwrap_or("")
+    );
+}
+
+/// A finished command.
+#[derive(Clone)]
+pub struct Run(pub Arc<Output>);
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.0.status.code()
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "exit code; stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+    }
+}
+
+/// Request keys the simulator saw more than once with a 200, and how often.
+pub fn refetched(log: &[Value], api: &str) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for e in log.iter().filter(|e| e["api"] == api && e["status"] == 200) {
+        *counts
+            .entry(e["request_key"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    counts.retain(|_, n| *n > 1);
+    counts
+}

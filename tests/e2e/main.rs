@@ -1,0 +1,413 @@
+//! End-to-end: the real `joblake` binary against `joblake simulate`, checked against the
+//! simulator's own ground truth (`/_sim/truth/*`) and request log (`/_sim/log`).
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{Lake, Sim, assert_same, refetched};
+use joblake_schema::Table;
+use serde_json::Value;
+
+/// Retries that keep a faulty test run short without changing what is retried.
+const FAST_RETRY: &str = r#"
+[career_sites]
+retry_base_ms = 20
+retry_cap_secs = 2
+[jobs]
+retry_base_ms = 20
+retry_cap_secs = 2
+requests_per_minute = 0
+"#;
+
+async fn assert_views_match_truth(lake: &Lake, sim: &Sim) {
+    assert_same(
+        &lake.view("career_sites").await,
+        &lake.truth(sim, Table::CareerSites).await,
+        "career_sites",
+    );
+    assert_same(
+        &lake.view("jobs").await,
+        &lake.truth(sim, Table::Jobs).await,
+        "jobs",
+    );
+}
+
+fn source<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {summary}"))
+}
+
+/// Rows the simulator served with a 200 to one API.
+fn served_rows(log: &[Value], api: &str) -> u64 {
+    log.iter()
+        .filter(|e| e["api"] == api && e["status"] == 200)
+        .map(|e| e["rows"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn first_run_loads_exactly_the_truth_and_says_so() {
+    let sim = Sim::start(&["--rows", "400"]).await;
+    let lake = Lake::new(&sim);
+    let summary = lake.refresh_ok(&[]).await;
+    assert_views_match_truth(&lake, &sim).await;
+
+    let log = sim.log().await;
+    for (name, api) in [("career_sites", "jobo"), ("jobs", "sentrion")] {
+        let s = source(&summary, name);
+        assert_eq!(s["status"], "succeeded", "{s}");
+        assert_eq!(
+            s["rows"].as_u64().unwrap(),
+            served_rows(&log, api),
+            "{name} rows"
+        );
+        assert!(s["files"].as_u64().unwrap() >= 1);
+        // Many pages per file: a first run of one day writes one file per table.
+        assert!(s["pages"].as_u64().unwrap() > s["files"].as_u64().unwrap());
+        // Each row stored once.
+        let history = lake
+            .count(&format!("SELECT count(*) FROM {name}_history"))
+            .await;
+        let ids = lake.count(&format!("SELECT count(*) FROM {name}")).await;
+        assert_eq!(history, ids, "{name}: a first run stores every row once");
+        assert!(
+            refetched(&log, api).is_empty(),
+            "{name}: a page was paid for twice"
+        );
+    }
+
+    // status agrees with the data, and the ledger recorded the run.
+    let status = lake.run(&["status", "--json"]).await;
+    status.assert_code(0);
+    let status: Value = serde_json::from_str(&status.stdout()).unwrap();
+    for t in status["tables"].as_array().unwrap() {
+        let name = t["table"].as_str().unwrap();
+        let rows = lake
+            .count(&format!("SELECT count(*) FROM {name}_history"))
+            .await;
+        assert_eq!(t["rows"].as_i64().unwrap(), rows, "{name}");
+        assert_eq!(t["ids"].as_i64().unwrap(), rows, "{name}");
+        assert_eq!(t["last_status"], "succeeded");
+        assert_eq!(t["scan_in_progress"], false);
+        assert_eq!(t["staged_pages"], 0);
+    }
+    let runs = lake
+        .query("SELECT source, status, rows, new_ids FROM runs ORDER BY source")
+        .await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for r in &runs {
+        assert_eq!(r["status"], "succeeded");
+        assert_eq!(r["rows"], r["new_ids"], "{r}");
+    }
+
+    // Partitions are by fetch date, and nothing half-written is visible.
+    for path in lake.files().keys() {
+        let rel = path
+            .strip_prefix(lake.root())
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if rel.ends_with(".parquet") && !rel.starts_with("_joblake") {
+            let today = chrono::Utc::now().date_naive();
+            assert!(
+                rel.contains(&format!("/dt={today}/part-")),
+                "unexpected data file {rel}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn incremental_run_fetches_only_changes_and_the_later_version_wins() {
+    let sim = Sim::start(&["--rows", "400"]).await;
+    let lake = Lake::new(&sim);
+    let first = lake.refresh_ok(&[]).await;
+    sim.advance(6).await;
+    let second = lake.refresh_ok(&[]).await;
+    assert_views_match_truth(&lake, &sim).await;
+
+    for name in ["career_sites", "jobs"] {
+        let a = source(&first, name)["rows"].as_u64().unwrap();
+        let b = source(&second, name)["rows"].as_u64().unwrap();
+        assert!(
+            b > 0 && b * 3 < a,
+            "{name}: the second run fetched {b} rows after {a}"
+        );
+        // Updated rows have two versions; the view shows the one fetched last.
+        let versions = lake
+            .count(&format!(
+                "SELECT count(*) FROM (SELECT id FROM {name}_history GROUP BY id HAVING count(*) > 1)"
+            ))
+            .await;
+        assert!(versions > 0, "{name}: no row was updated between the runs");
+        let stale = lake
+            .count(&format!(
+                "SELECT count(*) FROM {name} v JOIN (SELECT id, max(_run_id) AS r FROM {name}_history GROUP BY id) h USING (id) WHERE v._run_id <> h.r"
+            ))
+            .await;
+        assert_eq!(stale, 0, "{name}: the view shows an older version");
+    }
+    let runs = lake
+        .count("SELECT count(*) FROM runs WHERE status = 'succeeded'")
+        .await;
+    assert_eq!(runs, 4);
+}
+
+#[tokio::test]
+async fn faults_and_dead_cursors_still_converge_to_the_truth() {
+    let sim = Sim::start(&[
+        "--rows",
+        "400",
+        "--faults",
+        "jobo:429=1@2,jobo:503@4,jobo:dead_cursor@6,jobo:restart@9,\
+         sentrion:503@2,sentrion:429=1@3,sentrion:dead_cursor@5",
+    ])
+    .await;
+    let mut lake = Lake::new(&sim);
+    lake.set_config(FAST_RETRY);
+    let summary = lake.refresh_ok(&[]).await;
+    assert_views_match_truth(&lake, &sim).await;
+
+    let jobo = source(&summary, "career_sites");
+    assert_eq!(jobo["restarts"], 2, "{jobo}");
+    assert!(jobo["retries"].as_u64().unwrap() >= 2, "{jobo}");
+    assert!(jobo["http_429"].as_u64().unwrap() >= 1, "{jobo}");
+    let sentrion = source(&summary, "jobs");
+    assert_eq!(sentrion["restarts"], 1, "{sentrion}");
+    assert!(sentrion["http_429"].as_u64().unwrap() >= 1, "{sentrion}");
+
+    // Retry-After: 1 was honoured before the next request to the same API.
+    let log = sim.log().await;
+    for api in ["jobo", "sentrion"] {
+        let reqs: Vec<&Value> = log.iter().filter(|e| e["api"] == api).collect();
+        let i = reqs.iter().position(|e| e["status"] == 429).unwrap();
+        let at =
+            |e: &Value| chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
+        let waited = at(reqs[i + 1]) - at(reqs[i]);
+        assert!(
+            waited.num_milliseconds() >= 900,
+            "{api}: retried {waited} after a 429 with Retry-After: 1"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_402_stops_the_source_and_keeps_what_was_paid_for() {
+    let sim = Sim::start(&["--rows", "400", "--faults", "jobo:402@4"]).await;
+    let mut lake = Lake::new(&sim);
+    lake.set_config(FAST_RETRY);
+    let run = lake.run(&["--json", "refresh"]).await;
+    run.assert_code(1);
+    let summary: Value = serde_json::from_str(&run.stdout()).unwrap();
+    let jobo = source(&summary, "career_sites");
+    assert_eq!(jobo["status"], "failed");
+    assert!(jobo["message"].as_str().unwrap().contains("402"), "{jobo}");
+    assert_eq!(jobo["pages"], 3);
+    assert_eq!(source(&summary, "jobs")["status"], "succeeded");
+    // The three paid pages are queryable now...
+    assert_eq!(lake.count("SELECT count(*) FROM career_sites").await, 150);
+    // ...and the next run resumes after them instead of paying again.
+    sim.set_faults("").await;
+    lake.refresh_ok(&["--source", "career_sites"]).await;
+    assert_views_match_truth(&lake, &sim).await;
+    assert!(refetched(&sim.log().await, "jobo").is_empty());
+}
+
+#[tokio::test]
+async fn max_pages_stops_early_and_the_next_run_resumes() {
+    let sim = Sim::start(&["--rows", "400"]).await;
+    let lake = Lake::new(&sim);
+    let run = lake.run(&["refresh", "--max-pages", "2"]).await;
+    run.assert_code(3);
+    assert_eq!(lake.count("SELECT count(*) FROM career_sites").await, 100);
+    lake.refresh_ok(&[]).await;
+    assert_views_match_truth(&lake, &sim).await;
+    let log = sim.log().await;
+    assert!(refetched(&log, "jobo").is_empty());
+    assert!(refetched(&log, "sentrion").is_empty());
+}
+
+/// Kills `joblake refresh` with SIGKILL once the simulator has served `pages` pages of `api`.
+async fn kill_after(lake: &Lake, sim: &Sim, api: &str, pages: usize) {
+    let before = sim
+        .requests(api)
+        .await
+        .iter()
+        .filter(|e| e["status"] == 200)
+        .count();
+    let mut child = lake
+        .command(&["refresh"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let served = sim
+            .requests(api)
+            .await
+            .iter()
+            .filter(|e| e["status"] == 200)
+            .count();
+        if served >= before + pages {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "refresh ended before the kill"
+        );
+        assert!(Instant::now() < deadline, "refresh made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(!status.success());
+}
+
+#[tokio::test]
+async fn kill_9_mid_run_loses_nothing_duplicates_nothing_and_refetches_at_most_a_page() {
+    let sim = Sim::start(&["--rows", "1000", "--latency-ms", "40"]).await;
+    let lake = Lake::new(&sim);
+    kill_after(&lake, &sim, "jobo", 4).await;
+    kill_after(&lake, &sim, "jobo", 5).await;
+    kill_after(&lake, &sim, "sentrion", 2).await;
+    let summary = lake.refresh_ok(&[]).await;
+    assert!(
+        source(&summary, "career_sites")["recovered_rows"]
+            .as_u64()
+            .unwrap()
+            > 0
+            || source(&summary, "jobs")["recovered_rows"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_views_match_truth(&lake, &sim).await;
+
+    let log = sim.log().await;
+    for (name, api, crashes) in [("career_sites", "jobo", 3), ("jobs", "sentrion", 1)] {
+        let history = lake
+            .count(&format!("SELECT count(*) FROM {name}_history"))
+            .await;
+        let ids = lake.count(&format!("SELECT count(*) FROM {name}")).await;
+        assert_eq!(history, ids, "{name}: a row was stored twice");
+        let again = refetched(&log, api);
+        assert!(
+            again.values().sum::<usize>() - again.len() <= crashes,
+            "{name}: {crashes} crashes re-fetched {again:?}"
+        );
+    }
+    let crashed = lake
+        .count("SELECT count(*) FROM runs WHERE status = 'crashed'")
+        .await;
+    assert!(crashed >= 3, "{crashed} crashed runs in the ledger");
+}
+
+#[tokio::test]
+async fn a_bad_key_fails_clearly_and_leaves_the_lake_untouched() {
+    let sim = Sim::start(&[]).await;
+    // A new lake is not even created.
+    let bad = Lake::with_keys(&sim, Some("jbe_wrong_key_0000"), None);
+    let run = bad.run(&["refresh"]).await;
+    run.assert_code(1);
+    assert!(run.stderr().contains("JOBO_API_KEY"), "{}", run.stderr());
+    assert!(!run.stderr().contains("jbe_wrong_key_0000"));
+    assert!(bad.files().is_empty(), "{:?}", bad.files().keys());
+
+    // An existing lake keeps every byte.
+    let mut lake = Lake::new(&sim);
+    lake.refresh_ok(&[]).await;
+    let before = lake.files();
+    lake.env.retain(|(k, _)| k != "SENTRION_API_KEY");
+    lake.env
+        .push(("SENTRION_API_KEY".into(), "sk_wrong_key_0000".into()));
+    let run = lake.run(&["refresh", "--source", "jobs"]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr().contains("SENTRION_API_KEY"),
+        "{}",
+        run.stderr()
+    );
+    assert!(lake.files() == before, "the failed run changed the lake");
+}
+
+#[tokio::test]
+async fn no_key_at_all_points_at_the_demo() {
+    let sim = Sim::start(&[]).await;
+    let lake = Lake::with_keys(&sim, None, None);
+    let run = lake.run(&["refresh"]).await;
+    assert_ne!(run.code(), Some(0));
+    assert!(run.stderr().contains("make demo"), "{}", run.stderr());
+    assert!(lake.files().is_empty());
+}
+
+#[tokio::test]
+async fn a_second_refresh_on_a_busy_lake_exits_with_a_clear_message() {
+    let sim = Sim::start(&["--latency-ms", "100"]).await;
+    let lake = Lake::new(&sim);
+    let first = lake
+        .command(&["refresh"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.requests("jobo").await.is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = lake.run(&["refresh"]).await;
+    second.assert_code(2);
+    assert!(
+        second.stderr().contains("another joblake"),
+        "{}",
+        second.stderr()
+    );
+    let out = first.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_views_match_truth(&lake, &sim).await;
+}
+
+#[tokio::test]
+async fn api_keys_never_reach_an_output_or_a_file() {
+    let sim = Sim::start(&["--rows", "200", "--faults", "jobo:503@2,sentrion:402@2"]).await;
+    let mut lake = Lake::new(&sim);
+    lake.set_config(FAST_RETRY);
+    lake.env.push(("JOBLAKE_LOG".into(), "trace".into()));
+    let mut outputs = Vec::new();
+    for args in [
+        &["-vv", "refresh"][..],
+        &["--json", "refresh"],
+        &["status"],
+        &["status", "--json"],
+        &["views"],
+        &["query", "SELECT * FROM runs"],
+    ] {
+        let run = lake.run(args).await;
+        outputs.push((args.join(" "), run.stdout() + &run.stderr()));
+    }
+    // The runs did happen, with errors and debug logs to leak into.
+    assert!(outputs[0].1.contains("402"), "{}", outputs[0].1);
+    assert!(lake.count("SELECT count(*) FROM career_sites").await > 0);
+    for key in [&sim.jobo_key, &sim.sentrion_key] {
+        for (args, text) in &outputs {
+            assert!(
+                !text.contains(key.as_str()),
+                "`joblake {args}` printed a key"
+            );
+        }
+        for (path, bytes) in lake.files() {
+            assert!(
+                !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+                "{} holds a key",
+                path.display()
+            );
+        }
+    }
+    assert!(lake.files().keys().any(|p| p.ends_with("lake.duckdb")));
+}
