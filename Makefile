@@ -6,12 +6,34 @@ CARGO ?= cargo
 TEST_PACKAGES ?= --workspace
 BIN := $(CARGO_TARGET_DIR)/release/joblake
 
-.PHONY: build test refresh demo views status check-fmt clippy
+.PHONY: build test py-tools refresh demo views status check-fmt clippy
 
 build:
 	$(CARGO) build --release --locked --workspace --all-targets
 
-test:
+# Test tools from PyPI, each in its own --target dir (no venv, nothing system-wide): the stock
+# DuckDB releases analysts run (the .duckdb file must open in them), pyarrow and polars (the
+# notebooks' readers) and moto's S3 server. Installed once; bump PY_STAMP to reinstall.
+PY_DIR ?= $(HOME)/.cache/joblake-py
+PY_DUCKDB_VERSIONS := 1.4.5 1.5.6
+PY_TOOLS := pyarrow==26.0.1 polars==2.1.0 moto[server]==5.2.5
+PY_STAMP := $(PY_DIR)/.installed-1
+PIP ?= python3 -m pip --disable-pip-version-check --quiet --no-input
+
+py-tools: $(PY_STAMP)
+
+$(PY_STAMP):
+	@mkdir -p $(PY_DIR)
+	@set -e; for v in $(PY_DUCKDB_VERSIONS); do \
+	  echo "installing duckdb $$v (python) into $(PY_DIR)/duckdb-$$v"; \
+	  $(PIP) install --upgrade --target $(PY_DIR)/duckdb-$$v duckdb==$$v; done
+	@echo "installing $(PY_TOOLS) into $(PY_DIR)/tools"
+	@$(PIP) install --upgrade --target $(PY_DIR)/tools $(PY_TOOLS)
+	@touch $@
+
+test: py-tools
+	JOBLAKE_PY_DUCKDB="$(foreach v,$(PY_DUCKDB_VERSIONS),$(PY_DIR)/duckdb-$(v))" \
+	JOBLAKE_PY_TOOLS="$(PY_DIR)/tools" \
 	$(CARGO) test --release --locked $(TEST_PACKAGES)
 
 refresh: build

@@ -411,3 +411,128 @@ async fn api_keys_never_reach_an_output_or_a_file() {
     }
     assert!(lake.files().keys().any(|p| p.ends_with("lake.duckdb")));
 }
+
+/// The python test tools `make test` installs (see `make py-tools`); the stock readers are
+/// part of the contract, so a run without them fails rather than skips.
+fn py_env(var: &str) -> Vec<String> {
+    let dirs = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with `make test`, which installs the stock readers")
+    });
+    dirs.split_whitespace().map(str::to_string).collect()
+}
+
+async fn reader_counts(pythonpath: &str, reader: &str, target: &std::path::Path) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/readers/counts.py");
+    let out = tokio::process::Command::new("python3")
+        .env("PYTHONPATH", pythonpath)
+        .arg(script)
+        .arg(reader)
+        .arg(target)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{reader} from {pythonpath}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn stock_duckdb_pyarrow_and_polars_read_the_lake_from_anywhere() {
+    let sim = Sim::start(&["--rows", "300"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&[]).await;
+    sim.advance(6).await;
+    lake.refresh_ok(&[]).await;
+    let mut expected = serde_json::Map::new();
+    for t in ["career_sites", "jobs"] {
+        for (k, sql) in [
+            (t.to_string(), format!("SELECT count(*) FROM {t}")),
+            (
+                format!("{t}_history"),
+                format!("SELECT count(*) FROM {t}_history"),
+            ),
+            (
+                format!("{t}_ids"),
+                format!("SELECT count(DISTINCT id) FROM {t}"),
+            ),
+        ] {
+            expected.insert(k, lake.count(&sql).await.into());
+        }
+    }
+    expected.insert(
+        "runs".into(),
+        lake.count("SELECT count(*) FROM runs").await.into(),
+    );
+    assert!(expected["career_sites_history"].as_i64() > expected["career_sites"].as_i64());
+
+    // The .duckdb file, opened by the DuckDB releases analysts run, read-only, from `/`.
+    let db = lake.root().join("lake.duckdb");
+    let dirs = py_env("JOBLAKE_PY_DUCKDB");
+    assert!(dirs.len() >= 2, "{dirs:?}");
+    for dir in &dirs {
+        let mut got = reader_counts(dir, "duckdb", &db).await;
+        let version = got.as_object_mut().unwrap().remove("version").unwrap();
+        assert_eq!(got, Value::Object(expected.clone()), "DuckDB {version}");
+    }
+    // The Parquet, as notebooks load it: nothing in _joblake/ or half-written is picked up.
+    let tools = py_env("JOBLAKE_PY_TOOLS").join(":");
+    for reader in ["pyarrow", "polars"] {
+        let got = reader_counts(&tools, reader, &lake.root()).await;
+        for t in ["career_sites", "jobs"] {
+            for k in [format!("{t}_history"), format!("{t}_ids")] {
+                let want = if k.ends_with("_ids") {
+                    &expected[t]
+                } else {
+                    &expected[&k]
+                };
+                assert_eq!(&got[&k], want, "{reader}: {k}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn views_read_older_files_that_lack_a_column() {
+    let sim = Sim::start(&["--rows", "200"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&["--source", "career_sites"]).await;
+    let ids = lake.count("SELECT count(*) FROM career_sites").await;
+    // A file as an older joblake would have written it: no `website` column, an earlier run.
+    let old = lake
+        .root()
+        .join("career_sites/dt=2020-01-01/part-20200101T000000000Z-000001.parquet");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    let copy = format!(
+        "COPY (SELECT * EXCLUDE (website, dt) REPLACE ('20200101T000000000Z' AS _run_id, 'old' AS name) \
+         FROM career_sites_history) TO '{}' (FORMAT parquet)",
+        old.display()
+    );
+    lake.query(&copy).await;
+    lake.run(&["views"]).await.assert_code(0);
+    assert_eq!(
+        lake.count("SELECT count(*) FROM career_sites_history")
+            .await,
+        2 * ids
+    );
+    assert_eq!(
+        lake.count(
+            "SELECT count(*) FROM career_sites_history WHERE website IS NULL AND name = 'old'"
+        )
+        .await,
+        ids
+    );
+    // The newer version still wins, column and all.
+    assert_eq!(
+        lake.count("SELECT count(*) FROM career_sites WHERE name = 'old'")
+            .await,
+        0
+    );
+    assert_same(
+        &lake.view("career_sites").await,
+        &lake.truth(&sim, Table::CareerSites).await,
+        "career_sites",
+    );
+}
