@@ -48,8 +48,8 @@ pub async fn print(lake: &Lake, json: bool) -> Result<()> {
     }
     println!("lake {}", lake.url());
     println!(
-        "{:<13} {:>9} {:>9} {:>6} {:>5} {:>10}  {:<26} {:<10} {:>12}  {}",
-        "table", "rows", "ids", "files", "dts", "bytes", "last run", "status", "credits", "cursor"
+        "{:<13} {:>9} {:>9} {:>6} {:>5} {:>10}  {:<26} {:<10} {:>12}  cursor",
+        "table", "rows", "ids", "files", "dts", "bytes", "last run", "status", "credits"
     );
     for s in &out {
         println!(
