@@ -321,15 +321,16 @@ async fn cmd_refresh(
         max_pages,
         since,
         stop: Arc::clone(&stop),
-        progress: !cli.quiet && std::io::stderr().is_terminal(),
+        progress: (!cli.quiet && std::io::stderr().is_terminal())
+            .then(indicatif::MultiProgress::new),
     };
-    let mut summaries = Vec::new();
-    for source in &sources {
-        summaries.push(refresh::run_source(&lake, &run_id, source, &opts).await);
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-    }
+    // The two APIs have separate budgets and separate tables: fetch them side by side.
+    let mut summaries = futures::future::join_all(
+        sources
+            .iter()
+            .map(|source| refresh::run_source(&lake, &run_id, source, &opts)),
+    )
+    .await;
     let db = duckdb_path(cli, &lake);
     let touched = summaries.iter().any(SourceSummary::touched_lake);
     let views = if touched || (!new_lake && !db.exists()) {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chrono::{NaiveDate, Utc};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use joblake_schema::{DecodeStats, PageContext, Table, arrow_schema, decode_page};
 use joblake_writer::{Lake, RunRecord, RunStatus, TableWriter, WriterOptions, write_ledger};
 use serde::Serialize;
@@ -28,8 +28,8 @@ pub struct RefreshOptions {
     pub since: Option<NaiveDate>,
     /// Set by Ctrl-C / SIGTERM: stop after the page in hand.
     pub stop: Arc<AtomicBool>,
-    /// Show a progress line (stderr is a terminal and not --quiet).
-    pub progress: bool,
+    /// Progress lines, one per source (stderr is a terminal and not --quiet).
+    pub progress: Option<MultiProgress>,
 }
 
 /// One source's outcome, as the summary shows it.
@@ -186,7 +186,7 @@ async fn scan(
         }
         _ => source.new_scan(&state, run_id, opts.full, opts.since),
     };
-    let progress = progress_bar(opts.progress, table);
+    let progress = progress_bar(opts.progress.as_ref(), table);
     let mut page_no: i64 = 0;
     let mut restarts = 0u32;
     let mut totals = DecodeStats::default();
@@ -341,11 +341,11 @@ async fn write_rejects(
     Ok(())
 }
 
-fn progress_bar(show: bool, table: Table) -> ProgressBar {
-    if !show {
+fn progress_bar(multi: Option<&MultiProgress>, table: Table) -> ProgressBar {
+    let Some(multi) = multi else {
         return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    };
+    let bar = multi.add(ProgressBar::new_spinner());
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
             .expect("valid template"),
