@@ -126,6 +126,21 @@ impl Sim {
         serde_json::from_str(&text).expect("truth is a JSON array")
     }
 
+    /// The raw rows a filtered request would page through (`body` as the API takes it).
+    pub async fn truth_filtered(&self, table: Table, body: &str) -> Vec<Value> {
+        let path = match table {
+            Table::CareerSites => "/_sim/truth/career_sites",
+            Table::Jobs => "/_sim/truth/jobs",
+        };
+        match self
+            .admin(reqwest::Method::POST, path, Some(body.into()))
+            .await
+        {
+            Value::Array(v) => v,
+            other => panic!("truth is not an array: {other}"),
+        }
+    }
+
     /// The truth decoded exactly as joblake would decode it (so ids are derived the
     /// documented way), keyed by id.
     pub async fn truth(&self, table: Table) -> RecordBatch {

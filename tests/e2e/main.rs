@@ -542,3 +542,62 @@ async fn views_read_older_files_that_lack_a_column() {
         "career_sites",
     );
 }
+
+#[tokio::test]
+async fn filters_from_joblake_toml_reach_the_apis() {
+    let sim = Sim::start(&["--rows", "400"]).await;
+    let mut lake = Lake::new(&sim);
+    lake.set_config(
+        r#"
+[career_sites]
+filters = { industries = ["fintech", "ai"], is_agency = false }
+[jobs]
+filters = { jobs_locations = [{ country = "Germany" }] }
+"#,
+    );
+    lake.refresh_ok(&[]).await;
+    let sites = sim
+        .truth_filtered(
+            Table::CareerSites,
+            r#"{"industries": ["fintech", "ai"], "is_agency": false}"#,
+        )
+        .await;
+    let jobs = sim
+        .truth_filtered(
+            Table::Jobs,
+            r#"{"jobs_locations": [{"country": "Germany"}]}"#,
+        )
+        .await;
+    let all = sim.truth_rows(Table::CareerSites).await.len();
+    assert!(
+        !sites.is_empty() && sites.len() < all,
+        "{} of {all}",
+        sites.len()
+    );
+    assert!(!jobs.is_empty());
+    let ids = |rows: Vec<Value>| -> std::collections::BTreeSet<String> {
+        rows.into_iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(lake.query("SELECT id FROM career_sites").await),
+        ids(sites)
+    );
+    // Jobs carry no id of their own; compare by the URL the id is derived from.
+    let urls: std::collections::BTreeSet<String> = jobs
+        .iter()
+        .map(|j| j["Job URL"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let got: std::collections::BTreeSet<String> = lake
+        .query("SELECT coalesce(job_url, '') AS u FROM jobs")
+        .await
+        .into_iter()
+        .map(|r| r["u"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, urls);
+    assert_eq!(
+        lake.count("SELECT count(*) FROM jobs").await as usize,
+        jobs.len()
+    );
+}
