@@ -110,10 +110,18 @@ impl Source {
             Api::Jobo => Client::Jobo(JoboClient::new(client_cfg)?),
             Api::Sentrion => Client::Sentrion(SentrionClient::new(client_cfg)?),
         };
-        let page_size = cfg.page_size.unwrap_or(match api {
-            Api::Jobo => 50,
-            Api::Sentrion => 100,
-        });
+        let (range, default) = match api {
+            Api::Jobo => (1..=50, 50),
+            Api::Sentrion => (10..=100, 100),
+        };
+        let page_size = cfg.page_size.unwrap_or(default);
+        if !range.contains(&page_size) {
+            anyhow::bail!(
+                "[{table}] page_size = {page_size} is out of range: the API takes {} to {} rows per page",
+                range.start(),
+                range.end()
+            );
+        }
         Ok(Source {
             table,
             api,
@@ -186,6 +194,93 @@ impl Source {
         match &self.client {
             Client::Jobo(c) => c.stats().snapshot(),
             Client::Sentrion(c) => c.stats().snapshot(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(table: Table, cfg: &SourceConfig) -> Result<Source> {
+        Source::new(
+            table,
+            "k".to_string().into(),
+            "http://127.0.0.1:9".into(),
+            cfg,
+        )
+    }
+
+    fn after(watermark: &str) -> SourceState {
+        SourceState {
+            watermark: Some(watermark.parse().unwrap()),
+            scan: None,
+        }
+    }
+
+    #[test]
+    fn career_sites_ask_for_updates_since_the_last_start_minus_the_overlap() {
+        let s = source(Table::CareerSites, &SourceConfig::default()).unwrap();
+        let first = s.new_scan(&SourceState::default(), "r1", false, None);
+        assert_eq!(
+            first.updated_after, None,
+            "a first run pages the whole feed"
+        );
+        let next = s.new_scan(&after("2026-11-23T12:00:00Z"), "r2", false, None);
+        assert_eq!(
+            next.updated_after,
+            Some("2026-11-23T11:45:00Z".parse().unwrap())
+        );
+        assert_eq!(next.published_after, None);
+        let full = s.new_scan(&after("2026-11-23T12:00:00Z"), "r3", true, None);
+        assert_eq!(full.updated_after, None);
+
+        let cfg = SourceConfig {
+            overlap_minutes: Some(60),
+            ..Default::default()
+        };
+        let s = source(Table::CareerSites, &cfg).unwrap();
+        let next = s.new_scan(&after("2026-11-23T12:00:00Z"), "r2", false, None);
+        assert_eq!(
+            next.updated_after,
+            Some("2026-11-23T11:00:00Z".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn jobs_ask_from_the_last_run_date_minus_a_day_or_since_or_the_api_default() {
+        let s = source(Table::Jobs, &SourceConfig::default()).unwrap();
+        let first = s.new_scan(&SourceState::default(), "r1", false, None);
+        assert_eq!(first.published_after, None, "the API's two-month default");
+        let since = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let first = s.new_scan(&SourceState::default(), "r1", false, Some(since));
+        assert_eq!(first.published_after, Some(since));
+        let next = s.new_scan(&after("2026-11-23T00:30:00Z"), "r2", false, None);
+        assert_eq!(next.published_after, NaiveDate::from_ymd_opt(2026, 11, 22));
+        assert_eq!(next.updated_after, None);
+    }
+
+    #[test]
+    fn page_sizes_outside_what_the_api_takes_are_refused_up_front() {
+        for (table, size, ok) in [
+            (Table::CareerSites, 50, true),
+            (Table::CareerSites, 51, false),
+            (Table::CareerSites, 0, false),
+            (Table::Jobs, 10, true),
+            (Table::Jobs, 9, false),
+            (Table::Jobs, 101, false),
+        ] {
+            let cfg = SourceConfig {
+                page_size: Some(size),
+                ..Default::default()
+            };
+            match source(table, &cfg) {
+                Ok(_) => assert!(ok, "{table} {size}"),
+                Err(e) => {
+                    assert!(!ok, "{table} {size}");
+                    assert!(e.to_string().contains("page_size"), "{e}");
+                }
+            }
         }
     }
 }
