@@ -264,10 +264,6 @@ impl Core {
         })
     }
 
-    pub(crate) fn api(&self) -> Api {
-        self.api
-    }
-
     pub(crate) fn stats(&self) -> Arc<FetchStats> {
         Arc::clone(&self.stats)
     }

@@ -1,19 +1,15 @@
 //! Jobo career sites feed: `POST /api/career-sites/feed`, key in `X-Api-Key`, credits in headers.
 
-use std::fmt;
-use std::sync::Arc;
-
-use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::http::{Auth, Core, Ctx, Failure, header_f64};
-use crate::{Api, ClientConfig, Credits, FetchError, FetchStats, Page};
+use crate::http::{Ctx, Failure, header_f64};
+use crate::{Api, Credits, FetchError, Page};
 
-const PATH: &str = "/api/career-sites/feed";
+pub(crate) const PATH: &str = "/api/career-sites/feed";
 
 /// Largest `batch_size` the feed accepts.
 pub const JOBO_MAX_BATCH: u32 = 50;
@@ -95,46 +91,6 @@ impl JoboScan {
     }
 }
 
-/// Client for the Jobo career sites feed.
-pub struct JoboClient {
-    core: Core,
-}
-
-impl fmt::Debug for JoboClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.core.fmt(f)
-    }
-}
-
-impl JoboClient {
-    /// Builds a client; fails on an empty or header-unsafe key or a bad base URL.
-    pub fn new(cfg: ClientConfig) -> Result<Self, FetchError> {
-        Ok(JoboClient {
-            core: Core::new(Api::Jobo, cfg, PATH, Auth::ApiKeyHeader)?,
-        })
-    }
-
-    /// Fetches one page: the first of the scan with `cursor = None`, else the one after `cursor`.
-    pub async fn fetch_page(
-        &self,
-        scan: &JoboScan,
-        cursor: Option<&str>,
-    ) -> Result<Page, FetchError> {
-        let body = Bytes::from(scan.request_body(cursor)?);
-        self.core.post(body, cursor.is_some(), parse_page).await
-    }
-
-    /// Live counters of this client.
-    pub fn stats(&self) -> Arc<FetchStats> {
-        self.core.stats()
-    }
-
-    /// Always [`Api::Jobo`].
-    pub fn api(&self) -> Api {
-        self.core.api()
-    }
-}
-
 #[derive(Deserialize)]
 struct Envelope {
     career_sites: Vec<Box<RawValue>>,
@@ -144,7 +100,7 @@ struct Envelope {
     has_more: Option<bool>,
 }
 
-fn parse_page(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Result<Page, Failure> {
+pub(crate) fn parse_page(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Result<Page, Failure> {
     let env: Envelope = serde_json::from_slice(body).map_err(|e| {
         Failure::malformed(ctx.clean(&format!(
             "career sites body is not the feed envelope ({e}); starts with: {}",

@@ -24,6 +24,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod client;
 mod config;
 mod error;
 mod http;
@@ -35,12 +36,13 @@ mod sentrion;
 #[cfg(test)]
 mod tests;
 
+pub use client::{Client, JoboClient, ScanRequest, SentrionClient};
 pub use config::{ClientConfig, RetryPolicy};
 pub use error::{Api, FetchError};
-pub use jobo::{JOBO_MAX_BATCH, JoboClient, JoboScan};
+pub use jobo::{JOBO_MAX_BATCH, JoboScan};
 pub use pacer::Pacer;
 pub use page::{Credits, FetchStats, Page, StatsSnapshot};
-pub use sentrion::{SENTRION_LIMIT_RANGE, SentrionClient, SentrionScan};
+pub use sentrion::{SENTRION_LIMIT_RANGE, SentrionScan};
 
 /// Result alias of this crate.
 pub type Result<T, E = FetchError> = std::result::Result<T, E>;

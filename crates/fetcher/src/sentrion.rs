@@ -1,19 +1,15 @@
 //! Sentrion jobs search: `POST /api/v3/jobs-search/search`, Bearer key, credits in the envelope.
 
-use std::fmt;
-use std::sync::Arc;
-
-use bytes::Bytes;
 use chrono::NaiveDate;
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
-use crate::http::{Auth, Core, Ctx, ErrorInfo, Failure, excerpt};
-use crate::{Api, ClientConfig, Credits, FetchError, FetchStats, Page};
+use crate::http::{Ctx, ErrorInfo, Failure, excerpt};
+use crate::{Api, Credits, FetchError, Page};
 
-const PATH: &str = "/api/v3/jobs-search/search";
+pub(crate) const PATH: &str = "/api/v3/jobs-search/search";
 
 /// Smallest and largest `limit` the search accepts.
 pub const SENTRION_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 10..=100;
@@ -105,46 +101,6 @@ impl SentrionScan {
     }
 }
 
-/// Client for the Sentrion jobs search.
-pub struct SentrionClient {
-    core: Core,
-}
-
-impl fmt::Debug for SentrionClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.core.fmt(f)
-    }
-}
-
-impl SentrionClient {
-    /// Builds a client; fails on an empty or header-unsafe key or a bad base URL.
-    pub fn new(cfg: ClientConfig) -> Result<Self, FetchError> {
-        Ok(SentrionClient {
-            core: Core::new(Api::Sentrion, cfg, PATH, Auth::Bearer)?,
-        })
-    }
-
-    /// Fetches one page: the first with `cursor = None`, else the one after `cursor`.
-    pub async fn fetch_page(
-        &self,
-        scan: &SentrionScan,
-        cursor: Option<&str>,
-    ) -> Result<Page, FetchError> {
-        let body = Bytes::from(scan.request_body(cursor)?);
-        self.core.post(body, cursor.is_some(), parse_page).await
-    }
-
-    /// Live counters of this client.
-    pub fn stats(&self) -> Arc<FetchStats> {
-        self.core.stats()
-    }
-
-    /// Always [`Api::Sentrion`].
-    pub fn api(&self) -> Api {
-        self.core.api()
-    }
-}
-
 #[derive(Deserialize)]
 struct Envelope {
     success: Option<bool>,
@@ -161,7 +117,7 @@ struct Data {
     search_after: Option<Box<RawValue>>,
 }
 
-fn parse_page(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Result<Page, Failure> {
+pub(crate) fn parse_page(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Result<Page, Failure> {
     let env: Envelope = serde_json::from_slice(body).map_err(|e| {
         Failure::malformed(ctx.clean(&format!(
             "search body is not the response envelope ({e}); starts with: {}",
