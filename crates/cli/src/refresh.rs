@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chrono::{NaiveDate, Utc};
+use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use joblake_schema::{DecodeStats, PageContext, Table, arrow_schema, decode_page};
 use joblake_writer::{Lake, RunRecord, RunStatus, TableWriter, WriterOptions, write_ledger};
@@ -187,6 +188,7 @@ async fn scan(
         _ => source.new_scan(&state, run_id, opts.full, opts.since),
     };
     let progress = progress_bar(opts.progress.as_ref(), table);
+    let mut pages = source.pages(&current);
     let mut page_no: i64 = 0;
     let mut restarts = 0u32;
     let mut totals = DecodeStats::default();
@@ -202,16 +204,24 @@ async fn scan(
             summary.message = Some("stopped at --max-pages; the next run resumes here".into());
             break Ok(RunStatus::Interrupted);
         }
-        let page = match source.fetch(&current).await {
-            Ok(page) => page,
-            Err(e) if e.is_dead_cursor() && current.cursor.is_some() && restarts < MAX_RESTARTS => {
+        let page = match pages.next().await {
+            Some(Ok(page)) => page,
+            Some(Err(e))
+                if e.is_dead_cursor() && current.cursor.is_some() && restarts < MAX_RESTARTS =>
+            {
                 restarts += 1;
                 current.restarts += 1;
                 current.cursor = None;
                 tracing::warn!(source = %table, error = %e, "the cursor died; restarting the scan from the committed watermark");
+                pages = source.pages(&current);
                 continue;
             }
-            Err(e) => break Err(anyhow::Error::new(e)),
+            Some(Err(e)) => break Err(anyhow::Error::new(e)),
+            None => {
+                break Err(anyhow::anyhow!(
+                    "{table}: the page stream ended before the last page"
+                ));
+            }
         };
         page_no += 1;
         let fetched_at = Utc::now();

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use chrono::{DateTime, NaiveDate, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use joblake_fetcher::{
     Api, ClientConfig, FetchError, JoboClient, JoboScan, Pacer, Page, RetryPolicy, SentrionClient,
     SentrionScan, StatsSnapshot,
@@ -163,9 +165,9 @@ impl Source {
         }
     }
 
-    /// Fetches the page at `scan.cursor`.
-    pub async fn fetch(&self, scan: &Scan) -> Result<Page, FetchError> {
-        let cursor = scan.cursor.as_deref();
+    /// The scan's pages from `scan.cursor` on, one request per poll.
+    pub fn pages(&self, scan: &Scan) -> BoxStream<'_, Result<Page, FetchError>> {
+        let cursor = scan.cursor.clone();
         match &self.client {
             Client::Jobo(c) => {
                 let q = JoboScan {
@@ -175,7 +177,7 @@ impl Source {
                     discovered_after: None,
                     discovered_before: None,
                 };
-                c.fetch_page(&q, cursor).await
+                c.pages(q, cursor).boxed()
             }
             Client::Sentrion(c) => {
                 let q = SentrionScan {
@@ -184,7 +186,7 @@ impl Source {
                     published_after: scan.published_after,
                     published_before: scan.published_before,
                 };
-                c.fetch_page(&q, cursor).await
+                c.pages(q, cursor).boxed()
             }
         }
     }

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::Stream;
 
 use crate::http::{Auth, Core};
 use crate::{Api, ClientConfig, FetchError, FetchStats, JoboScan, Page, SentrionScan};
@@ -70,6 +71,38 @@ impl<S: ScanRequest> Client<S> {
             Api::Sentrion => crate::sentrion::parse_page,
         };
         self.core.post(body, cursor.is_some(), parse).await
+    }
+
+    /// The scan as a lazy stream of pages from `cursor` (`None`: the start) to the last page.
+    ///
+    /// A page is requested only when the stream is polled, so a caller that checkpoints
+    /// each page before asking for the next has at most one page in flight. The stream
+    /// ends after the last page or after the first error (a dead cursor included: the
+    /// caller decides where a restart begins).
+    pub fn pages(
+        &self,
+        scan: S,
+        cursor: Option<String>,
+    ) -> impl Stream<Item = Result<Page, FetchError>> + Send + '_
+    where
+        S: 'static,
+    {
+        let scan = Arc::new(scan);
+        futures::stream::try_unfold(Some(cursor), move |next| {
+            let scan = Arc::clone(&scan);
+            async move {
+                let Some(cursor) = next else {
+                    return Ok(None);
+                };
+                let page = self.fetch_page(&scan, cursor.as_deref()).await?;
+                let after = if page.has_more {
+                    Some(page.next_cursor.clone())
+                } else {
+                    None
+                };
+                Ok(Some((page, after)))
+            }
+        })
     }
 
     /// Live counters of this client.

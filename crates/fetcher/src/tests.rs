@@ -1164,3 +1164,48 @@ async fn logs_carry_fields_but_never_the_key() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn pages_stream_is_lazy_follows_cursors_and_ends_at_the_last_page() {
+    use futures::StreamExt;
+    let server = TestServer::fixed(vec![
+        Reply::ok(jobo_page(&["a"], Some("c1"), true)),
+        Reply::ok(jobo_page(&["b"], Some("c2"), true)),
+        Reply::ok(jobo_page(&["c"], None, false)),
+    ])
+    .await;
+    let client = jobo(&server);
+    let mut pages = std::pin::pin!(client.pages(JoboScan::default(), Some("c0".into())));
+    assert_eq!(
+        server.count(),
+        0,
+        "nothing is asked before the stream is polled"
+    );
+    let first = pages.next().await.unwrap().unwrap();
+    assert_eq!(first.next_cursor.as_deref(), Some("c1"));
+    assert_eq!(server.count(), 1, "one page in flight at most");
+    let rest: Vec<_> = pages.collect().await;
+    assert_eq!(rest.len(), 2);
+    assert!(!rest[1].as_ref().unwrap().has_more);
+    let cursors: Vec<Value> = server
+        .seen()
+        .iter()
+        .map(|s| s.json()["cursor"].clone())
+        .collect();
+    assert_eq!(cursors, vec![json!("c0"), json!("c1"), json!("c2")]);
+}
+
+#[tokio::test]
+async fn pages_stream_stops_at_the_first_error() {
+    use futures::StreamExt;
+    let server = TestServer::fixed(vec![
+        Reply::ok(jobo_page(&["a"], Some("c1"), true)),
+        Reply::new(401, r#"{"error":"Invalid API key"}"#),
+    ])
+    .await;
+    let client = jobo(&server);
+    let got: Vec<_> = client.pages(JoboScan::default(), None).collect().await;
+    assert_eq!(got.len(), 2);
+    assert!(got[0].is_ok());
+    assert!(got[1].as_ref().unwrap_err().is_terminal());
+}
