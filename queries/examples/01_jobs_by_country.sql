@@ -1,8 +1,11 @@
--- Open jobs per country and seniority (latest version of each job).
-SELECT coalesce(country, '(unknown)') AS country,
+-- Open jobs per country and seniority (latest version of each job), with the median
+-- starting salary per currency ("US" and "United States" are one country).
+SELECT CASE WHEN country IN ('US', 'USA', 'United States') THEN 'United States'
+            ELSE coalesce(country, '(unknown)') END AS country,
        coalesce(seniority_level, '(unknown)') AS seniority,
        count(*) AS jobs,
-       round(avg(salary_from)) AS avg_salary_from
+       coalesce(salary_currency, '(none)') AS currency,
+       round(median(salary_from)) AS median_salary_from
 FROM jobs
 GROUP BY ALL
 ORDER BY jobs DESC
