@@ -310,7 +310,7 @@ async fn cmd_refresh(
         std::process::id(),
         Utc::now().to_rfc3339()
     );
-    let lock = LakeLock::acquire(&lake, &holder)?;
+    let lock = Arc::new(LakeLock::acquire(&lake, &holder).await?);
     mark_crashed_runs(&lake).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -323,6 +323,7 @@ async fn cmd_refresh(
         stop: Arc::clone(&stop),
         progress: (!cli.quiet && std::io::stderr().is_terminal())
             .then(indicatif::MultiProgress::new),
+        lock: Arc::clone(&lock),
     };
     // The two APIs have separate budgets and separate tables: fetch them side by side.
     let mut summaries = futures::future::join_all(
@@ -342,7 +343,10 @@ async fn cmd_refresh(
     } else {
         Ok(false)
     };
-    drop(lock);
+    drop(opts);
+    if let Some(lock) = Arc::into_inner(lock) {
+        lock.release().await;
+    }
     if new_lake && !touched {
         remove_untouched_lake(&lake);
     }

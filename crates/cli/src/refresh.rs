@@ -10,7 +10,9 @@ use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use joblake_schema::{DecodeStats, PageContext, Table, arrow_schema, decode_page};
-use joblake_writer::{Lake, RunRecord, RunStatus, TableWriter, WriterOptions, write_ledger};
+use joblake_writer::{
+    Lake, LakeLock, RunRecord, RunStatus, TableWriter, WriterOptions, write_ledger,
+};
 use serde::Serialize;
 
 use crate::source::{Source, SourceState};
@@ -31,6 +33,8 @@ pub struct RefreshOptions {
     pub stop: Arc<AtomicBool>,
     /// Progress lines, one per source (stderr is a terminal and not --quiet).
     pub progress: Option<MultiProgress>,
+    /// The lake lock this run holds; confirmed before every commit.
+    pub lock: Arc<LakeLock>,
 }
 
 /// One source's outcome, as the summary shows it.
@@ -298,7 +302,6 @@ async fn scan(
             ));
         }
         if done {
-            state = after;
             break Ok(RunStatus::Succeeded);
         }
     };
@@ -308,9 +311,15 @@ async fn scan(
     summary.unknown_fields = totals.unknown_fields;
     summary.rejected_rows = totals.rejected;
     summary.credits_used = any_used.then_some(used);
-    let _ = state;
     // Whatever happened, publish what was fetched with the checkpoint that covers it.
-    match writer.commit(None).await {
+    // An S3 lease can run out under a hung run; then another run owns the lake and this
+    // one must not commit over it (its staged pages stay for that run to recover).
+    let committed = async {
+        opts.lock.confirm(lake).await?;
+        writer.commit(None).await
+    }
+    .await;
+    match committed {
         Ok(report) => {
             summary.files += report.files.len() as u64;
             summary.bytes += report.files.iter().map(|f| f.bytes).sum::<u64>();

@@ -49,23 +49,7 @@ impl Lake {
                     "the URL names no bucket (expected s3://bucket/prefix)".into()
                 ));
             }
-            let prefix = prefix.trim_matches('/').to_string();
-            let s3 = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| bad(format!("{e}; check the AWS_* variables")))?;
-            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-                Arc::new(s3)
-            } else {
-                Arc::new(PrefixStore::new(s3, prefix.as_str()))
-            };
-            return Ok(Lake {
-                store,
-                location: LakeLocation::S3 {
-                    bucket: bucket.to_string(),
-                    prefix,
-                },
-            });
+            return Lake::open_s3(AmazonS3Builder::from_env(), bucket, prefix);
         }
         if url.contains("://") {
             return Err(bad("only local paths and s3:// URLs are supported".into()));
@@ -91,6 +75,31 @@ impl Lake {
         Ok(Lake {
             store: Arc::new(store),
             location: LakeLocation::Local(abs),
+        })
+    }
+
+    /// Opens `s3://bucket/prefix` with the settings in `builder` (credentials, endpoint);
+    /// [`Lake::open`] takes them from the `AWS_*` variables.
+    pub fn open_s3(builder: AmazonS3Builder, bucket: &str, prefix: &str) -> Result<Lake> {
+        let prefix = prefix.trim_matches('/').to_string();
+        let s3 = builder
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| Error::BadLake {
+                url: format!("s3://{bucket}/{prefix}"),
+                detail: format!("{e}; check the AWS_* variables"),
+            })?;
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, prefix.as_str()))
+        };
+        Ok(Lake {
+            store,
+            location: LakeLocation::S3 {
+                bucket: bucket.to_string(),
+                prefix,
+            },
         })
     }
 
