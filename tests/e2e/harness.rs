@@ -110,10 +110,7 @@ impl Sim {
 
     /// The raw rows the table should hold right now, as the API would serve them.
     pub async fn truth_rows(&self, table: Table) -> Vec<Box<serde_json::value::RawValue>> {
-        let path = match table {
-            Table::CareerSites => "/_sim/truth/career_sites",
-            Table::Jobs => "/_sim/truth/jobs",
-        };
+        let path = truth_path(table);
         let text = self
             .http
             .get(format!("{}{path}", self.url))
@@ -162,6 +159,13 @@ impl Sim {
             .into_iter()
             .filter(|e| e["api"] == api)
             .collect()
+    }
+}
+
+fn truth_path(table: Table) -> &'static str {
+    match table {
+        Table::CareerSites => "/_sim/truth/career_sites",
+        Table::Jobs => "/_sim/truth/jobs",
     }
 }
 

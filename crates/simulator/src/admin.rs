@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use chrono::Utc;
@@ -81,24 +81,35 @@ fn career_sites_truth(sh: &Shared, filters: &Map<String, Value>) -> Response {
     ok(&Value::Array(rows))
 }
 
-/// `POST /_sim/truth/career_sites` with a body of Jobo filters.
-pub(crate) async fn truth_sites_post(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
-    match body_object(&body) {
+/// The filters of a truth request: a POST's JSON body, or a GET's query string (as
+/// strings); `None` when a POST body is not a JSON object.
+fn truth_filters(
+    method: &Method,
+    query: &Option<String>,
+    body: &Bytes,
+) -> Option<Map<String, Value>> {
+    if method == Method::POST {
+        return body_object(body);
+    }
+    Some(
+        query_pairs(query)
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    )
+}
+
+/// `GET|POST /_sim/truth/career_sites`: the sites a feed with these filters pages through.
+pub(crate) async fn truth_sites(
+    State(sh): State<Arc<Shared>>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    match truth_filters(&method, &q, &body) {
         Some(m) => career_sites_truth(&sh, &m),
         None => bad(NOT_AN_OBJECT),
     }
-}
-
-/// `GET /_sim/truth/career_sites[?updated_after=..&...]`: string filters only.
-pub(crate) async fn truth_sites_get(
-    State(sh): State<Arc<Shared>>,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let m: Map<String, Value> = query_pairs(&q)
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    career_sites_truth(&sh, &m)
 }
 
 fn jobs_truth(sh: &Shared, body: &Map<String, Value>) -> Response {
@@ -111,24 +122,18 @@ fn jobs_truth(sh: &Shared, body: &Map<String, Value>) -> Response {
     }
 }
 
-/// `POST /_sim/truth/jobs` with a Sentrion search body.
-pub(crate) async fn truth_jobs_post(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
-    match body_object(&body) {
+/// `GET|POST /_sim/truth/jobs`: the jobs a search with this body (or these
+/// `published_after`/`published_before` query values) pages through.
+pub(crate) async fn truth_jobs(
+    State(sh): State<Arc<Shared>>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    match truth_filters(&method, &q, &body) {
         Some(m) => jobs_truth(&sh, &m),
         None => bad(NOT_AN_OBJECT),
     }
-}
-
-/// `GET /_sim/truth/jobs[?published_after=..&published_before=..]`.
-pub(crate) async fn truth_jobs_get(
-    State(sh): State<Arc<Shared>>,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let m: Map<String, Value> = query_pairs(&q)
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    jobs_truth(&sh, &m)
 }
 
 /// `GET /_sim/log`: every API request so far, in arrival order.

@@ -7,6 +7,25 @@ use bytes::Bytes;
 use serde_json::Value;
 
 /// A JSON response with the given content type and extra headers.
+/// What an API handler tells the log about a request it answered.
+pub(crate) struct Outcome {
+    pub response: Response,
+    pub status: u16,
+    pub rows: usize,
+    pub charged: f64,
+}
+
+impl From<Response> for Outcome {
+    fn from(response: Response) -> Outcome {
+        Outcome {
+            status: response.status().as_u16(),
+            response,
+            rows: 0,
+            charged: 0.0,
+        }
+    }
+}
+
 pub(crate) fn json_response(
     status: StatusCode,
     content_type: &'static str,

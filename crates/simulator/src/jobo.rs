@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::data::{Site, World};
 use crate::fault::{Api, FaultKind};
 use crate::http::{
-    credits_json, credits_text, html_response, json_response, reason, reset_response, set,
+    Outcome, credits_json, credits_text, html_response, json_response, reason, reset_response, set,
     truncated_response,
 };
 use crate::state::{RateCheck, Shared};
@@ -292,25 +292,6 @@ fn restart_required() -> Response {
         HeaderMap::new(),
         &body,
     )
-}
-
-/// What the handler tells the log about a request it answered.
-struct Outcome {
-    response: Response,
-    status: u16,
-    rows: usize,
-    charged: f64,
-}
-
-impl From<Response> for Outcome {
-    fn from(response: Response) -> Outcome {
-        Outcome {
-            status: response.status().as_u16(),
-            response,
-            rows: 0,
-            charged: 0.0,
-        }
-    }
 }
 
 fn parse_body(body: &Bytes) -> Option<Value> {

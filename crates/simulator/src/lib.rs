@@ -146,11 +146,11 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/advance", post(admin::advance))
         .route(
             "/_sim/truth/career_sites",
-            get(admin::truth_sites_get).post(admin::truth_sites_post),
+            get(admin::truth_sites).post(admin::truth_sites),
         )
         .route(
             "/_sim/truth/jobs",
-            get(admin::truth_jobs_get).post(admin::truth_jobs_post),
+            get(admin::truth_jobs).post(admin::truth_jobs),
         )
         .route("/_sim/log", get(admin::log))
         .route(

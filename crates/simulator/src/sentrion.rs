@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::data::{BOARDS, Job, World};
 use crate::fault::{Api, FaultKind};
 use crate::http::{
-    credits_json, html_response, json_response, reset_response, set, truncated_response,
+    Outcome, credits_json, html_response, json_response, reset_response, set, truncated_response,
 };
 use crate::state::{RateCheck, Shared};
 
@@ -338,24 +338,6 @@ pub(crate) fn error(
 
 fn refuse((status, code, message): Refusal) -> Response {
     error(status, code, &message, None)
-}
-
-struct Outcome {
-    response: Response,
-    status: u16,
-    rows: usize,
-    charged: f64,
-}
-
-impl From<Response> for Outcome {
-    fn from(response: Response) -> Outcome {
-        Outcome {
-            status: response.status().as_u16(),
-            response,
-            rows: 0,
-            charged: 0.0,
-        }
-    }
 }
 
 fn parse_search_after(v: Option<&Value>) -> Result<Option<(i64, i64)>, ()> {
