@@ -229,7 +229,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Query { sql, format } => {
             let lake = Lake::open(&cli.lake, false)?;
             let db = duckdb_path(&cli, &lake);
-            let batches = joblake_views::query(&db, sql)?;
+            let batches = joblake_views::query(&engine(&lake), &db, sql)?;
             print_batches(&batches, if cli.json { Format::Json } else { *format })?;
             Ok(0)
         }
@@ -250,9 +250,45 @@ fn duckdb_path(cli: &Cli, lake: &Lake) -> PathBuf {
 async fn rebuild_views(lake: &Lake, db: &std::path::Path) -> Result<()> {
     let sql = catalog::view_sql(lake).await?;
     let db = db.to_path_buf();
-    tokio::task::spawn_blocking(move || joblake_views::rebuild(&db, &[sql]))
+    let engine = engine(lake);
+    tokio::task::spawn_blocking(move || joblake_views::rebuild(&engine, &db, &[sql]))
         .await?
         .context("cannot write the DuckDB views")
+}
+
+/// How joblake's DuckDB sessions reach `lake`: extensions from `JOBLAKE_DUCKDB_EXTENSIONS`
+/// (DuckDB's default directory otherwise), and for an S3 lake a session-only secret made
+/// from the same `AWS_*` settings the lake was opened with.
+pub(crate) fn engine(lake: &Lake) -> joblake_views::Engine {
+    let extension_dir = std::env::var_os("JOBLAKE_DUCKDB_EXTENSIONS")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    let s3 = lake.s3_access().map(|a| {
+        let endpoint = a.endpoint.as_deref().map(url_host);
+        joblake_views::S3Secret {
+            scope: a.scope.clone(),
+            key_id: a.access_key_id.clone(),
+            secret: a.secret_access_key.clone(),
+            session_token: a.session_token.clone(),
+            region: a.region.clone(),
+            use_ssl: !a
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://")),
+            // AWS itself is reached bucket-first; a custom endpoint as object_store does.
+            virtual_hosted_style: endpoint.is_none() || a.virtual_hosted_style,
+            endpoint,
+        }
+    });
+    joblake_views::Engine { extension_dir, s3 }
+}
+
+/// `host[:port]` of an endpoint URL, as DuckDB's S3 settings take it.
+fn url_host(endpoint: &str) -> String {
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    rest.trim_end_matches('/').to_string()
 }
 
 fn read_key(var: &str) -> Option<SecretString> {
@@ -411,14 +447,16 @@ async fn count_new_ids(
             joblake_views::ident(&format!("{}_history", s.source)),
             joblake_views::literal(run_id)
         );
-        let n = joblake_views::query(db, &sql).ok().and_then(|b| {
-            b.first().and_then(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<arrow::array::Int64Array>()
-                    .map(|a| a.value(0))
-            })
-        });
+        let n = joblake_views::query(&engine(lake), db, &sql)
+            .ok()
+            .and_then(|b| {
+                b.first().and_then(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .map(|a| a.value(0))
+                })
+            });
         if let (Some(n), Some(rec)) = (n, s.record.as_mut()) {
             rec.new_ids = Some(n);
             if let Err(e) = write_ledger(lake, rec).await {

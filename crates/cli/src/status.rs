@@ -94,8 +94,10 @@ async fn table_status(
         .collect();
     let sql = format!("SELECT count(*)::BIGINT, count(DISTINCT id)::BIGINT FROM {name}_history");
     let setup = setup.to_string();
+    let engine = crate::engine(lake);
     let batches =
-        tokio::task::spawn_blocking(move || joblake_views::query_fresh(&setup, &sql)).await??;
+        tokio::task::spawn_blocking(move || joblake_views::query_fresh(&engine, &setup, &sql))
+            .await??;
     let get = |i: usize| {
         batches
             .first()

@@ -6,6 +6,119 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
 use duckdb::{AccessMode, Config, Connection};
+use secrecy::{ExposeSecret, SecretString};
+
+/// The DuckDB release embedded here; extensions loaded into it must be built for it.
+pub const DUCKDB_VERSION: &str = "v1.5.5";
+
+/// How each DuckDB session joblake opens is set up before it runs anything.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    /// A DuckDB extension directory (laid out as `<dir>/v1.5.5/<platform>/httpfs.duckdb_extension`);
+    /// DuckDB's own default (`~/.duckdb/extensions`) when `None`.
+    pub extension_dir: Option<PathBuf>,
+    /// The S3 lake to reach, when the lake is on S3.
+    pub s3: Option<S3Secret>,
+}
+
+/// Settings of a DuckDB S3 secret, held only in the session's memory (a `TEMPORARY`
+/// secret): the DuckDB file never holds a credential.
+#[derive(Debug, Clone)]
+pub struct S3Secret {
+    /// The `s3://bucket/prefix` the secret applies to.
+    pub scope: String,
+    /// Access key id.
+    pub key_id: Option<String>,
+    /// Secret access key.
+    pub secret: Option<SecretString>,
+    /// Session token.
+    pub session_token: Option<SecretString>,
+    /// Region.
+    pub region: Option<String>,
+    /// A custom endpoint as `host[:port]`.
+    pub endpoint: Option<String>,
+    /// Whether to use https.
+    pub use_ssl: bool,
+    /// `bucket.host` (true) or `host/bucket` (false) requests.
+    pub virtual_hosted_style: bool,
+}
+
+impl Engine {
+    /// Readies a fresh session: extensions load from the configured directory when a query
+    /// first needs them (httpfs for `s3://`) and are never downloaded; the S3 secret is made.
+    fn prepare(&self, conn: &Connection) -> Result<()> {
+        let mut sql = String::from(
+            "SET autoinstall_known_extensions = false; SET autoload_known_extensions = true;",
+        );
+        if let Some(dir) = &self.extension_dir {
+            sql.push_str(&format!(
+                " SET extension_directory = {};",
+                literal(&dir.display().to_string())
+            ));
+        }
+        conn.execute_batch(&sql)?;
+        if let Some(s3) = &self.s3 {
+            // DuckDB's messages may quote the statement, so its own text never leaves here.
+            conn.execute_batch(&s3.create_sql())
+                .map_err(|e| self.explain(e.into()))
+                .map_err(|e| match e {
+                    Error::MissingHttpfs { .. } => e,
+                    _ => Error::Secret,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Turns DuckDB's "extension not found" into what to do about it.
+    fn explain(&self, e: Error) -> Error {
+        let text = e.to_string();
+        if text.contains("httpfs") && (text.contains("not found") || text.contains("INSTALL")) {
+            return Error::MissingHttpfs {
+                dir: self
+                    .extension_dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|| "~/.duckdb/extensions (DuckDB's default)".into()),
+            };
+        }
+        e
+    }
+}
+
+impl S3Secret {
+    fn create_sql(&self) -> String {
+        let mut opts = vec![
+            "TYPE s3".to_string(),
+            format!("SCOPE {}", literal(&self.scope)),
+            format!("USE_SSL {}", self.use_ssl),
+            format!(
+                "URL_STYLE {}",
+                literal(if self.virtual_hosted_style {
+                    "vhost"
+                } else {
+                    "path"
+                })
+            ),
+        ];
+        let mut add = |name: &str, value: Option<&str>| {
+            if let Some(v) = value {
+                opts.push(format!("{name} {}", literal(v)));
+            }
+        };
+        add("KEY_ID", self.key_id.as_deref());
+        add("SECRET", self.secret.as_ref().map(|s| s.expose_secret()));
+        add(
+            "SESSION_TOKEN",
+            self.session_token.as_ref().map(|s| s.expose_secret()),
+        );
+        add("REGION", self.region.as_deref());
+        add("ENDPOINT", self.endpoint.as_deref());
+        format!(
+            "CREATE OR REPLACE TEMPORARY SECRET joblake_lake ({})",
+            opts.join(", ")
+        )
+    }
+}
 
 /// The storage format written into the DuckDB file: old enough for the DuckDB 1.4 and 1.5
 /// CLIs analysts still run, new enough for everything the views use.
@@ -26,6 +139,26 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A result could not be handed over from DuckDB's arrow to ours.
+    #[error("cannot read DuckDB's result: {0}")]
+    Arrow(String),
+    /// httpfs, which reading an S3 lake needs, is not where DuckDB looks for it.
+    #[error(
+        "DuckDB needs its httpfs extension ({DUCKDB_VERSION}) to read an S3 lake and found none \
+         in {dir}; run `make duckdb-extensions` (it installs httpfs from PyPI) and set \
+         JOBLAKE_DUCKDB_EXTENSIONS to the directory it prints, or INSTALL httpfs in DuckDB \
+         {DUCKDB_VERSION}"
+    )]
+    MissingHttpfs {
+        /// Where DuckDB looked.
+        dir: String,
+    },
+    /// DuckDB refused the S3 settings (its message is withheld: it may quote the secret).
+    #[error(
+        "DuckDB refused the S3 settings made from the AWS_* variables; check AWS_REGION, \
+         AWS_ENDPOINT_URL and AWS_ALLOW_HTTP"
+    )]
+    Secret,
     /// There is no DuckDB file yet.
     #[error("no DuckDB file at {0}; run `joblake refresh` or `joblake views` first")]
     Missing(PathBuf),
@@ -37,7 +170,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Writes a fresh DuckDB file at `db` holding exactly the objects `statements` create, then
 /// swaps it in with one rename: a reader never sees a file with half the views, and an
 /// analyst holding the old file open is not in the way.
-pub fn rebuild(db: &Path, statements: &[String]) -> Result<()> {
+pub fn rebuild(engine: &Engine, db: &Path, statements: &[String]) -> Result<()> {
     let io = |context: String| move |source| Error::Io { context, source };
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
@@ -52,6 +185,7 @@ pub fn rebuild(db: &Path, statements: &[String]) -> Result<()> {
         .to_string();
     let result = (|| -> Result<()> {
         let conn = Connection::open_in_memory()?;
+        engine.prepare(&conn)?;
         conn.execute_batch(&format!(
             "ATTACH {} AS {} (STORAGE_VERSION '{STORAGE_VERSION}'); USE {};",
             literal(&tmp.display().to_string()),
@@ -59,7 +193,8 @@ pub fn rebuild(db: &Path, statements: &[String]) -> Result<()> {
             ident(&alias)
         ))?;
         for sql in statements {
-            conn.execute_batch(sql)?;
+            conn.execute_batch(sql)
+                .map_err(|e| engine.explain(e.into()))?;
         }
         conn.execute_batch(&format!(
             "CHECKPOINT {}; USE memory; DETACH {};",
@@ -87,23 +222,47 @@ fn wal(p: &Path) -> PathBuf {
 }
 
 /// Runs one SQL statement against the views, read-only, and returns its rows.
-pub fn query(db: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
+pub fn query(engine: &Engine, db: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
     let conn = open_read_only(db)?;
+    engine.prepare(&conn)?;
+    run(&conn, sql).map_err(|e| engine.explain(e))
+}
+
+/// Runs `sql` and hands its rows over in the workspace's arrow. DuckDB speaks its own
+/// release of arrow, so the batches cross as one Arrow IPC stream: query results are small
+/// (status figures, analyst answers), and IPC is the format both releases keep stable.
+fn run(conn: &Connection, sql: &str) -> Result<Vec<RecordBatch>> {
     let mut stmt = conn.prepare(sql)?;
-    Ok(stmt.query_arrow([])?.collect())
+    let batches: Vec<_> = stmt.query_arrow([])?.collect();
+    let schema = stmt.schema();
+    let mut ipc = Vec::new();
+    {
+        let mut writer = duckdb_arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &schema)
+            .map_err(|e| Error::Arrow(e.to_string()))?;
+        for batch in &batches {
+            writer
+                .write(batch)
+                .map_err(|e| Error::Arrow(e.to_string()))?;
+        }
+        writer.finish().map_err(|e| Error::Arrow(e.to_string()))?;
+    }
+    arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
+        .and_then(|reader| reader.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| Error::Arrow(e.to_string()))
 }
 
 /// Runs `setup` (e.g. the view statements) on a fresh in-memory database, then `sql`:
 /// for readers such as `status` that must not depend on the DuckDB file being current.
-pub fn query_fresh(setup: &str, sql: &str) -> Result<Vec<RecordBatch>> {
+pub fn query_fresh(engine: &Engine, setup: &str, sql: &str) -> Result<Vec<RecordBatch>> {
     let conn = Connection::open_in_memory()?;
-    conn.execute_batch(setup)?;
-    let mut stmt = conn.prepare(sql)?;
-    Ok(stmt.query_arrow([])?.collect())
+    engine.prepare(&conn)?;
+    conn.execute_batch(setup)
+        .map_err(|e| engine.explain(e.into()))?;
+    run(&conn, sql).map_err(|e| engine.explain(e))
 }
 
 /// Opens the DuckDB file read-only, so a query never blocks a refresh or another reader.
-pub fn open_read_only(db: &Path) -> Result<Connection> {
+fn open_read_only(db: &Path) -> Result<Connection> {
     if !db.is_file() {
         return Err(Error::Missing(db.to_path_buf()));
     }
@@ -129,9 +288,19 @@ mod tests {
     fn rebuild_replaces_the_file_and_query_reads_it() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("lake.duckdb");
-        rebuild(&db, &["CREATE VIEW v AS SELECT 1 AS x".into()]).unwrap();
-        rebuild(&db, &["CREATE VIEW v AS SELECT 2 AS x".into()]).unwrap();
-        let batches = query(&db, "SELECT x FROM v").unwrap();
+        rebuild(
+            &Engine::default(),
+            &db,
+            &["CREATE VIEW v AS SELECT 1 AS x".into()],
+        )
+        .unwrap();
+        rebuild(
+            &Engine::default(),
+            &db,
+            &["CREATE VIEW v AS SELECT 2 AS x".into()],
+        )
+        .unwrap();
+        let batches = query(&Engine::default(), &db, "SELECT x FROM v").unwrap();
         let text = arrow::util::pretty::pretty_format_batches(&batches)
             .unwrap()
             .to_string();
@@ -142,9 +311,24 @@ mod tests {
     fn a_failed_rebuild_keeps_the_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("lake.duckdb");
-        rebuild(&db, &["CREATE VIEW v AS SELECT 1 AS x".into()]).unwrap();
-        assert!(rebuild(&db, &["CREATE VIEW broken AS SELECT FROM nowhere".into()]).is_err());
-        assert_eq!(query(&db, "SELECT x FROM v").unwrap()[0].num_rows(), 1);
+        rebuild(
+            &Engine::default(),
+            &db,
+            &["CREATE VIEW v AS SELECT 1 AS x".into()],
+        )
+        .unwrap();
+        assert!(
+            rebuild(
+                &Engine::default(),
+                &db,
+                &["CREATE VIEW broken AS SELECT FROM nowhere".into()]
+            )
+            .is_err()
+        );
+        assert_eq!(
+            query(&Engine::default(), &db, "SELECT x FROM v").unwrap()[0].num_rows(),
+            1
+        );
         let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(leftovers, 1, "no temp file left behind");
     }
@@ -157,7 +341,12 @@ mod tests {
 
     #[test]
     fn missing_file_is_a_clear_error() {
-        let err = query(Path::new("/nonexistent/x.duckdb"), "SELECT 1").unwrap_err();
+        let err = query(
+            &Engine::default(),
+            Path::new("/nonexistent/x.duckdb"),
+            "SELECT 1",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("joblake refresh"));
     }
 }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use secrecy::SecretString;
 
 use crate::{Error, Result};
 
@@ -32,6 +33,29 @@ pub enum LakeLocation {
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
     location: LakeLocation,
+    s3_access: Option<Arc<S3Access>>,
+}
+
+/// The settings an S3 lake was opened with, for readers other than `object_store` (DuckDB's
+/// httpfs) that must reach the same bucket the same way.
+#[derive(Debug, Clone)]
+pub struct S3Access {
+    /// `s3://bucket/prefix` URLs this access is for.
+    pub scope: String,
+    /// The region, when one is set.
+    pub region: Option<String>,
+    /// A custom endpoint (an S3-compatible server), as a URL.
+    pub endpoint: Option<String>,
+    /// Whether plain http is allowed (`AWS_ALLOW_HTTP`).
+    pub allow_http: bool,
+    /// Whether requests go to `bucket.host` instead of `host/bucket`.
+    pub virtual_hosted_style: bool,
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<SecretString>,
+    /// `AWS_SESSION_TOKEN`.
+    pub session_token: Option<SecretString>,
 }
 
 impl Lake {
@@ -69,12 +93,16 @@ impl Lake {
             context: format!("cannot resolve the lake directory {}", path.display()),
             source: e,
         })?;
+        // fsync: a staged page is the only copy of rows already paid for, so it must
+        // survive a power cut, not just a killed process.
         let store = LocalFileSystem::new_with_prefix(&abs)
             .map_err(|e| bad(e.to_string()))?
-            .with_automatic_cleanup(true);
+            .with_automatic_cleanup(true)
+            .with_fsync(true);
         Ok(Lake {
             store: Arc::new(store),
             location: LakeLocation::Local(abs),
+            s3_access: None,
         })
     }
 
@@ -82,6 +110,20 @@ impl Lake {
     /// [`Lake::open`] takes them from the `AWS_*` variables.
     pub fn open_s3(builder: AmazonS3Builder, bucket: &str, prefix: &str) -> Result<Lake> {
         let prefix = prefix.trim_matches('/').to_string();
+        let setting = |key: AmazonS3ConfigKey| builder.get_config_value(&key);
+        let flag = |key: AmazonS3ConfigKey| setting(key).is_some_and(|v| v == "true" || v == "1");
+        let access = S3Access {
+            scope: format!("s3://{bucket}/{prefix}")
+                .trim_end_matches('/')
+                .to_string(),
+            region: setting(AmazonS3ConfigKey::Region),
+            endpoint: setting(AmazonS3ConfigKey::Endpoint),
+            allow_http: flag(AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)),
+            virtual_hosted_style: flag(AmazonS3ConfigKey::VirtualHostedStyleRequest),
+            access_key_id: setting(AmazonS3ConfigKey::AccessKeyId),
+            secret_access_key: setting(AmazonS3ConfigKey::SecretAccessKey).map(SecretString::from),
+            session_token: setting(AmazonS3ConfigKey::Token).map(SecretString::from),
+        };
         let s3 = builder
             .with_bucket_name(bucket)
             .build()
@@ -100,7 +142,42 @@ impl Lake {
                 bucket: bucket.to_string(),
                 prefix,
             },
+            s3_access: Some(Arc::new(access)),
         })
+    }
+
+    /// How DuckDB (or another reader) reaches this lake, when it is on S3.
+    pub fn s3_access(&self) -> Option<&S3Access> {
+        self.s3_access.as_deref()
+    }
+
+    /// Where a file being written goes until its commit publishes it. An S3 multipart
+    /// upload is invisible until complete, so it is written in place; on disk, the partial
+    /// file goes under `_joblake/uploads/` (where no reader's glob or dataset looks) and is
+    /// renamed into place, which is atomic.
+    pub(crate) fn upload_path(&self, table: &str, target: &Path) -> Path {
+        match self.location {
+            LakeLocation::Local(_) => Path::from(format!("{}/{target}", paths::uploads(table))),
+            LakeLocation::S3 { .. } => target.clone(),
+        }
+    }
+
+    /// Removes what an interrupted run was uploading for `table` (the lake lock must be
+    /// held). On disk these are partial files, some hidden from `list`, so they are removed
+    /// directly; on S3 an unfinished multipart upload was never visible to readers.
+    pub(crate) async fn clear_uploads(&self, table: &str) -> Result<()> {
+        let LakeLocation::Local(root) = &self.location else {
+            return Ok(());
+        };
+        let dir = root.join(paths::uploads(table).as_ref());
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io {
+                context: format!("cannot clear the unfinished uploads in {}", dir.display()),
+                source: e,
+            }),
+        }
     }
 
     /// The store, rooted at the lake.
@@ -187,6 +264,10 @@ pub(crate) mod paths {
 
     pub fn state(table: &str) -> Path {
         Path::from(format!("_joblake/state/{table}.json"))
+    }
+
+    pub fn uploads(table: &str) -> Path {
+        Path::from(format!("_joblake/uploads/{table}"))
     }
 
     pub fn staging_root(table: &str) -> Path {

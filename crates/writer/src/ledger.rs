@@ -195,30 +195,3 @@ fn decode(bytes: Bytes) -> std::result::Result<Vec<RunRecord>, Box<dyn std::erro
     }
     Ok(out)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn ledger_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path().to_str().unwrap(), true).unwrap();
-        let mut rec = RunRecord::new("20261123T100000000Z", "jobs", Utc::now());
-        write_ledger(&lake, &rec).await.unwrap();
-        rec.status = RunStatus::Succeeded;
-        rec.rows = 42;
-        rec.credits_balance = Some(99.5);
-        rec.finished_at = Some(Utc::now());
-        write_ledger(&lake, &rec).await.unwrap();
-        let back = read_ledger(&lake).await.unwrap();
-        assert_eq!(back.len(), 1);
-        assert_eq!(back[0].status, RunStatus::Succeeded);
-        assert_eq!(back[0].rows, 42);
-        assert_eq!(back[0].credits_balance, Some(99.5));
-        assert_eq!(
-            back[0].started_at.timestamp_micros(),
-            rec.started_at.timestamp_micros()
-        );
-    }
-}

@@ -23,7 +23,7 @@ mod lock;
 mod table;
 
 pub use error::{Error, Result};
-pub use lake::{Lake, LakeLocation};
+pub use lake::{Lake, LakeLocation, S3Access};
 pub use ledger::{RunRecord, RunStatus, ledger_schema, read_ledger, write_ledger};
 pub use lock::LakeLock;
 pub use table::{CommitReport, FileInfo, Recovery, TableWriter, WriterOptions};

@@ -319,10 +319,12 @@ fn lock_file(lake: &Lake, root: &std::path::Path, holder: &str) -> Result<File> 
 
 impl Drop for LakeLock {
     /// Clears a local lock's holder line while it is still held, so a finished run leaves
-    /// the lock file exactly as it found it.
+    /// the lock file exactly as it found it, then unlocks explicitly: a child process forked
+    /// meanwhile shares the open file, and merely closing ours would leave it locked.
     fn drop(&mut self) {
         if let Inner::Local(file) = &self.inner {
             let _ = file.set_len(0);
+            let _ = file.unlock();
         }
     }
 }

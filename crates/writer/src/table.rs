@@ -131,7 +131,10 @@ impl AsyncFileWriter for Upload {
 }
 
 struct OpenFile {
+    /// Where readers find the file once it is published.
     path: Path,
+    /// Where it is written until then (see [`Lake::upload_path`]).
+    upload: Path,
     dt: String,
     writer: AsyncArrowWriter<Upload>,
     rows: u64,
@@ -221,13 +224,18 @@ impl TableWriter {
         }
         if !self.open.contains_key(dt) {
             let path = paths::data_file(&self.table, dt, &self.run_id, page);
-            let upload = Upload(BufWriter::new(Arc::clone(self.lake.store()), path.clone()));
+            let upload = self.lake.upload_path(&self.table, &path);
+            let sink = Upload(BufWriter::new(
+                Arc::clone(self.lake.store()),
+                upload.clone(),
+            ));
             let props = self.properties(page)?;
-            let writer = AsyncArrowWriter::try_new(upload, Arc::clone(&self.schema), Some(props))?;
+            let writer = AsyncArrowWriter::try_new(sink, Arc::clone(&self.schema), Some(props))?;
             self.open.insert(
                 dt.to_string(),
                 OpenFile {
                     path,
+                    upload,
                     dt: dt.to_string(),
                     writer,
                     rows: 0,
@@ -260,30 +268,8 @@ impl TableWriter {
         let mut report = CommitReport {
             pages: self.staged.len() as u64,
             rows: self.staged_rows,
-            files: Vec::new(),
+            files: self.publish().await?,
         };
-        for (_, file) in std::mem::take(&mut self.open) {
-            let OpenFile {
-                path,
-                dt,
-                writer,
-                rows,
-            } = file;
-            writer.close().await?;
-            let bytes = self
-                .lake
-                .store()
-                .head(&path)
-                .await
-                .map_err(|e| Error::store(&path, e))?
-                .size;
-            report.files.push(FileInfo {
-                path: path.to_string(),
-                dt,
-                rows,
-                bytes,
-            });
-        }
         let source = match (state, &self.last_staged) {
             (Some(s), _) => Some(s),
             (None, Some((_, s))) => Some(s.clone()),
@@ -321,6 +307,49 @@ impl TableWriter {
         Ok(report)
     }
 
+    /// Completes the open files and puts them where readers find them.
+    async fn publish(&mut self) -> Result<Vec<FileInfo>> {
+        let mut files = Vec::new();
+        for (_, file) in std::mem::take(&mut self.open) {
+            let OpenFile {
+                path,
+                upload,
+                dt,
+                writer,
+                rows,
+            } = file;
+            writer.close().await?;
+            let store = self.lake.store();
+            if upload != path {
+                store
+                    .rename(&upload, &path)
+                    .await
+                    .map_err(|e| Error::store(&path, e))?;
+            }
+            let bytes = store
+                .head(&path)
+                .await
+                .map_err(|e| Error::store(&path, e))?
+                .size;
+            files.push(FileInfo {
+                path: path.to_string(),
+                dt,
+                rows,
+                bytes,
+            });
+        }
+        Ok(files)
+    }
+
+    /// Publishes the open files and then stops, as a process killed between publishing
+    /// and writing the state would (for the crash tests).
+    #[doc(hidden)]
+    pub async fn publish_then_crash_for_tests(mut self) -> Result<()> {
+        self.publish().await?;
+        std::mem::forget(self);
+        Ok(())
+    }
+
     /// Gives up the open uploads without publishing them. Staged pages stay, so the next
     /// run commits them; nothing a reader sees changes.
     pub async fn abort(mut self) {
@@ -334,6 +363,8 @@ impl TableWriter {
 
     async fn recover(&mut self) -> Result<Recovery> {
         let mut recovery = Recovery::default();
+        // Files an interrupted run was still writing: their rows are in its staged pages.
+        self.lake.clear_uploads(&self.table).await?;
         let mut staged: BTreeMap<PagePos, Path> = BTreeMap::new();
         for meta in self.lake.list(&paths::staging_root(&self.table)).await? {
             if let Some(pos) = parse_staged(&meta.location) {
@@ -452,6 +483,3 @@ fn parse_staged(path: &Path) -> Option<PagePos> {
         page,
     })
 }
-
-#[cfg(test)]
-mod tests;

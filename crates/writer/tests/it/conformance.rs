@@ -1,0 +1,471 @@
+//! Lake behaviour that must hold the same on a local directory and on S3: write, commit,
+//! resume after a crash, list, state round-trip, ledger, unfinished uploads.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
+use chrono::{NaiveDate, Utc};
+use joblake_writer::{
+    Lake, LakeLock, RunRecord, RunStatus, TableWriter, WriterOptions, read_ledger, write_ledger,
+};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::json;
+
+use crate::conformance;
+use crate::support::TestLake;
+
+conformance!(
+    many_pages_make_one_file_per_partition_and_commit_the_cursor,
+    a_file_being_written_is_invisible_until_its_commit,
+    a_crash_before_commit_loses_nothing_and_publishes_once,
+    a_crash_after_publishing_but_before_the_state_rewrites_the_same_file,
+    staged_pages_already_committed_are_only_cleaned_up,
+    an_empty_page_moves_the_checkpoint_without_a_file,
+    files_roll_at_the_row_target,
+    a_corrupt_state_file_is_a_clear_error_and_changes_nothing,
+    a_large_file_is_uploaded_in_parts_and_an_aborted_one_leaves_nothing,
+    a_crash_mid_upload_is_ignored_by_readers_and_recovered,
+    objects_list_read_and_delete,
+    the_ledger_round_trips,
+    one_lock_holder_at_a_time,
+);
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("_page", DataType::Int64, false),
+    ]))
+}
+
+fn batch(page: i64, rows: usize) -> RecordBatch {
+    let ids: Vec<String> = (0..rows).map(|r| format!("p{page}r{r}")).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(Int64Array::from(vec![page; rows])),
+        ],
+    )
+    .unwrap()
+}
+
+/// Rows whose ids are long and random, so Parquet cannot shrink them: `rows` × ~1 kB.
+fn incompressible(page: i64, rows: usize) -> RecordBatch {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ page as u64;
+    let ids: Vec<String> = (0..rows)
+        .map(|_| {
+            (0..64)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{:016x}", x)
+                })
+                .collect()
+        })
+        .collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(Int64Array::from(vec![page; rows])),
+        ],
+    )
+    .unwrap()
+}
+
+fn day(d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
+}
+
+async fn open(lake: &Lake, run: &str) -> (TableWriter, joblake_writer::Recovery) {
+    open_with(lake, run, WriterOptions::default()).await
+}
+
+async fn open_with(
+    lake: &Lake,
+    run: &str,
+    opts: WriterOptions,
+) -> (TableWriter, joblake_writer::Recovery) {
+    TableWriter::open(lake, "t", schema(), run, opts)
+        .await
+        .unwrap()
+}
+
+/// Every published data file of table `t`, with the ids it holds, read back through the
+/// lake's own store.
+async fn published(lake: &Lake) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for meta in lake.list(&Path::from("t")).await.unwrap() {
+        let bytes: Bytes = lake.get_opt(&meta.location).await.unwrap().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut ids = Vec::new();
+        for b in reader {
+            let b = b.unwrap();
+            let col = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            ids.extend(col.iter().map(|v| v.unwrap().to_string()));
+        }
+        out.push((meta.location.to_string(), ids));
+    }
+    out.sort();
+    out
+}
+
+async fn staged(lake: &Lake) -> Vec<Path> {
+    lake.list(&Path::from("_joblake/staging/t"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location)
+        .collect()
+}
+
+/// What a reader of the lake directory sees besides the tool's own `_joblake/`: on disk,
+/// every file (hidden or partial ones included), since pyarrow datasets read them all.
+fn reader_visible_files(lake: &TestLake) -> Option<Vec<std::path::PathBuf>> {
+    match lake.location() {
+        joblake_writer::LakeLocation::Local(root) => Some(
+            crate::support::files_under(root)
+                .into_iter()
+                .filter(|p| !p.strip_prefix(root).unwrap().starts_with("_joblake"))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+async fn many_pages_make_one_file_per_partition_and_commit_the_cursor(lake: TestLake) {
+    let (mut w, rec) = open(&lake, "R1").await;
+    assert_eq!(rec.pages, 0);
+    for page in 1..=3 {
+        let state = json!({"cursor": format!("c{page}")});
+        w.stage(page, day(1), &batch(page, 10), &state)
+            .await
+            .unwrap();
+    }
+    w.stage(4, day(2), &batch(4, 5), &json!({"cursor": "c4"}))
+        .await
+        .unwrap();
+    let report = w
+        .commit(Some(json!({"cursor": null, "done": true})))
+        .await
+        .unwrap();
+    assert_eq!((report.pages, report.rows), (4, 35));
+    let files = published(&lake).await;
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files[0].0, "t/dt=2026-11-01/part-R1-000001.parquet");
+    assert_eq!(files[0].1.len(), 30);
+    assert_eq!(files[1].0, "t/dt=2026-11-02/part-R1-000004.parquet");
+    assert_eq!(report.files.iter().map(|f| f.rows).sum::<u64>(), 35);
+    assert!(staged(&lake).await.is_empty());
+    assert_eq!(lake.unfinished_uploads(), 0);
+
+    // The state round-trips: a later run starts from exactly this checkpoint.
+    let (w2, rec) = open(&lake, "R2").await;
+    assert_eq!(rec.pages, 0);
+    assert_eq!(w2.state(), Some(&json!({"cursor": null, "done": true})));
+}
+
+async fn a_file_being_written_is_invisible_until_its_commit(lake: TestLake) {
+    let (mut w, _) = open(&lake, "R1").await;
+    w.stage(1, day(1), &batch(1, 10), &json!({"cursor": "c1"}))
+        .await
+        .unwrap();
+    assert!(published(&lake).await.is_empty());
+    if let Some(files) = reader_visible_files(&lake) {
+        assert!(files.is_empty(), "a reader would pick up {files:?}");
+    }
+    w.commit(None).await.unwrap();
+    assert_eq!(published(&lake).await.len(), 1);
+}
+
+async fn a_crash_before_commit_loses_nothing_and_publishes_once(lake: TestLake) {
+    let (mut w, _) = open(&lake, "R1").await;
+    w.stage(1, day(1), &batch(1, 10), &json!({"cursor": "c1"}))
+        .await
+        .unwrap();
+    w.commit(None).await.unwrap();
+    w.stage(2, day(1), &batch(2, 10), &json!({"cursor": "c2"}))
+        .await
+        .unwrap();
+    w.stage(3, day(1), &batch(3, 7), &json!({"cursor": "c3"}))
+        .await
+        .unwrap();
+    // The process dies here: no commit, no abort.
+    std::mem::forget(w);
+    assert_eq!(
+        published(&lake).await.len(),
+        1,
+        "uncommitted rows stay invisible"
+    );
+
+    let (w2, rec) = open(&lake, "R2").await;
+    assert_eq!((rec.pages, rec.rows), (2, 17));
+    assert_eq!(w2.state(), Some(&json!({"cursor": "c3"})));
+    let files = published(&lake).await;
+    let names: Vec<_> = files.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "t/dt=2026-11-01/part-R1-000001.parquet",
+            "t/dt=2026-11-01/part-R1-000002.parquet"
+        ]
+    );
+    let mut all: Vec<String> = files.into_iter().flat_map(|f| f.1).collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((n, all.len()), (27, 27), "no row lost or doubled");
+    if let Some(files) = reader_visible_files(&lake) {
+        assert_eq!(files.len(), 2, "only the two published files: {files:?}");
+    }
+
+    // Opening again finds nothing more to do.
+    let (_, rec) = open(&lake, "R3").await;
+    assert_eq!((rec.pages, rec.cleaned), (0, 0));
+}
+
+async fn a_crash_after_publishing_but_before_the_state_rewrites_the_same_file(lake: TestLake) {
+    let (mut w, _) = open(&lake, "R1").await;
+    w.stage(1, day(1), &batch(1, 4), &json!({"cursor": "c1"}))
+        .await
+        .unwrap();
+    w.publish_then_crash_for_tests().await.unwrap();
+    assert_eq!(published(&lake).await.len(), 1);
+
+    let (w2, rec) = open(&lake, "R2").await;
+    assert_eq!(rec.pages, 1);
+    assert_eq!(w2.state(), Some(&json!({"cursor": "c1"})));
+    let files = published(&lake).await;
+    assert_eq!(files.len(), 1, "same name, so no second copy: {files:?}");
+    assert_eq!(files[0].1.len(), 4);
+}
+
+async fn staged_pages_already_committed_are_only_cleaned_up(lake: TestLake) {
+    let (mut w, _) = open(&lake, "R1").await;
+    w.stage(1, day(1), &batch(1, 4), &json!({"cursor": "c1"}))
+        .await
+        .unwrap();
+    let page = staged(&lake).await.pop().unwrap();
+    let leftover = lake.get_opt(&page).await.unwrap().unwrap();
+    w.commit(None).await.unwrap();
+    // As if the process died between writing the state and deleting the staged page.
+    lake.put(&page, leftover).await.unwrap();
+    let (_, rec) = open(&lake, "R2").await;
+    assert_eq!((rec.pages, rec.cleaned), (0, 1));
+    assert!(staged(&lake).await.is_empty());
+    let files = published(&lake).await;
+    assert_eq!((files.len(), files[0].1.len()), (1, 4));
+}
+
+async fn an_empty_page_moves_the_checkpoint_without_a_file(lake: TestLake) {
+    let (mut w, _) = open(&lake, "R1").await;
+    w.stage(1, day(1), &batch(1, 0), &json!({"cursor": "c1"}))
+        .await
+        .unwrap();
+    let report = w.commit(None).await.unwrap();
+    assert!(report.files.is_empty());
+    assert_eq!(w.state(), Some(&json!({"cursor": "c1"})));
+    assert!(published(&lake).await.is_empty());
+}
+
+async fn files_roll_at_the_row_target(lake: TestLake) {
+    let opts = WriterOptions {
+        roll_rows: 20,
+        ..WriterOptions::default()
+    };
+    let (mut w, _) = open_with(&lake, "R1", opts).await;
+    for page in 1..=5 {
+        w.stage(page, day(1), &batch(page, 10), &json!({"p": page}))
+            .await
+            .unwrap();
+    }
+    w.commit(None).await.unwrap();
+    let sizes: Vec<usize> = published(&lake).await.iter().map(|f| f.1.len()).collect();
+    assert_eq!(sizes, [20, 20, 10]);
+}
+
+async fn a_corrupt_state_file_is_a_clear_error_and_changes_nothing(lake: TestLake) {
+    let state = Path::from("_joblake/state/t.json");
+    lake.put(&state, Bytes::from_static(b"{not json"))
+        .await
+        .unwrap();
+    let err = TableWriter::open(&lake, "t", schema(), "R1", WriterOptions::default())
+        .await
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("corrupt") && msg.contains("t.json"), "{msg}");
+    assert_eq!(
+        lake.get_opt(&state).await.unwrap().unwrap(),
+        Bytes::from_static(b"{not json"),
+        "the state file is left for the user to inspect"
+    );
+}
+
+/// Stages three pages of ~4.3 MB of Parquet each into one file: past the 10 MB at which a
+/// file goes up in parts.
+async fn stage_large(w: &mut TableWriter, d: u32) {
+    for page in 1..=3 {
+        w.stage(
+            page,
+            day(d),
+            &incompressible(page, 8_000),
+            &json!({"p": page}),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+fn large_opts() -> WriterOptions {
+    WriterOptions {
+        row_group_rows: 4_000,
+        ..WriterOptions::default()
+    }
+}
+
+async fn a_large_file_is_uploaded_in_parts_and_an_aborted_one_leaves_nothing(lake: TestLake) {
+    let (mut w, _) = open_with(&lake, "R1", large_opts()).await;
+    stage_large(&mut w, 1).await;
+    assert!(lake.unfinished_uploads() >= 1, "the upload is under way");
+    let report = w.commit(None).await.unwrap();
+    assert_eq!(report.files.len(), 1);
+    assert!(
+        report.files[0].bytes > 10 * 1024 * 1024,
+        "{:?}",
+        report.files
+    );
+    assert_eq!(published(&lake).await[0].1.len(), 24_000);
+    assert_eq!(lake.unfinished_uploads(), 0);
+    if lake.bucket.is_some() {
+        // S3 gives an object completed from parts an ETag of the form "<md5>-<parts>".
+        let head = lake
+            .store()
+            .head(&Path::from(report.files[0].path.as_str()))
+            .await
+            .unwrap();
+        let parts: u32 = head
+            .e_tag
+            .as_deref()
+            .unwrap()
+            .trim_matches('"')
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(parts >= 2, "{head:?}");
+    }
+
+    // A run that gives up (an error, Ctrl-C) aborts its upload: nothing dangles, and what it
+    // staged is committed by the next run.
+    let (mut w, _) = open_with(&lake, "R2", large_opts()).await;
+    stage_large(&mut w, 2).await;
+    assert!(lake.unfinished_uploads() >= 1, "the upload is under way");
+    w.abort().await;
+    assert_eq!(lake.unfinished_uploads(), 0);
+    assert_eq!(published(&lake).await.len(), 1);
+    let (_, rec) = open_with(&lake, "R3", large_opts()).await;
+    assert_eq!((rec.pages, rec.rows), (3, 24_000));
+    assert_eq!(published(&lake).await.len(), 2);
+}
+
+async fn a_crash_mid_upload_is_ignored_by_readers_and_recovered(lake: TestLake) {
+    let (mut w, _) = open_with(&lake, "R1", large_opts()).await;
+    stage_large(&mut w, 1).await;
+    std::mem::forget(w); // killed with parts uploaded
+    assert!(lake.unfinished_uploads() >= 1);
+    assert!(published(&lake).await.is_empty());
+    if let Some(files) = reader_visible_files(&lake) {
+        assert!(files.is_empty(), "a reader would pick up {files:?}");
+    }
+    let (_, rec) = open_with(&lake, "R2", large_opts()).await;
+    assert_eq!((rec.pages, rec.rows), (3, 24_000));
+    let files = published(&lake).await;
+    assert_eq!((files.len(), files[0].1.len()), (1, 24_000));
+    if let Some(files) = reader_visible_files(&lake) {
+        assert_eq!(files.len(), 1, "only the published file: {files:?}");
+        assert_eq!(lake.unfinished_uploads(), 0, "the partial file was cleared");
+    }
+}
+
+async fn objects_list_read_and_delete(lake: TestLake) {
+    let a = Path::from("_joblake/x/a.json");
+    let b = Path::from("_joblake/x/deep/b.json");
+    assert_eq!(lake.get_opt(&a).await.unwrap(), None);
+    lake.put(&a, Bytes::from_static(b"1")).await.unwrap();
+    lake.put(&b, Bytes::from_static(b"2")).await.unwrap();
+    lake.put(&a, Bytes::from_static(b"3")).await.unwrap();
+    let mut listed: Vec<String> = lake
+        .list(&Path::from("_joblake/x"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["_joblake/x/a.json", "_joblake/x/deep/b.json"]);
+    assert_eq!(
+        lake.get_opt(&a).await.unwrap().unwrap(),
+        Bytes::from_static(b"3")
+    );
+    assert!(
+        lake.list(&Path::from("nothing/here"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Deleting twice, or what is not there, is fine.
+    lake.delete_all(vec![a.clone(), b.clone()]).await.unwrap();
+    lake.delete_all(vec![a.clone()]).await.unwrap();
+    assert!(
+        lake.list(&Path::from("_joblake/x"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn the_ledger_round_trips(lake: TestLake) {
+    let mut rec = RunRecord::new("20261123T100000000Z", "jobs", Utc::now());
+    write_ledger(&lake, &rec).await.unwrap();
+    rec.status = RunStatus::Succeeded;
+    rec.rows = 42;
+    rec.credits_balance = Some(99.5);
+    rec.finished_at = Some(Utc::now());
+    write_ledger(&lake, &rec).await.unwrap();
+    let other = RunRecord::new("20261123T110000000Z", "jobs", Utc::now());
+    write_ledger(&lake, &other).await.unwrap();
+    let back = read_ledger(&lake).await.unwrap();
+    assert_eq!(back.len(), 2);
+    assert_eq!(back[0].status, RunStatus::Succeeded);
+    assert_eq!((back[0].rows, back[0].credits_balance), (42, Some(99.5)));
+    assert_eq!(
+        back[0].started_at.timestamp_micros(),
+        rec.started_at.timestamp_micros()
+    );
+    assert_eq!(back[1].run_id, other.run_id, "oldest run first");
+}
+
+async fn one_lock_holder_at_a_time(lake: TestLake) {
+    let first = LakeLock::acquire(&lake, "pid 1 refresh").await.unwrap();
+    let err = LakeLock::acquire(&lake, "pid 2 refresh").await.unwrap_err();
+    assert!(matches!(err, joblake_writer::Error::Busy { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("pid 1 refresh") && msg.contains("wait") && msg.contains(&lake.url()),
+        "{msg}"
+    );
+    first.confirm(&lake).await.unwrap();
+    first.release().await;
+    let again = LakeLock::acquire(&lake, "pid 2 refresh").await.unwrap();
+    again.release().await;
+}

@@ -1,0 +1,66 @@
+//! The S3 lease beyond what the conformance suite checks of every lock: no lake kept
+//! forever by a crashed holder, and no commit by a holder that lost its lease.
+
+use std::time::Duration;
+
+use joblake_writer::LakeLock;
+
+use crate::support::{Moto, s3_lake};
+
+#[tokio::test]
+async fn a_crashed_holder_keeps_an_s3_lake_only_until_its_lease_expires() {
+    let moto = Moto::shared();
+    let bucket = moto.bucket("lease-expiry");
+    let lake = s3_lake(&moto.endpoint, &bucket, "team/lake");
+    let crashed = LakeLock::acquire_with_ttl(&lake, "pid 3 (crashes)", Duration::from_secs(2))
+        .await
+        .unwrap();
+    drop(crashed); // the renewer stops, as when the process dies
+    let err = LakeLock::acquire(&lake, "pid 4").await.unwrap_err();
+    assert!(err.to_string().contains("pid 3 (crashes)"), "{err}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let taker = LakeLock::acquire(&lake, "pid 4").await.unwrap();
+    taker.confirm(&lake).await.unwrap();
+
+    // Another lake prefix in the same bucket is a different lake.
+    let other = s3_lake(&moto.endpoint, &bucket, "team/other");
+    LakeLock::acquire(&other, "pid 5")
+        .await
+        .unwrap()
+        .release()
+        .await;
+    taker.release().await;
+}
+
+#[tokio::test]
+async fn an_s3_holder_that_lost_its_lease_cannot_confirm_or_release_the_new_one() {
+    let moto = Moto::shared();
+    let bucket = moto.bucket("lost-lease");
+    let lake = s3_lake(&moto.endpoint, &bucket, "");
+    let slow = LakeLock::acquire_with_ttl(&lake, "pid 1 (hangs)", Duration::from_secs(2))
+        .await
+        .unwrap();
+    // The holder hangs past its lease (its renewer stalls); someone else takes over.
+    slow.pause_renewal_for_tests();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let taker = LakeLock::acquire(&lake, "pid 2").await.unwrap();
+    let err = slow.confirm(&lake).await.unwrap_err();
+    assert!(err.to_string().contains("taken over"), "{err}");
+    slow.release().await; // must not delete the new holder's lease
+    let err = LakeLock::acquire(&lake, "pid 3").await.unwrap_err();
+    assert!(err.to_string().contains("pid 2"), "{err}");
+    taker.release().await;
+}
+
+#[tokio::test]
+async fn a_crashed_local_holder_frees_the_lake_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = joblake_writer::Lake::open(dir.path().to_str().unwrap(), true).unwrap();
+    let held = LakeLock::acquire(&lake, "pid 1").await.unwrap();
+    drop(held); // the OS lock goes with the process
+    LakeLock::acquire(&lake, "pid 2")
+        .await
+        .unwrap()
+        .release()
+        .await;
+}
