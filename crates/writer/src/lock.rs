@@ -1,6 +1,7 @@
 //! The lake lock: one writer at a time. A local lake uses an OS file lock (released by the
 //! OS if the holder dies); an S3 lake uses a lease object written with S3's conditional
-//! writes, renewed while the run lasts, which a crashed holder cannot keep past its expiry.
+//! writes, renewed while the run lasts, which a crashed holder cannot keep past its expiry
+//! (nor at all from a run on its own machine, which sees that its process is gone).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -47,6 +48,55 @@ struct S3Lease {
 struct LeaseBody {
     holder: String,
     expires_at: DateTime<Utc>,
+    /// The machine (hostname and boot) and process holding the lease, so a run on the same
+    /// machine can tell a crashed holder from a live one without waiting out the lease.
+    #[serde(default)]
+    machine: Option<String>,
+    #[serde(default)]
+    pid: Option<u32>,
+}
+
+impl LeaseBody {
+    fn new(holder: &str, ttl: Duration) -> LeaseBody {
+        LeaseBody {
+            holder: holder.to_string(),
+            expires_at: Utc::now() + ttl,
+            machine: this_machine(),
+            pid: Some(std::process::id()),
+        }
+    }
+
+    /// Whether the holder is gone: its lease ran out, or it ran on this machine and its
+    /// process no longer exists (killed, crashed). A live holder elsewhere is never
+    /// judged dead early; at worst a stale judgement is caught by the holder's
+    /// [`LakeLock::confirm`] before its next commit.
+    fn holder_is_gone(&self) -> bool {
+        if self.expires_at <= Utc::now() {
+            return true;
+        }
+        match (&self.machine, self.pid, this_machine()) {
+            (Some(theirs), Some(pid), Some(ours)) if *theirs == ours => !process_exists(pid),
+            _ => false,
+        }
+    }
+}
+
+/// This machine as hostname plus boot id (Linux), or `None` where that cannot be told.
+fn this_machine() -> Option<String> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    Some(format!(
+        "{}/{}",
+        read("/proc/sys/kernel/hostname")?,
+        read("/proc/sys/kernel/random/boot_id")?
+    ))
+}
+
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn lease_path() -> Path {
@@ -142,7 +192,7 @@ impl S3Lease {
             let bytes = current.bytes().await.map_err(|e| Error::store(&path, e))?;
             let body: Option<LeaseBody> = serde_json::from_slice(&bytes).ok();
             if let Some(b) = &body
-                && b.expires_at > Utc::now()
+                && !b.holder_is_gone()
             {
                 return Err(busy(format!(
                     "{}, lease until {}",
@@ -162,7 +212,7 @@ impl S3Lease {
                 Ok(r) => {
                     tracing::warn!(
                         previous = body.map(|b| b.holder).unwrap_or_default(),
-                        "took over an expired lake lease (its holder crashed or hung)"
+                        "took over the lake lease of a holder that crashed or hung"
                     );
                     break UpdateVersion {
                         e_tag: r.e_tag,
@@ -215,10 +265,7 @@ impl Drop for S3Lease {
 }
 
 fn lease_payload(holder: &str, ttl: Duration) -> PutPayload {
-    let body = LeaseBody {
-        holder: holder.to_string(),
-        expires_at: Utc::now() + ttl,
-    };
+    let body = LeaseBody::new(holder, ttl);
     PutPayload::from(serde_json::to_vec(&body).expect("lease serialises"))
 }
 

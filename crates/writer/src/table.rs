@@ -265,7 +265,7 @@ impl TableWriter {
     /// Publishes the open files, then records `state` (or, when `None`, the checkpoint of
     /// the last staged page) as the table's state, then drops the staged pages.
     pub async fn commit(&mut self, state: Option<Value>) -> Result<CommitReport> {
-        let mut report = CommitReport {
+        let report = CommitReport {
             pages: self.staged.len() as u64,
             rows: self.staged_rows,
             files: self.publish().await?,

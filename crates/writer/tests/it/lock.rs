@@ -64,3 +64,55 @@ async fn a_crashed_local_holder_frees_the_lake_at_once() {
         .release()
         .await;
 }
+
+/// A lease as a holder wrote it: expiring in an hour, held by `pid` on `machine`.
+async fn plant_lease(lake: &joblake_writer::Lake, machine: &str, pid: u32) {
+    let body = serde_json::json!({
+        "holder": format!("joblake refresh, pid {pid}"),
+        "expires_at": chrono::Utc::now() + chrono::Duration::hours(1),
+        "machine": machine,
+        "pid": pid,
+    });
+    lake.put(
+        &object_store::path::Path::from("_joblake/lease.json"),
+        serde_json::to_vec(&body).unwrap().into(),
+    )
+    .await
+    .unwrap();
+}
+
+fn this_machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap().trim().to_string();
+    format!(
+        "{}/{}",
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/random/boot_id")
+    )
+}
+
+#[tokio::test]
+async fn a_killed_holder_on_this_machine_frees_an_s3_lake_at_once() {
+    let moto = Moto::shared();
+    let bucket = moto.bucket("killed-holder");
+    let lake = s3_lake(&moto.endpoint, &bucket, "lake");
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+
+    // Its process is gone: the lease is taken at once, not after its hour.
+    plant_lease(&lake, &this_machine(), gone.id()).await;
+    let lock = LakeLock::acquire(&lake, "pid 2").await.unwrap();
+    lock.release().await;
+
+    // A live process on this machine keeps it.
+    plant_lease(&lake, &this_machine(), std::process::id()).await;
+    let err = LakeLock::acquire(&lake, "pid 2").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+
+    // On another machine, whether it lives cannot be told here: it keeps the lease.
+    plant_lease(&lake, "elsewhere/0000", gone.id()).await;
+    assert!(LakeLock::acquire(&lake, "pid 2").await.is_err());
+}
