@@ -6,7 +6,7 @@ CARGO ?= cargo
 TEST_PACKAGES ?= --workspace
 BIN := $(CARGO_TARGET_DIR)/release/joblake
 
-.PHONY: build test py-tools refresh demo views status check-fmt clippy
+.PHONY: build test py-tools duckdb-extensions refresh demo views status check-fmt clippy
 
 build:
 	$(CARGO) build --release --locked --workspace --all-targets
@@ -18,7 +18,7 @@ PY_DIR ?= $(HOME)/.cache/joblake-py
 PY_DUCKDB_VERSIONS := 1.4.5 1.5.6
 PY_TOOLS := pyarrow==26.0.1 polars==2.1.0 moto[server]==5.2.5
 PY_STAMP := $(PY_DIR)/.installed-1
-PIP ?= python3 -m pip --disable-pip-version-check --quiet --no-input
+PIP ?= python3 -m pip --disable-pip-version-check --quiet --no-input --root-user-action=ignore
 
 py-tools: $(PY_STAMP)
 
@@ -31,18 +31,36 @@ $(PY_STAMP):
 	@$(PIP) install --upgrade --target $(PY_DIR)/tools $(PY_TOOLS)
 	@touch $@
 
-test: py-tools
+# DuckDB's httpfs extension, which the embedded DuckDB (1.5.5) loads to read S3 lakes. It is
+# never downloaded at run time: this takes the signed build from its PyPI wheel and lays it out
+# as a DuckDB extension directory, which every joblake command below is pointed at.
+DUCKDB_VERSION := 1.5.5
+DUCKDB_PLATFORM := linux_$(subst x86_64,amd64,$(subst aarch64,arm64,$(shell uname -m)))
+DUCKDB_EXT_DIR ?= $(PY_DIR)/duckdb-extensions
+HTTPFS := $(DUCKDB_EXT_DIR)/v$(DUCKDB_VERSION)/$(DUCKDB_PLATFORM)/httpfs.duckdb_extension
+export JOBLAKE_DUCKDB_EXTENSIONS ?= $(DUCKDB_EXT_DIR)
+
+duckdb-extensions: $(HTTPFS)
+
+$(HTTPFS):
+	@echo "installing DuckDB's httpfs $(DUCKDB_VERSION) (python wheel) into $(DUCKDB_EXT_DIR)"
+	@$(PIP) install --upgrade --target $(PY_DIR)/httpfs-$(DUCKDB_VERSION) duckdb-extension-httpfs==$(DUCKDB_VERSION)
+	@mkdir -p $(dir $@)
+	@cp $(PY_DIR)/httpfs-$(DUCKDB_VERSION)/duckdb_extension_httpfs/extensions/v$(DUCKDB_VERSION)/httpfs.duckdb_extension $@
+	@echo "JOBLAKE_DUCKDB_EXTENSIONS=$(DUCKDB_EXT_DIR)"
+
+test: py-tools duckdb-extensions
 	JOBLAKE_PY_DUCKDB="$(foreach v,$(PY_DUCKDB_VERSIONS),$(PY_DIR)/duckdb-$(v))" \
 	JOBLAKE_PY_TOOLS="$(PY_DIR)/tools" \
 	$(CARGO) test --release --locked $(TEST_PACKAGES)
 
-refresh: build
+refresh: build duckdb-extensions
 	$(BIN) refresh
 
-views: build
+views: build duckdb-extensions
 	$(BIN) views
 
-status: build
+status: build duckdb-extensions
 	$(BIN) status
 
 check-fmt:
@@ -54,7 +72,7 @@ clippy:
 # The demo: simulator on a free loopback port, a first refresh, six simulated hours, an
 # incremental refresh, then the example queries. Uses a throwaway lake under ./demo-lake.
 DEMO_LAKE ?= demo-lake
-demo: build
+demo: build duckdb-extensions
 	@rm -rf $(DEMO_LAKE) && mkdir -p $(DEMO_LAKE)
 	@set -e; \
 	$(BIN) simulate --port 0 --rows 500 --url-file $(DEMO_LAKE)/.sim-url >$(DEMO_LAKE)/.sim.log 2>&1 & sim=$$!; \

@@ -169,11 +169,25 @@ fn truth_path(table: Table) -> &'static str {
     }
 }
 
-/// A lake in a temp directory plus the environment a refresh runs with.
+/// A lake (in a temp directory, or on S3) plus the environment a refresh runs with.
 pub struct Lake {
+    /// The working directory of every command; a local lake lives in it, as does an S3
+    /// lake's DuckDB file.
     pub dir: TempDir,
     pub env: Vec<(String, String)>,
     pub config: Option<PathBuf>,
+    /// `s3://bucket/prefix` for a lake on S3.
+    pub s3: Option<S3Lake>,
+}
+
+/// Where an S3 lake is and how to reach it.
+pub struct S3Lake {
+    pub url: String,
+    pub endpoint: String,
+    pub bucket: String,
+    pub prefix: String,
+    /// The `AWS_SECRET_ACCESS_KEY` the commands run with, unique so it can be searched for.
+    pub secret: String,
 }
 
 impl Lake {
@@ -197,6 +211,38 @@ impl Lake {
             dir: tempfile::tempdir().unwrap(),
             env,
             config: None,
+            s3: None,
+        }
+    }
+
+    /// A fresh lake under `s3://<bucket>/team/lake` on a moto server at `endpoint`, with both
+    /// keys and the `AWS_*` variables a user would set.
+    pub fn on_s3(sim: &Sim, endpoint: &str, bucket: &str) -> Lake {
+        let mut lake = Lake::new(sim);
+        let secret = unique_key("awsSecret");
+        for (k, v) in joblake_testkit::aws_env(endpoint) {
+            let v = if k == "AWS_SECRET_ACCESS_KEY" {
+                secret.clone()
+            } else {
+                v
+            };
+            lake.env.push((k, v));
+        }
+        lake.s3 = Some(S3Lake {
+            url: format!("s3://{bucket}/team/lake"),
+            endpoint: endpoint.to_string(),
+            bucket: bucket.to_string(),
+            prefix: "team/lake".into(),
+            secret,
+        });
+        lake
+    }
+
+    /// What `--lake` says.
+    pub fn url(&self) -> String {
+        match &self.s3 {
+            Some(s3) => s3.url.clone(),
+            None => self.root().display().to_string(),
         }
     }
 
@@ -218,9 +264,13 @@ impl Lake {
         c.current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(
+                std::env::var("JOBLAKE_DUCKDB_EXTENSIONS")
+                    .map(|d| ("JOBLAKE_DUCKDB_EXTENSIONS", d)),
+            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("--lake")
-            .arg(self.root());
+            .arg(self.url());
         if let Some(cfg) = &self.config {
             c.arg("--config").arg(cfg);
         }
@@ -264,6 +314,34 @@ impl Lake {
     pub fn files(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         let mut out = BTreeMap::new();
         walk(&self.root(), &mut out);
+        out
+    }
+
+    /// Every byte the lake holds: for an S3 lake each object in its bucket (keyed
+    /// `s3://bucket/key`) plus the files of its working directory (the DuckDB file).
+    pub async fn all_bytes(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        walk(self.dir.path(), &mut out);
+        if let Some(s3) = &self.s3 {
+            use futures::TryStreamExt;
+            use object_store::{ObjectStore, ObjectStoreExt};
+            let store = joblake_testkit::s3_builder(&s3.endpoint)
+                .with_bucket_name(&s3.bucket)
+                .build()
+                .unwrap();
+            let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
+            for meta in objects {
+                let bytes = store
+                    .get(&meta.location)
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                let key = PathBuf::from(format!("s3://{}/{}", s3.bucket, meta.location));
+                out.insert(key, bytes.to_vec());
+            }
+        }
         out
     }
 
@@ -380,4 +458,73 @@ pub fn refetched(log: &[Value], api: &str) -> BTreeMap<String, usize> {
     }
     counts.retain(|_, n| *n > 1);
     counts
+}
+
+/// The python test tools `make test` installs (see `make py-tools`); the stock readers are
+/// part of the contract, so a run without them fails rather than skips.
+pub fn py_env(var: &str) -> Vec<String> {
+    let dirs = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with `make test`, which installs the stock readers")
+    });
+    dirs.split_whitespace().map(str::to_string).collect()
+}
+
+pub async fn reader_counts(
+    pythonpath: &str,
+    reader: &str,
+    target: impl AsRef<std::ffi::OsStr>,
+    env: &[(String, String)],
+) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/readers/counts.py");
+    let out = tokio::process::Command::new("python3")
+        .env("PYTHONPATH", pythonpath)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .arg(script)
+        .arg(reader)
+        .arg(target)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{reader} from {pythonpath}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Kills `joblake refresh` with SIGKILL once the simulator has served `pages` pages of `api`.
+pub async fn kill_after(lake: &Lake, sim: &Sim, api: &str, pages: usize) {
+    let before = sim
+        .requests(api)
+        .await
+        .iter()
+        .filter(|e| e["status"] == 200)
+        .count();
+    let mut child = lake
+        .command(&["refresh"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let served = sim
+            .requests(api)
+            .await
+            .iter()
+            .filter(|e| e["status"] == 200)
+            .count();
+        if served >= before + pages {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "refresh ended before the kill"
+        );
+        assert!(Instant::now() < deadline, "refresh made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(!status.success());
 }

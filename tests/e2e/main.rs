@@ -2,10 +2,11 @@
 //! simulator's own ground truth (`/_sim/truth/*`) and request log (`/_sim/log`).
 
 mod harness;
+mod s3;
 
 use std::time::{Duration, Instant};
 
-use harness::{Lake, Sim, assert_same, refetched};
+use harness::{Lake, Sim, assert_same, kill_after, py_env, reader_counts, refetched};
 use joblake_schema::Table;
 use serde_json::Value;
 
@@ -232,42 +233,6 @@ async fn max_pages_stops_early_and_the_next_run_resumes() {
     assert!(refetched(&log, "sentrion").is_empty());
 }
 
-/// Kills `joblake refresh` with SIGKILL once the simulator has served `pages` pages of `api`.
-async fn kill_after(lake: &Lake, sim: &Sim, api: &str, pages: usize) {
-    let before = sim
-        .requests(api)
-        .await
-        .iter()
-        .filter(|e| e["status"] == 200)
-        .count();
-    let mut child = lake
-        .command(&["refresh"])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let served = sim
-            .requests(api)
-            .await
-            .iter()
-            .filter(|e| e["status"] == 200)
-            .count();
-        if served >= before + pages {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "refresh ended before the kill"
-        );
-        assert!(Instant::now() < deadline, "refresh made no progress");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.start_kill().unwrap();
-    let status = child.wait().await.unwrap();
-    assert!(!status.success());
-}
-
 #[tokio::test]
 async fn kill_9_mid_run_loses_nothing_duplicates_nothing_and_refetches_at_most_a_page() {
     let sim = Sim::start(&["--rows", "1000", "--latency-ms", "20"]).await;
@@ -418,33 +383,6 @@ async fn api_keys_never_reach_an_output_or_a_file() {
     assert!(lake.files().keys().any(|p| p.ends_with("lake.duckdb")));
 }
 
-/// The python test tools `make test` installs (see `make py-tools`); the stock readers are
-/// part of the contract, so a run without them fails rather than skips.
-fn py_env(var: &str) -> Vec<String> {
-    let dirs = std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests with `make test`, which installs the stock readers")
-    });
-    dirs.split_whitespace().map(str::to_string).collect()
-}
-
-async fn reader_counts(pythonpath: &str, reader: &str, target: &std::path::Path) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/readers/counts.py");
-    let out = tokio::process::Command::new("python3")
-        .env("PYTHONPATH", pythonpath)
-        .arg(script)
-        .arg(reader)
-        .arg(target)
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{reader} from {pythonpath}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn stock_duckdb_pyarrow_and_polars_read_the_lake_from_anywhere() {
     let sim = Sim::start(&["--rows", "300"]).await;
@@ -479,14 +417,14 @@ async fn stock_duckdb_pyarrow_and_polars_read_the_lake_from_anywhere() {
     let dirs = py_env("JOBLAKE_PY_DUCKDB");
     assert!(dirs.len() >= 2, "{dirs:?}");
     for dir in &dirs {
-        let mut got = reader_counts(dir, "duckdb", &db).await;
+        let mut got = reader_counts(dir, "duckdb", &db, &[]).await;
         let version = got.as_object_mut().unwrap().remove("version").unwrap();
         assert_eq!(got, Value::Object(expected.clone()), "DuckDB {version}");
     }
     // The Parquet, as notebooks load it: nothing in _joblake/ or half-written is picked up.
     let tools = py_env("JOBLAKE_PY_TOOLS").join(":");
     for reader in ["pyarrow", "polars"] {
-        let got = reader_counts(&tools, reader, &lake.root()).await;
+        let got = reader_counts(&tools, reader, &lake.root(), &[]).await;
         for t in ["career_sites", "jobs"] {
             for k in [format!("{t}_history"), format!("{t}_ids")] {
                 let want = if k.ends_with("_ids") {

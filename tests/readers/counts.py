@@ -3,6 +3,8 @@
     python3 counts.py duckdb  <lake.duckdb>   # the views, in whatever DuckDB is on PYTHONPATH
     python3 counts.py pyarrow <lake dir>      # the Parquet, as a pyarrow hive dataset
     python3 counts.py polars  <lake dir>      # the Parquet, as a polars lazy scan
+    python3 counts.py pyarrow-s3 s3://bucket/prefix   # the Parquet on S3 (AWS_* settings),
+                                              # with the list of ids
 
 Run from any working directory: the views must not depend on it.
 """
@@ -38,6 +40,30 @@ def by_pyarrow(lake):
     return out
 
 
+def by_pyarrow_s3(url):
+    """Reads an S3 lake with pyarrow's own S3 client, configured from the AWS_* variables."""
+    import pyarrow.dataset as ds
+    import pyarrow.fs as fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    s3 = fs.S3FileSystem(
+        access_key=os.environ["AWS_ACCESS_KEY_ID"],
+        secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+        region=os.environ.get("AWS_REGION", "us-east-1"),
+        endpoint_override=endpoint.split("://")[-1] or None,
+        scheme=endpoint.split("://")[0] if endpoint else "https",
+    )
+    root = url.removeprefix("s3://").rstrip("/")
+    out = {}
+    for t in TABLES:
+        table = ds.dataset(f"{root}/{t}", filesystem=s3, format="parquet", partitioning="hive").to_table()
+        ids = set(table.column("id").to_pylist())
+        out[t + "_history"] = table.num_rows
+        out[t + "_ids"] = len(ids)
+        out[t + "_id_list"] = sorted(ids)
+    return out
+
+
 def by_polars(lake):
     import polars as pl
 
@@ -53,5 +79,6 @@ def by_polars(lake):
 if __name__ == "__main__":
     reader, target = sys.argv[1], sys.argv[2]
     os.chdir("/")
-    result = {"duckdb": by_duckdb, "pyarrow": by_pyarrow, "polars": by_polars}[reader](target)
+    readers = {"duckdb": by_duckdb, "pyarrow": by_pyarrow, "pyarrow-s3": by_pyarrow_s3, "polars": by_polars}
+    result = readers[reader](target)
     print(json.dumps(result))

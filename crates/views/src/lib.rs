@@ -334,6 +334,32 @@ mod tests {
     }
 
     #[test]
+    fn the_s3_secret_lives_in_the_session_only_and_is_quoted() {
+        let secret = S3Secret {
+            scope: "s3://b/p".into(),
+            key_id: Some("AKIA".into()),
+            secret: Some(SecretString::from("it's secret")),
+            session_token: None,
+            region: Some("eu-west-1".into()),
+            endpoint: Some("127.0.0.1:9000".into()),
+            use_ssl: false,
+            virtual_hosted_style: false,
+        };
+        let sql = secret.create_sql();
+        assert!(
+            sql.starts_with("CREATE OR REPLACE TEMPORARY SECRET"),
+            "{sql}"
+        );
+        assert!(sql.contains("SECRET 'it''s secret'"), "{sql}");
+        assert!(sql.contains("URL_STYLE 'path'") && sql.contains("USE_SSL false"));
+        assert!(!sql.contains("SESSION_TOKEN"));
+        assert!(
+            !format!("{secret:?}").contains("it's secret"),
+            "Debug redacts"
+        );
+    }
+
+    #[test]
     fn quoting_escapes() {
         assert_eq!(literal("it's"), "'it''s'");
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");

@@ -1,0 +1,204 @@
+//! The same lake on S3 (a real `moto_server` on loopback): refresh, resume after `kill -9`,
+//! views, status and notebooks' readers, with no secret anywhere.
+
+use joblake_schema::Table;
+use joblake_testkit::Moto;
+use serde_json::Value;
+
+use super::{assert_views_match_truth, source};
+use crate::harness::{Lake, Sim, kill_after, py_env, reader_counts, refetched};
+
+fn s3_lake(sim: &Sim, test: &str) -> Lake {
+    let moto = Moto::shared();
+    Lake::on_s3(sim, &moto.endpoint, &moto.bucket(test))
+}
+
+/// The ids the simulator says the table holds.
+async fn truth_ids(sim: &Sim, table: Table) -> Vec<Value> {
+    let batch = sim.truth(table).await;
+    let ids = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    let mut ids: Vec<Value> = ids.iter().map(|v| v.unwrap().into()).collect();
+    ids.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    ids
+}
+
+#[tokio::test]
+async fn an_s3_lake_holds_the_truth_for_duckdb_pyarrow_and_status_and_no_secret() {
+    let sim = Sim::start(&["--rows", "300"]).await;
+    let lake = s3_lake(&sim, "s3-refresh");
+    let mut outputs = Vec::new();
+    let summary = lake.refresh_ok(&[]).await;
+    outputs.push(summary.to_string());
+    for name in ["career_sites", "jobs"] {
+        assert_eq!(source(&summary, name)["status"], "succeeded");
+    }
+    // The views (in ./lake.duckdb, the S3 default) read the S3 lake through httpfs.
+    assert!(lake.dir.path().join("lake.duckdb").is_file());
+    assert_views_match_truth(&lake, &sim).await;
+
+    sim.advance(6).await;
+    let summary = lake.refresh_ok(&[]).await;
+    outputs.push(summary.to_string());
+    assert_views_match_truth(&lake, &sim).await;
+    let log = sim.log().await;
+    assert!(refetched(&log, "jobo").is_empty() && refetched(&log, "sentrion").is_empty());
+
+    // A notebook's pyarrow, with its own S3 client, reads the same Parquet.
+    let tools = py_env("JOBLAKE_PY_TOOLS").join(":");
+    let s3 = lake.s3.as_ref().unwrap();
+    let got = reader_counts(&tools, "pyarrow-s3", &s3.url, &lake.env).await;
+    for (name, table) in [("career_sites", Table::CareerSites), ("jobs", Table::Jobs)] {
+        let history = lake
+            .count(&format!("SELECT count(*) FROM {name}_history"))
+            .await;
+        assert_eq!(got[format!("{name}_history")], history, "{name}");
+        assert!(history > lake.count(&format!("SELECT count(*) FROM {name}")).await);
+        assert_eq!(
+            got[format!("{name}_id_list")],
+            Value::Array(truth_ids(&sim, table).await),
+            "{name}: the ids pyarrow reads are the truth's"
+        );
+    }
+
+    // status reads the lake on S3.
+    let status = lake.run(&["status", "--json"]).await;
+    status.assert_code(0);
+    outputs.push(status.stdout() + &status.stderr());
+    let status: Value = serde_json::from_str(&status.stdout()).unwrap();
+    assert_eq!(status["lake"], s3.url);
+    for t in status["tables"].as_array().unwrap() {
+        let name = t["table"].as_str().unwrap();
+        let rows = lake
+            .count(&format!("SELECT count(*) FROM {name}_history"))
+            .await;
+        assert_eq!(t["rows"].as_i64().unwrap(), rows, "{name}");
+        assert_eq!(t["last_status"], "succeeded");
+        assert_eq!(t["staged_pages"], 0);
+        assert!(t["files"].as_u64().unwrap() >= 2, "{t}");
+    }
+
+    // `views --duckdb PATH` puts the views anywhere; they still read the S3 lake.
+    let elsewhere = lake.dir.path().join("analyst").join("team.duckdb");
+    let views = lake
+        .run(&["views", "--duckdb", elsewhere.to_str().unwrap()])
+        .await;
+    views.assert_code(0);
+    outputs.push(views.stdout() + &views.stderr());
+    let q = lake
+        .run(&[
+            "--duckdb",
+            elsewhere.to_str().unwrap(),
+            "query",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM jobs",
+        ])
+        .await;
+    q.assert_code(0);
+    assert_eq!(
+        q.stdout().lines().nth(1).unwrap(),
+        lake.count("SELECT count(*) FROM jobs").await.to_string()
+    );
+
+    // Nothing of the run is left behind: no staged page, no lease, no upload.
+    let bytes = lake.all_bytes().await;
+    let keys: Vec<String> = bytes.keys().map(|k| k.display().to_string()).collect();
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.contains("/_joblake/staging/") || k.ends_with("lease.json")),
+        "{keys:?}"
+    );
+    assert_eq!(Moto::shared().unfinished_uploads(&s3.bucket), 0);
+
+    // Neither API key nor the AWS secret is in any output, object, or DuckDB file.
+    for secret in [&sim.jobo_key, &sim.sentrion_key, &s3.secret] {
+        for text in &outputs {
+            assert!(!text.contains(secret.as_str()), "an output holds a secret");
+        }
+        for (path, data) in &bytes {
+            assert!(
+                !data.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds a secret",
+                path.display()
+            );
+        }
+    }
+    assert!(keys.iter().any(|k| k.ends_with("team.duckdb")));
+}
+
+#[tokio::test]
+async fn kill_9_on_an_s3_lake_loses_nothing_and_the_next_run_goes_on_at_once() {
+    let sim = Sim::start(&["--rows", "600", "--latency-ms", "20"]).await;
+    let mut lake = s3_lake(&sim, "s3-kill");
+    lake.set_config(
+        "[career_sites]\npage_size = 10\nrequests_per_minute = 0\n\
+         [jobs]\npage_size = 10\nrequests_per_minute = 0\n",
+    );
+    kill_after(&lake, &sim, "jobo", 4).await;
+    // The killed run's lease names a process that is gone: no wait for it to expire.
+    kill_after(&lake, &sim, "sentrion", 5).await;
+    let summary = lake.refresh_ok(&[]).await;
+    for name in ["career_sites", "jobs"] {
+        assert!(source(&summary, name)["recovered_rows"].as_u64().unwrap() > 0);
+    }
+    assert_views_match_truth(&lake, &sim).await;
+    let log = sim.log().await;
+    for (name, api) in [("career_sites", "jobo"), ("jobs", "sentrion")] {
+        let history = lake
+            .count(&format!("SELECT count(*) FROM {name}_history"))
+            .await;
+        assert_eq!(
+            history,
+            lake.count(&format!("SELECT count(*) FROM {name}")).await
+        );
+        let again = refetched(&log, api);
+        assert!(
+            again.values().sum::<usize>() - again.len() <= 2,
+            "{name}: {again:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_bucket_fails_at_once_and_says_what_to_fix() {
+    let sim = Sim::start(&[]).await;
+    let moto = Moto::shared();
+    let lake = Lake::on_s3(&sim, &moto.endpoint, "no-such-bucket");
+    let run = lake.run(&["refresh"]).await;
+    run.assert_code(2);
+    let err = run.stderr();
+    assert!(
+        err.contains("bucket no-such-bucket does not exist") && err.contains("AWS_ENDPOINT_URL"),
+        "{err}"
+    );
+    assert!(!err.contains(&lake.s3.as_ref().unwrap().secret));
+    assert!(
+        sim.log().await.is_empty(),
+        "nothing was fetched (or paid for)"
+    );
+}
+
+#[tokio::test]
+async fn without_httpfs_the_views_fail_saying_how_to_install_it() {
+    let sim = Sim::start(&["--rows", "50"]).await;
+    let mut lake = s3_lake(&sim, "no-httpfs");
+    lake.refresh_ok(&[]).await;
+    let empty = tempfile::tempdir().unwrap();
+    lake.env.push((
+        "JOBLAKE_DUCKDB_EXTENSIONS".into(),
+        empty.path().display().to_string(),
+    ));
+    let run = lake.run(&["views"]).await;
+    assert_ne!(run.code(), Some(0));
+    assert!(
+        run.stderr().contains("httpfs") && run.stderr().contains("make duckdb-extensions"),
+        "{}",
+        run.stderr()
+    );
+}
