@@ -383,6 +383,7 @@ impl Core {
                 };
                 if throttled {
                     FetchStats::add(&self.stats.throttled, 1);
+                    self.pacer.throttled();
                 }
                 tracing::debug!(
                     api = %self.api,
@@ -427,6 +428,14 @@ impl Core {
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
+        // The server's own count says its window is spent: wait for its reset rather than
+        // spend a request on a 429.
+        if header_f64(&headers, "x-ratelimit-remaining") == Some(0.0)
+            && let Some(wait) = rate_limit_reset(&headers, Utc::now())
+        {
+            self.pacer
+                .pause_until(tokio::time::Instant::now() + wait.min(Duration::from_secs(3600)));
+        }
         let bytes = match response.bytes().await {
             Ok(b) => b,
             Err(e) => {

@@ -901,6 +901,44 @@ async fn pacer_spaces_requests_and_retries() {
 }
 
 #[tokio::test]
+async fn a_429_despite_pacing_slows_the_budget_and_the_run_goes_on() {
+    let server = TestServer::fixed(vec![
+        Reply::new(429, r#"{"error":"rate_limited","message":"slow down"}"#)
+            .header("retry-after", "0"),
+        ok_jobo(),
+    ])
+    .await;
+    let mut cfg = config(&server.url);
+    cfg.pacer = Pacer::per_minute(6000);
+    cfg.retry.base = Duration::from_millis(1);
+    let before = cfg.pacer.per_minute_now().unwrap();
+    let pacer = cfg.pacer.clone();
+    let client = JoboClient::new(cfg).unwrap();
+    client.fetch_page(&JoboScan::default(), None).await.unwrap();
+    assert_eq!(client.stats().snapshot().throttled, 1);
+    assert!(pacer.per_minute_now().unwrap() < before);
+}
+
+#[tokio::test]
+async fn a_spent_rate_limit_window_is_waited_out_before_the_next_request() {
+    let server = TestServer::fixed(vec![
+        ok_jobo()
+            .header("x-ratelimit-limit", "120")
+            .header("x-ratelimit-remaining", "0")
+            .header("x-ratelimit-reset", "1"),
+        ok_jobo(),
+    ])
+    .await;
+    let client = JoboClient::new(config(&server.url)).unwrap();
+    client.fetch_page(&JoboScan::default(), None).await.unwrap();
+    client.fetch_page(&JoboScan::default(), None).await.unwrap();
+    let seen = server.seen();
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= Duration::from_millis(900), "{gap:?}");
+    assert_eq!(client.stats().snapshot().throttled, 0);
+}
+
+#[tokio::test]
 async fn one_pacer_shared_by_two_clients() {
     let server = TestServer::fixed(vec![ok_jobo(), ok_jobo(), ok_jobo(), ok_jobo()]).await;
     let pacer = Pacer::per_minute(600);
