@@ -185,7 +185,6 @@ pub struct S3Lake {
     pub url: String,
     pub endpoint: String,
     pub bucket: String,
-    pub prefix: String,
     /// The `AWS_SECRET_ACCESS_KEY` the commands run with, unique so it can be searched for.
     pub secret: String,
 }
@@ -232,7 +231,6 @@ impl Lake {
             url: format!("s3://{bucket}/team/lake"),
             endpoint: endpoint.to_string(),
             bucket: bucket.to_string(),
-            prefix: "team/lake".into(),
             secret,
         });
         lake

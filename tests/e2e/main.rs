@@ -348,7 +348,8 @@ async fn a_second_refresh_on_a_busy_lake_exits_with_a_clear_message() {
 async fn api_keys_never_reach_an_output_or_a_file() {
     let sim = Sim::start(&["--rows", "200", "--faults", "jobo:503@2,sentrion:402@2"]).await;
     let mut lake = Lake::new(&sim);
-    lake.set_config(FAST_RETRY);
+    // Small job pages, so the jobs scan reaches its second request, the 402.
+    lake.set_config(&format!("{FAST_RETRY}page_size = 10\n"));
     lake.env.push(("JOBLAKE_LOG".into(), "trace".into()));
     let mut outputs = Vec::new();
     for args in [
@@ -363,7 +364,11 @@ async fn api_keys_never_reach_an_output_or_a_file() {
         outputs.push((args.join(" "), run.stdout() + &run.stderr()));
     }
     // The runs did happen, with errors and debug logs to leak into.
-    assert!(outputs[0].1.contains("402"), "{}", outputs[0].1);
+    assert!(
+        outputs[0].1.contains("jobs: failed") && outputs[0].1.contains("402"),
+        "{}",
+        outputs[0].1
+    );
     assert!(lake.count("SELECT count(*) FROM career_sites").await > 0);
     for key in [&sim.jobo_key, &sim.sentrion_key] {
         for (args, text) in &outputs {

@@ -37,6 +37,10 @@ pub struct SourceConfig {
     pub retry_base_ms: Option<u64>,
     /// Longest backoff delay, seconds.
     pub retry_cap_secs: Option<u64>,
+    /// Backfill: a window the API says holds more rows than this is split (default 10 000).
+    pub backfill_window_rows: Option<u64>,
+    /// Warn when the credit balance ends a run under this (default 1 000; 0 never warns).
+    pub warn_below_credits: Option<f64>,
 }
 
 impl SourceConfig {

@@ -1,5 +1,6 @@
 //! `joblake`: turns the Jobo and Sentrion APIs into a queryable local or S3 lake.
 
+mod backfill;
 mod catalog;
 mod config;
 mod refresh;
@@ -20,7 +21,7 @@ use joblake_schema::Table;
 use joblake_writer::{Lake, LakeLocation, LakeLock, RunStatus, read_ledger, write_ledger};
 use secrecy::SecretString;
 
-use crate::refresh::{RefreshOptions, SourceSummary};
+use crate::refresh::{RefreshOptions, SourceSummary, Task};
 use crate::source::{Source, api_of, base_url_env};
 
 /// Exit code when a source failed (its committed data and checkpoint stay).
@@ -77,6 +78,40 @@ enum Command {
         /// Jobs, first run: published on or after this date instead of the last two months.
         #[arg(long)]
         since: Option<NaiveDate>,
+        /// Stop a source before its credit balance could fall under N (what was fetched is
+        /// committed; the next run resumes).
+        #[arg(long, value_name = "N")]
+        min_credits: Option<f64>,
+        /// Estimate the rows and credits the run would cost, without fetching the data.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Walk a long range of history in windows, newest first, each window checkpointed.
+    Backfill {
+        /// The source: jobs (by publication date) or career_sites (by discovery time).
+        #[arg(long, value_enum)]
+        source: SourceArg,
+        /// Jobs: the first publication date (at most six years back).
+        #[arg(long, required_if_eq("source", "jobs"))]
+        since: Option<NaiveDate>,
+        /// Jobs: the last publication date, inclusive (default today).
+        #[arg(long)]
+        until: Option<NaiveDate>,
+        /// Career sites: first discovered at or after this date or RFC 3339 time.
+        #[arg(long, value_parser = backfill::parse_instant, required_if_eq("source", "career_sites"))]
+        discovered_after: Option<chrono::DateTime<Utc>>,
+        /// Career sites: first discovered before this date or time (default now).
+        #[arg(long, value_parser = backfill::parse_instant)]
+        discovered_before: Option<chrono::DateTime<Utc>>,
+        /// Stop after N pages; the next run resumes there.
+        #[arg(long)]
+        max_pages: Option<u64>,
+        /// Stop before the credit balance could fall under N.
+        #[arg(long, value_name = "N")]
+        min_credits: Option<f64>,
+        /// Show the plan (windows, rows, credits, time) and stop.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// (Re)create the DuckDB views.
     Views,
@@ -147,6 +182,9 @@ struct SimulateArgs {
     /// Added latency per response, milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Days of job history at start (for backfills).
+    #[arg(long, default_value_t = 75)]
+    history_days: u32,
     /// Write the base URL into this file once listening.
     #[arg(long)]
     url_file: Option<PathBuf>,
@@ -198,6 +236,8 @@ async fn run(cli: Cli) -> Result<u8> {
             full,
             max_pages,
             since,
+            min_credits,
+            dry_run,
         } => {
             let tables: Vec<Table> = if source.is_empty() {
                 Table::all().to_vec()
@@ -210,7 +250,58 @@ async fn run(cli: Cli) -> Result<u8> {
                     })
                     .collect()
             };
-            cmd_refresh(&cli, &tables, *full, *max_pages, *since).await
+            let task = Task::Refresh {
+                full: *full,
+                since: *since,
+            };
+            if *dry_run {
+                return estimate(&cli, &tables, &task).await;
+            }
+            cmd_run(&cli, &tables, task, *max_pages, *min_credits).await
+        }
+        Command::Backfill {
+            source,
+            since,
+            until,
+            discovered_after,
+            discovered_before,
+            max_pages,
+            min_credits,
+            dry_run,
+        } => {
+            let now = Utc::now();
+            let (table, range) = match source {
+                SourceArg::Jobs => {
+                    if discovered_after.is_some() || discovered_before.is_some() {
+                        bail!(
+                            "--discovered-after/--discovered-before are for --source career_sites; jobs take --since/--until"
+                        );
+                    }
+                    let since = since.context("--since is required for --source jobs")?;
+                    (
+                        Table::Jobs,
+                        backfill::Range::jobs(since, *until, now.date_naive())?,
+                    )
+                }
+                SourceArg::CareerSites => {
+                    if since.is_some() || until.is_some() {
+                        bail!(
+                            "--since/--until are for --source jobs; career sites take --discovered-after/--discovered-before"
+                        );
+                    }
+                    let after = discovered_after
+                        .context("--discovered-after is required for --source career_sites")?;
+                    (
+                        Table::CareerSites,
+                        backfill::Range::career_sites(after, *discovered_before, now)?,
+                    )
+                }
+            };
+            let task = Task::Backfill(range);
+            if *dry_run {
+                return estimate(&cli, &[table], &task).await;
+            }
+            cmd_run(&cli, &[table], task, *max_pages, *min_credits).await
         }
         Command::Views => {
             let lake = Lake::open(&cli.lake, false)?;
@@ -299,18 +390,11 @@ fn read_key(var: &str) -> Option<SecretString> {
         .map(SecretString::from)
 }
 
-async fn cmd_refresh(
-    cli: &Cli,
+/// The sources of `tables` whose key is set, and why the others were skipped.
+fn configured_sources(
+    cfg: &config::FileConfig,
     tables: &[Table],
-    full: bool,
-    max_pages: Option<u64>,
-    since: Option<NaiveDate>,
-) -> Result<u8> {
-    let started = Instant::now();
-    let (cfg, cfg_path) = config::load(cli.config.as_deref())?;
-    if let Some(p) = &cfg_path {
-        tracing::info!(config = %p.display(), "using config");
-    }
+) -> Result<(Vec<Source>, Vec<String>)> {
     let mut sources = Vec::new();
     let mut skipped = Vec::new();
     for &table in tables {
@@ -328,6 +412,57 @@ async fn cmd_refresh(
             }
         }
     }
+    Ok((sources, skipped))
+}
+
+/// `--dry-run`: what a run would fetch and cost, asked of the APIs' own totals where they
+/// give them, without fetching the data or touching the lake.
+async fn estimate(cli: &Cli, tables: &[Table], task: &Task) -> Result<u8> {
+    let (cfg, _) = config::load(cli.config.as_deref())?;
+    let (sources, skipped) = configured_sources(&cfg, tables)?;
+    for s in &skipped {
+        eprintln!("skipped {s}");
+    }
+    if sources.is_empty() {
+        bail!("no API key is set: export JOBO_API_KEY and/or SENTRION_API_KEY");
+    }
+    let lake = Lake::open(&cli.lake, false).ok();
+    let mut out = Vec::new();
+    for src in &sources {
+        let state = match &lake {
+            Some(lake) => status::committed_state(lake, src.table).await?,
+            None => None,
+        }
+        .unwrap_or_default();
+        let ledger = match &lake {
+            Some(lake) => read_ledger(lake).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        out.push(source::estimate(src, &state, task, &ledger).await?);
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for e in &out {
+            println!("{}", e.describe());
+        }
+    }
+    Ok(0)
+}
+
+async fn cmd_run(
+    cli: &Cli,
+    tables: &[Table],
+    task: Task,
+    max_pages: Option<u64>,
+    min_credits: Option<f64>,
+) -> Result<u8> {
+    let started = Instant::now();
+    let (cfg, cfg_path) = config::load(cli.config.as_deref())?;
+    if let Some(p) = &cfg_path {
+        tracing::info!(config = %p.display(), "using config");
+    }
+    let (sources, skipped) = configured_sources(&cfg, tables)?;
     for s in &skipped {
         if !cli.quiet {
             eprintln!("skipped {s}");
@@ -342,20 +477,22 @@ async fn cmd_refresh(
     let new_lake = !cli.lake.contains("://") && !std::path::Path::new(&cli.lake).exists();
     let lake = Lake::open(&cli.lake, true)?;
     let holder = format!(
-        "joblake refresh, pid {}, started {}",
+        "joblake {}, pid {}, started {}",
+        task.command(),
         std::process::id(),
         Utc::now().to_rfc3339()
     );
     let lock = Arc::new(LakeLock::acquire(&lake, &holder).await?);
-    mark_crashed_runs(&lake).await;
+    let last_balance = mark_crashed_runs(&lake).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_handler(Arc::clone(&stop));
     let run_id = Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string();
     let opts = RefreshOptions {
-        full,
+        task,
         max_pages,
-        since,
+        min_credits,
+        last_balance,
         stop: Arc::clone(&stop),
         progress: (!cli.quiet && std::io::stderr().is_terminal())
             .then(indicatif::MultiProgress::new),
@@ -379,6 +516,7 @@ async fn cmd_refresh(
     } else {
         Ok(false)
     };
+    let opts_command = opts.task.command();
     drop(opts);
     if let Some(lock) = Arc::into_inner(lock) {
         lock.release().await;
@@ -387,7 +525,16 @@ async fn cmd_refresh(
         remove_untouched_lake(&lake);
     }
     let seconds = started.elapsed().as_secs_f64();
-    print_summary(cli, &run_id, &summaries, &skipped, &views, &db, seconds);
+    print_summary(
+        cli,
+        opts_command,
+        &run_id,
+        &summaries,
+        &skipped,
+        &views,
+        &db,
+        seconds,
+    );
     views?;
     Ok(if stop.load(Ordering::SeqCst) {
         EXIT_INTERRUPTED
@@ -419,10 +566,15 @@ fn remove_untouched_lake(lake: &Lake) {
 }
 
 /// A ledger entry still `running` while we hold the lock belongs to a process that died.
-async fn mark_crashed_runs(lake: &Lake) {
+/// Returns the last credit balance each source reported.
+async fn mark_crashed_runs(lake: &Lake) -> std::collections::BTreeMap<String, f64> {
     let Ok(records) = read_ledger(lake).await else {
-        return;
+        return Default::default();
     };
+    let balances = records
+        .iter()
+        .filter_map(|r| Some((r.source.clone(), r.credits_balance?)))
+        .collect();
     for mut r in records
         .into_iter()
         .filter(|r| r.status == RunStatus::Running)
@@ -433,6 +585,7 @@ async fn mark_crashed_runs(lake: &Lake) {
             tracing::warn!(error = %e, "could not update the run ledger");
         }
     }
+    balances
 }
 
 async fn count_new_ids(
@@ -488,8 +641,10 @@ fn spawn_signal_handler(stop: Arc<AtomicBool>) {
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 fn print_summary(
     cli: &Cli,
+    command: &str,
     run_id: &str,
     summaries: &[SourceSummary],
     skipped: &[String],
@@ -504,9 +659,13 @@ fn print_summary(
         {
             eprintln!("{}: {}: {m}", s.source, s.status.as_str());
         }
+        for w in &s.warnings {
+            eprintln!("warning: {w}");
+        }
     }
     if cli.json {
         let out = serde_json::json!({
+            "command": command,
             "run_id": run_id,
             "sources": summaries,
             "skipped": skipped,
@@ -542,6 +701,9 @@ fn print_summary(
             if s.retries > 0 {
                 p.push_str(&format!(", {} retries", s.retries));
             }
+            if let Some(w) = s.windows {
+                p.push_str(&format!(", windows {} done, {} left", w.done, w.left));
+            }
             if let Some(b) = s.credits_balance {
                 p.push_str(&format!(", credits left {b}"));
             }
@@ -554,7 +716,7 @@ fn print_summary(
         Err(_) => "views NOT updated",
     };
     println!(
-        "refresh {run_id}: {} · {views} · {seconds:.1}s",
+        "{command} {run_id}: {} · {views} · {seconds:.1}s",
         parts.join(" · ")
     );
 }
@@ -598,6 +760,7 @@ async fn simulate(args: &SimulateArgs) -> Result<u8> {
         sentrion_keys: vec![args.sentrion_key.clone()],
         credits: args.credits,
         latency: std::time::Duration::from_millis(args.latency_ms),
+        history_days: args.history_days,
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await

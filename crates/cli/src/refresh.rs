@@ -1,5 +1,6 @@
-//! `joblake refresh`: every source with a key, page by page, each page committed with its
-//! cursor before the next is asked for.
+//! One run of one source, page by page, each page committed with its cursor before the next
+//! is asked for: a refresh (what is new since the watermark) or a backfill (a range walked in
+//! windows, newest first).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,20 +16,86 @@ use joblake_writer::{
 };
 use serde::Serialize;
 
-use crate::source::{Source, SourceState};
+use crate::backfill;
+use crate::source::{Scan, Source, SourceState};
 
 /// How many dead-cursor restarts one run allows per source before it gives up: enough for
 /// the one restart a dead cursor calls for, never a loop.
 const MAX_RESTARTS: u32 = 2;
 
-/// Options of one refresh.
+/// What a run does with a source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Task {
+    /// Fetch what is new since the watermark, or finish the interrupted scan.
+    Refresh {
+        /// Ignore the watermark and scan everything again.
+        full: bool,
+        /// Jobs: first-run window start instead of the API's two-month default.
+        since: Option<NaiveDate>,
+    },
+    /// Walk `[from, to)` in windows, newest first (or resume that walk).
+    Backfill(backfill::Range),
+}
+
+impl Task {
+    /// The word the ledger and the summary use.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Task::Refresh { .. } => "refresh",
+            Task::Backfill(_) => "backfill",
+        }
+    }
+
+    /// The state once `scan` has taken one more page (`done`: its last).
+    fn record(&self, state: &mut SourceState, scan: &Scan, done: bool) {
+        match self {
+            Task::Refresh { .. } => {
+                if done {
+                    state.watermark = Some(scan.started_at);
+                    state.scan = None;
+                } else {
+                    state.scan = Some(scan.clone());
+                }
+            }
+            Task::Backfill(_) => {
+                let Some(bf) = state.backfill.as_mut() else {
+                    return;
+                };
+                if done {
+                    bf.windows.remove(0);
+                    bf.scan = None;
+                    if bf.windows.is_empty() {
+                        state.backfill = None;
+                    }
+                } else {
+                    bf.scan = Some(scan.clone());
+                }
+            }
+        }
+    }
+
+    /// The scan that follows a finished one, if the task goes on.
+    fn next_scan(&self, state: &SourceState, source: &Source, run_id: &str) -> Option<Scan> {
+        match self {
+            Task::Refresh { .. } => None,
+            Task::Backfill(_) => {
+                let bf = state.backfill.as_ref()?;
+                Some(source.window_scan(bf.windows.first()?, run_id))
+            }
+        }
+    }
+}
+
+/// Options of one run.
 pub struct RefreshOptions {
-    /// Ignore the watermark and scan everything again.
-    pub full: bool,
+    /// What to do.
+    pub task: Task,
     /// Stop each source after this many pages (it resumes next run).
     pub max_pages: Option<u64>,
-    /// Jobs: first-run window start instead of the API's two-month default.
-    pub since: Option<NaiveDate>,
+    /// Stop before a source's credit balance could fall under this.
+    pub min_credits: Option<f64>,
+    /// The balance each source reported at the end of its last run, per table.
+    pub last_balance: std::collections::BTreeMap<String, f64>,
     /// Set by Ctrl-C / SIGTERM: stop after the page in hand.
     pub stop: Arc<AtomicBool>,
     /// Progress lines, one per source (stderr is a terminal and not --quiet).
@@ -74,8 +141,24 @@ pub struct SourceSummary {
     pub credits_balance: Option<f64>,
     /// Seconds spent.
     pub seconds: f64,
+    /// What needs the user's eye although nothing failed (a low credit balance).
+    pub warnings: Vec<String>,
+    /// Backfill windows finished this run and still left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowCounts>,
     #[serde(skip)]
     pub(crate) record: Option<RunRecord>,
+}
+
+/// Backfill progress of one run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct WindowCounts {
+    /// Windows finished by this run.
+    pub done: usize,
+    /// Windows left after it.
+    pub left: usize,
+    /// Windows in the plan.
+    pub planned: usize,
 }
 
 /// Runs one source to the end of its scan (or to an error, a page limit or a signal).
@@ -87,6 +170,7 @@ pub async fn run_source(
 ) -> SourceSummary {
     let started = Instant::now();
     let mut record = RunRecord::new(run_id, source.table.name(), Utc::now());
+    record.command = Some(opts.task.command().to_string());
     let mut summary = SourceSummary {
         source: source.table.name().to_string(),
         status: RunStatus::Running,
@@ -105,6 +189,8 @@ pub async fn run_source(
         credits_used: None,
         credits_balance: None,
         seconds: 0.0,
+        warnings: Vec::new(),
+        windows: None,
         record: None,
     };
     let (status, message) = match scan(lake, run_id, source, opts, &record, &mut summary).await {
@@ -184,20 +270,49 @@ async fn scan(
         })?,
         None => SourceState::default(),
     };
-    let mut current = match state.scan.take() {
-        Some(scan) if !opts.full => {
-            tracing::info!(source = %table, from_run = %scan.run_id, pages = scan.pages, "resuming the interrupted scan");
-            scan
+    let first = match &opts.task {
+        Task::Refresh { full, since } => Some(match state.scan.take() {
+            Some(scan) if !full => {
+                tracing::info!(source = %table, from_run = %scan.run_id, pages = scan.pages, "resuming the interrupted scan");
+                scan
+            }
+            _ => source.new_scan(&state, run_id, *full, *since),
+        }),
+        Task::Backfill(range) => {
+            let planned = backfill::resume_or_plan(source, range, &mut state, run_id).await?;
+            if planned {
+                // The plan is committed before its first page, so a crash never plans again.
+                let value = serde_json::to_value(&state).expect("state serialises");
+                opts.lock.confirm(lake).await?;
+                writer.commit(Some(value)).await?;
+            }
+            let bf = state.backfill.as_ref();
+            summary.windows = Some(WindowCounts {
+                done: 0,
+                left: bf.map_or(0, |b| b.windows.len()),
+                planned: bf.map_or(0, |b| b.planned),
+            });
+            bf.and_then(|b| {
+                b.scan
+                    .clone()
+                    .or_else(|| Some(source.window_scan(b.windows.first()?, run_id)))
+            })
         }
-        _ => source.new_scan(&state, run_id, opts.full, opts.since),
+    };
+    let Some(mut current) = first else {
+        summary.message = Some("nothing to backfill in that range".into());
+        return Ok(RunStatus::Succeeded);
     };
     let progress = progress_bar(opts.progress.as_ref(), table);
     let mut pages = source.pages(&current);
     let mut page_no: i64 = 0;
     let mut restarts = 0u32;
+    let mut scan_restarts = 0u32;
     let mut totals = DecodeStats::default();
     let mut used = 0.0;
     let mut any_used = false;
+    let mut balance = opts.last_balance.get(table.name()).copied();
+    let mut cost_per_row = 1.0;
     let outcome: Result<RunStatus> = loop {
         if opts.stop.load(Ordering::SeqCst) {
             summary.message =
@@ -208,12 +323,26 @@ async fn scan(
             summary.message = Some("stopped at --max-pages; the next run resumes here".into());
             break Ok(RunStatus::Interrupted);
         }
+        let next_cost = f64::from(source.page_size()) * cost_per_row;
+        if let (Some(min), Some(b)) = (opts.min_credits, balance)
+            && b - next_cost < min
+        {
+            summary.message = Some(format!(
+                "stopped before the credit balance ({b}) could fall under --min-credits {min} \
+                 (the next page may cost up to {next_cost}); what was fetched is committed \
+                 and the next run resumes here"
+            ));
+            break Ok(RunStatus::Interrupted);
+        }
         let page = match pages.next().await {
             Some(Ok(page)) => page,
             Some(Err(e))
-                if e.is_dead_cursor() && current.cursor.is_some() && restarts < MAX_RESTARTS =>
+                if e.is_dead_cursor()
+                    && current.cursor.is_some()
+                    && scan_restarts < MAX_RESTARTS =>
             {
                 restarts += 1;
+                scan_restarts += 1;
                 current.restarts += 1;
                 current.cursor = None;
                 tracing::warn!(source = %table, error = %e, "the cursor died; restarting the scan from the committed watermark");
@@ -248,21 +377,11 @@ async fn scan(
         }
         let repeated =
             page.has_more && page.next_cursor.is_some() && page.next_cursor == current.cursor;
-        let done = !page.has_more;
+        let scan_done = !page.has_more;
         current.cursor = page.next_cursor.clone();
         current.pages += 1;
-        let after = if done {
-            SourceState {
-                watermark: Some(current.started_at),
-                scan: None,
-            }
-        } else {
-            SourceState {
-                watermark: state.watermark,
-                scan: Some(current.clone()),
-            }
-        };
-        let value = serde_json::to_value(&after).expect("state serialises");
+        opts.task.record(&mut state, &current, scan_done);
+        let value = serde_json::to_value(&state).expect("state serialises");
         if summary.pages == 0 {
             // From here on a crash leaves staged pages: say in the ledger that a run is on.
             if let Err(e) = write_ledger(lake, running).await {
@@ -282,14 +401,22 @@ async fn scan(
         if let Some(u) = page.credits.used {
             used += u;
             any_used = true;
+            if !page.rows.is_empty() {
+                cost_per_row = u / page.rows.len() as f64;
+            }
         }
         if page.credits.balance.is_some() {
             summary.credits_balance = page.credits.balance;
+            balance = page.credits.balance;
         }
         progress.set_message(format!(
-            "{} pages, {} rows{}",
+            "{} pages, {} rows{}{}",
             summary.pages,
             summary.rows,
+            summary
+                .windows
+                .map(|w| format!(", window {} of {}", w.planned - w.left + 1, w.planned))
+                .unwrap_or_default(),
             summary
                 .credits_balance
                 .map(|b| format!(", credits left {b}"))
@@ -301,10 +428,28 @@ async fn scan(
                  (what was fetched is committed)"
             ));
         }
-        if done {
-            break Ok(RunStatus::Succeeded);
+        if scan_done {
+            if let Some(w) = summary.windows.as_mut() {
+                w.done += 1;
+                w.left = w.left.saturating_sub(1);
+            }
+            match opts.task.next_scan(&state, source, run_id) {
+                Some(next) => {
+                    current = next;
+                    pages = source.pages(&current);
+                    scan_restarts = 0;
+                }
+                None => break Ok(RunStatus::Succeeded),
+            }
         }
     };
+    if let (Some(b), Some(warn)) = (summary.credits_balance, source.warn_below_credits())
+        && b < warn
+    {
+        summary.warnings.push(format!(
+            "{table}: the credit balance is low: {b} left (warn_below_credits = {warn})"
+        ));
+    }
     progress.finish_and_clear();
     summary.restarts = restarts;
     summary.type_mismatches = totals.type_mismatches;

@@ -24,6 +24,38 @@ pub struct SourceState {
     pub watermark: Option<DateTime<Utc>>,
     /// The scan under way, if one is; a crash resumes it at `cursor`.
     pub scan: Option<Scan>,
+    /// A backfill under way, if one is: kept apart from the incremental scan, so either
+    /// can be interrupted and resumed without disturbing the other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<Backfill>,
+}
+
+/// A backfill: a range walked in windows, newest first, each window one scan.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Backfill {
+    /// The run that planned it.
+    pub run_id: String,
+    /// The range's start (inclusive).
+    pub from: DateTime<Utc>,
+    /// The range's end (exclusive).
+    pub to: DateTime<Utc>,
+    /// Windows left, newest first; the first is under way when `scan` is set.
+    pub windows: Vec<Window>,
+    /// Windows in the plan.
+    pub planned: usize,
+    /// The scan of the first window, once begun; a crash resumes it at its cursor.
+    pub scan: Option<Scan>,
+}
+
+/// One window of a backfill.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Window {
+    /// Start (inclusive).
+    pub from: DateTime<Utc>,
+    /// End (exclusive).
+    pub to: DateTime<Utc>,
+    /// Rows the API said the window holds, where it says (Sentrion's `total_jobs_found`).
+    pub expected_rows: Option<u64>,
 }
 
 /// One scan: its parameters are fixed when it starts, so a resume asks the same question.
@@ -39,6 +71,12 @@ pub struct Scan {
     pub published_after: Option<NaiveDate>,
     /// Jobs: the publication window's end (exclusive).
     pub published_before: Option<NaiveDate>,
+    /// Career sites (backfill): first discovered at or after this.
+    #[serde(default)]
+    pub discovered_after: Option<DateTime<Utc>>,
+    /// Career sites (backfill): first discovered before this.
+    #[serde(default)]
+    pub discovered_before: Option<DateTime<Utc>>,
     /// The cursor of the next page (None: the first page).
     pub cursor: Option<String>,
     /// Pages taken so far.
@@ -62,6 +100,9 @@ pub struct Source {
     filters: serde_json::Map<String, serde_json::Value>,
     page_size: u32,
     overlap: chrono::Duration,
+    pacer: Pacer,
+    backfill_window_rows: u64,
+    warn_below_credits: f64,
 }
 
 /// The environment variable naming a source's base URL.
@@ -108,6 +149,7 @@ impl Source {
             },
             pacer: Pacer::per_minute(rpm),
         };
+        let pacer = client_cfg.pacer.clone();
         let client = match api {
             Api::Jobo => Client::Jobo(JoboClient::new(client_cfg)?),
             Api::Sentrion => Client::Sentrion(SentrionClient::new(client_cfg)?),
@@ -131,6 +173,9 @@ impl Source {
             filters: cfg.filters_json()?,
             page_size,
             overlap: chrono::Duration::minutes(cfg.overlap_minutes.unwrap_or(15)),
+            pacer,
+            backfill_window_rows: cfg.backfill_window_rows.unwrap_or(10_000).max(1),
+            warn_below_credits: cfg.warn_below_credits.unwrap_or(1_000.0),
         })
     }
 
@@ -159,10 +204,77 @@ impl Source {
             updated_after,
             published_after,
             published_before: None,
+            discovered_after: None,
+            discovered_before: None,
             cursor: None,
             pages: 0,
             restarts: 0,
         }
+    }
+
+    /// The scan of one backfill window: Sentrion by publication date, Jobo by discovery time.
+    pub fn window_scan(&self, window: &Window, run_id: &str) -> Scan {
+        let mut scan = Scan {
+            run_id: run_id.to_string(),
+            started_at: Utc::now(),
+            updated_after: None,
+            published_after: None,
+            published_before: None,
+            discovered_after: None,
+            discovered_before: None,
+            cursor: None,
+            pages: 0,
+            restarts: 0,
+        };
+        match self.api {
+            Api::Sentrion => {
+                scan.published_after = Some(window.from.date_naive());
+                scan.published_before = Some(window.to.date_naive());
+            }
+            Api::Jobo => {
+                scan.discovered_after = Some(window.from);
+                scan.discovered_before = Some(window.to);
+            }
+        }
+        scan
+    }
+
+    /// What the API says `scan` would return in all, where it says (Sentrion's
+    /// `total_jobs_found`), from one page of the smallest size the API takes: the cheapest
+    /// question that has an answer. `None` for Jobo, whose feed reports no totals.
+    pub async fn count(&self, scan: &Scan) -> Result<Option<u64>, FetchError> {
+        match &self.client {
+            Client::Jobo(_) => Ok(None),
+            Client::Sentrion(c) => {
+                let q = SentrionScan {
+                    filters: self.filters.clone(),
+                    limit: *joblake_fetcher::SENTRION_LIMIT_RANGE.start(),
+                    published_after: scan.published_after,
+                    published_before: scan.published_before,
+                };
+                Ok(c.fetch_page(&q, None).await?.total_found)
+            }
+        }
+    }
+
+    /// Rows one page holds at most.
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// A backfill window holding more rows than this is split.
+    pub fn backfill_window_rows(&self) -> u64 {
+        self.backfill_window_rows
+    }
+
+    /// Requests a minute the source is paced at now, if it is paced.
+    pub fn requests_per_minute(&self) -> Option<f64> {
+        self.pacer.per_minute_now()
+    }
+
+    /// The balance under which a run's end warns, if any.
+    pub fn warn_below_credits(&self) -> Option<f64> {
+        (self.warn_below_credits > 0.0).then_some(self.warn_below_credits)
     }
 
     /// The scan's pages from `scan.cursor` on, one request per poll.
@@ -174,8 +286,8 @@ impl Source {
                     filters: self.filters.clone(),
                     batch_size: self.page_size,
                     updated_after: scan.updated_after,
-                    discovered_after: None,
-                    discovered_before: None,
+                    discovered_after: scan.discovered_after,
+                    discovered_before: scan.discovered_before,
                 };
                 c.pages(q, cursor).boxed()
             }
@@ -200,6 +312,130 @@ impl Source {
     }
 }
 
+/// What `--dry-run` says a run would fetch and cost.
+#[derive(Debug, Serialize)]
+pub struct Estimate {
+    /// The table.
+    pub source: String,
+    /// `refresh` or `backfill`.
+    pub command: String,
+    /// Rows the API says the run would page through, where it says.
+    pub rows: Option<u64>,
+    /// Pages that takes.
+    pub pages: Option<u64>,
+    /// The most credits it can cost, where that can be known.
+    pub credits_at_most: Option<u64>,
+    /// Where the figures come from, in words.
+    pub basis: String,
+    /// A backfill's plan, as it would be shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+}
+
+impl Estimate {
+    /// One paragraph for a person.
+    pub fn describe(&self) -> String {
+        if let Some(plan) = &self.plan {
+            return format!("{plan}  ({})", self.basis);
+        }
+        match self.rows {
+            Some(rows) => format!(
+                "{} {}: about {rows} rows in {} pages, at most {} credits ({})",
+                self.source,
+                self.command,
+                self.pages.unwrap_or(0),
+                self.credits_at_most.unwrap_or(rows),
+                self.basis
+            ),
+            None => format!("{} {}: unknown ({})", self.source, self.command, self.basis),
+        }
+    }
+}
+
+/// What a run of `task` would fetch from `source`, from the API's own totals where it
+/// gives them (one request of its smallest page), without fetching the data.
+pub async fn estimate(
+    source: &Source,
+    state: &SourceState,
+    task: &crate::refresh::Task,
+    ledger: &[joblake_writer::RunRecord],
+) -> Result<Estimate> {
+    use crate::refresh::Task;
+    let table = source.table;
+    let page = u64::from(source.page_size);
+    let probe = format!(
+        "Sentrion's total_jobs_found, asked with one {}-row request that costs at most {} credits; \
+         Sentrion charges only jobs new in the billing cycle, so the real cost is often lower",
+        joblake_fetcher::SENTRION_LIMIT_RANGE.start(),
+        joblake_fetcher::SENTRION_LIMIT_RANGE.start()
+    );
+    let mut est = Estimate {
+        source: table.name().to_string(),
+        command: task.command().to_string(),
+        rows: None,
+        pages: None,
+        credits_at_most: None,
+        basis: String::new(),
+        plan: None,
+    };
+    match task {
+        Task::Refresh { full, since } => {
+            let scan = match &state.scan {
+                Some(scan) if !full => scan.clone(),
+                _ => source.new_scan(state, "dry-run", *full, *since),
+            };
+            match source.count(&scan).await? {
+                Some(total) => {
+                    est.rows = Some(total);
+                    est.pages = Some(total.div_ceil(page).max(1));
+                    est.credits_at_most = Some(total);
+                    est.basis = if state.scan.is_some() && !full {
+                        format!("{probe}; the scan under way has fetched part of it already")
+                    } else {
+                        probe
+                    };
+                }
+                None => {
+                    let last = ledger.iter().rev().find(|r| {
+                        r.source == table.name() && r.status == joblake_writer::RunStatus::Succeeded
+                    });
+                    est.basis = match (last, state.watermark) {
+                        (Some(r), Some(_)) if !full => format!(
+                            "Jobo's feed reports no totals, and every row returned is charged; \
+                             the last finished run fetched {} rows",
+                            r.rows
+                        ),
+                        _ => "Jobo's feed reports no totals, and every row returned is charged; \
+                              this run pages the whole feed"
+                            .to_string(),
+                    };
+                }
+            }
+        }
+        Task::Backfill(range) => {
+            let plan = crate::backfill::plan(source, range, "dry-run").await?;
+            let known = plan.windows.iter().all(|w| w.expected_rows.is_some());
+            if known {
+                let rows: u64 = plan.windows.iter().filter_map(|w| w.expected_rows).sum();
+                est.rows = Some(rows);
+                est.pages = Some(
+                    plan.windows
+                        .iter()
+                        .map(|w| w.expected_rows.unwrap_or(0).div_ceil(page))
+                        .sum(),
+                );
+                est.credits_at_most = Some(rows);
+                est.basis = format!("{probe}, once per window");
+            } else {
+                est.basis =
+                    "Jobo's feed reports no totals, and every row returned is charged".to_string();
+            }
+            est.plan = Some(crate::backfill::describe(source, &plan));
+        }
+    }
+    Ok(est)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +452,7 @@ mod tests {
     fn after(watermark: &str) -> SourceState {
         SourceState {
             watermark: Some(watermark.parse().unwrap()),
-            scan: None,
+            ..Default::default()
         }
     }
 

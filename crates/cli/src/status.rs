@@ -75,6 +75,15 @@ pub async fn print(lake: &Lake, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The source checkpoint of the table's last commit (pages staged since are not counted).
+pub async fn committed_state(lake: &Lake, table: Table) -> Result<Option<SourceState>> {
+    Ok(lake
+        .get_opt(&Path::from(format!("_joblake/state/{}.json", table.name())))
+        .await?
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| serde_json::from_value(v.get("source")?.clone()).ok()))
+}
+
 async fn table_status(
     lake: &Lake,
     table: Table,
@@ -110,11 +119,7 @@ async fn table_status(
             })
             .unwrap_or(0)
     };
-    let state: Option<SourceState> = lake
-        .get_opt(&Path::from(format!("_joblake/state/{name}.json")))
-        .await?
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| serde_json::from_value(v.get("source")?.clone()).ok());
+    let state = committed_state(lake, table).await?;
     let staged = lake
         .list(&Path::from(format!("_joblake/staging/{name}")))
         .await?

@@ -680,7 +680,7 @@ pub(crate) struct World {
 impl World {
     /// Builds the initial data set; `now` is truncated to the hour so two
     /// simulators with one seed started within the same hour hold identical data.
-    pub fn generate(seed: u64, rows: usize, now: DateTime<Utc>) -> World {
+    pub fn generate(seed: u64, rows: usize, history_days: u32, now: DateTime<Utc>) -> World {
         let anchor = now
             .with_minute(0)
             .and_then(|t| t.with_second(0))
@@ -717,7 +717,8 @@ impl World {
                 j.ts_ms -= rng.random_range(86_400_000..10 * 86_400_000i64);
                 j
             } else {
-                let ts = anchor_ms - rng.random_range(0..75 * 86_400_000i64);
+                let span = i64::from(history_days.max(1)) * 86_400_000;
+                let ts = anchor_ms - rng.random_range(0..span);
                 gen_job(&mut rng, world.next_seq, ts, &world.companies)
             };
             world.next_seq += 1;
@@ -1047,21 +1048,21 @@ mod tests {
     #[test]
     fn same_seed_same_world() {
         let now = Utc::now();
-        let a = World::generate(7, 300, now);
-        let b = World::generate(7, 300, now);
+        let a = World::generate(7, 300, 75, now);
+        let b = World::generate(7, 300, 75, now);
         let ja: Vec<Value> = a.sites.iter().map(|s| s.to_json("x")).collect();
         let jb: Vec<Value> = b.sites.iter().map(|s| s.to_json("x")).collect();
         assert_eq!(ja, jb);
         let ja: Vec<Value> = a.jobs.iter().map(Job::to_json).collect();
         let jb: Vec<Value> = b.jobs.iter().map(Job::to_json).collect();
         assert_eq!(ja, jb);
-        let c = World::generate(8, 300, now);
+        let c = World::generate(8, 300, 75, now);
         assert_ne!(a.sites[0].id, c.sites[0].id);
     }
 
     #[test]
     fn variety_is_present() {
-        let w = World::generate(42, 2000, Utc::now());
+        let w = World::generate(42, 2000, 75, Utc::now());
         let jobs: Vec<Value> = w.jobs.iter().map(Job::to_json).collect();
         let has = |f: &dyn Fn(&Value) -> bool| jobs.iter().any(f);
         assert!(has(&|j| j["Country"] == "US"));

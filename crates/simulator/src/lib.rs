@@ -59,6 +59,9 @@ pub struct SimConfig {
     pub credits: f64,
     /// Added to every API response, to model a distant server.
     pub latency: Duration,
+    /// Days of job history at start (jobs are published over this span, up to now); career
+    /// sites are discovered over the past year.
+    pub history_days: u32,
 }
 
 impl Default for SimConfig {
@@ -72,6 +75,7 @@ impl Default for SimConfig {
             sentrion_keys: vec!["sk_test_joblake_demo".into()],
             credits: 1_000_000.0,
             latency: Duration::ZERO,
+            history_days: 75,
         }
     }
 }
@@ -94,6 +98,7 @@ impl fmt::Debug for SimConfig {
             )
             .field("credits", &self.credits)
             .field("latency", &self.latency)
+            .field("history_days", &self.history_days)
             .finish()
     }
 }

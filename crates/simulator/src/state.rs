@@ -84,7 +84,7 @@ pub(crate) enum RateCheck {
 
 impl Shared {
     pub fn new(cfg: &crate::SimConfig, base_url: String) -> Shared {
-        let world = World::generate(cfg.seed, cfg.rows, Utc::now());
+        let world = World::generate(cfg.seed, cfg.rows, cfg.history_days, Utc::now());
         let mut wallets = HashMap::new();
         let mut key_order = Vec::new();
         for (api, keys) in [

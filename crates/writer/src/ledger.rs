@@ -49,6 +49,9 @@ pub struct RunRecord {
     pub run_id: String,
     /// The table the source feeds: `career_sites` or `jobs`.
     pub source: String,
+    /// What ran: `refresh` or `backfill` (absent in ledgers written before it was kept).
+    #[serde(default)]
+    pub command: Option<String>,
     /// When the run started work on this source.
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub started_at: DateTime<Utc>,
@@ -95,6 +98,7 @@ impl RunRecord {
         RunRecord {
             run_id: run_id.to_string(),
             source: source.to_string(),
+            command: None,
             started_at,
             finished_at: None,
             status: RunStatus::Running,
@@ -127,6 +131,7 @@ pub fn ledger_schema() -> SchemaRef {
             Arc::new(Schema::new(vec![
                 f("run_id", DataType::Utf8, false),
                 f("source", DataType::Utf8, false),
+                f("command", DataType::Utf8, true),
                 f("started_at", ts.clone(), false),
                 f("finished_at", ts, true),
                 f("status", DataType::Utf8, false),
