@@ -6,7 +6,7 @@ CARGO ?= cargo
 TEST_PACKAGES ?= --workspace
 BIN := $(CARGO_TARGET_DIR)/release/joblake
 
-.PHONY: build test py-tools duckdb-extensions refresh demo views status check-fmt clippy
+.PHONY: build test py-tools duckdb-extensions refresh demo views status check-fmt clippy bench-pacing
 
 build:
 	$(CARGO) build --release --locked --workspace --all-targets
@@ -62,6 +62,12 @@ views: build duckdb-extensions
 
 status: build duckdb-extensions
 	$(BIN) status
+
+# Benchmarks: the real binary against its simulator, figures into BENCHMARKS.md (crates/bench).
+BENCH := $(CARGO_TARGET_DIR)/release/joblake-bench
+
+bench-pacing: build
+	$(BENCH) --joblake $(BIN) pacing --minutes 3 --rpm 100
 
 check-fmt:
 	$(CARGO) fmt --all -- --check

@@ -94,6 +94,16 @@ impl Sim {
         .await;
     }
 
+    /// Sets balances (`{"jobo": n, "sentrion": n}`) or starts a billing cycle.
+    pub async fn set_credits(&self, body: Value) {
+        self.admin(
+            reqwest::Method::POST,
+            "/_sim/credits",
+            Some(body.to_string()),
+        )
+        .await;
+    }
+
     /// Replaces the fault plan (and resets its request counters).
     pub async fn set_faults(&self, spec: &str) {
         self.admin(reqwest::Method::POST, "/_sim/faults", Some(spec.into()))
@@ -139,9 +149,18 @@ impl Sim {
     }
 
     /// The truth decoded exactly as joblake would decode it (so ids are derived the
-    /// documented way), keyed by id.
-    pub async fn truth(&self, table: Table) -> RecordBatch {
-        let rows = self.truth_rows(table).await;
+    /// documented way): every row, or with `body` the rows a request with that body would
+    /// page through.
+    pub async fn truth(&self, table: Table, body: Option<&str>) -> RecordBatch {
+        let rows = match body {
+            None => self.truth_rows(table).await,
+            Some(b) => self
+                .truth_filtered(table, b)
+                .await
+                .iter()
+                .map(|v| serde_json::value::to_raw_value(v).unwrap())
+                .collect(),
+        };
         let ctx = PageContext {
             run_id: "truth".into(),
             fetched_at: chrono::Utc::now(),
@@ -345,9 +364,15 @@ impl Lake {
 
     /// The rows of a view as id -> row, without the per-fetch metadata columns.
     pub async fn view(&self, view: &str) -> BTreeMap<String, Value> {
+        self.view_where(view, "true").await
+    }
+
+    /// [`Lake::view`] of the rows matching an SQL predicate (each id at most once).
+    pub async fn view_where(&self, view: &str, predicate: &str) -> BTreeMap<String, Value> {
         rows_by_id(
             self.query(&format!(
-                "SELECT * EXCLUDE (_run_id, _fetched_at, _page, _row, dt) FROM {view}"
+                "SELECT * EXCLUDE (_run_id, _fetched_at, _page, _row, dt) FROM {view} \
+                 WHERE {predicate}"
             ))
             .await,
         )
@@ -355,7 +380,17 @@ impl Lake {
 
     /// The truth, passed through the same DuckDB -> JSON path as the view, as id -> row.
     pub async fn truth(&self, sim: &Sim, table: Table) -> BTreeMap<String, Value> {
-        let batch = sim.truth(table).await;
+        self.truth_where(sim, table, None).await
+    }
+
+    /// [`Lake::truth`] of the rows a request with `body` would page through.
+    pub async fn truth_where(
+        &self,
+        sim: &Sim,
+        table: Table,
+        body: Option<&str>,
+    ) -> BTreeMap<String, Value> {
+        let batch = sim.truth(table, body).await;
         let path = self
             .dir
             .path()
@@ -493,6 +528,19 @@ pub async fn reader_counts(
 
 /// Kills `joblake refresh` with SIGKILL once the simulator has served `pages` pages of `api`.
 pub async fn kill_after(lake: &Lake, sim: &Sim, api: &str, pages: usize) {
+    signal_after(lake, sim, &["refresh"], api, pages, "KILL").await;
+}
+
+/// Sends `signal` to `joblake <args>` once the simulator has served `pages` more pages of
+/// `api`, and returns how the process ended.
+pub async fn signal_after(
+    lake: &Lake,
+    sim: &Sim,
+    args: &[&str],
+    api: &str,
+    pages: usize,
+    signal: &str,
+) -> Output {
     let before = sim
         .requests(api)
         .await
@@ -500,7 +548,9 @@ pub async fn kill_after(lake: &Lake, sim: &Sim, api: &str, pages: usize) {
         .filter(|e| e["status"] == 200)
         .count();
     let mut child = lake
-        .command(&["refresh"])
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -522,7 +572,13 @@ pub async fn kill_after(lake: &Lake, sim: &Sim, api: &str, pages: usize) {
         assert!(Instant::now() < deadline, "refresh made no progress");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    child.start_kill().unwrap();
-    let status = child.wait().await.unwrap();
-    assert!(!status.success());
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().await.unwrap();
+    assert!(!out.status.success());
+    out
 }

@@ -1,6 +1,7 @@
 //! End-to-end: the real `joblake` binary against `joblake simulate`, checked against the
 //! simulator's own ground truth (`/_sim/truth/*`) and request log (`/_sim/log`).
 
+mod backfill;
 mod harness;
 mod s3;
 

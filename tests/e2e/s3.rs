@@ -15,7 +15,7 @@ fn s3_lake(sim: &Sim, test: &str) -> Lake {
 
 /// The ids the simulator says the table holds.
 async fn truth_ids(sim: &Sim, table: Table) -> Vec<Value> {
-    let batch = sim.truth(table).await;
+    let batch = sim.truth(table, None).await;
     let ids = batch
         .column_by_name("id")
         .unwrap()

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 pub const HEADROOM: f64 = 0.99;
 
 /// How much slower the pace gets each time the server answers 429 anyway.
-const SLOW_DOWN: f64 = 0.9;
+const SLOW_DOWN: f64 = 0.8;
 
 /// The slowest an adapted pace may become, as a share of the configured budget.
 const SLOWEST: f64 = 0.25;
@@ -107,7 +107,7 @@ impl Pacer {
     }
 
     /// The server answered 429 although the pace kept the budget: the real budget is smaller
-    /// than configured (a shared key, an undocumented bucket), so go 10 % slower for the rest
+    /// than configured (a shared key, an undocumented bucket), so go 20 % slower for the rest
     /// of the run, down to a quarter of the budget.
     pub fn throttled(&self) {
         let mut g = self.lock();
@@ -197,7 +197,7 @@ mod tests {
         let b = a.clone();
         a.throttled();
         let now = b.per_minute_now().unwrap();
-        assert!((now - 99.0 * 0.9).abs() < 1e-9, "{now}");
+        assert!((now - 99.0 * 0.8).abs() < 1e-9, "{now}");
         for _ in 0..50 {
             b.throttled();
         }

@@ -28,6 +28,8 @@ pub(crate) struct LogEntry {
     pub credits_charged: f64,
     pub cursor: Value,
     pub request_key: String,
+    /// The request's window and page size (the date bounds and `limit`/`batch_size` it sent).
+    pub params: Value,
     pub fault: Option<String>,
     pub at: String,
 }
@@ -151,6 +153,7 @@ impl Shared {
             credits_charged: 0.0,
             cursor,
             request_key: request_key(body),
+            params: window_params(body),
             fault: fired.label(),
             at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         };
@@ -253,6 +256,27 @@ pub(crate) fn request_key(body: &Bytes) -> String {
             .join(" "),
     };
     hex(&Sha256::digest(canonical.as_bytes())[..16])
+}
+
+/// The fields of a request body that say which slice of the data it asks for.
+fn window_params(body: &Bytes) -> Value {
+    const FIELDS: [&str; 7] = [
+        "published_after",
+        "published_before",
+        "updated_after",
+        "discovered_after",
+        "discovered_before",
+        "limit",
+        "batch_size",
+    ];
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Value::Object(
+            m.into_iter()
+                .filter(|(k, _)| FIELDS.contains(&k.as_str()))
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
 }
 
 /// JSON text with object keys sorted, whatever order the map type keeps.

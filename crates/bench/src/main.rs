@@ -1,0 +1,52 @@
+//! `joblake-bench`: runs the real `joblake` binary against `joblake simulate` and writes the
+//! figures into `BENCHMARKS.md`, each section between markers of its own, with the command
+//! and the machine that produced it.
+
+mod markdown;
+mod pacing;
+mod sim;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "joblake-bench")]
+struct Cli {
+    /// The `joblake` binary under test.
+    #[arg(long, default_value = "target/release/joblake")]
+    joblake: PathBuf,
+    /// The file the figures go into.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Request-rate utilisation and 429s of a long run against the simulator's rate limit.
+    Pacing {
+        /// Minutes the main run lasts at least.
+        #[arg(long, default_value_t = 3.0)]
+        minutes: f64,
+        /// The limit, requests a minute per key (the API's documented 100).
+        #[arg(long, default_value_t = 100)]
+        rpm: u32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    match cli.what {
+        What::Pacing { minutes, rpm } => {
+            let section = pacing::run(&cli.joblake, minutes, rpm).await?;
+            markdown::write_section(&cli.out, "pacing", &command, &section)?;
+        }
+    }
+    println!("figures written to {}", cli.out.display());
+    Ok(())
+}
