@@ -2,6 +2,7 @@
 //! simulator's own ground truth (`/_sim/truth/*`) and request log (`/_sim/log`).
 
 mod backfill;
+mod compact;
 mod harness;
 mod s3;
 

@@ -113,6 +113,13 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Merge each partition's files into one; every row version is kept, so the views return
+    /// exactly the same rows.
+    Compact {
+        /// Only these tables.
+        #[arg(long, value_enum)]
+        source: Vec<SourceArg>,
+    },
     /// (Re)create the DuckDB views.
     Views,
     /// Rows, ids, files, partitions, last run, cursor and credits per table.
@@ -239,17 +246,7 @@ async fn run(cli: Cli) -> Result<u8> {
             min_credits,
             dry_run,
         } => {
-            let tables: Vec<Table> = if source.is_empty() {
-                Table::all().to_vec()
-            } else {
-                source
-                    .iter()
-                    .map(|s| match s {
-                        SourceArg::CareerSites => Table::CareerSites,
-                        SourceArg::Jobs => Table::Jobs,
-                    })
-                    .collect()
-            };
+            let tables = tables_of(source);
             let task = Task::Refresh {
                 full: *full,
                 since: *since,
@@ -303,6 +300,10 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             cmd_run(&cli, &[table], task, *max_pages, *min_credits).await
         }
+        Command::Compact { source } => {
+            let tables = tables_of(source);
+            cmd_compact(&cli, &tables).await
+        }
         Command::Views => {
             let lake = Lake::open(&cli.lake, false)?;
             let db = duckdb_path(&cli, &lake);
@@ -326,6 +327,98 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Simulate(args) => simulate(args).await,
     }
+}
+
+/// The tables `--source` names, or all of them.
+fn tables_of(source: &[SourceArg]) -> Vec<Table> {
+    if source.is_empty() {
+        return Table::all().to_vec();
+    }
+    source
+        .iter()
+        .map(|s| match s {
+            SourceArg::CareerSites => Table::CareerSites,
+            SourceArg::Jobs => Table::Jobs,
+        })
+        .collect()
+}
+
+/// `joblake compact`: under the lake lock, each table's partitions merged, then the views.
+async fn cmd_compact(cli: &Cli, tables: &[Table]) -> Result<u8> {
+    let started = Instant::now();
+    let lake = Lake::open(&cli.lake, false)?;
+    let holder = format!(
+        "joblake compact, pid {}, started {}",
+        std::process::id(),
+        Utc::now().to_rfc3339()
+    );
+    let lock = LakeLock::acquire(&lake, &holder).await?;
+    let run_id = Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string();
+    let mut reports = Vec::new();
+    let mut failure = None;
+    for &table in tables {
+        match joblake_writer::compact_table(
+            &lake,
+            &lock,
+            table.name(),
+            joblake_schema::arrow_schema(table),
+            &run_id,
+            &joblake_writer::WriterOptions::default(),
+        )
+        .await
+        {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                failure =
+                    Some(anyhow::Error::new(e).context(format!("{table}: compaction stopped")));
+                break;
+            }
+        }
+    }
+    let db = duckdb_path(cli, &lake);
+    let changed = reports.iter().any(|r| r.partitions > 0);
+    let views = if changed || !db.exists() {
+        rebuild_views(&lake, &db).await.map(|()| true)
+    } else {
+        Ok(false)
+    };
+    lock.release().await;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "run_id": run_id,
+                "tables": reports,
+                "seconds": started.elapsed().as_secs_f64(),
+            }))?
+        );
+    } else if !cli.quiet {
+        for r in &reports {
+            println!(
+                "{}: {} partitions compacted, {} files -> {}, {} rows kept, {} -> {} bytes{}",
+                r.table,
+                r.partitions,
+                r.files_before,
+                r.files_after,
+                r.rows,
+                r.bytes_before,
+                r.bytes_after,
+                if r.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; left as they are (their files disagree on a column's type): {}",
+                        r.skipped.join(", ")
+                    )
+                }
+            );
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    views?;
+    Ok(0)
 }
 
 fn duckdb_path(cli: &Cli, lake: &Lake) -> PathBuf {

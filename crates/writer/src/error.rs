@@ -57,6 +57,14 @@ pub enum Error {
         /// Who holds the lock, as it wrote itself down.
         holder: String,
     },
+    /// A compaction could not swap a partition's files (nothing was lost: see the detail).
+    #[error("cannot compact {partition}: {detail}")]
+    Compaction {
+        /// The partition (or manifest) concerned.
+        partition: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// The lake URL cannot be used.
     #[error("cannot use the lake {url}: {detail}")]
     BadLake {

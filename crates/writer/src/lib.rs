@@ -16,12 +16,15 @@
 //! lost, nothing is published twice, and at most the page in flight is fetched again.
 #![deny(missing_docs)]
 
+mod compact;
 mod error;
 mod lake;
 mod ledger;
 mod lock;
+mod sink;
 mod table;
 
+pub use compact::{CompactReport, compact_table, finish_compactions};
 pub use error::{Error, Result};
 pub use lake::{Lake, LakeLocation, S3Access};
 pub use ledger::{RunRecord, RunStatus, ledger_schema, read_ledger, write_ledger};

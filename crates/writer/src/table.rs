@@ -9,20 +9,12 @@ use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use bytes::Bytes;
 use chrono::{NaiveDate, Utc};
-use futures::future::BoxFuture;
-use object_store::ObjectStoreExt;
-use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
-use parquet::arrow::async_writer::AsyncFileWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 
 use crate::lake::paths;
+use crate::sink::ParquetSink;
 use crate::{Error, Lake, Result};
 
 /// Knobs for file and row-group sizes.
@@ -106,40 +98,6 @@ const META_DT: &str = "joblake.dt";
 const META_STATE: &str = "joblake.state";
 const STATE_FORMAT: u32 = 1;
 
-/// An `AsyncFileWriter` over an object-store upload that can be aborted, so a failed or
-/// abandoned file never lingers as a dangling multipart upload.
-struct Upload(BufWriter);
-
-impl AsyncFileWriter for Upload {
-    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        Box::pin(async move {
-            self.0
-                .put(bs)
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
-        })
-    }
-
-    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        Box::pin(async move {
-            self.0
-                .shutdown()
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
-        })
-    }
-}
-
-struct OpenFile {
-    /// Where readers find the file once it is published.
-    path: Path,
-    /// Where it is written until then (see [`Lake::upload_path`]).
-    upload: Path,
-    dt: String,
-    writer: AsyncArrowWriter<Upload>,
-    rows: u64,
-}
-
 /// Writes one table of one run. Not shared between tasks: the run drives it page by page.
 pub struct TableWriter {
     lake: Lake,
@@ -147,7 +105,7 @@ pub struct TableWriter {
     run_id: String,
     schema: SchemaRef,
     opts: WriterOptions,
-    open: BTreeMap<String, OpenFile>,
+    open: BTreeMap<String, ParquetSink>,
     staged: Vec<Path>,
     staged_rows: u64,
     last_staged: Option<(i64, Value)>,
@@ -211,7 +169,7 @@ impl TableWriter {
         let full = self
             .open
             .values()
-            .any(|f| f.rows >= self.opts.roll_rows as u64);
+            .any(|f| f.rows() >= self.opts.roll_rows as u64);
         if full {
             self.commit(None).await?;
         }
@@ -224,42 +182,25 @@ impl TableWriter {
         }
         if !self.open.contains_key(dt) {
             let path = paths::data_file(&self.table, dt, &self.run_id, page);
-            let upload = self.lake.upload_path(&self.table, &path);
-            let sink = Upload(BufWriter::new(
-                Arc::clone(self.lake.store()),
-                upload.clone(),
-            ));
-            let props = self.properties(page)?;
-            let writer = AsyncArrowWriter::try_new(sink, Arc::clone(&self.schema), Some(props))?;
-            self.open.insert(
-                dt.to_string(),
-                OpenFile {
-                    path,
-                    upload,
-                    dt: dt.to_string(),
-                    writer,
-                    rows: 0,
-                },
-            );
+            let metadata = vec![
+                ("joblake.run_id".to_string(), self.run_id.clone()),
+                ("joblake.first_page".to_string(), page.to_string()),
+            ];
+            let sink = ParquetSink::create(
+                &self.lake,
+                &self.table,
+                path,
+                dt,
+                Arc::clone(&self.schema),
+                &self.opts,
+                metadata,
+            )?;
+            self.open.insert(dt.to_string(), sink);
         }
         let file = self.open.get_mut(dt).expect("inserted above");
-        file.writer.write(batch).await?;
-        file.rows += batch.num_rows() as u64;
+        file.write(batch).await?;
         self.staged_rows += batch.num_rows() as u64;
         Ok(())
-    }
-
-    fn properties(&self, first_page: i64) -> Result<WriterProperties> {
-        let level = ZstdLevel::try_new(self.opts.zstd_level)?;
-        Ok(WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_row_count(Some(self.opts.row_group_rows))
-            .set_created_by(format!("joblake {}", env!("CARGO_PKG_VERSION")))
-            .set_key_value_metadata(Some(vec![
-                KeyValue::new("joblake.run_id".into(), self.run_id.clone()),
-                KeyValue::new("joblake.first_page".into(), first_page.to_string()),
-            ]))
-            .build())
     }
 
     /// Publishes the open files, then records `state` (or, when `None`, the checkpoint of
@@ -310,33 +251,8 @@ impl TableWriter {
     /// Completes the open files and puts them where readers find them.
     async fn publish(&mut self) -> Result<Vec<FileInfo>> {
         let mut files = Vec::new();
-        for (_, file) in std::mem::take(&mut self.open) {
-            let OpenFile {
-                path,
-                upload,
-                dt,
-                writer,
-                rows,
-            } = file;
-            writer.close().await?;
-            let store = self.lake.store();
-            if upload != path {
-                store
-                    .rename(&upload, &path)
-                    .await
-                    .map_err(|e| Error::store(&path, e))?;
-            }
-            let bytes = store
-                .head(&path)
-                .await
-                .map_err(|e| Error::store(&path, e))?
-                .size;
-            files.push(FileInfo {
-                path: path.to_string(),
-                dt,
-                rows,
-                bytes,
-            });
+        for (_, sink) in std::mem::take(&mut self.open) {
+            files.push(sink.publish().await?);
         }
         Ok(files)
     }
@@ -353,17 +269,16 @@ impl TableWriter {
     /// Gives up the open uploads without publishing them. Staged pages stay, so the next
     /// run commits them; nothing a reader sees changes.
     pub async fn abort(mut self) {
-        for (_, file) in std::mem::take(&mut self.open) {
-            let mut upload = file.writer.into_inner();
-            if let Err(e) = upload.0.abort().await {
-                tracing::warn!(path = %file.path, error = %e, "could not abort an upload");
-            }
+        for (_, sink) in std::mem::take(&mut self.open) {
+            sink.abort().await;
         }
     }
 
     async fn recover(&mut self) -> Result<Recovery> {
         let mut recovery = Recovery::default();
-        // Files an interrupted run was still writing: their rows are in its staged pages.
+        // A compaction that was interrupted is finished or undone first, then files an
+        // interrupted run was still writing go: their rows are in its staged pages.
+        crate::compact::finish_compactions(&self.lake, &self.table).await?;
         self.lake.clear_uploads(&self.table).await?;
         let mut staged: BTreeMap<PagePos, Path> = BTreeMap::new();
         for meta in self.lake.list(&paths::staging_root(&self.table)).await? {

@@ -8,7 +8,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use chrono::{NaiveDate, Utc};
 use joblake_writer::{
-    Lake, LakeLock, RunRecord, RunStatus, TableWriter, WriterOptions, read_ledger, write_ledger,
+    Lake, LakeLock, RunRecord, RunStatus, TableWriter, WriterOptions, compact_table,
+    finish_compactions, read_ledger, write_ledger,
 };
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -32,6 +33,8 @@ conformance!(
     objects_list_read_and_delete,
     the_ledger_round_trips,
     one_lock_holder_at_a_time,
+    compaction_merges_each_partition_and_keeps_every_row_version,
+    an_interrupted_compaction_is_finished_or_undone_by_the_next_run,
 );
 
 fn schema() -> SchemaRef {
@@ -468,4 +471,121 @@ async fn one_lock_holder_at_a_time(lake: TestLake) {
     first.release().await;
     let again = LakeLock::acquire(&lake, "pid 2 refresh").await.unwrap();
     again.release().await;
+}
+
+/// Three runs of a few pages each: day 1 gets a file from every run, day 2 one file.
+async fn three_runs(lake: &Lake) {
+    for (n, run) in ["R1", "R2", "R3"].iter().enumerate() {
+        let (mut w, _) = open(lake, run).await;
+        for page in 1..=3 {
+            let p = n as i64 * 10 + page;
+            w.stage(page, day(1), &batch(p, 5), &json!({"p": p}))
+                .await
+                .unwrap();
+        }
+        if *run == "R2" {
+            w.stage(4, day(2), &batch(99, 7), &json!({"p": 99}))
+                .await
+                .unwrap();
+        }
+        w.commit(None).await.unwrap();
+    }
+}
+
+/// Every row of table `t` as (id, _page), sorted: the versions a reader sees.
+async fn all_rows(lake: &Lake) -> Vec<String> {
+    let mut rows: Vec<String> = published(lake)
+        .await
+        .into_iter()
+        .flat_map(|f| f.1)
+        .collect();
+    rows.sort();
+    rows
+}
+
+async fn compaction_merges_each_partition_and_keeps_every_row_version(lake: TestLake) {
+    three_runs(&lake).await;
+    let before = all_rows(&lake).await;
+    assert_eq!(published(&lake).await.len(), 4);
+    let lock = LakeLock::acquire(&lake, "compact").await.unwrap();
+    let report = compact_table(&lake, &lock, "t", schema(), "C1", &WriterOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.partitions, report.files_before, report.files_after),
+        (1, 3, 1)
+    );
+    assert_eq!(report.rows, 45);
+    let files = published(&lake).await;
+    let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "t/dt=2026-11-01/part-C1-c00000.parquet",
+            "t/dt=2026-11-02/part-R2-000004.parquet"
+        ]
+    );
+    assert_eq!(all_rows(&lake).await, before, "every row version, once");
+    assert_eq!(lake.unfinished_uploads(), 0);
+    // Nothing left to do the second time.
+    let again = compact_table(&lake, &lock, "t", schema(), "C2", &WriterOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.partitions, 0);
+    lock.release().await;
+}
+
+async fn an_interrupted_compaction_is_finished_or_undone_by_the_next_run(lake: TestLake) {
+    three_runs(&lake).await;
+    let before = all_rows(&lake).await;
+    let mut inputs = Vec::new();
+    for meta in lake.list(&Path::from("t/dt=2026-11-01")).await.unwrap() {
+        inputs.push((
+            meta.location.clone(),
+            lake.get_opt(&meta.location).await.unwrap().unwrap(),
+        ));
+    }
+    let lock = LakeLock::acquire(&lake, "compact").await.unwrap();
+    compact_table(&lake, &lock, "t", schema(), "C1", &WriterOptions::default())
+        .await
+        .unwrap();
+    let output = Path::from("t/dt=2026-11-01/part-C1-c00000.parquet");
+    let manifest = Path::from("_joblake/compact/t/2026-11-01.json");
+    let plant = |rows: u64| {
+        json!({
+            "format": 1,
+            "inputs": inputs.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>(),
+            "output_prefix": "t/dt=2026-11-01/part-C1-c",
+            "rows": rows,
+        })
+        .to_string()
+    };
+
+    // Killed after its output was complete, before the inputs went: the next run finishes.
+    for (path, bytes) in &inputs {
+        lake.put(path, bytes.clone()).await.unwrap();
+    }
+    lake.put(&manifest, plant(45).into()).await.unwrap();
+    finish_compactions(&lake, "t").await.unwrap();
+    assert_eq!(all_rows(&lake).await, before);
+    assert_eq!(published(&lake).await.len(), 2);
+    assert_eq!(lake.get_opt(&manifest).await.unwrap(), None);
+
+    // Killed while its output was partial: the next run (here: opening the table) undoes it.
+    lake.delete_all(vec![output.clone()]).await.unwrap();
+    for (path, bytes) in &inputs {
+        lake.put(path, bytes.clone()).await.unwrap();
+    }
+    let partial = Path::from("t/dt=2026-11-01/part-C1-c00000.parquet");
+    lake.put(&partial, inputs[0].1.clone()).await.unwrap();
+    lake.put(&manifest, plant(45).into()).await.unwrap();
+    open(&lake, "R4").await;
+    assert_eq!(all_rows(&lake).await, before);
+    assert_eq!(
+        published(&lake).await.len(),
+        4,
+        "the inputs stay, the partial output went"
+    );
+    assert_eq!(lake.get_opt(&manifest).await.unwrap(), None);
+    lock.release().await;
 }

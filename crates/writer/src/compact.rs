@@ -1,0 +1,312 @@
+//! Compaction: each partition's files merged into one (or into files of `roll_rows`), every
+//! row version kept with its metadata, so the views read exactly the same rows after.
+//!
+//! The swap is made crash-safe by a manifest written before any output can be seen:
+//! `_joblake/compact/<table>/<partition>.json` names the inputs, the outputs' name prefix and
+//! how many rows the inputs hold. Whoever finds a manifest (the next `compact`, or any run
+//! opening the table) finishes the swap if the outputs hold every row (the inputs go), or
+//! undoes it otherwise (the partial outputs go); either way no row is lost or doubled.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, new_null_array};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use futures::TryStreamExt;
+use object_store::ObjectMeta;
+use object_store::path::Path;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::sink::{LakeFile, ParquetSink};
+use crate::{Error, Lake, LakeLock, Result, WriterOptions};
+
+/// What a compaction of one table did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompactReport {
+    /// The table.
+    pub table: String,
+    /// Partitions rewritten.
+    pub partitions: usize,
+    /// Partitions left alone because their files disagree on a column's type.
+    pub skipped: Vec<String>,
+    /// Files before and after, over the partitions rewritten.
+    pub files_before: usize,
+    /// Files the rewritten partitions hold now.
+    pub files_after: usize,
+    /// Rows moved (every version kept).
+    pub rows: u64,
+    /// Bytes before and after, over the partitions rewritten.
+    pub bytes_before: u64,
+    /// Bytes the rewritten partitions hold now.
+    pub bytes_after: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    /// Lake-relative paths of the files being replaced.
+    inputs: Vec<String>,
+    /// Lake-relative path prefix every output's name starts with.
+    output_prefix: String,
+    /// Rows the inputs hold: the outputs are complete when they hold as many.
+    rows: u64,
+}
+
+const MANIFEST_FORMAT: u32 = 1;
+
+fn manifest_path(table: &str, dt: &str) -> Path {
+    Path::from(format!("_joblake/compact/{table}/{dt}.json"))
+}
+
+/// Merges the files of every partition of `table` that has more than one, under run
+/// `run_id`. The lake lock must be held; it is confirmed before each swap.
+pub async fn compact_table(
+    lake: &Lake,
+    lock: &LakeLock,
+    table: &str,
+    schema: SchemaRef,
+    run_id: &str,
+    opts: &WriterOptions,
+) -> Result<CompactReport> {
+    finish_compactions(lake, table).await?;
+    lake.clear_uploads(table).await?;
+    let mut report = CompactReport {
+        table: table.to_string(),
+        ..Default::default()
+    };
+    let mut partitions: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+    for meta in lake.list(&Path::from(table)).await? {
+        if !meta.location.as_ref().ends_with(".parquet") {
+            continue;
+        }
+        if let Some(dt) = meta.location.parts().nth(1) {
+            partitions
+                .entry(dt.as_ref().to_string())
+                .or_default()
+                .push(meta);
+        }
+    }
+    for (dir, mut inputs) in partitions {
+        if inputs.len() < 2 {
+            continue;
+        }
+        inputs.sort_by(|a, b| a.location.cmp(&b.location));
+        let dt = dir.trim_start_matches("dt=").to_string();
+        match compact_partition(lake, lock, table, &dt, &schema, run_id, opts, &inputs).await? {
+            Some(outputs) => {
+                report.partitions += 1;
+                report.files_before += inputs.len();
+                report.bytes_before += inputs.iter().map(|m| m.size).sum::<u64>();
+                report.files_after += outputs.len();
+                report.rows += outputs.iter().map(|f| f.rows).sum::<u64>();
+                report.bytes_after += outputs.iter().map(|f| f.bytes).sum::<u64>();
+            }
+            None => report.skipped.push(dir),
+        }
+    }
+    Ok(report)
+}
+
+/// The schema every input fits: the table's own columns first, then any column only older
+/// files have. `None` when two files give one column different types.
+fn union_schema(table: &SchemaRef, inputs: &[SchemaRef]) -> Option<SchemaRef> {
+    let mut fields: Vec<Field> = table.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for schema in inputs {
+        for f in schema.fields() {
+            match fields.iter().find(|g| g.name() == f.name()) {
+                Some(g) if g.data_type() != f.data_type() => return None,
+                Some(_) => {}
+                None => fields.push(f.as_ref().clone().with_nullable(true)),
+            }
+        }
+    }
+    let fields = fields.into_iter().map(|f| {
+        // A column absent from some input is filled with nulls there.
+        let everywhere = inputs.iter().all(|s| s.field_with_name(f.name()).is_ok());
+        if everywhere { f } else { f.with_nullable(true) }
+    });
+    Some(Arc::new(Schema::new(fields.collect::<Vec<_>>())))
+}
+
+/// `batch` laid out as `schema`: columns by name, absent ones null.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => Arc::clone(c),
+            None => new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+async fn reader(
+    lake: &Lake,
+    meta: &ObjectMeta,
+) -> Result<ParquetRecordBatchStreamBuilder<LakeFile>> {
+    Ok(ParquetRecordBatchStreamBuilder::new(LakeFile::new(lake, meta)).await?)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn compact_partition(
+    lake: &Lake,
+    lock: &LakeLock,
+    table: &str,
+    dt: &str,
+    schema: &SchemaRef,
+    run_id: &str,
+    opts: &WriterOptions,
+    inputs: &[ObjectMeta],
+) -> Result<Option<Vec<crate::FileInfo>>> {
+    let mut schemas = Vec::new();
+    let mut rows = 0u64;
+    for meta in inputs {
+        let builder = reader(lake, meta).await?;
+        rows += builder.metadata().file_metadata().num_rows() as u64;
+        schemas.push(Arc::clone(builder.schema()));
+    }
+    let Some(out_schema) = union_schema(schema, &schemas) else {
+        tracing::warn!(
+            table,
+            dt,
+            "files disagree on a column's type; partition left as it is"
+        );
+        return Ok(None);
+    };
+    let output_prefix = format!("{table}/dt={dt}/part-{run_id}-c");
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        inputs: inputs.iter().map(|m| m.location.to_string()).collect(),
+        output_prefix: output_prefix.clone(),
+        rows,
+    };
+    let mpath = manifest_path(table, dt);
+    lake.put(
+        &mpath,
+        serde_json::to_vec_pretty(&manifest)
+            .expect("manifest serialises")
+            .into(),
+    )
+    .await?;
+
+    let mut outputs = Vec::new();
+    let mut sink: Option<ParquetSink> = None;
+    let result: Result<()> = async {
+        for meta in inputs {
+            let mut stream = reader(lake, meta).await?.build()?;
+            while let Some(batch) = stream.try_next().await? {
+                let batch = conform(&batch, &out_schema)?;
+                if sink.is_none() {
+                    let path = Path::from(format!("{output_prefix}{:05}.parquet", outputs.len()));
+                    let metadata = vec![
+                        ("joblake.run_id".to_string(), run_id.to_string()),
+                        (
+                            "joblake.compacted_from".to_string(),
+                            inputs.len().to_string(),
+                        ),
+                    ];
+                    sink = Some(ParquetSink::create(
+                        lake,
+                        table,
+                        path,
+                        dt,
+                        Arc::clone(&out_schema),
+                        opts,
+                        metadata,
+                    )?);
+                }
+                let s = sink.as_mut().expect("opened above");
+                s.write(&batch).await?;
+                if s.rows() >= opts.roll_rows as u64 {
+                    lock.confirm(lake).await?;
+                    outputs.push(sink.take().expect("open").publish().await?);
+                }
+            }
+        }
+        if let Some(s) = sink.take() {
+            lock.confirm(lake).await?;
+            outputs.push(s.publish().await?);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        if let Some(s) = sink.take() {
+            s.abort().await;
+        }
+        // Undo: what was published of the outputs goes, the inputs stay.
+        let done: Vec<Path> = outputs
+            .iter()
+            .map(|f| Path::from(f.path.as_str()))
+            .collect();
+        lake.delete_all(done).await?;
+        lake.delete_all(vec![mpath]).await?;
+        return Err(e);
+    }
+    let moved: u64 = outputs.iter().map(|f| f.rows).sum();
+    if moved != rows {
+        return Err(Error::Compaction {
+            partition: format!("{table}/dt={dt}"),
+            detail: format!("the inputs hold {rows} rows but {moved} were written"),
+        });
+    }
+    lake.delete_all(inputs.iter().map(|m| m.location.clone()).collect())
+        .await?;
+    lake.delete_all(vec![mpath]).await?;
+    Ok(Some(outputs))
+}
+
+/// Finishes or undoes the swaps an interrupted compaction of `table` left (see the module
+/// docs). The lake lock must be held.
+pub async fn finish_compactions(lake: &Lake, table: &str) -> Result<()> {
+    let root = Path::from(format!("_joblake/compact/{table}"));
+    for meta in lake.list(&root).await? {
+        let Some(bytes) = lake.get_opt(&meta.location).await? else {
+            continue;
+        };
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Compaction {
+            partition: meta.location.to_string(),
+            detail: format!(
+                "its manifest is unreadable ({e}); move it aside and check the partition"
+            ),
+        })?;
+        let dir = manifest
+            .output_prefix
+            .rsplit_once('/')
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default();
+        let mut outputs = Vec::new();
+        for m in lake.list(&Path::from(dir)).await? {
+            if m.location.as_ref().starts_with(&manifest.output_prefix) {
+                outputs.push(m);
+            }
+        }
+        let mut written = 0u64;
+        for m in &outputs {
+            written += reader(lake, m).await?.metadata().file_metadata().num_rows() as u64;
+        }
+        if written == manifest.rows {
+            tracing::info!(
+                table,
+                "finishing an interrupted compaction: its outputs are complete"
+            );
+            let inputs = manifest
+                .inputs
+                .iter()
+                .map(|p| Path::from(p.as_str()))
+                .collect();
+            lake.delete_all(inputs).await?;
+        } else {
+            tracing::info!(
+                table,
+                "undoing an interrupted compaction: its outputs are partial"
+            );
+            lake.delete_all(outputs.into_iter().map(|m| m.location).collect())
+                .await?;
+        }
+        lake.delete_all(vec![meta.location]).await?;
+    }
+    Ok(())
+}
