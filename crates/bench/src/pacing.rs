@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::sim::{Sim, joblake, run_ok, scratch};
+use crate::sim::{Sim, joblake, scratch};
 
 /// What one paced run did, read off the simulator's request log.
 struct Figures {
@@ -50,9 +50,10 @@ async fn paced_run(
     limit: u32,
     configured: u32,
 ) -> Result<Figures> {
-    // Pages enough for the run; jobs with salary data are about 45 % of the data set.
-    let pages = (minutes * f64::from(limit)).ceil() as usize + 10;
-    let rows = (pages * 10 * 100 / 40).to_string();
+    // Data enough for more pages than the run takes (about half the jobs match the default
+    // search); the run stops at `--max-pages`, so it lasts `minutes` whatever the data.
+    let pages = (minutes * f64::from(limit)).ceil() as usize;
+    let rows = (pages * 10 * 3).to_string();
     let args: Vec<String> = [
         "--rows",
         &rows,
@@ -72,13 +73,30 @@ async fn paced_run(
         format!("[jobs]\npage_size = 10\nrequests_per_minute = {configured}\n"),
     )?;
     let cfg = config.display().to_string();
-    run_ok(joblake(
+    let max_pages = pages.to_string();
+    let out = joblake(
         joblake_bin,
         &sim,
         dir.path(),
-        &["--config", &cfg, "-q", "refresh", "--source", "jobs"],
-    ))
+        &[
+            "--config",
+            &cfg,
+            "-q",
+            "refresh",
+            "--source",
+            "jobs",
+            "--max-pages",
+            &max_pages,
+        ],
+    )
+    .output()
     .await?;
+    // 3: stopped at --max-pages, as intended.
+    anyhow::ensure!(
+        out.status.code() == Some(3),
+        "the paced run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     figures(&sim.log().await?)
 }
 

@@ -76,19 +76,6 @@ pub fn joblake(joblake: &Path, sim: &Sim, dir: &Path, args: &[&str]) -> Command 
     c
 }
 
-/// Runs a command to its end; fails with its stderr if it failed.
-pub async fn run_ok(mut c: Command) -> Result<std::process::Output> {
-    let out = c.output().await?;
-    if !out.status.success() {
-        bail!(
-            "command failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(out)
-}
-
 /// Where the bench keeps its lakes: a temp dir on the same disk as the checkout.
 pub fn scratch() -> Result<tempfile::TempDir> {
     let base = PathBuf::from(".bench");
