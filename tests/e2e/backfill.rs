@@ -355,3 +355,47 @@ async fn ctrl_c_commits_what_was_fetched_and_the_next_run_resumes_without_refetc
     );
     assert!(refetched(&log, "sentrion").is_empty());
 }
+
+#[tokio::test]
+async fn career_sites_backfill_walks_discovery_windows_newest_first() {
+    let sim = Sim::start(&["--rows", "600"]).await;
+    let mut lake = Lake::with_keys(&sim, Some(&sim.jobo_key), None);
+    lake.set_config("[career_sites]\nrequests_per_minute = 0\n");
+    let after = days_ago(200).to_string();
+    let run = lake
+        .run(&[
+            "--json",
+            "backfill",
+            "--source",
+            "career_sites",
+            "--discovered-after",
+            &after,
+        ])
+        .await;
+    run.assert_code(0);
+    assert!(
+        run.stderr().contains("reports no totals"),
+        "{}",
+        run.stderr()
+    );
+    let log = sim.log().await;
+    let mut starts: Vec<&str> = log
+        .iter()
+        .map(|e| e["params"]["discovered_after"].as_str().unwrap())
+        .collect();
+    starts.dedup();
+    assert!(starts.len() >= 6, "{starts:?}");
+    assert!(
+        starts.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {starts:?}"
+    );
+    let body = json!({"discovered_after": format!("{after}T00:00:00Z")}).to_string();
+    assert_same(
+        &lake.view("career_sites").await,
+        &lake
+            .truth_where(&sim, Table::CareerSites, Some(&body))
+            .await,
+        "career sites discovered since --discovered-after",
+    );
+    assert!(refetched(&log, "jobo").is_empty());
+}
