@@ -2,9 +2,11 @@
 //! figures into `BENCHMARKS.md`, each section between markers of its own, with the command
 //! and the machine that produced it.
 
+mod ingest;
 mod markdown;
 mod pacing;
 mod sim;
+mod usage;
 
 use std::path::PathBuf;
 
@@ -26,6 +28,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum What {
+    /// Ingest throughput beside a fetch-only baseline, CPU, peak RSS, files and row groups.
+    Ingest {
+        /// Jobs in the big run.
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: usize,
+        /// Career sites in the big run.
+        #[arg(long, default_value_t = 200_000)]
+        career_sites: usize,
+    },
     /// Request-rate utilisation and 429s of a long run against the simulator's rate limit.
     Pacing {
         /// Minutes the main run lasts at least.
@@ -42,6 +53,10 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     match cli.what {
+        What::Ingest { jobs, career_sites } => {
+            let results = ingest::run(&cli.joblake, jobs, career_sites).await?;
+            markdown::write_section(&cli.out, "ingest", &command, &ingest::section(&results))?;
+        }
         What::Pacing { minutes, rpm } => {
             let section = pacing::run(&cli.joblake, minutes, rpm).await?;
             markdown::write_section(&cli.out, "pacing", &command, &section)?;

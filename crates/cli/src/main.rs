@@ -161,6 +161,9 @@ struct SimulateArgs {
     /// Rows per API at start.
     #[arg(long, default_value_t = 500)]
     rows: usize,
+    /// Career sites at start, when not --rows.
+    #[arg(long)]
+    career_sites: Option<usize>,
     /// Faults to inject, e.g. "jobo:429=1@3,sentrion:503@2".
     #[arg(long, default_value = "")]
     faults: String,
@@ -847,6 +850,7 @@ async fn simulate(args: &SimulateArgs) -> Result<u8> {
     let cfg = joblake_simulator::SimConfig {
         seed: args.seed,
         rows: args.rows,
+        career_sites: args.career_sites,
         faults,
         rpm: args.rpm,
         jobo_keys: vec![args.jobo_key.clone()],

@@ -12,7 +12,8 @@ use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use joblake_schema::{DecodeStats, PageContext, Table, arrow_schema, decode_page};
 use joblake_writer::{
-    Lake, LakeLock, RunRecord, RunStatus, TableWriter, WriterOptions, write_ledger,
+    Decoded, Decoder, Lake, LakeLock, RawPage, RunRecord, RunStatus, TableWriter, WriterOptions,
+    write_ledger,
 };
 use serde::Serialize;
 
@@ -245,12 +246,14 @@ async fn scan(
     summary: &mut SourceSummary,
 ) -> Result<RunStatus> {
     let table = source.table;
+    let decode_stats = Arc::new(std::sync::Mutex::new(DecodeStats::default()));
     let (mut writer, recovery) = TableWriter::open(
         lake,
         table.name(),
         arrow_schema(table),
         run_id,
         WriterOptions::default(),
+        decoder(table, Arc::clone(&decode_stats)),
     )
     .await
     .with_context(|| format!("{table}: cannot open the table"))?;
@@ -304,11 +307,27 @@ async fn scan(
         return Ok(RunStatus::Succeeded);
     };
     let progress = progress_bar(opts.progress.as_ref(), table);
+    // The fetch loop only makes each page durable (raw, with its checkpoint) before asking
+    // for the next; decoding and Parquet run beside it in a worker that owns the writer, so a
+    // crash still costs at most the page in flight. The channel is the backpressure.
+    let mut stager = writer.stager();
+    let (to_worker, mut from_fetcher) =
+        tokio::sync::mpsc::channel::<(RawPage, serde_json::Value)>(4);
+    let worker = tokio::spawn(async move {
+        let mut result: joblake_writer::Result<()> = Ok(());
+        while let Some((raw, state)) = from_fetcher.recv().await {
+            if let Err(e) = writer.append(&raw, state).await {
+                result = Err(e);
+                break;
+            }
+        }
+        (writer, result)
+    });
     let mut pages = source.pages(&current);
     let mut page_no: i64 = 0;
+    let mut fetched_rows = 0u64;
     let mut restarts = 0u32;
     let mut scan_restarts = 0u32;
-    let mut totals = DecodeStats::default();
     let mut used = 0.0;
     let mut any_used = false;
     let mut balance = opts.last_balance.get(table.name()).copied();
@@ -357,24 +376,13 @@ async fn scan(
             }
         };
         page_no += 1;
-        let fetched_at = Utc::now();
-        let ctx = PageContext {
+        let row_count = page.rows.len() as u64;
+        let raw = RawPage {
             run_id: run_id.to_string(),
-            fetched_at,
             page: page_no,
+            fetched_at: Utc::now(),
+            rows: page.rows,
         };
-        let decoded = match decode_page(table, &page.rows, &ctx) {
-            Ok(d) => d,
-            Err(e) => {
-                break Err(anyhow::Error::new(e)
-                    .context(format!("{table}: page {page_no} cannot be encoded")));
-            }
-        };
-        if !decoded.rejected.is_empty()
-            && let Err(e) = write_rejects(lake, table, run_id, page_no, &decoded.rejected).await
-        {
-            break Err(e);
-        }
         let repeated =
             page.has_more && page.next_cursor.is_some() && page.next_cursor == current.cursor;
         let scan_done = !page.has_more;
@@ -388,21 +396,21 @@ async fn scan(
                 tracing::warn!(error = %e, "could not write the run ledger");
             }
         }
-        if let Err(e) = writer
-            .stage(page_no, fetched_at.date_naive(), &decoded.batch, &value)
-            .await
-        {
+        if let Err(e) = stager.stage(&raw, &value).await {
             break Err(anyhow::Error::new(e)
                 .context(format!("{table}: cannot write page {page_no} to the lake")));
         }
         summary.pages += 1;
-        summary.rows += decoded.stats.rows;
-        totals.add(&decoded.stats);
+        fetched_rows += row_count;
+        if to_worker.send((raw, value)).await.is_err() {
+            // The worker stopped on an error, which joining it reports.
+            break Err(anyhow::anyhow!("{table}: the writer stopped"));
+        }
         if let Some(u) = page.credits.used {
             used += u;
             any_used = true;
-            if !page.rows.is_empty() {
-                cost_per_row = u / page.rows.len() as f64;
+            if row_count > 0 {
+                cost_per_row = u / row_count as f64;
             }
         }
         if page.credits.balance.is_some() {
@@ -412,7 +420,7 @@ async fn scan(
         progress.set_message(format!(
             "{} pages, {} rows{}{}",
             summary.pages,
-            summary.rows,
+            fetched_rows,
             summary
                 .windows
                 .map(|w| format!(", window {} of {}", w.planned - w.left + 1, w.planned))
@@ -443,6 +451,17 @@ async fn scan(
             }
         }
     };
+    drop(to_worker);
+    let (mut writer, appended) = worker.await.context("the writer task failed")?;
+    let outcome = match (outcome, appended) {
+        (outcome, Ok(())) => outcome,
+        (Ok(_), Err(e)) => {
+            Err(anyhow::Error::new(e).context(format!("{table}: cannot write the fetched pages")))
+        }
+        (Err(first), Err(e)) => Err(anyhow::Error::new(e).context(format!("{first:#}"))),
+    };
+    let totals = *decode_stats.lock().unwrap_or_else(|e| e.into_inner());
+    summary.rows = totals.rows.saturating_sub(recovery.rows);
     if let (Some(b), Some(warn)) = (summary.credits_balance, source.warn_below_credits())
         && b < warn
     {
@@ -468,6 +487,10 @@ async fn scan(
         Ok(report) => {
             summary.files += report.files.len() as u64;
             summary.bytes += report.files.iter().map(|f| f.bytes).sum::<u64>();
+            // Every page this run staged is committed now.
+            if let Err(e) = stager.discard().await {
+                tracing::warn!(source = %table, error = %e, "could not remove the staged pages; the next run does");
+            }
         }
         Err(e) => {
             writer.abort().await;
@@ -483,26 +506,36 @@ async fn scan(
     outcome
 }
 
-async fn write_rejects(
-    lake: &Lake,
-    table: Table,
-    run_id: &str,
-    page: i64,
-    rejected: &[joblake_schema::Rejected],
-) -> Result<()> {
-    let mut text = String::new();
-    for r in rejected {
-        let line =
-            serde_json::json!({"page": page, "row": r.row, "reason": r.reason, "raw": r.raw});
-        text.push_str(&line.to_string());
-        text.push('\n');
-    }
-    let path = object_store::path::Path::from(format!(
-        "_joblake/rejects/{table}/{run_id}/{page:09}.jsonl"
-    ));
-    lake.put(&path, text.into()).await?;
-    tracing::warn!(source = %table, page, rows = rejected.len(), "rows rejected; see _joblake/rejects/");
-    Ok(())
+/// The schema's decoding of `table`'s pages, as the writer takes it: rows that cannot load
+/// become JSON lines with their reason (kept under `_joblake/rejects/`), and every page's
+/// counts add up in `stats`.
+fn decoder(table: Table, stats: Arc<std::sync::Mutex<DecodeStats>>) -> Decoder {
+    Arc::new(move |raw: &RawPage| {
+        let ctx = PageContext {
+            run_id: raw.run_id.clone(),
+            fetched_at: raw.fetched_at,
+            page: raw.page,
+        };
+        let decoded = decode_page(table, &raw.rows, &ctx).map_err(|e| e.to_string())?;
+        stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(&decoded.stats);
+        let rejects = (!decoded.rejected.is_empty()).then(|| {
+            tracing::warn!(source = %table, page = raw.page, rows = decoded.rejected.len(), "rows rejected; see _joblake/rejects/");
+            let mut text = String::new();
+            for r in &decoded.rejected {
+                let line = serde_json::json!({"page": raw.page, "row": r.row, "reason": r.reason, "raw": r.raw});
+                text.push_str(&line.to_string());
+                text.push('\n');
+            }
+            bytes::Bytes::from(text)
+        });
+        Ok(Decoded {
+            batch: decoded.batch,
+            rejects,
+        })
+    })
 }
 
 fn progress_bar(multi: Option<&MultiProgress>, table: Table) -> ProgressBar {

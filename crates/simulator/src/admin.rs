@@ -63,7 +63,11 @@ pub(crate) async fn advance(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery
         return bad("hours must be a non-negative number");
     };
     let now = Utc::now();
-    let (jobo, sentrion) = sh.lock().world.advance(hours, now);
+    let (jobo, sentrion) = {
+        let mut g = sh.lock();
+        g.search_cache.clear();
+        g.world.advance(hours, now)
+    };
     ok(&json!({
         "hours": hours,
         "at": crate::data::fmt_ts(now),

@@ -680,15 +680,27 @@ pub(crate) struct World {
 impl World {
     /// Builds the initial data set; `now` is truncated to the hour so two
     /// simulators with one seed started within the same hour hold identical data.
+    #[cfg(test)]
     pub fn generate(seed: u64, rows: usize, history_days: u32, now: DateTime<Utc>) -> World {
+        Self::generate_sized(seed, rows, rows, history_days, now)
+    }
+
+    /// [`World::generate`] with `sites` career sites and `rows` jobs.
+    pub fn generate_sized(
+        seed: u64,
+        sites_n: usize,
+        rows: usize,
+        history_days: u32,
+        now: DateTime<Utc>,
+    ) -> World {
         let anchor = now
             .with_minute(0)
             .and_then(|t| t.with_second(0))
             .and_then(|t| t.with_nanosecond(0))
             .unwrap_or(now);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut sites = Vec::with_capacity(rows);
-        for _ in 0..rows {
+        let mut sites = Vec::with_capacity(sites_n);
+        for _ in 0..sites_n {
             let disc_off = rng.random_range(3600..=365 * 86_400i64);
             let upd_off = rng.random_range(3600..=disc_off);
             let discovered = anchor - ChronoDuration::seconds(disc_off);

@@ -47,6 +47,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Career sites and jobs generated at start (each).
     pub rows: usize,
+    /// Career sites at start, when not `rows`.
+    pub career_sites: Option<usize>,
     /// Faults to inject from the first request on.
     pub faults: FaultPlan,
     /// Requests per minute allowed per key and API; `None` is unlimited.
@@ -69,6 +71,7 @@ impl Default for SimConfig {
         SimConfig {
             seed: 42,
             rows: 500,
+            career_sites: None,
             faults: FaultPlan::default(),
             rpm: None,
             jobo_keys: vec!["jbe_test_joblake_demo".into()],
@@ -86,6 +89,7 @@ impl fmt::Debug for SimConfig {
         f.debug_struct("SimConfig")
             .field("seed", &self.seed)
             .field("rows", &self.rows)
+            .field("career_sites", &self.career_sites)
             .field("faults", &self.faults.to_string())
             .field("rpm", &self.rpm)
             .field(

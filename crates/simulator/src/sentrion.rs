@@ -284,15 +284,38 @@ impl Query {
     /// Every match in search order, one posting per job when deduplicating
     /// (the newest, which comes first).
     fn matching<'a>(&self, world: &'a World) -> Vec<&'a Job> {
+        self.matching_indices(world)
+            .into_iter()
+            .map(|i| &world.jobs[i])
+            .collect()
+    }
+
+    /// [`Query::matching`] as indices into `world.jobs`.
+    fn matching_indices(&self, world: &World) -> Vec<usize> {
         let dedup = self.body.exclude_duplicates.unwrap_or(true);
         let mut seen = std::collections::HashSet::new();
         world
             .jobs
             .iter()
-            .filter(|j| self.matches(j))
-            .filter(|j| !dedup || j.dedup_key().is_none_or(|k| seen.insert(k)))
+            .enumerate()
+            .filter(|(_, j)| self.matches(j))
+            .filter(|(_, j)| !dedup || j.dedup_key().is_none_or(|k| seen.insert(k)))
+            .map(|(i, _)| i)
             .collect()
     }
+}
+
+/// The request's search without its page position and size: what the cache is keyed by.
+fn search_key(body: &Map<String, Value>, q: &Query) -> String {
+    let mut m = body.clone();
+    m.remove("search_after");
+    m.remove("limit");
+    format!(
+        "{}|{}|{}",
+        q.after,
+        q.before,
+        crate::state::canonical_json(&Value::Object(m))
+    )
 }
 
 /// Every job a complete search with this query would return now, in order.
@@ -300,19 +323,21 @@ pub(crate) fn truth(world: &World, q: &Query) -> Vec<Value> {
     q.matching(world).iter().map(|j| j.to_json()).collect()
 }
 
-/// One page after `after`, the total match count, and the next `search_after`.
+/// One page after `after` of the matches `all` (indices into `world.jobs`), the total match
+/// count, and the next `search_after`.
 fn page<'a>(
     world: &'a World,
-    q: &Query,
+    all: &[usize],
+    limit: usize,
     after: Option<(i64, i64)>,
 ) -> (Vec<&'a Job>, usize, Option<[i64; 2]>) {
-    let all = q.matching(world);
+    let job = |i: usize| &world.jobs[i];
     let start = match after {
-        Some(c) => all.partition_point(|j| (j.ts_ms, j.seq) >= c),
+        Some(c) => all.partition_point(|&i| (job(i).ts_ms, job(i).seq) >= c),
         None => 0,
     };
-    let end = (start + q.limit).min(all.len());
-    let rows = all[start..end].to_vec();
+    let end = (start + limit).min(all.len());
+    let rows: Vec<&Job> = all[start..end].iter().map(|&i| job(i)).collect();
     let next = if end < all.len() {
         rows.last().map(|j| [j.ts_ms, j.seq])
     } else {
@@ -446,7 +471,8 @@ fn fault(sh: &Shared, kind: FaultKind) -> Response {
             let today = Utc::now().date_naive();
             let body = match parse_query(&Map::new(), today) {
                 Ok(q) => {
-                    let (rows, total, next) = page(&g.world, &q, None);
+                    let all = q.matching_indices(&g.world);
+                    let (rows, total, next) = page(&g.world, &all, q.limit, None);
                     let jobs: Vec<Value> = rows.iter().map(|j| j.to_json()).collect();
                     json!({"success": true, "data": {"jobs": jobs, "total": jobs.len(),
                         "total_jobs_found": total, "credits_used": 0, "credits_remaining": 0,
@@ -527,7 +553,13 @@ fn serve(sh: &Shared, headers: &HeaderMap, parsed: Option<Value>) -> Outcome {
         Ok(q) => q,
         Err(r) => return refuse(r).into(),
     };
-    let (rows, total, next) = page(&inner.world, &q, after);
+    let all = Arc::clone(
+        inner
+            .search_cache
+            .entry(search_key(&body, &q))
+            .or_insert_with(|| Arc::new(q.matching_indices(&inner.world))),
+    );
+    let (rows, total, next) = page(&inner.world, &all, q.limit, after);
     let Some(wallet) = inner.wallets.get_mut(&(Api::Sentrion, key)) else {
         return error(
             StatusCode::UNAUTHORIZED,

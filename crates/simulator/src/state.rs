@@ -54,6 +54,10 @@ pub(crate) struct Inner {
     pub log: Vec<LogEntry>,
     pub wallets: HashMap<(Api, String), Wallet>,
     windows: HashMap<(Api, String), VecDeque<Instant>>,
+    /// Job searches already run on this world: their matches in search order (indices into
+    /// `world.jobs`), so paging through a million jobs does not search them all per page.
+    /// Emptied whenever the world changes.
+    pub search_cache: HashMap<String, Arc<Vec<usize>>>,
 }
 
 /// State shared by every handler.
@@ -86,7 +90,13 @@ pub(crate) enum RateCheck {
 
 impl Shared {
     pub fn new(cfg: &crate::SimConfig, base_url: String) -> Shared {
-        let world = World::generate(cfg.seed, cfg.rows, cfg.history_days, Utc::now());
+        let world = World::generate_sized(
+            cfg.seed,
+            cfg.career_sites.unwrap_or(cfg.rows),
+            cfg.rows,
+            cfg.history_days,
+            Utc::now(),
+        );
         let mut wallets = HashMap::new();
         let mut key_order = Vec::new();
         for (api, keys) in [
@@ -115,6 +125,7 @@ impl Shared {
                 faults: cfg.faults.clone(),
                 fault_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xFA17_FA17_0000_0001),
                 counters: HashMap::new(),
+                search_cache: HashMap::new(),
                 next_log_seq: 1,
                 log: Vec::new(),
                 wallets,
@@ -280,7 +291,7 @@ fn window_params(body: &Bytes) -> Value {
 }
 
 /// JSON text with object keys sorted, whatever order the map type keeps.
-fn canonical_json(v: &Value) -> String {
+pub(crate) fn canonical_json(v: &Value) -> String {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();

@@ -93,8 +93,8 @@ impl Lake {
             context: format!("cannot resolve the lake directory {}", path.display()),
             source: e,
         })?;
-        // fsync: a staged page is the only copy of rows already paid for, so it must
-        // survive a power cut, not just a killed process.
+        // fsync: committed files and state must survive a power cut, not just a killed
+        // process (staged pages are synced by their log, see `stage.rs`).
         let store = LocalFileSystem::new_with_prefix(&abs)
             .map_err(|e| bad(e.to_string()))?
             .with_automatic_cleanup(true)
@@ -275,7 +275,15 @@ pub(crate) mod paths {
     }
 
     pub fn staged_page(table: &str, run_id: &str, page: i64) -> Path {
-        Path::from(format!("_joblake/staging/{table}/{run_id}/{page:09}.arrow"))
+        Path::from(format!("_joblake/staging/{table}/{run_id}/{page:09}.page"))
+    }
+
+    pub fn staging_log(table: &str, run_id: &str) -> Path {
+        Path::from(format!("_joblake/staging/{table}/{run_id}.log"))
+    }
+
+    pub fn rejects(table: &str, run_id: &str, page: i64) -> Path {
+        Path::from(format!("_joblake/rejects/{table}/{run_id}/{page:09}.jsonl"))
     }
 
     pub fn data_file(table: &str, dt: &str, run_id: &str, first_page: i64) -> Path {

@@ -2,14 +2,16 @@
 //! that put data and checkpoint down together.
 //!
 //! The commit protocol (see `ARCHITECTURE.md`):
-//! 1. every fetched page is *staged* first: one Arrow IPC object under
-//!    `_joblake/staging/<table>/<run_id>/`, carrying the source's checkpoint (cursor,
-//!    watermark) in its footer, so a single atomic PUT makes page + cursor durable;
-//! 2. the same batch streams into an open Parquet upload for its `dt=` partition, which no
-//!    reader can see until it completes (a multipart upload on S3, a `#`-suffixed temp file
-//!    on disk);
-//! 3. a *commit* completes the uploads, then writes `_joblake/state/<table>.json` naming the
-//!    last page it covers, then deletes the staged pages.
+//! 1. every fetched page is *staged* first, raw and with the source's checkpoint (cursor,
+//!    watermark) that follows it, by a [`Stager`]: one object per page on S3 (a single atomic
+//!    PUT), one synced record of the run's log on disk; only then is the next page asked for;
+//! 2. [`TableWriter::append`], beside the fetching, decodes the page (with the schema's
+//!    [`Decoder`]) and streams its rows into an open Parquet upload for its `dt=` partition,
+//!    which no reader can see until it completes (a multipart upload on S3, a file under
+//!    `_joblake/uploads/` on disk);
+//! 3. a *commit* completes the uploads (renaming them into place on disk), then writes
+//!    `_joblake/state/<table>.json` naming the last page it covers, then drops the staged
+//!    pages.
 //!
 //! A crash at any point leaves staged pages that the next [`TableWriter::open`] turns into
 //! the very same files (names derive from the first page they hold), so nothing fetched is
@@ -22,6 +24,7 @@ mod lake;
 mod ledger;
 mod lock;
 mod sink;
+mod stage;
 mod table;
 
 pub use compact::{CompactReport, compact_table, finish_compactions};
@@ -29,4 +32,5 @@ pub use error::{Error, Result};
 pub use lake::{Lake, LakeLocation, S3Access};
 pub use ledger::{RunRecord, RunStatus, ledger_schema, read_ledger, write_ledger};
 pub use lock::LakeLock;
+pub use stage::{Decoded, Decoder, RawPage, Stager};
 pub use table::{CommitReport, FileInfo, Recovery, TableWriter, WriterOptions};

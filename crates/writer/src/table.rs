@@ -6,16 +6,16 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::FileReader;
-use arrow::ipc::writer::FileWriter;
 use bytes::Bytes;
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::lake::paths;
 use crate::sink::ParquetSink;
-use crate::{Error, Lake, Result};
+use crate::stage::{Decoder, RawPage, StagedAt, Stager};
+use crate::{Error, Lake, LakeLocation, Result};
 
 /// Knobs for file and row-group sizes.
 #[derive(Debug, Clone)]
@@ -93,7 +93,6 @@ struct PagePos {
     page: i64,
 }
 
-const META_PAGE: &str = "joblake.page";
 const META_DT: &str = "joblake.dt";
 const META_STATE: &str = "joblake.state";
 const STATE_FORMAT: u32 = 1;
@@ -101,12 +100,16 @@ const STATE_FORMAT: u32 = 1;
 /// Writes one table of one run. Not shared between tasks: the run drives it page by page.
 pub struct TableWriter {
     lake: Lake,
+    decoder: Decoder,
     table: String,
     run_id: String,
     schema: SchemaRef,
     opts: WriterOptions,
     open: BTreeMap<String, ParquetSink>,
+    /// Staged objects the next commit covers (and so deletes).
     staged: Vec<Path>,
+    /// Pages and rows the next commit covers.
+    pending_pages: u64,
     staged_rows: u64,
     last_staged: Option<(i64, Value)>,
     committed: Option<StateFile>,
@@ -121,16 +124,19 @@ impl TableWriter {
         schema: SchemaRef,
         run_id: &str,
         opts: WriterOptions,
+        decoder: Decoder,
     ) -> Result<(TableWriter, Recovery)> {
         let committed = read_state(lake, table).await?;
         let mut writer = TableWriter {
             lake: lake.clone(),
+            decoder,
             table: table.to_string(),
             run_id: run_id.to_string(),
             schema,
             opts,
             open: BTreeMap::new(),
             staged: Vec::new(),
+            pending_pages: 0,
             staged_rows: 0,
             last_staged: None,
             committed,
@@ -149,23 +155,28 @@ impl TableWriter {
         self.staged_rows
     }
 
-    /// Makes one page durable together with the source checkpoint that follows it, and
-    /// streams its rows into the open file of partition `dt`. `page` numbers rise within a
-    /// run. An empty batch still moves the checkpoint.
-    pub async fn stage(
-        &mut self,
-        page: i64,
-        dt: NaiveDate,
-        batch: &RecordBatch,
-        state_after: &Value,
-    ) -> Result<()> {
-        let dt = dt.format("%Y-%m-%d").to_string();
-        let path = paths::staged_page(&self.table, &self.run_id, page);
-        let bytes = encode_stage(batch, page, &dt, state_after)?;
-        self.lake.put(&path, bytes).await?;
-        self.staged.push(path);
-        self.last_staged = Some((page, state_after.clone()));
-        self.append(page, &dt, batch).await?;
+    /// The run this writer writes for.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The handle that makes this run's pages durable (see [`Stager`]).
+    pub fn stager(&self) -> Stager {
+        Stager::new(&self.lake, &self.table, &self.run_id)
+    }
+
+    /// Decodes a page [`Stager::stage`] made durable and streams its rows into the open file
+    /// of its partition; `state_after` becomes the table's state once a commit covers it.
+    /// Pages come in the order they were staged. An empty page still moves the checkpoint.
+    /// Returns the rows that loaded.
+    pub async fn append(&mut self, raw: &RawPage, state_after: Value) -> Result<u64> {
+        let at = match self.lake.location() {
+            LakeLocation::Local(_) => StagedAt::Log(paths::staging_log(&self.table, &raw.run_id)),
+            LakeLocation::S3 { .. } => {
+                StagedAt::Object(paths::staged_page(&self.table, &raw.run_id, raw.page))
+            }
+        };
+        let rows = self.take_in(at, raw, state_after).await?;
         let full = self
             .open
             .values()
@@ -173,10 +184,30 @@ impl TableWriter {
         if full {
             self.commit(None).await?;
         }
-        Ok(())
+        Ok(rows)
     }
 
-    async fn append(&mut self, page: i64, dt: &str, batch: &RecordBatch) -> Result<()> {
+    async fn take_in(&mut self, at: StagedAt, raw: &RawPage, state_after: Value) -> Result<u64> {
+        let decoded = (self.decoder)(raw).map_err(|detail| Error::CorruptStage {
+            path: format!("{} (page {} of run {})", self.table, raw.page, raw.run_id),
+            detail: format!("its rows cannot be decoded: {detail}"),
+        })?;
+        if let Some(rejects) = decoded.rejects {
+            let path = paths::rejects(&self.table, &raw.run_id, raw.page);
+            self.lake.put(&path, rejects).await?;
+        }
+        // A log outlives the commits of its run's pages: its run discards it at the end.
+        if let StagedAt::Object(path) = at {
+            self.staged.push(path);
+        }
+        self.pending_pages += 1;
+        self.last_staged = Some((raw.page, state_after));
+        let dt = raw.fetched_at.format("%Y-%m-%d").to_string();
+        self.write_rows(raw.page, &dt, &decoded.batch).await?;
+        Ok(decoded.batch.num_rows() as u64)
+    }
+
+    async fn write_rows(&mut self, page: i64, dt: &str, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -207,7 +238,7 @@ impl TableWriter {
     /// the last staged page) as the table's state, then drops the staged pages.
     pub async fn commit(&mut self, state: Option<Value>) -> Result<CommitReport> {
         let report = CommitReport {
-            pages: self.staged.len() as u64,
+            pages: self.pending_pages,
             rows: self.staged_rows,
             files: self.publish().await?,
         };
@@ -243,6 +274,7 @@ impl TableWriter {
         self.lake
             .delete_all(std::mem::take(&mut self.staged))
             .await?;
+        self.pending_pages = 0;
         self.staged_rows = 0;
         self.last_staged = None;
         Ok(report)
@@ -280,13 +312,27 @@ impl TableWriter {
         // interrupted run was still writing go: their rows are in its staged pages.
         crate::compact::finish_compactions(&self.lake, &self.table).await?;
         self.lake.clear_uploads(&self.table).await?;
-        let mut staged: BTreeMap<PagePos, Path> = BTreeMap::new();
+        // Every staged page, wherever it is kept, in the order the pages were fetched.
+        let mut staged: BTreeMap<PagePos, (StagedAt, Option<(RawPage, Value)>)> = BTreeMap::new();
+        let mut logs = Vec::new();
         for meta in self.lake.list(&paths::staging_root(&self.table)).await? {
-            if let Some(pos) = parse_staged(&meta.location) {
-                staged.insert(pos, meta.location);
+            let path = meta.location;
+            if path.as_ref().ends_with(".log") {
+                let bytes = self.lake.get_opt(&path).await?.unwrap_or_default();
+                for (raw, state) in crate::stage::log_records(&bytes, path.as_ref())? {
+                    let pos = PagePos {
+                        run_id: raw.run_id.clone(),
+                        page: raw.page,
+                    };
+                    staged.insert(pos, (StagedAt::Log(path.clone()), Some((raw, state))));
+                }
+                logs.push(path);
+            } else if let Some(pos) = parse_staged(&path) {
+                staged.insert(pos, (StagedAt::Object(path), None));
             }
         }
         if staged.is_empty() {
+            self.lake.delete_all(logs).await?;
             return Ok(recovery);
         }
         let done = self
@@ -297,29 +343,48 @@ impl TableWriter {
             .into_iter()
             .partition(|(pos, _)| done.as_ref().is_some_and(|d| pos <= d));
         recovery.cleaned = old.len() as u64;
-        self.lake
-            .delete_all(old.into_iter().map(|(_, p)| p).collect())
-            .await?;
+        let old_objects = old
+            .into_iter()
+            .filter_map(|(_, (at, _))| match at {
+                StagedAt::Object(p) => Some(p),
+                StagedAt::Log(_) => None,
+            })
+            .collect();
+        self.lake.delete_all(old_objects).await?;
 
         let own_run = std::mem::take(&mut self.run_id);
         let mut todo = todo.into_iter().peekable();
-        while let Some((pos, path)) = todo.next() {
+        while let Some((pos, (at, record))) = todo.next() {
             // Pages are committed under the run that fetched them, so files keep their names.
             self.run_id = pos.run_id.clone();
-            let bytes = self
-                .lake
-                .get_opt(&path)
-                .await?
-                .ok_or_else(|| Error::CorruptStage {
-                    path: path.to_string(),
-                    detail: "it vanished while being read".into(),
-                })?;
-            let (batch, dt, state) = decode_stage(&path, bytes)?;
-            self.staged.push(path);
-            self.last_staged = Some((pos.page, state));
-            self.append(pos.page, &dt, &batch).await?;
+            let rows = match (at, record) {
+                (at, Some((raw, state))) => self.take_in(at, &raw, state).await?,
+                (StagedAt::Object(path), None) => {
+                    let bytes =
+                        self.lake
+                            .get_opt(&path)
+                            .await?
+                            .ok_or_else(|| Error::CorruptStage {
+                                path: path.to_string(),
+                                detail: "it vanished while being read".into(),
+                            })?;
+                    if path.as_ref().ends_with(".arrow") {
+                        // Staged by joblake before pages were staged raw.
+                        let (batch, dt, state) = decode_stage(&path, bytes)?;
+                        self.staged.push(path);
+                        self.pending_pages += 1;
+                        self.last_staged = Some((pos.page, state));
+                        self.write_rows(pos.page, &dt, &batch).await?;
+                        batch.num_rows() as u64
+                    } else {
+                        let (raw, state) = crate::stage::decode(bytes, path.as_ref())?;
+                        self.take_in(StagedAt::Object(path), &raw, state).await?
+                    }
+                }
+                (StagedAt::Log(_), None) => unreachable!("log records are read whole"),
+            };
             recovery.pages += 1;
-            recovery.rows += batch.num_rows() as u64;
+            recovery.rows += rows;
             let run_ends = todo
                 .peek()
                 .is_none_or(|(next, _)| next.run_id != pos.run_id);
@@ -328,6 +393,8 @@ impl TableWriter {
                 recovery.files.extend(report.files);
             }
         }
+        // Every log's pages are committed now (or were before).
+        self.lake.delete_all(logs).await?;
         self.run_id = own_run;
         Ok(recovery)
     }
@@ -350,18 +417,6 @@ async fn read_state(lake: &Lake, table: &str) -> Result<Option<StateFile>> {
         )));
     }
     Ok(Some(file))
-}
-
-fn encode_stage(batch: &RecordBatch, page: i64, dt: &str, state: &Value) -> Result<Bytes> {
-    let mut buf = Vec::with_capacity(batch.get_array_memory_size() + 1024);
-    let mut w = FileWriter::try_new(&mut buf, batch.schema_ref())?;
-    w.write_metadata(META_PAGE, page.to_string());
-    w.write_metadata(META_DT, dt);
-    w.write_metadata(META_STATE, state.to_string());
-    w.write(batch)?;
-    w.finish()?;
-    drop(w);
-    Ok(buf.into())
 }
 
 fn decode_stage(path: &Path, bytes: Bytes) -> Result<(RecordBatch, String, Value)> {
@@ -392,7 +447,12 @@ fn parse_staged(path: &Path) -> Option<PagePos> {
     let mut parts: Vec<_> = path.parts().collect();
     let file = parts.pop()?;
     let run = parts.pop()?;
-    let page = file.as_ref().strip_suffix(".arrow")?.parse().ok()?;
+    let name = file.as_ref();
+    let page = name
+        .strip_suffix(".page")
+        .or_else(|| name.strip_suffix(".arrow"))?
+        .parse()
+        .ok()?;
     Some(PagePos {
         run_id: run.as_ref().to_string(),
         page,

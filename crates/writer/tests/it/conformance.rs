@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use chrono::{NaiveDate, Utc};
 use joblake_writer::{
@@ -17,7 +16,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
 
 use crate::conformance;
-use crate::support::TestLake;
+use crate::support::{StageExt, TestLake, decoder, schema};
 
 conformance!(
     many_pages_make_one_file_per_partition_and_commit_the_cursor,
@@ -36,13 +35,6 @@ conformance!(
     compaction_merges_each_partition_and_keeps_every_row_version,
     an_interrupted_compaction_is_finished_or_undone_by_the_next_run,
 );
-
-fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new("_page", DataType::Int64, false),
-    ]))
-}
 
 fn batch(page: i64, rows: usize) -> RecordBatch {
     let ids: Vec<String> = (0..rows).map(|r| format!("p{page}r{r}")).collect();
@@ -94,7 +86,7 @@ async fn open_with(
     run: &str,
     opts: WriterOptions,
 ) -> (TableWriter, joblake_writer::Recovery) {
-    TableWriter::open(lake, "t", schema(), run, opts)
+    TableWriter::open(lake, "t", schema(), run, opts, decoder())
         .await
         .unwrap()
 }
@@ -167,6 +159,7 @@ async fn many_pages_make_one_file_per_partition_and_commit_the_cursor(lake: Test
     assert_eq!(files[0].1.len(), 30);
     assert_eq!(files[1].0, "t/dt=2026-11-02/part-R1-000004.parquet");
     assert_eq!(report.files.iter().map(|f| f.rows).sum::<u64>(), 35);
+    w.stager().discard().await.unwrap();
     assert!(staged(&lake).await.is_empty());
     assert_eq!(lake.unfinished_uploads(), 0);
 
@@ -300,10 +293,17 @@ async fn a_corrupt_state_file_is_a_clear_error_and_changes_nothing(lake: TestLak
     lake.put(&state, Bytes::from_static(b"{not json"))
         .await
         .unwrap();
-    let err = TableWriter::open(&lake, "t", schema(), "R1", WriterOptions::default())
-        .await
-        .err()
-        .unwrap();
+    let err = TableWriter::open(
+        &lake,
+        "t",
+        schema(),
+        "R1",
+        WriterOptions::default(),
+        decoder(),
+    )
+    .await
+    .err()
+    .unwrap();
     let msg = err.to_string();
     assert!(msg.contains("corrupt") && msg.contains("t.json"), "{msg}");
     assert_eq!(
@@ -588,4 +588,33 @@ async fn an_interrupted_compaction_is_finished_or_undone_by_the_next_run(lake: T
     );
     assert_eq!(lake.get_opt(&manifest).await.unwrap(), None);
     lock.release().await;
+}
+
+/// On disk a run's pages are records of one log: a crash in the middle of a record leaves a
+/// torn tail, which is the page that was in flight and is ignored.
+#[tokio::test]
+async fn a_record_torn_by_a_crash_is_the_page_in_flight() {
+    let lake = TestLake::local();
+    let (mut w, _) = open(&lake, "R1").await;
+    for page in 1..=3 {
+        w.stage(page, day(1), &batch(page, 5), &json!({"cursor": page}))
+            .await
+            .unwrap();
+    }
+    std::mem::forget(w);
+    let joblake_writer::LakeLocation::Local(root) = lake.location() else {
+        unreachable!()
+    };
+    let log = root.join("_joblake/staging/t/R1.log");
+    let whole = std::fs::read(&log).unwrap();
+    // Page 4's record, cut short: its header and half its rows.
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&whole[..whole.len() / 3 / 2]);
+    std::fs::write(&log, &torn).unwrap();
+
+    let (w2, rec) = open(&lake, "R2").await;
+    assert_eq!((rec.pages, rec.rows), (3, 15));
+    assert_eq!(w2.state(), Some(&json!({"cursor": 3})));
+    assert!(!log.exists(), "the log goes once its pages are committed");
+    assert_eq!(all_rows(&lake).await.len(), 15);
 }

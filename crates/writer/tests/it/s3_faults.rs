@@ -5,20 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
 use joblake_writer::{Lake, LakeLock, TableWriter, WriterOptions};
 use object_store::path::Path;
 use serde_json::json;
 
-use crate::support::{Fault, FaultProxy, Moto, s3_builder, s3_lake};
-
-fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new("_page", DataType::Int64, false),
-    ]))
-}
+use crate::support::{Fault, FaultProxy, Moto, StageExt, decoder, s3_builder, s3_lake, schema};
 
 fn batch(page: i64) -> RecordBatch {
     RecordBatch::try_new(
@@ -35,9 +27,16 @@ fn batch(page: i64) -> RecordBatch {
 async fn write_three_pages(lake: &Lake) -> usize {
     let day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
     let lock = LakeLock::acquire(lake, "faults").await.unwrap();
-    let (mut w, _) = TableWriter::open(lake, "t", schema(), "R1", WriterOptions::default())
-        .await
-        .unwrap();
+    let (mut w, _) = TableWriter::open(
+        lake,
+        "t",
+        schema(),
+        "R1",
+        WriterOptions::default(),
+        decoder(),
+    )
+    .await
+    .unwrap();
     for page in 1..=3 {
         w.stage(page, day, &batch(page), &json!({"p": page}))
             .await

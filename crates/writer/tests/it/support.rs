@@ -1,8 +1,93 @@
 //! The writer's test fixtures: a lake under test (local or on the shared moto server) and
 //! the macro that runs each conformance case against both.
 
+use std::sync::Arc;
+
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::{NaiveDate, TimeZone, Utc};
 pub use joblake_testkit::{Fault, FaultProxy, Moto, s3_builder};
-use joblake_writer::Lake;
+use joblake_writer::{Decoded, Decoder, Lake, RawPage, TableWriter};
+use serde_json::Value;
+
+/// The test table: an id and the page it came on.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("_page", DataType::Int64, false),
+    ]))
+}
+
+/// The test table's decoder: a JSON array of `{"id": ...}` to rows, `_page` from the page.
+pub fn decoder() -> Decoder {
+    Arc::new(|raw: &RawPage| {
+        let ids: Vec<String> = raw
+            .rows
+            .iter()
+            .map(|r| {
+                let v: Value = serde_json::from_str(r.get()).map_err(|e| e.to_string())?;
+                v["id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or("no id".to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        let n = ids.len();
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(StringArray::from(ids)),
+                Arc::new(Int64Array::from(vec![raw.page; n])),
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Decoded {
+            batch,
+            rejects: None,
+        })
+    })
+}
+
+/// Stages and appends a page the way a run does: the rows' ids as the API's JSON, made
+/// durable, then decoded into the table.
+pub trait StageExt {
+    async fn stage(
+        &mut self,
+        page: i64,
+        dt: NaiveDate,
+        batch: &RecordBatch,
+        state: &Value,
+    ) -> joblake_writer::Result<()>;
+}
+
+impl StageExt for TableWriter {
+    async fn stage(
+        &mut self,
+        page: i64,
+        dt: NaiveDate,
+        batch: &RecordBatch,
+        state: &Value,
+    ) -> joblake_writer::Result<()> {
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let rows = (0..ids.len())
+            .map(|i| {
+                serde_json::value::to_raw_value(&serde_json::json!({ "id": ids.value(i) })).unwrap()
+            })
+            .collect();
+        let raw = RawPage {
+            run_id: self.run_id().to_string(),
+            page,
+            fetched_at: Utc.from_utc_datetime(&dt.and_hms_opt(0, 0, 0).unwrap()),
+            rows,
+        };
+        self.stager().stage(&raw, state).await?;
+        self.append(&raw, state.clone()).await.map(|_| ())
+    }
+}
 
 /// A lake at `s3://bucket/prefix` on `moto` (or through `endpoint`, a proxy in front of it).
 pub fn s3_lake(endpoint: &str, bucket: &str, prefix: &str) -> Lake {
