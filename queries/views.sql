@@ -9,14 +9,16 @@ SELECT * FROM {career_sites_source};
 CREATE OR REPLACE VIEW jobs_history AS
 SELECT * FROM {jobs_source};
 
--- Latest version per id: later run, then later page, then later row wins.
+-- Latest version per id: later run, then later page, then later row wins. joblake fills in
+--   SELECT * FROM <table>_history
+--   QUALIFY row_number() OVER (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1
+-- or, after `joblake compact`, the same result read from the snapshot it wrote (plus the
+-- latest of any rows fetched since).
 CREATE OR REPLACE VIEW career_sites AS
-SELECT * FROM career_sites_history
-QUALIFY row_number() OVER (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1;
+{career_sites_latest};
 
 CREATE OR REPLACE VIEW jobs AS
-SELECT * FROM jobs_history
-QUALIFY row_number() OVER (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1;
+{jobs_latest};
 
 CREATE OR REPLACE VIEW runs AS
 SELECT * FROM {runs_source};

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::assert_views_match_truth;
 use crate::harness::{Lake, Sim};
 
 fn data_files(lake: &Lake, table: &str) -> usize {
@@ -66,7 +67,20 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // A second compaction finds nothing to do; a later refresh appends beside the merged file.
+    // The latest versions were written down: the views read that snapshot.
+    let snaps = report["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 2, "{report}");
+    for s in snaps {
+        let t = s["table"].as_str().unwrap();
+        assert_eq!(
+            s["ids"].as_i64().unwrap(),
+            lake.count(&format!("SELECT count(DISTINCT id) FROM {t}_history"))
+                .await
+        );
+    }
+
+    // A second compaction finds nothing to merge; a later refresh appends beside the merged
+    // file, and the views (snapshot plus newer rows) still equal their definition.
     let run = lake.run(&["--json", "compact", "--source", "jobs"]).await;
     run.assert_code(0);
     let report: Value = serde_json::from_str(&run.stdout()).unwrap();
@@ -74,4 +88,18 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
     sim.advance(3).await;
     lake.refresh_ok(&[]).await;
     assert_eq!(data_files(&lake, "jobs"), 2);
+    for t in ["career_sites", "jobs"] {
+        let by_definition = lake
+            .query(&format!(
+                "SELECT * FROM {t}_history QUALIFY row_number() OVER \
+                 (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1 ORDER BY id"
+            ))
+            .await;
+        assert_eq!(
+            lake.query(&format!("SELECT * FROM {t} ORDER BY id")).await,
+            by_definition,
+            "{t}"
+        );
+    }
+    assert_views_match_truth(&lake, &sim).await;
 }

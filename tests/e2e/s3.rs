@@ -202,3 +202,29 @@ async fn without_httpfs_the_views_fail_saying_how_to_install_it() {
         run.stderr()
     );
 }
+
+#[tokio::test]
+async fn compact_on_an_s3_lake_keeps_the_views_and_writes_the_snapshot_there() {
+    let sim = Sim::start(&["--rows", "200"]).await;
+    let lake = s3_lake(&sim, "s3-compact");
+    lake.refresh_ok(&[]).await;
+    sim.advance(4).await;
+    lake.refresh_ok(&[]).await;
+    let before = lake.query("SELECT * FROM jobs ORDER BY id").await;
+    let run = lake.run(&["--json", "compact"]).await;
+    run.assert_code(0);
+    let report: Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert_eq!(report["snapshots"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(lake.query("SELECT * FROM jobs ORDER BY id").await, before);
+    assert_views_match_truth(&lake, &sim).await;
+    let keys: Vec<String> = lake
+        .all_bytes()
+        .await
+        .into_keys()
+        .map(|k| k.display().to_string())
+        .collect();
+    assert!(
+        keys.iter().any(|k| k.contains("/_joblake/latest/jobs/")),
+        "{keys:?}"
+    );
+}

@@ -1,19 +1,104 @@
 //! The view SQL: `queries/views.sql` filled in for one lake.
+//!
+//! The latest-version views keep the last version of every id out of the whole history, a
+//! window over every row. `joblake compact` also writes that result down, as a *snapshot*
+//! under `_joblake/latest/<table>/`, with a pointer naming the last run it covers; the views
+//! then read the snapshot as it is when no run came after it, and otherwise the snapshot
+//! without the ids newer runs fetched again, plus the latest of those newer rows.
 
 use anyhow::Result;
 use joblake_schema::{Table, columns};
 use joblake_views::{ident, literal};
 use joblake_writer::Lake;
 use object_store::path::Path;
+use serde::{Deserialize, Serialize};
 
 const VIEWS_SQL: &str = include_str!("../../../queries/views.sql");
+
+/// The order in which a later version beats an earlier one.
+pub const LATEST_FIRST: &str = "_run_id DESC, _page DESC, _row DESC";
+
+/// `_joblake/latest/<table>.json`: the snapshot the latest-version view starts from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The format of this pointer.
+    pub format: u32,
+    /// The last run whose rows the snapshot covers.
+    pub through: String,
+    /// The compaction that made it: its merged files hold only rows the snapshot covers.
+    pub made_by: String,
+    /// Lake-relative paths of the snapshot's files.
+    pub files: Vec<String>,
+    /// The snapshot before, kept until the next one so readers holding views of it finish.
+    #[serde(default)]
+    pub previous: Vec<String>,
+    /// Rows (ids) in it.
+    pub rows: u64,
+}
+
+/// Where a table's snapshot pointer lives.
+pub fn snapshot_pointer(table: Table) -> Path {
+    Path::from(format!("_joblake/latest/{}.json", table.name()))
+}
+
+/// The table's snapshot pointer, if a compaction wrote one.
+pub async fn read_snapshot(lake: &Lake, table: Table) -> Result<Option<Snapshot>> {
+    Ok(lake
+        .get_opt(&snapshot_pointer(table))
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// The history's run id of a data file `part-<run>-<n>.parquet`.
+fn file_run(path: &Path) -> Option<&str> {
+    let name = path.filename()?.strip_prefix("part-")?;
+    name.split('-').next()
+}
 
 /// The statements that create every view over `lake`.
 pub async fn view_sql(lake: &Lake) -> Result<String> {
     let mut sql = VIEWS_SQL.to_string();
     for table in Table::all() {
         let name = table.name();
-        let source = if has_parquet(lake, name).await? {
+        let files: Vec<Path> = lake
+            .list(&Path::from(name))
+            .await?
+            .into_iter()
+            .map(|m| m.location)
+            .filter(|p| p.as_ref().ends_with(".parquet"))
+            .collect();
+        let latest = match read_snapshot(lake, table).await? {
+            None => latest_of(&format!("{name}_history")),
+            Some(snap) => {
+                let snapshot = format!(
+                    "read_parquet([{}])",
+                    snap.files
+                        .iter()
+                        .map(|f| literal(&lake.reader_path(f)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let newer = files.iter().any(|p| {
+                    file_run(p)
+                        .is_some_and(|run| run > snap.through.as_str() && run != snap.made_by)
+                });
+                if newer {
+                    let history = ident(&format!("{name}_history"));
+                    let after = literal(&snap.through);
+                    format!(
+                        "SELECT * FROM {snapshot} ANTI JOIN \
+                         (SELECT DISTINCT id FROM {history} WHERE _run_id > {after}) USING (id)\n\
+                         UNION ALL BY NAME\n\
+                         SELECT * FROM {history} WHERE _run_id > {after}\n\
+                         QUALIFY row_number() OVER (PARTITION BY id ORDER BY {LATEST_FIRST}) = 1"
+                    )
+                } else {
+                    format!("SELECT * FROM {snapshot}")
+                }
+            }
+        };
+        sql = sql.replace(&format!("{{{name}_latest}}"), &latest);
+        let source = if !files.is_empty() {
             read_parquet(&lake.reader_path(&format!("{name}/dt=*/*.parquet")), true)
         } else {
             let cols = columns(table)
@@ -37,6 +122,13 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         }))
     };
     Ok(sql.replace("{runs_source}", &runs))
+}
+
+/// The last version of every id of `history`.
+pub fn latest_of(history: &str) -> String {
+    format!(
+        "SELECT * FROM {history}\nQUALIFY row_number() OVER (PARTITION BY id ORDER BY {LATEST_FIRST}) = 1"
+    )
 }
 
 async fn has_parquet(lake: &Lake, prefix: &str) -> Result<bool> {

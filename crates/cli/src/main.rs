@@ -378,13 +378,24 @@ async fn cmd_compact(cli: &Cli, tables: &[Table]) -> Result<u8> {
             }
         }
     }
+    let mut snapshots = Vec::new();
+    if failure.is_none() {
+        for &table in tables {
+            match build_snapshot(&lake, table, &run_id).await {
+                Ok(Some(snap)) => snapshots.push((table, snap)),
+                Ok(None) => {}
+                Err(e) => {
+                    failure = Some(e.context(format!(
+                        "{table}: the merged files are in place, but the latest-version \
+                         snapshot could not be written (the views read the history meanwhile)"
+                    )));
+                    break;
+                }
+            }
+        }
+    }
     let db = duckdb_path(cli, &lake);
-    let changed = reports.iter().any(|r| r.partitions > 0);
-    let views = if changed || !db.exists() {
-        rebuild_views(&lake, &db).await.map(|()| true)
-    } else {
-        Ok(false)
-    };
+    let views = rebuild_views(&lake, &db).await.map(|()| true);
     lock.release().await;
     if cli.json {
         println!(
@@ -392,6 +403,9 @@ async fn cmd_compact(cli: &Cli, tables: &[Table]) -> Result<u8> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "run_id": run_id,
                 "tables": reports,
+                "snapshots": snapshots.iter().map(|(t, s)| serde_json::json!({
+                    "table": t.name(), "ids": s.rows, "through": s.through, "files": s.files,
+                })).collect::<Vec<_>>(),
                 "seconds": started.elapsed().as_secs_f64(),
             }))?
         );
@@ -417,11 +431,90 @@ async fn cmd_compact(cli: &Cli, tables: &[Table]) -> Result<u8> {
             );
         }
     }
+    if !cli.json && !cli.quiet {
+        for (t, snap) in &snapshots {
+            println!(
+                "{t}: the latest version of {} ids written down through run {}",
+                snap.rows, snap.through
+            );
+        }
+    }
     if let Some(e) = failure {
         return Err(e);
     }
     views?;
     Ok(0)
+}
+
+/// Writes the latest version of every id of `table` as a snapshot the views start from (see
+/// `catalog.rs`), points the table at it, and removes snapshots no view reads any more.
+async fn build_snapshot(
+    lake: &Lake,
+    table: Table,
+    run_id: &str,
+) -> Result<Option<catalog::Snapshot>> {
+    let name = table.name();
+    let setup = catalog::view_sql(lake).await?;
+    let engine = engine(lake);
+    let history = format!("{name}_history");
+    let probe = format!(
+        "SELECT max(_run_id) FROM {}",
+        joblake_views::ident(&history)
+    );
+    let (e, s) = (engine.clone(), setup.clone());
+    let batches =
+        tokio::task::spawn_blocking(move || joblake_views::query_fresh(&e, &s, &probe)).await??;
+    let through = batches.first().and_then(|b| {
+        b.column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .filter(|a| arrow::array::Array::len(*a) > 0 && arrow::array::Array::is_valid(*a, 0))
+            .map(|a| a.value(0).to_string())
+    });
+    let Some(through) = through else {
+        return Ok(None);
+    };
+    let rel = format!("_joblake/latest/{name}/{run_id}.parquet");
+    let target = lake.reader_path(&rel);
+    if let LakeLocation::Local(_) = lake.location()
+        && let Some(dir) = std::path::Path::new(&target).parent()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let select = catalog::latest_of(&joblake_views::ident(&history));
+    let rows = tokio::task::spawn_blocking(move || {
+        joblake_views::copy_to_parquet(&engine, &setup, &select, &target)
+    })
+    .await??;
+    let previous = catalog::read_snapshot(lake, table)
+        .await?
+        .map(|s| s.files)
+        .unwrap_or_default();
+    let snap = catalog::Snapshot {
+        format: 1,
+        through,
+        made_by: run_id.to_string(),
+        files: vec![rel],
+        previous,
+        rows,
+    };
+    lake.put(
+        &catalog::snapshot_pointer(table),
+        serde_json::to_vec_pretty(&snap)?.into(),
+    )
+    .await?;
+    let keep: Vec<&String> = snap.files.iter().chain(&snap.previous).collect();
+    let stale = lake
+        .list(&object_store::path::Path::from(format!(
+            "_joblake/latest/{name}"
+        )))
+        .await?
+        .into_iter()
+        .map(|m| m.location)
+        .filter(|p| !keep.iter().any(|k| k.as_str() == p.as_ref()))
+        .collect();
+    lake.delete_all(stale).await?;
+    Ok(Some(snap))
 }
 
 fn duckdb_path(cli: &Cli, lake: &Lake) -> PathBuf {

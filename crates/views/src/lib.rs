@@ -261,6 +261,35 @@ pub fn query_fresh(engine: &Engine, setup: &str, sql: &str) -> Result<Vec<Record
     run(&conn, sql).map_err(|e| engine.explain(e))
 }
 
+/// Runs `setup` (e.g. the view statements) on a fresh in-memory database, then writes the
+/// rows of `select` as one zstd Parquet file at `target` (a local path or an `s3://` URL),
+/// in row groups of 122 880 rows; returns the rows written. DuckDB may spill to a temporary
+/// directory of its own while it sorts.
+pub fn copy_to_parquet(engine: &Engine, setup: &str, select: &str, target: &str) -> Result<u64> {
+    let spill = tempfile::tempdir().map_err(|source| Error::Io {
+        context: "cannot create a temporary directory for DuckDB".into(),
+        source,
+    })?;
+    let conn = Connection::open_in_memory()?;
+    engine.prepare(&conn)?;
+    conn.execute_batch(&format!(
+        "SET temp_directory = {}; SET preserve_insertion_order = false;",
+        literal(&spill.path().display().to_string())
+    ))?;
+    conn.execute_batch(setup)
+        .map_err(|e| engine.explain(e.into()))?;
+    let rows = conn
+        .execute(
+            &format!(
+                "COPY ({select}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)",
+                literal(target)
+            ),
+            [],
+        )
+        .map_err(|e| engine.explain(e.into()))?;
+    Ok(rows as u64)
+}
+
 /// Opens the DuckDB file read-only, so a query never blocks a refresh or another reader.
 fn open_read_only(db: &Path) -> Result<Connection> {
     if !db.is_file() {
