@@ -79,7 +79,12 @@ impl ParquetSink {
                     .collect(),
             ))
             .build();
-        let sink = Upload(BufWriter::new(Arc::clone(lake.store()), upload.clone()));
+        // Parts of 8 MB (S3 takes no smaller than 5 MB), at most two in flight: a row group
+        // arrives whole, and eight 10 MB parts in flight (the default) would hold it twice.
+        let sink = Upload(
+            BufWriter::with_capacity(Arc::clone(lake.store()), upload.clone(), 8 << 20)
+                .with_max_concurrency(2),
+        );
         Ok(ParquetSink {
             lake: lake.clone(),
             path,
