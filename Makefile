@@ -6,7 +6,7 @@ CARGO ?= cargo
 TEST_PACKAGES ?= --workspace
 BIN := $(CARGO_TARGET_DIR)/release/joblake
 
-.PHONY: build test py-tools duckdb-extensions refresh demo views status check-fmt clippy bench-pacing
+.PHONY: build test py-tools duckdb-extensions refresh demo views status check-fmt clippy bench bench-pacing
 
 build:
 	$(CARGO) build --release --locked --workspace --all-targets
@@ -66,8 +66,16 @@ status: build duckdb-extensions
 # Benchmarks: the real binary against its simulator, figures into BENCHMARKS.md (crates/bench).
 BENCH := $(CARGO_TARGET_DIR)/release/joblake-bench
 
+PY_BENCH_ENV := JOBLAKE_PY_DUCKDB="$(foreach v,$(PY_DUCKDB_VERSIONS),$(PY_DIR)/duckdb-$(v))"
+
+# Ingest (1 M jobs, 200 k career sites, beside a fetch-only baseline; CPU, peak RSS, files)
+# and reading (5 M versions, 20 % superseded; 200 small runs; before and after compact).
+bench: build py-tools duckdb-extensions
+	$(BENCH) --joblake $(BIN) --label "make bench" ingest --jobs 1000000 --career-sites 200000
+	$(PY_BENCH_ENV) $(BENCH) --joblake $(BIN) --label "make bench" read --versions 5000000 --small-runs 200
+
 bench-pacing: build
-	$(BENCH) --joblake $(BIN) pacing --minutes 3 --rpm 100
+	$(BENCH) --joblake $(BIN) --label "make bench-pacing" pacing --minutes 3 --rpm 100
 
 check-fmt:
 	$(CARGO) fmt --all -- --check

@@ -5,6 +5,7 @@
 mod ingest;
 mod markdown;
 mod pacing;
+mod read;
 mod sim;
 mod usage;
 
@@ -22,12 +23,24 @@ struct Cli {
     /// The file the figures go into.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
+    /// How the figures say they were made (default: this command line).
+    #[arg(long)]
+    label: Option<String>,
     #[command(subcommand)]
     what: What,
 }
 
 #[derive(Subcommand)]
 enum What {
+    /// The latest-version views beside the history, before and after compaction.
+    Read {
+        /// Job versions in the big lake (a fifth of them superseded).
+        #[arg(long, default_value_t = 5_000_000)]
+        versions: usize,
+        /// Runs in the lake of small runs.
+        #[arg(long, default_value_t = 200)]
+        small_runs: usize,
+    },
     /// Ingest throughput beside a fetch-only baseline, CPU, peak RSS, files and row groups.
     Ingest {
         /// Jobs in the big run.
@@ -51,8 +64,18 @@ enum What {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = cli
+        .label
+        .clone()
+        .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
     match cli.what {
+        What::Read {
+            versions,
+            small_runs,
+        } => {
+            let read = read::run(&cli.joblake, versions, small_runs).await?;
+            markdown::write_section(&cli.out, "read", &command, &read::section(&read))?;
+        }
         What::Ingest { jobs, career_sites } => {
             let results = ingest::run(&cli.joblake, jobs, career_sites).await?;
             markdown::write_section(&cli.out, "ingest", &command, &ingest::section(&results))?;

@@ -470,7 +470,12 @@ async fn build_snapshot(
 ) -> Result<Option<catalog::Snapshot>> {
     let name = table.name();
     let setup = catalog::view_sql(lake).await?;
-    let engine = engine(lake);
+    // Sorting every version by id may take more memory than a machine can spare: beyond
+    // 1 GB, DuckDB spills to disk.
+    let engine = joblake_views::Engine {
+        memory_limit: Some("1GB".into()),
+        ..engine(lake)
+    };
     let history = format!("{name}_history");
     let probe = format!(
         "SELECT max(_run_id) FROM {}",
@@ -579,6 +584,7 @@ pub(crate) fn engine(lake: &Lake) -> joblake_views::Engine {
         extension_dir,
         s3,
         memory_limit: None,
+        single_thread: false,
     }
 }
 
@@ -811,6 +817,7 @@ async fn count_new_ids(
         // Inside the run, whose memory is kept small: DuckDB spills rather than grows.
         let lean = joblake_views::Engine {
             memory_limit: Some("64MB".into()),
+            single_thread: true,
             ..engine(lake)
         };
         let n = joblake_views::query(&lean, db, &sql).ok().and_then(|b| {

@@ -19,9 +19,10 @@ pub struct Engine {
     pub extension_dir: Option<PathBuf>,
     /// The S3 lake to reach, when the lake is on S3.
     pub s3: Option<S3Secret>,
-    /// Cap DuckDB's memory (e.g. `"64MB"`, one thread, spilling to a temporary directory):
-    /// for work done inside a run that must stay lean.
+    /// Cap DuckDB's memory (e.g. `"64MB"`), spilling to a temporary directory beyond it.
     pub memory_limit: Option<String>,
+    /// Run DuckDB on one thread (leaner still, for work done inside a run).
+    pub single_thread: bool,
 }
 
 /// Settings of a DuckDB S3 secret, held only in the session's memory (a `TEMPORARY`
@@ -63,11 +64,14 @@ impl Engine {
         if let Some(limit) = &self.memory_limit {
             let spill = std::env::temp_dir().join(format!("joblake-duckdb-{}", std::process::id()));
             conn.execute_batch(&format!(
-                "SET memory_limit = {}; SET threads = 1; SET temp_directory = {}; \
+                "SET memory_limit = {}; SET temp_directory = {}; \
                  SET preserve_insertion_order = false;",
                 literal(limit),
                 literal(&spill.display().to_string())
             ))?;
+        }
+        if self.single_thread {
+            conn.execute_batch("SET threads = 1;")?;
         }
         if let Some(s3) = &self.s3 {
             // DuckDB's messages may quote the statement, so its own text never leaves here.

@@ -109,13 +109,20 @@ pub async fn compact_table(
 }
 
 /// The schema every input fits: the table's own columns first, then any column only older
-/// files have. `None` when two files give one column different types.
-fn union_schema(table: &SchemaRef, inputs: &[SchemaRef]) -> Option<SchemaRef> {
+/// files have. Which column disagrees, when two files give one column different types.
+fn union_schema(table: &SchemaRef, inputs: &[SchemaRef]) -> std::result::Result<SchemaRef, String> {
     let mut fields: Vec<Field> = table.fields().iter().map(|f| f.as_ref().clone()).collect();
     for schema in inputs {
         for f in schema.fields() {
             match fields.iter().find(|g| g.name() == f.name()) {
-                Some(g) if g.data_type() != f.data_type() => return None,
+                Some(g) if g.data_type() != f.data_type() => {
+                    return Err(format!(
+                        "column {} is {} in one file and {} in another",
+                        f.name(),
+                        g.data_type(),
+                        f.data_type()
+                    ));
+                }
                 Some(_) => {}
                 None => fields.push(f.as_ref().clone().with_nullable(true)),
             }
@@ -126,7 +133,7 @@ fn union_schema(table: &SchemaRef, inputs: &[SchemaRef]) -> Option<SchemaRef> {
         let everywhere = inputs.iter().all(|s| s.field_with_name(f.name()).is_ok());
         if everywhere { f } else { f.with_nullable(true) }
     });
-    Some(Arc::new(Schema::new(fields.collect::<Vec<_>>())))
+    Ok(Arc::new(Schema::new(fields.collect::<Vec<_>>())))
 }
 
 /// `batch` laid out as `schema`: columns by name, absent ones null.
@@ -167,13 +174,12 @@ async fn compact_partition(
         rows += builder.metadata().file_metadata().num_rows() as u64;
         schemas.push(Arc::clone(builder.schema()));
     }
-    let Some(out_schema) = union_schema(schema, &schemas) else {
-        tracing::warn!(
-            table,
-            dt,
-            "files disagree on a column's type; partition left as it is"
-        );
-        return Ok(None);
+    let out_schema = match union_schema(schema, &schemas) {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::warn!(table, dt, "{why}; the partition is left as it is");
+            return Ok(None);
+        }
     };
     let output_prefix = format!("{table}/dt={dt}/part-{run_id}-c");
     let manifest = Manifest {

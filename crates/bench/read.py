@@ -1,0 +1,115 @@
+"""The reading benchmark's DuckDB side, run with the stock DuckDB analysts use.
+
+    python3 read.py grow <lake> <base.parquet> <ids> <superseded>
+        writes <lake>/jobs/ as a joblake lake would hold it: <ids> jobs fetched by one run and
+        <superseded> of them fetched again, changed, by a later run; real rows from
+        <base.parquet> (a joblake jobs file), ids made unique per copy
+    python3 read.py delta <lake> <base.parquet> <rows>
+        adds one later run of <rows> versions of existing ids
+    python3 read.py time <lake.duckdb>
+        times the queries over the history and the latest-version view (best of 5), as JSON
+"""
+
+import json
+import os
+import sys
+import time
+
+import duckdb
+
+QUERIES = {
+    "count": "SELECT count(*) FROM {v}",
+    "analyst": (
+        "SELECT country, seniority_level, count(*) AS n FROM {v} "
+        "WHERE post_date >= current_date - 30 GROUP BY ALL ORDER BY n DESC"
+    ),
+}
+
+COPY_OPTS = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880"
+
+
+def run_id(day, n):
+    return f"202611{day:02d}T{n // 3600 % 24:02d}{n // 60 % 60:02d}{n % 60:02d}000Z"
+
+
+def write(con, select, lake, dt, run):
+    d = os.path.join(lake, "jobs", f"dt={dt}")
+    os.makedirs(d, exist_ok=True)
+    con.sql(f"COPY ({select}) TO '{d}/part-{run}-000001.parquet' ({COPY_OPTS})")
+
+
+def base_view(con, base):
+    # Every column of the real file (`dt` is the partition directory's, not in the file).
+    con.sql(f"CREATE OR REPLACE VIEW base AS SELECT * FROM read_parquet('{base}')")
+    return con.sql("SELECT count(*) FROM base").fetchone()[0]
+
+
+def grow(lake, base, ids, superseded):
+    con = duckdb.connect()
+    n = base_view(con, base)
+    copies = -(-ids // n)
+    first = run_id(1, 1)
+    con.sql(
+        f"""CREATE VIEW v1 AS
+        SELECT * REPLACE (id || '-' || c::VARCHAR AS id, '{first}' AS _run_id)
+        FROM base, range({copies}) t(c)
+        LIMIT {ids}"""
+    )
+    write(con, "SELECT * FROM v1", lake, "2026-11-01", first)
+    later = run_id(2, 1)
+    write(
+        con,
+        f"""SELECT * REPLACE ('{later}' AS _run_id, job_title || ' (updated)' AS job_title)
+        FROM v1 USING SAMPLE reservoir({superseded} ROWS) REPEATABLE (7)""",
+        lake,
+        "2026-11-02",
+        later,
+    )
+
+
+def delta(lake, base, rows):
+    con = duckdb.connect()
+    con.sql(
+        f"CREATE VIEW h AS SELECT * EXCLUDE (dt) FROM read_parquet('{lake}/jobs/*/*.parquet', "
+        "union_by_name = true, hive_partitioning = true)"
+    )
+    rid = run_id(25, 1)
+    write(
+        con,
+        f"SELECT * REPLACE ('{rid}' AS _run_id) FROM h USING SAMPLE reservoir({rows} ROWS) REPEATABLE (3)",
+        lake,
+        "2026-11-25",
+        rid,
+    )
+
+
+def timed(con, sql):
+    con.sql(sql).fetchall()  # warm: footers and OS cache, as for an analyst's second query
+    best = None
+    for _ in range(5):
+        t = time.perf_counter()
+        con.sql(sql).fetchall()
+        s = time.perf_counter() - t
+        best = s if best is None else min(best, s)
+    return best
+
+
+def time_views(db):
+    con = duckdb.connect(db, read_only=True)
+    out = {"duckdb": duckdb.__version__}
+    for name, q in QUERIES.items():
+        for view in ("jobs_history", "jobs"):
+            out[f"{name}:{view}"] = timed(con, q.format(v=view))
+    out["rows:jobs_history"] = con.sql("SELECT count(*) FROM jobs_history").fetchone()[0]
+    out["rows:jobs"] = con.sql("SELECT count(*) FROM jobs").fetchone()[0]
+    return out
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "grow":
+        grow(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    elif cmd == "delta":
+        delta(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif cmd == "time":
+        print(json.dumps(time_views(sys.argv[2])))

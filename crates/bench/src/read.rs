@@ -1,0 +1,243 @@
+//! Reading: the latest-version view beside the plain history over a large lake with
+//! superseded versions (as refreshes leave it, after `compact` writes its snapshot, and
+//! with a later run on top), and a lake of many small runs before and after `compact`.
+//! Timed in-process by the stock DuckDB analysts run (`read.py`), best of five.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+
+use crate::sim::{Sim, joblake, scratch};
+use crate::usage::run_measured;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/read.py");
+
+/// The stock DuckDB to time with: the newest of `JOBLAKE_PY_DUCKDB` (`make py-tools`).
+fn py_duckdb() -> Result<String> {
+    let dirs = std::env::var("JOBLAKE_PY_DUCKDB")
+        .context("JOBLAKE_PY_DUCKDB is not set: run the benchmark with `make bench`")?;
+    dirs.split_whitespace()
+        .last()
+        .map(str::to_string)
+        .context("JOBLAKE_PY_DUCKDB is empty")
+}
+
+fn python(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", py_duckdb()?)
+        .arg(SCRIPT)
+        .args(args)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "read.py {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One `joblake` command on a lake with no API (views, compact), its seconds and peak RSS.
+fn lake_cmd(joblake_bin: &Path, lake: &Path, args: &[&str]) -> Result<(f64, u64)> {
+    let mut cmd = std::process::Command::new(joblake_bin);
+    cmd.arg("--lake")
+        .arg(lake)
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    if let Ok(dir) = std::env::var("JOBLAKE_DUCKDB_EXTENSIONS") {
+        cmd.env("JOBLAKE_DUCKDB_EXTENSIONS", dir);
+    }
+    let started = Instant::now();
+    let (out, usage) = run_measured(&mut cmd)?;
+    ensure!(
+        out.status.success(),
+        "joblake {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((started.elapsed().as_secs_f64(), usage.max_rss_kb))
+}
+
+fn time_views(lake: &Path) -> Result<Value> {
+    let db = lake.join("lake.duckdb");
+    Ok(serde_json::from_str(&python(&[
+        "time",
+        db.to_str().unwrap(),
+    ])?)?)
+}
+
+/// A real jobs file of about `rows` rows, from a refresh against the simulator.
+async fn base_file(joblake_bin: &Path, rows: usize) -> Result<(tempfile::TempDir, PathBuf)> {
+    let args: Vec<String> = [
+        "--rows",
+        &(rows * 100 / 53).to_string(),
+        "--career-sites",
+        "10",
+        "--history-days",
+        "58",
+        "--credits",
+        "1000000000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let sim = Sim::start(joblake_bin, &args).await?;
+    let dir = scratch()?;
+    std::fs::write(
+        dir.path().join("joblake.toml"),
+        "[jobs]\nrequests_per_minute = 0\n",
+    )?;
+    let out = joblake(
+        joblake_bin,
+        &sim,
+        dir.path(),
+        &["-q", "refresh", "--source", "jobs"],
+    )
+    .output()
+    .await?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let part = std::fs::read_dir(dir.path().join("lake/jobs"))?
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|f| f.path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .context("the refresh wrote no jobs file")?;
+    Ok((dir, part))
+}
+
+/// The figures: (label, timings) per lake state, and the compactions' own cost.
+pub struct Read {
+    pub states: Vec<(String, Value)>,
+    pub compactions: Vec<(String, f64, u64)>,
+}
+
+pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Result<Read> {
+    let mut read = Read {
+        states: Vec::new(),
+        compactions: Vec::new(),
+    };
+    eprintln!("read: a base of real jobs from the simulator ...");
+    let (_base_dir, base) = base_file(joblake_bin, 400_000).await?;
+    let base = base.to_str().unwrap().to_string();
+
+    let big = scratch()?;
+    let lake = big.path().join("lake");
+    let superseded = versions / 5;
+    let ids = versions - superseded;
+    eprintln!("read: a lake of {versions} job versions, {superseded} superseded ...");
+    python(&[
+        "grow",
+        lake.to_str().unwrap(),
+        &base,
+        &ids.to_string(),
+        &superseded.to_string(),
+    ])?;
+    lake_cmd(joblake_bin, &lake, &["views"])?;
+    read.states.push((
+        format!("{versions} versions, as refreshes leave them"),
+        time_views(&lake)?,
+    ));
+    let (secs, rss) = lake_cmd(joblake_bin, &lake, &["compact"])?;
+    read.compactions
+        .push((format!("{versions} versions"), secs, rss));
+    read.states.push((
+        "after `joblake compact` (its snapshot)".into(),
+        time_views(&lake)?,
+    ));
+    python(&["delta", lake.to_str().unwrap(), &base, "10000"])?;
+    lake_cmd(joblake_bin, &lake, &["views"])?;
+    read.states.push((
+        "then one more run of 10 000 versions".into(),
+        time_views(&lake)?,
+    ));
+
+    // Many small runs, each a real `joblake refresh` that stops after a few pages.
+    let per_run_pages = 25;
+    let rows = small_runs * per_run_pages * 100;
+    eprintln!("read: a lake of {small_runs} small runs of {per_run_pages} pages ...");
+    let args: Vec<String> = [
+        "--rows",
+        &(rows * 100 / 50).to_string(),
+        "--career-sites",
+        "10",
+        "--history-days",
+        "58",
+        "--credits",
+        "1000000000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let sim = Sim::start(joblake_bin, &args).await?;
+    let small = scratch()?;
+    std::fs::write(
+        small.path().join("joblake.toml"),
+        "[jobs]\nrequests_per_minute = 0\n",
+    )?;
+    let pages = per_run_pages.to_string();
+    for _ in 0..small_runs {
+        let out = joblake(
+            joblake_bin,
+            &sim,
+            small.path(),
+            &["-q", "refresh", "--source", "jobs", "--max-pages", &pages],
+        )
+        .output()
+        .await?;
+        // 3: stopped at --max-pages, the point of a small run.
+        ensure!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let lake = small.path().join("lake");
+    read.states.push((
+        format!("{small_runs} small runs of {per_run_pages} pages"),
+        time_views(&lake)?,
+    ));
+    let (secs, rss) = lake_cmd(joblake_bin, &lake, &["compact"])?;
+    read.compactions
+        .push((format!("{small_runs} small runs"), secs, rss));
+    read.states.push((
+        format!("{small_runs} small runs, compacted"),
+        time_views(&lake)?,
+    ));
+    Ok(read)
+}
+
+pub fn section(read: &Read) -> String {
+    let ms = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN) * 1000.0;
+    let mut s = String::from(
+        "## Reading\n\n\
+         The stock DuckDB (Python) opening `lake.duckdb`, best of five after a warm-up, on the \
+         plain history (`jobs_history`) and on the latest-version view (`jobs`). *count* is \
+         `SELECT count(*)`; *analyst* is jobs by country and seniority over the last 30 days. \
+         Goal: the view within 2 × the history. Lakes are real simulator rows copied to size \
+         in joblake's layout (`crates/bench/read.py`).\n\n\
+         | lake | versions | ids | count: history | count: jobs | ratio | analyst: history | analyst: jobs | ratio |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (label, v) in &read.states {
+        let (ch, cj) = (ms(v, "count:jobs_history"), ms(v, "count:jobs"));
+        let (ah, aj) = (ms(v, "analyst:jobs_history"), ms(v, "analyst:jobs"));
+        s.push_str(&format!(
+            "| {label} | {} | {} | {ch:.1} ms | {cj:.1} ms | **{:.1} ×** | {ah:.1} ms | {aj:.1} ms | **{:.1} ×** |\n",
+            v["rows:jobs_history"], v["rows:jobs"], cj / ch, aj / ah
+        ));
+    }
+    s.push_str("\n`joblake compact` itself (merging partitions, then the snapshot):\n\n| lake | seconds | peak RSS |\n|---|---|---|\n");
+    for (label, secs, rss) in &read.compactions {
+        s.push_str(&format!(
+            "| {label} | {secs:.1} | {:.0} MB |\n",
+            *rss as f64 / 1024.0
+        ));
+    }
+    s
+}
