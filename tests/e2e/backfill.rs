@@ -23,12 +23,13 @@ fn days_ago(n: u64) -> NaiveDate {
     Utc::now().date_naive() - Days::new(n)
 }
 
-/// The data windows the simulator was asked for, in the order asked: (after, before).
-fn data_windows(log: &[Value]) -> Vec<(String, String)> {
+/// The data windows the simulator was asked for (in pages of `limit` rows; the plan's
+/// questions use 10), in the order asked: (after, before).
+pub(crate) fn data_windows(log: &[Value], limit: u64) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for e in log
         .iter()
-        .filter(|e| e["api"] == "sentrion" && e["status"] == 200 && e["params"]["limit"] == 100)
+        .filter(|e| e["api"] == "sentrion" && e["status"] == 200 && e["params"]["limit"] == limit)
     {
         let w = (
             e["params"]["published_after"].as_str().unwrap().to_string(),
@@ -46,7 +47,11 @@ fn data_windows(log: &[Value]) -> Vec<(String, String)> {
 
 /// Every window was loaded exactly once: the history rows published in it are exactly what
 /// a search of that window returns.
-async fn assert_each_window_loaded_once(lake: &Lake, sim: &Sim, windows: &[(String, String)]) {
+pub(crate) async fn assert_each_window_loaded_once(
+    lake: &Lake,
+    sim: &Sim,
+    windows: &[(String, String)],
+) {
     for (after, before) in windows {
         let body = json!({"published_after": after, "published_before": before}).to_string();
         assert_same(
@@ -89,7 +94,7 @@ async fn backfill_walks_the_range_newest_first_in_windows_split_by_the_apis_tota
     assert_eq!(jobs["windows"]["left"], 0);
 
     let log = sim.log().await;
-    let windows = data_windows(&log);
+    let windows = data_windows(&log, 100);
     assert_eq!(jobs["windows"]["done"], windows.len());
     // Newest first, contiguous, covering exactly since ..= until.
     assert_eq!(
@@ -172,7 +177,7 @@ async fn a_backfill_killed_twice_resumes_at_the_window_and_page_it_stopped() {
         again.values().sum::<usize>() - again.len() <= 2,
         "{again:?}"
     );
-    assert_each_window_loaded_once(&lake, &sim, &data_windows(&log)).await;
+    assert_each_window_loaded_once(&lake, &sim, &data_windows(&log, 100)).await;
     let history = lake.count("SELECT count(*) FROM jobs_history").await;
     let ids = lake
         .count("SELECT count(DISTINCT id) FROM jobs_history")

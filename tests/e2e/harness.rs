@@ -582,3 +582,37 @@ pub async fn signal_after(
     assert!(!out.status.success());
     out
 }
+
+/// Replaces section `name` of `RELIABILITY.md` (the repository's) with `body`: the tests
+/// publish what they injected and what came of it themselves. Concurrent tests take turns.
+pub fn reliability_section(name: &str, body: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let path = root.join("RELIABILITY.md");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("joblake-reliability.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let begin = format!("<!-- {name}:begin -->");
+    let end = format!("<!-- {name}:end -->");
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Reliability\n\nWhat the end-to-end tests (`tests/e2e`) inject into real runs of \
+         `joblake` against `joblake simulate`, how often, and what came of it. Every table \
+         below is written by the test that measured it, on each `make test`; none is typed \
+         in.\n"
+            .to_string()
+    });
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{section}{}", &old[..a], &old[b + end.len()..])
+        }
+        _ => format!("{}\n\n{section}\n", old.trim_end()),
+    };
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, new).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    lock.unlock().unwrap();
+}

@@ -3,6 +3,7 @@
 
 mod backfill;
 mod compact;
+mod crash;
 mod harness;
 mod s3;
 

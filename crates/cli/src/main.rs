@@ -518,6 +518,7 @@ async fn build_snapshot(
         previous,
         rows,
     };
+    joblake_writer::crash_point("snapshot:after-copy");
     lake.put(
         &catalog::snapshot_pointer(table),
         serde_json::to_vec_pretty(&snap)?.into(),
@@ -551,9 +552,13 @@ async fn rebuild_views(lake: &Lake, db: &std::path::Path) -> Result<()> {
     let sql = catalog::view_sql(lake).await?;
     let db = db.to_path_buf();
     let engine = engine(lake);
-    tokio::task::spawn_blocking(move || joblake_views::rebuild(&engine, &db, &[sql]))
-        .await?
-        .context("cannot write the DuckDB views")
+    tokio::task::spawn_blocking(move || {
+        joblake_views::rebuild(&engine, &db, &[sql], &|| {
+            joblake_writer::crash_point("views:before-rename")
+        })
+    })
+    .await?
+    .context("cannot write the DuckDB views")
 }
 
 /// How joblake's DuckDB sessions reach `lake`: extensions from `JOBLAKE_DUCKDB_EXTENSIONS`
@@ -721,9 +726,11 @@ async fn cmd_run(
     .await;
     let db = duckdb_path(cli, &lake);
     let touched = summaries.iter().any(SourceSummary::touched_lake);
+    joblake_writer::crash_point("views:before");
     let views = if touched || (!new_lake && !db.exists()) {
         let views = rebuild_views(&lake, &db).await;
         if views.is_ok() {
+            joblake_writer::crash_point("views:after");
             count_new_ids(&db, &run_id, &mut summaries, &lake).await;
         }
         views.map(|()| true)

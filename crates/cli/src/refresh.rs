@@ -221,6 +221,7 @@ pub async fn run_source(
     record.files = summary.files as i64;
     record.bytes = summary.bytes as i64;
     // A source that failed before its first page (a bad key, say) leaves no trace.
+    joblake_writer::crash_point("ledger:before-final");
     if summary.touched_lake() {
         if let Err(e) = write_ledger(lake, &record).await {
             tracing::warn!(error = %e, "could not write the run ledger");
@@ -288,6 +289,7 @@ async fn scan(
                 let value = serde_json::to_value(&state).expect("state serialises");
                 opts.lock.confirm(lake).await?;
                 writer.commit(Some(value)).await?;
+                joblake_writer::crash_point("backfill:after-plan");
             }
             let bf = state.backfill.as_ref();
             summary.windows = Some(WindowCounts {
@@ -395,11 +397,14 @@ async fn scan(
             if let Err(e) = write_ledger(lake, running).await {
                 tracing::warn!(error = %e, "could not write the run ledger");
             }
+            joblake_writer::crash_point("ledger:after-running");
         }
+        joblake_writer::crash_point("fetch:after-page");
         if let Err(e) = stager.stage(&raw, &value).await {
             break Err(anyhow::Error::new(e)
                 .context(format!("{table}: cannot write page {page_no} to the lake")));
         }
+        joblake_writer::crash_point("stage:after");
         summary.pages += 1;
         fetched_rows += row_count;
         if to_worker.send((raw, value)).await.is_err() {
@@ -487,6 +492,7 @@ async fn scan(
         Ok(report) => {
             summary.files += report.files.len() as u64;
             summary.bytes += report.files.iter().map(|f| f.bytes).sum::<u64>();
+            joblake_writer::crash_point("run:after-commit");
             // Every page this run staged is committed now.
             if let Err(e) = stager.discard().await {
                 tracing::warn!(source = %table, error = %e, "could not remove the staged pages; the next run does");

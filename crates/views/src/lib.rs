@@ -186,7 +186,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Writes a fresh DuckDB file at `db` holding exactly the objects `statements` create, then
 /// swaps it in with one rename: a reader never sees a file with half the views, and an
 /// analyst holding the old file open is not in the way.
-pub fn rebuild(engine: &Engine, db: &Path, statements: &[String]) -> Result<()> {
+/// `before_rename` runs between writing the new file and swapping it in (the crash tests
+/// stop there).
+pub fn rebuild(
+    engine: &Engine,
+    db: &Path,
+    statements: &[String],
+    before_rename: &dyn Fn(),
+) -> Result<()> {
     let io = |context: String| move |source| Error::Io { context, source };
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
@@ -224,6 +231,7 @@ pub fn rebuild(engine: &Engine, db: &Path, statements: &[String]) -> Result<()> 
         let _ = std::fs::remove_file(wal(&tmp));
         return Err(e);
     }
+    before_rename();
     let _ = std::fs::remove_file(wal(db));
     std::fs::rename(&tmp, db).map_err(io(format!(
         "cannot move the new views into {}",
@@ -337,12 +345,14 @@ mod tests {
             &Engine::default(),
             &db,
             &["CREATE VIEW v AS SELECT 1 AS x".into()],
+            &|| {},
         )
         .unwrap();
         rebuild(
             &Engine::default(),
             &db,
             &["CREATE VIEW v AS SELECT 2 AS x".into()],
+            &|| {},
         )
         .unwrap();
         let batches = query(&Engine::default(), &db, "SELECT x FROM v").unwrap();
@@ -360,13 +370,15 @@ mod tests {
             &Engine::default(),
             &db,
             &["CREATE VIEW v AS SELECT 1 AS x".into()],
+            &|| {},
         )
         .unwrap();
         assert!(
             rebuild(
                 &Engine::default(),
                 &db,
-                &["CREATE VIEW broken AS SELECT FROM nowhere".into()]
+                &["CREATE VIEW broken AS SELECT FROM nowhere".into()],
+                &|| {}
             )
             .is_err()
         );

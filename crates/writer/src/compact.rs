@@ -196,6 +196,7 @@ async fn compact_partition(
             .into(),
     )
     .await?;
+    crate::crash_point("compact:after-manifest");
 
     let mut outputs = Vec::new();
     let mut sink: Option<ParquetSink> = None;
@@ -258,8 +259,10 @@ async fn compact_partition(
             detail: format!("the inputs hold {rows} rows but {moved} were written"),
         });
     }
+    crate::crash_point("compact:after-outputs");
     lake.delete_all(inputs.iter().map(|m| m.location.clone()).collect())
         .await?;
+    crate::crash_point("compact:after-inputs");
     lake.delete_all(vec![mpath]).await?;
     Ok(Some(outputs))
 }

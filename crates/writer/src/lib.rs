@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 mod compact;
+mod crash;
 mod error;
 mod lake;
 mod ledger;
@@ -28,6 +29,7 @@ mod stage;
 mod table;
 
 pub use compact::{CompactReport, compact_table, finish_compactions};
+pub use crash::crash_point;
 pub use error::{Error, Result};
 pub use lake::{Lake, LakeLocation, S3Access};
 pub use ledger::{RunRecord, RunStatus, ledger_schema, read_ledger, write_ledger};

@@ -118,6 +118,7 @@ impl ParquetSink {
             rows,
         } = self;
         writer.close().await?;
+        crate::crash_point("publish:after-close");
         let store = lake.store();
         if upload != path {
             store
@@ -125,6 +126,7 @@ impl ParquetSink {
                 .await
                 .map_err(|e| Error::store(&path, e))?;
         }
+        crate::crash_point("publish:after-rename");
         let bytes = store
             .head(&path)
             .await

@@ -165,6 +165,7 @@ impl Stager {
     /// Writes `raw` and the checkpoint `state_after` durably: one object on S3, one synced
     /// record of the run's log on disk.
     pub async fn stage(&mut self, raw: &RawPage, state_after: &Value) -> Result<()> {
+        crate::crash_point("stage:before");
         let payload = encode(raw, state_after);
         let root = match self.lake.location() {
             LakeLocation::Local(root) => root.clone(),

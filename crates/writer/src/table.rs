@@ -177,6 +177,7 @@ impl TableWriter {
             }
         };
         let rows = self.take_in(at, raw, state_after).await?;
+        crate::crash_point("append:after-write");
         let full = self
             .open
             .values()
@@ -192,6 +193,7 @@ impl TableWriter {
             path: format!("{} (page {} of run {})", self.table, raw.page, raw.run_id),
             detail: format!("its rows cannot be decoded: {detail}"),
         })?;
+        crate::crash_point("append:after-decode");
         if let Some(rejects) = decoded.rejects {
             let path = paths::rejects(&self.table, &raw.run_id, raw.page);
             self.lake.put(&path, rejects).await?;
@@ -242,6 +244,7 @@ impl TableWriter {
             rows: self.staged_rows,
             files: self.publish().await?,
         };
+        crate::crash_point("commit:after-publish");
         let source = match (state, &self.last_staged) {
             (Some(s), _) => Some(s),
             (None, Some((_, s))) => Some(s.clone()),
@@ -270,6 +273,7 @@ impl TableWriter {
                 .put(&paths::state(&self.table), bytes.into())
                 .await?;
             self.committed = Some(file);
+            crate::crash_point("commit:after-state");
         }
         self.lake
             .delete_all(std::mem::take(&mut self.staged))
@@ -385,6 +389,7 @@ impl TableWriter {
             };
             recovery.pages += 1;
             recovery.rows += rows;
+            crate::crash_point("recover:after-page");
             let run_ends = todo
                 .peek()
                 .is_none_or(|(next, _)| next.run_id != pos.run_id);
