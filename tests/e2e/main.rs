@@ -4,6 +4,7 @@
 mod backfill;
 mod compact;
 mod crash;
+mod faults;
 mod harness;
 mod s3;
 
