@@ -2,6 +2,7 @@
 //! simulator's own ground truth (`/_sim/truth/*`) and request log (`/_sim/log`).
 
 mod backfill;
+mod baddata;
 mod compact;
 mod crash;
 mod faults;

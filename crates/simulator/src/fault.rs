@@ -41,6 +41,29 @@ pub(crate) enum FaultKind {
     Restart,
     Problem,
     LegacyHeaders,
+    /// Bad data in an otherwise good page (see `mutate.rs`).
+    Data(DataFault),
+}
+
+/// Bad data the real APIs have been seen to send, served inside a 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataFault {
+    /// Fields no schema knows.
+    Unknown,
+    /// A numeric field sent as text (and a list as a string).
+    Drift,
+    /// Every field null but the row's handle; and one row null throughout.
+    Nulls,
+    /// Descriptions of 100 kB.
+    BigText,
+    /// A lone UTF-16 surrogate escape (`\ud800`) in a string.
+    BadUtf8,
+    /// Dates and times in other formats (day first, epoch seconds, offsets).
+    OddDates,
+    /// No rows, yet `has_more` with a cursor to go on from.
+    EmptyMore,
+    /// The cursor sent back unchanged.
+    RepeatCursor,
 }
 
 impl FaultKind {
@@ -67,6 +90,7 @@ impl FaultKind {
             FaultKind::Restart => "restart".into(),
             FaultKind::Problem => "problem".into(),
             FaultKind::LegacyHeaders => "legacy_headers".into(),
+            FaultKind::Data(d) => format!("{d:?}").to_lowercase(),
         }
     }
 }
@@ -126,6 +150,7 @@ impl FaultPlan {
                 FaultKind::Slow(ms) => fired.delay += Duration::from_millis(ms),
                 FaultKind::Problem => fired.problem = true,
                 FaultKind::LegacyHeaders => fired.legacy_headers = true,
+                FaultKind::Data(d) => fired.data.push(d),
                 k if fired.terminal.is_none() => fired.terminal = Some(k),
                 _ => {}
             }
@@ -142,6 +167,8 @@ pub(crate) struct Fired {
     pub delay: Duration,
     pub problem: bool,
     pub legacy_headers: bool,
+    /// Bad data to put into the page served.
+    pub data: Vec<DataFault>,
     pub names: Vec<String>,
 }
 
@@ -233,11 +260,20 @@ fn parse_item(text: &str) -> Result<FaultItem, String> {
         "restart" => no_arg(FaultKind::Restart)?,
         "problem" => no_arg(FaultKind::Problem)?,
         "legacy_headers" => no_arg(FaultKind::LegacyHeaders)?,
+        "unknown" => no_arg(FaultKind::Data(DataFault::Unknown))?,
+        "drift" => no_arg(FaultKind::Data(DataFault::Drift))?,
+        "nulls" => no_arg(FaultKind::Data(DataFault::Nulls))?,
+        "bigtext" => no_arg(FaultKind::Data(DataFault::BigText))?,
+        "badutf8" => no_arg(FaultKind::Data(DataFault::BadUtf8))?,
+        "odddates" => no_arg(FaultKind::Data(DataFault::OddDates))?,
+        "emptymore" => no_arg(FaultKind::Data(DataFault::EmptyMore))?,
+        "repeatcursor" => no_arg(FaultKind::Data(DataFault::RepeatCursor))?,
         other => {
             return Err(format!(
                 "unknown kind {other:?} (expected one of 429, 429-bare, 503, 500, 502, 504, 408, \
                  reset, timeout, slow, truncate, nonjson, dead_cursor, restart, 402, 401, 403, \
-                 422, problem, legacy_headers)"
+                 422, problem, legacy_headers, unknown, drift, nulls, bigtext, badutf8, \
+                 odddates, emptymore, repeatcursor)"
             ));
         }
     };

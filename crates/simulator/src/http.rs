@@ -38,6 +38,19 @@ pub(crate) fn json_response(
     resp
 }
 
+/// A response whose JSON body is already text.
+pub(crate) fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut resp = (status, headers, body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
 /// Sets a header whose value is built at run time; values we build are always
 /// valid header text, and a bad one is skipped rather than failing the request.
 pub(crate) fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {

@@ -161,6 +161,13 @@ struct Cursor {
     i: String,
     b: u32,
     f: JoboFilters,
+    /// Tells apart two cursors to one place (an empty page's from its request's).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    n: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Cursor {
@@ -327,7 +334,7 @@ pub(crate) async fn feed(
     }
     let out = match fired.terminal {
         Some(kind) => Outcome::from(fault(&sh, kind, fired.problem, &headers, parsed.as_ref())),
-        None => serve(&sh, &headers, parsed, fired.legacy_headers),
+        None => serve(&sh, &headers, parsed, fired.legacy_headers, &fired.data),
     };
     guard.finish(out.status, out.rows, out.charged);
     out.response
@@ -441,7 +448,8 @@ fn fault(
         FaultKind::Timeout(_)
         | FaultKind::Slow(_)
         | FaultKind::Problem
-        | FaultKind::LegacyHeaders => e(
+        | FaultKind::LegacyHeaders
+        | FaultKind::Data(_) => e(
             StatusCode::INTERNAL_SERVER_ERROR,
             "An unexpected error occurred.",
             "internal_error",
@@ -468,7 +476,13 @@ impl Compiled {
 }
 
 /// The normal path: auth, rate limit, validation, credit check, page, charge.
-fn serve(sh: &Shared, headers: &HeaderMap, parsed: Option<Value>, legacy: bool) -> Outcome {
+fn serve(
+    sh: &Shared,
+    headers: &HeaderMap,
+    parsed: Option<Value>,
+    legacy: bool,
+    data: &[crate::fault::DataFault],
+) -> Outcome {
     let mut g = sh.lock();
     let inner = &mut *g;
     let Some(key) = api_key(headers)
@@ -578,14 +592,41 @@ fn serve(sh: &Shared, headers: &HeaderMap, parsed: Option<Value>, legacy: bool) 
                 u: last.updated_at.timestamp(),
                 i: last.id.clone(),
                 b: batch,
-                f: filters,
+                f: filters.clone(),
+                n: 0,
             }
             .encode(),
         ),
         _ => None,
     };
+    let mut next_cursor = next_cursor;
+    let mut rows = rows;
+    use crate::fault::DataFault;
+    if data.contains(&DataFault::EmptyMore) {
+        // Nothing on this page, yet more to come, from where the request stood.
+        rows.clear();
+        let (u, i) = after.map_or((i64::MIN, String::new()), |(u, i)| (u, i.to_string()));
+        next_cursor = Some(
+            Cursor {
+                v: 1,
+                t: sh.cursor_tag.clone(),
+                u,
+                i,
+                b: batch,
+                f: filters.clone(),
+                n: 1,
+            }
+            .encode(),
+        );
+    }
+    if data.contains(&DataFault::RepeatCursor)
+        && let Some(Value::String(sent)) = body.get("cursor")
+    {
+        next_cursor = Some(sent.clone());
+    }
     let has_more = next_cursor.is_some();
-    let json_rows: Vec<Value> = rows.iter().map(|s| s.to_json(&sh.base_url)).collect();
+    let mut json_rows: Vec<Value> = rows.iter().map(|s| s.to_json(&sh.base_url)).collect();
+    crate::mutate::rows(crate::fault::Api::Jobo, &mut json_rows, data);
     let n = json_rows.len();
     let charge = n as f64;
     let mut new_balance = balance;
@@ -604,7 +645,12 @@ fn serve(sh: &Shared, headers: &HeaderMap, parsed: Option<Value>, legacy: bool) 
     set(&mut out_headers, "x-has-more", has_more);
     let body = json!({"career_sites": json_rows, "next_cursor": next_cursor, "has_more": has_more});
     Outcome {
-        response: json_response(StatusCode::OK, "application/json", out_headers, &body),
+        response: crate::http::text_response(
+            StatusCode::OK,
+            "application/json",
+            out_headers,
+            crate::mutate::body_text(&body),
+        ),
         status: 200,
         rows: n,
         charged: charge,

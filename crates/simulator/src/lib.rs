@@ -23,6 +23,7 @@ mod data;
 mod fault;
 mod http;
 mod jobo;
+mod mutate;
 mod sentrion;
 mod state;
 

@@ -406,7 +406,7 @@ pub(crate) async fn search(
     }
     let out = match fired.terminal {
         Some(kind) => Outcome::from(fault(&sh, kind)),
-        None => serve(&sh, &headers, parsed),
+        None => serve(&sh, &headers, parsed, &fired.data),
     };
     guard.finish(out.status, out.rows, out.charged);
     out.response
@@ -486,7 +486,8 @@ fn fault(sh: &Shared, kind: FaultKind) -> Response {
         | FaultKind::Timeout(_)
         | FaultKind::Slow(_)
         | FaultKind::Problem
-        | FaultKind::LegacyHeaders => e(
+        | FaultKind::LegacyHeaders
+        | FaultKind::Data(_) => e(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             "Internal server error",
@@ -500,7 +501,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
-fn serve(sh: &Shared, headers: &HeaderMap, parsed: Option<Value>) -> Outcome {
+fn serve(
+    sh: &Shared,
+    headers: &HeaderMap,
+    parsed: Option<Value>,
+    data: &[crate::fault::DataFault],
+) -> Outcome {
     let mut g = sh.lock();
     let inner = &mut *g;
     let Some(key) = bearer(headers)
@@ -559,7 +565,19 @@ fn serve(sh: &Shared, headers: &HeaderMap, parsed: Option<Value>) -> Outcome {
             .entry(search_key(&body, &q))
             .or_insert_with(|| Arc::new(q.matching_indices(&inner.world))),
     );
-    let (rows, total, next) = page(&inner.world, &all, q.limit, after);
+    let (mut rows, total, mut next) = page(&inner.world, &all, q.limit, after);
+    use crate::fault::DataFault;
+    if data.contains(&DataFault::EmptyMore) {
+        // Nothing on this page, yet more to come: from the same place (before everything on
+        // a first page; a later page can only point back at itself, a repeated cursor).
+        rows.clear();
+        next = Some(after.map_or([i64::MAX, i64::MAX], |(t, s)| [t, s]));
+    }
+    if data.contains(&DataFault::RepeatCursor)
+        && let Some((t, s)) = after
+    {
+        next = Some([t, s]);
+    }
     let Some(wallet) = inner.wallets.get_mut(&(Api::Sentrion, key)) else {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -590,7 +608,8 @@ fn serve(sh: &Shared, headers: &HeaderMap, parsed: Option<Value>) -> Outcome {
     wallet.balance -= charge;
     wallet.charged += charge;
     wallet.seen.extend(fresh);
-    let jobs: Vec<Value> = rows.iter().map(|j| j.to_json()).collect();
+    let mut jobs: Vec<Value> = rows.iter().map(|j| j.to_json()).collect();
+    crate::mutate::rows(crate::fault::Api::Sentrion, &mut jobs, data);
     let n = jobs.len();
     let body = json!({
         "success": true,
@@ -605,7 +624,12 @@ fn serve(sh: &Shared, headers: &HeaderMap, parsed: Option<Value>) -> Outcome {
         "error": null,
     });
     Outcome {
-        response: json_response(StatusCode::OK, "application/json", HeaderMap::new(), &body),
+        response: crate::http::text_response(
+            StatusCode::OK,
+            "application/json",
+            HeaderMap::new(),
+            crate::mutate::body_text(&body),
+        ),
         status: 200,
         rows: n,
         charged: charge,
