@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::{assert_views_match_truth, source};
-use crate::harness::{Lake, Sim, reliability_section};
+use crate::harness::{Lake, Sim, assert_no_keys, reliability_section};
 
 const CONFIG: &str = "[career_sites]\npage_size = 20\nrequests_per_minute = 0\n\
                       [jobs]\npage_size = 20\nrequests_per_minute = 0\n";
@@ -168,6 +168,7 @@ async fn one(case: &Case) -> String {
         }
         _ => {}
     }
+    assert_no_keys(&lake, &sim, &[run.stdout(), run.stderr()]).await;
     let outcome = match case.code {
         0 => "run finished (exit 0)",
         _ => "stopped with what it fetched committed (exit 1), saying the cursor repeated",

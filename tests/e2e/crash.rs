@@ -9,7 +9,7 @@ use joblake_testkit::Moto;
 
 use super::assert_views_match_truth;
 use super::backfill::{assert_each_window_loaded_once, data_windows};
-use crate::harness::{Lake, Sim, py_env, refetched, reliability_section};
+use crate::harness::{Lake, Sim, assert_no_keys, py_env, refetched, reliability_section};
 
 /// What a crash interrupts, and which command passes the moment.
 #[derive(Clone, Copy, PartialEq)]
@@ -168,6 +168,7 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
     } else {
         assert_views_match_truth(lake, sim).await;
     }
+    assert_no_keys(lake, sim, &[]).await;
     Outcome {
         readable,
         doubled: doubled(lake, "jobs").await + doubled(lake, "career_sites").await,

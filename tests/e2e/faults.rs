@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::{assert_views_match_truth, source};
-use crate::harness::{Lake, Sim, refetched, reliability_section};
+use crate::harness::{Lake, Sim, assert_no_keys, refetched, reliability_section};
 
 /// Both sources in 20-row pages, quick retries, a 1 s request timeout.
 const CONFIG: &str = "[career_sites]\npage_size = 20\nrequests_per_minute = 0\n\
@@ -243,6 +243,7 @@ async fn one(case: &Case) -> String {
                 .to_string()
         }
     };
+    assert_no_keys(&lake, &sim, &[run.stdout(), stderr.clone()]).await;
     format!(
         "| {} | `{}` | {injected} | {outcome} |\n",
         case.what, case.faults
@@ -261,7 +262,8 @@ async fn every_documented_fault_ends_in_a_state_the_views_and_status_describe() 
             "## API faults\n\n\
              Every fault of `shared/api/behaviour-notes.md`, injected by `joblake simulate \
              --faults` into a first refresh of both sources (200 rows per API, 20-row pages). \
-             A spec without `api:` hits both APIs; `@N` is the N-th request to each.\n\n\
+             A spec without `api:` hits both APIs; `@N` is the N-th request to each. After \
+             every case neither key is in the run's output or any byte of the lake.\n\n\
              | fault | injected as | requests hit | outcome |\n|---|---|---|---|\n{rows}"
         ),
     );

@@ -616,3 +616,22 @@ pub fn reliability_section(name: &str, body: &str) {
     std::fs::rename(&tmp, &path).unwrap();
     lock.unlock().unwrap();
 }
+
+/// Asserts neither API key is in `outputs` or any byte of the lake (its objects and its
+/// working directory, the DuckDB file included); returns the files and bytes searched.
+pub async fn assert_no_keys(lake: &Lake, sim: &Sim, outputs: &[String]) -> (usize, usize) {
+    let bytes = lake.all_bytes().await;
+    for key in [&sim.jobo_key, &sim.sentrion_key] {
+        for text in outputs {
+            assert!(!text.contains(key.as_str()), "an output holds a key");
+        }
+        for (path, data) in &bytes {
+            assert!(
+                !data.windows(key.len()).any(|w| w == key.as_bytes()),
+                "{} holds a key",
+                path.display()
+            );
+        }
+    }
+    (bytes.len(), bytes.values().map(Vec::len).sum())
+}

@@ -7,6 +7,7 @@ mod compact;
 mod crash;
 mod faults;
 mod harness;
+mod local;
 mod s3;
 
 use std::time::{Duration, Instant};

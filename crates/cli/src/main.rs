@@ -214,8 +214,19 @@ fn lean_malloc() {
     }
 }
 
+/// A file size limit (`ulimit -f`) reached mid-write should be an error that names the file,
+/// not a signal that kills the process before it can commit what it has.
+fn file_size_limit_is_an_error() {
+    #[cfg(unix)]
+    // SAFETY: ignoring SIGXFSZ turns the signal into EFBIG from write(2); nothing else changes.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 fn main() -> ExitCode {
     lean_malloc();
+    file_size_limit_is_an_error();
     let cli = Cli::parse();
     init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -756,7 +767,12 @@ async fn cmd_run(
         &db,
         seconds,
     );
-    views?;
+    // The fetched pages are committed either way; failing to rebuild the views (a full
+    // disk, say) fails the run, and the next run rebuilds them.
+    if let Err(e) = views {
+        eprintln!("error: {e:#}");
+        return Ok(EXIT_FAILED);
+    }
     Ok(if stop.load(Ordering::SeqCst) {
         EXIT_INTERRUPTED
     } else if summaries.iter().any(|s| s.status == RunStatus::Failed) {

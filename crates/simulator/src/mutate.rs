@@ -34,7 +34,7 @@ fn big_text(seed: usize) -> String {
     let mut i = seed;
     while s.len() < 100_000 {
         s.push_str(words[i % words.len()]);
-        s.push(if i % 13 == 0 { '\n' } else { ' ' });
+        s.push(if i.is_multiple_of(13) { '\n' } else { ' ' });
         i = i.wrapping_mul(31).wrapping_add(7);
     }
     s
@@ -48,7 +48,7 @@ fn mutate(api: Api, m: &mut Map<String, Value>, fault: DataFault, i: usize) {
                 "x_signal_v4".into(),
                 json!({"since": "2026-11", "scores": [1, 2.5, null]}),
             );
-            m.insert("x_flag".into(), json!(i % 2 == 0));
+            m.insert("x_flag".into(), json!(i.is_multiple_of(2)));
         }
         (Drift, Api::Sentrion) => {
             for k in ["Salary From", "Salary To"] {
@@ -114,10 +114,10 @@ fn mutate(api: Api, m: &mut Map<String, Value>, fault: DataFault, i: usize) {
             }
         }
         (OddDates, Api::Jobo) => {
-            if let Some(t) = m.get("updated_at").and_then(Value::as_str) {
-                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(t) {
-                    m.insert("updated_at".into(), json!(t.timestamp()));
-                }
+            if let Some(t) = m.get("updated_at").and_then(Value::as_str)
+                && let Ok(t) = chrono::DateTime::parse_from_rfc3339(t)
+            {
+                m.insert("updated_at".into(), json!(t.timestamp()));
             }
             if let Some(t) = m
                 .get("discovered_at")

@@ -147,7 +147,7 @@ pub enum Error {
     #[error("DuckDB: {0}")]
     Duck(#[from] duckdb::Error),
     /// The file could not be put in place.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

@@ -19,7 +19,7 @@ pub enum Error {
     #[error("Arrow encoding failed: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     /// A local filesystem operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
