@@ -11,7 +11,7 @@ use joblake_fetcher::{ClientConfig, JoboClient, JoboScan, SentrionClient, Sentri
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::sim::{Sim, joblake, scratch};
+use crate::sim::{Sim, big_sim, joblake, scratch};
 use crate::usage::{Usage, run_measured, self_usage};
 
 /// One table's figures.
@@ -127,17 +127,7 @@ pub async fn run(joblake_bin: &Path, jobs: usize, sites: usize) -> Result<Vec<In
         let mut figures = None;
         for scale in [10, 1] {
             let size = rows_arg(n / scale);
-            let args: Vec<String> = [
-                "--rows".to_string(),
-                size.to_string(),
-                "--career-sites".to_string(),
-                (if table == "jobs" { 10 } else { n / scale }).to_string(),
-                "--history-days".to_string(),
-                "58".to_string(),
-                "--credits".to_string(),
-                "1000000000".to_string(),
-            ]
-            .to_vec();
+            let args = big_sim(size, if table == "jobs" { 10 } else { n / scale });
             eprintln!("ingest: {table}, simulator of {size} rows ...");
             let sim = Sim::start(joblake_bin, &args).await?;
             if scale == 10 {

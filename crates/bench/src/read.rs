@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
-use crate::sim::{Sim, joblake, scratch};
+use crate::sim::{Sim, big_sim, joblake, scratch};
 use crate::usage::run_measured;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/read.py");
@@ -70,19 +70,7 @@ fn time_views(lake: &Path) -> Result<Value> {
 
 /// A real jobs file of about `rows` rows, from a refresh against the simulator.
 async fn base_file(joblake_bin: &Path, rows: usize) -> Result<(tempfile::TempDir, PathBuf)> {
-    let args: Vec<String> = [
-        "--rows",
-        &(rows * 100 / 53).to_string(),
-        "--career-sites",
-        "10",
-        "--history-days",
-        "58",
-        "--credits",
-        "1000000000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = big_sim(rows * 100 / 53, 10);
     let sim = Sim::start(joblake_bin, &args).await?;
     let dir = scratch()?;
     std::fs::write(
@@ -161,19 +149,7 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
     let per_run_pages = 25;
     let rows = small_runs * per_run_pages * 100;
     eprintln!("read: a lake of {small_runs} small runs of {per_run_pages} pages ...");
-    let args: Vec<String> = [
-        "--rows",
-        &(rows * 100 / 50).to_string(),
-        "--career-sites",
-        "10",
-        "--history-days",
-        "58",
-        "--credits",
-        "1000000000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = big_sim(rows * 100 / 50, 10);
     let sim = Sim::start(joblake_bin, &args).await?;
     let small = scratch()?;
     std::fs::write(

@@ -61,6 +61,22 @@ impl Sim {
     }
 }
 
+/// Arguments for a simulator of `jobs` jobs and `sites` career sites published over the
+/// last 58 days, with credits enough for any run.
+pub fn big_sim(jobs: usize, sites: usize) -> Vec<String> {
+    [
+        "--rows".to_string(),
+        jobs.to_string(),
+        "--career-sites".to_string(),
+        sites.to_string(),
+        "--history-days".to_string(),
+        "58".to_string(),
+        "--credits".to_string(),
+        "1000000000".to_string(),
+    ]
+    .to_vec()
+}
+
 /// A `joblake` command against `sim` on a lake in `dir`, with the simulator's demo keys.
 pub fn joblake(joblake: &Path, sim: &Sim, dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(joblake);

@@ -85,6 +85,24 @@ pub struct Scan {
     pub restarts: u32,
 }
 
+impl Scan {
+    /// A scan of everything, started now by `run_id`, at its first page.
+    fn starting(run_id: &str) -> Scan {
+        Scan {
+            run_id: run_id.to_string(),
+            started_at: Utc::now(),
+            updated_after: None,
+            published_after: None,
+            published_before: None,
+            discovered_after: None,
+            discovered_before: None,
+            cursor: None,
+            pages: 0,
+            restarts: 0,
+        }
+    }
+}
+
 enum Client {
     Jobo(JoboClient),
     Sentrion(SentrionClient),
@@ -199,33 +217,16 @@ impl Source {
             ),
         };
         Scan {
-            run_id: run_id.to_string(),
             started_at: now,
             updated_after,
             published_after,
-            published_before: None,
-            discovered_after: None,
-            discovered_before: None,
-            cursor: None,
-            pages: 0,
-            restarts: 0,
+            ..Scan::starting(run_id)
         }
     }
 
     /// The scan of one backfill window: Sentrion by publication date, Jobo by discovery time.
     pub fn window_scan(&self, window: &Window, run_id: &str) -> Scan {
-        let mut scan = Scan {
-            run_id: run_id.to_string(),
-            started_at: Utc::now(),
-            updated_after: None,
-            published_after: None,
-            published_before: None,
-            discovered_after: None,
-            discovered_before: None,
-            cursor: None,
-            pages: 0,
-            restarts: 0,
-        };
+        let mut scan = Scan::starting(run_id);
         match self.api {
             Api::Sentrion => {
                 scan.published_after = Some(window.from.date_naive());
