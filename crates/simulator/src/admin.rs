@@ -116,6 +116,14 @@ pub(crate) async fn truth_sites(
     }
 }
 
+/// `GET /_sim/truth/companies`: every company profile the simulator serves.
+pub(crate) async fn truth_companies(State(sh): State<Arc<Shared>>) -> Response {
+    let g = sh.lock();
+    ok(&Value::Array(
+        g.world.sites.iter().filter_map(|s| s.profile_json()).collect(),
+    ))
+}
+
 fn jobs_truth(sh: &Shared, body: &Map<String, Value>) -> Response {
     let mut m = body.clone();
     m.remove("limit");

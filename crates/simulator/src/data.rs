@@ -364,6 +364,35 @@ pub(crate) fn fmt_ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+const HEADQUARTERS: &[(&str, Option<&str>, &str)] = &[
+    ("San Francisco", Some("California"), "United States"),
+    ("New York", Some("New York"), "United States"),
+    ("Austin", Some("Texas"), "United States"),
+    ("Berlin", None, "Germany"),
+    ("London", None, "United Kingdom"),
+    ("Toronto", Some("Ontario"), "Canada"),
+    ("Paris", None, "France"),
+    ("Bangalore", Some("Karnataka"), "India"),
+];
+const INVESTORS: &[&str] = &[
+    "Sequoia", "Accel", "Index Ventures", "a16z", "Balderton", "Y Combinator", "Atomico",
+    "General Catalyst",
+];
+const PEOPLE: &[&str] = &[
+    "Ada Moreau", "Sam Okafor", "Lena Fischer", "Ravi Iyer", "Maya Chen", "Tom Novak",
+    "Ines Duarte", "Jonas Berg",
+];
+const REVENUE: &[&str] = &["<$1M", "$1M-$10M", "$10M-$50M", "$50M-$100M", "$100M+"];
+const NAICS: &[&str] = &["541511", "541512", "518210", "522320", "621111", "611710"];
+const TECH: &[&str] = &[
+    "rust", "python", "go", "typescript", "postgres", "kafka", "kubernetes", "snowflake",
+    "react", "terraform",
+];
+
+fn pick_tuple<'a, T>(rng: &mut ChaCha8Rng, xs: &'a [T]) -> &'a T {
+    &xs[rng.random_range(0..xs.len())]
+}
+
 fn pick<'a>(rng: &mut ChaCha8Rng, xs: &[&'a str]) -> &'a str {
     // Only ever called with the non-empty constant tables above.
     xs[rng.random_range(0..xs.len())]
@@ -500,25 +529,109 @@ impl Site {
     }
 
     /// A small company profile for `GET /api/companies/{id}`; not a documented schema.
-    pub fn profile_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.name(),
-            "legal_name": self.name_base,
-            "description": self.summary,
-            "website": self.website,
-            "listing_url": self.listing_url,
-            "logo_url": self.logo_url,
-            "linkedin_url": self.linkedin_url,
-            "crunchbase_url": self.crunchbase_url,
-            "country_code": self.country_code,
-            "founding_year": self.founded_year,
-            "company_size": self.company_size,
-            "is_agency": self.is_agency,
-            "industries": self.industries,
-            "company_type": self.company_type,
-            "funding_stage": self.funding_stage,
-        })
+    /// The full company profile (`GET /api/companies/{id}`), or `None` where Jobo has none
+    /// (the feed row's `details_url` is null). Its details are drawn from the id, so a
+    /// profile is the same every time it is asked for, until the site changes.
+    pub fn profile_json(&self) -> Option<Value> {
+        if !self.has_details {
+            return None;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.id
+                .bytes()
+                .fold(0xCAFE_F00Du64, |h, b| h.rotate_left(5) ^ u64::from(b)),
+        );
+        let slug = slugify(&self.name_base, &self.id);
+        let (city, state, country) = *pick_tuple(&mut rng, HEADQUARTERS);
+        let rounds = ["pre_seed", "seed", "series_a", "series_b", "series_c"];
+        let n_rounds = rng.random_range(0..=4usize);
+        let mut year = self.founded_year.unwrap_or(2015).max(2000);
+        let funding_rounds: Vec<Value> = (0..n_rounds)
+            .map(|i| {
+                year += rng.random_range(0..=2);
+                // The docs' amounts are integers; some sources send floats.
+                let amount = rng.random_range(1..200) * 500_000;
+                let amount = if rng.random_bool(0.3) {
+                    json!(amount as f64)
+                } else {
+                    json!(amount)
+                };
+                json!({
+                    "round": rounds[i.min(rounds.len() - 1)],
+                    "date": format!("{year}-{:02}-01", rng.random_range(1..=12)),
+                    "amount_usd": amount,
+                    "investors": pick_some(&mut rng, INVESTORS, 1, 3),
+                })
+            })
+            .collect();
+        let total: i64 = funding_rounds
+            .iter()
+            .filter_map(|r| r["amount_usd"].as_f64())
+            .sum::<f64>() as i64;
+        let leadership: Vec<Value> = (0..rng.random_range(1..=4usize))
+            .map(|i| {
+                let person = pick(&mut rng, PEOPLE);
+                let title = ["CEO", "CTO", "CFO", "VP Engineering"][i];
+                json!({
+                    "name": person,
+                    "title": title,
+                    "linkedin_url": maybe(&mut rng, 0.7, |_| format!(
+                        "https://www.linkedin.com/in/{}",
+                        person.to_lowercase().replace(' ', "-")
+                    )),
+                })
+            })
+            .collect();
+        let mut ratings: Vec<Value> = Vec::new();
+        for source in ["glassdoor", "indeed", "kununu"] {
+            if rng.random_bool(0.6) {
+                ratings.push(json!({
+                    "source": source,
+                    "rating": (rng.random_range(25..=50) as f64) / 10.0,
+                    "review_count": rng.random_range(3..5000),
+                }));
+            }
+        }
+        let layoffs = maybe(&mut rng, 0.1, |r| {
+            json!([{"date": "2024-01-15", "headcount": r.random_range(5..500)}])
+        });
+        let mut m = Map::new();
+        m.insert("id".into(), json!(self.id));
+        m.insert("name".into(), json!(self.name()));
+        m.insert("legal_name".into(), json!(format!("{} Ltd.", self.name_base)));
+        m.insert("description".into(), json!(self.summary));
+        m.insert("website".into(), json!(self.website));
+        m.insert("listing_url".into(), json!(self.listing_url));
+        m.insert("logo_url".into(), json!(self.logo_url));
+        m.insert("linkedin_url".into(), json!(self.linkedin_url));
+        m.insert("crunchbase_url".into(), json!(self.crunchbase_url));
+        m.insert("twitter_url".into(), json!(maybe(&mut rng, 0.5, |_| format!("https://x.com/{slug}"))));
+        m.insert("headquarters_city".into(), json!(city));
+        m.insert("headquarters_state".into(), json!(state));
+        m.insert("headquarters_country".into(), json!(country));
+        m.insert("country_code".into(), json!(self.country_code));
+        m.insert("founding_year".into(), json!(self.founded_year));
+        m.insert("company_size".into(), json!(self.company_size));
+        m.insert("revenue".into(), json!(maybe(&mut rng, 0.6, |r| pick(r, REVENUE).to_string())));
+        m.insert("is_agency".into(), json!(self.is_agency));
+        m.insert("industries".into(), json!(self.industries));
+        m.insert("naics_codes".into(), json!(pick_some(&mut rng, NAICS, 0, 2)));
+        m.insert("company_type".into(), json!(self.company_type));
+        m.insert("funding_stage".into(), json!(self.funding_stage));
+        m.insert("total_funding_usd".into(), json!((total > 0).then_some(total)));
+        m.insert("funding_rounds".into(), json!(funding_rounds));
+        m.insert("leadership".into(), json!(leadership));
+        m.insert("layoffs".into(), json!(layoffs));
+        m.insert("ratings".into(), json!(ratings));
+        m.insert("h1b_filings".into(), json!(maybe(&mut rng, 0.4, |r| r.random_range(0..900))));
+        m.insert("tech_stack".into(), json!(pick_some(&mut rng, TECH, 0, 5)));
+        m.insert("page_rank".into(), json!((rng.random_range(0..10_000) as f64) / 1000.0));
+        m.insert("updated_at".into(), json!(fmt_ts(self.updated_at)));
+        // Not a documented schema: now and then a field nobody listed.
+        if rng.random_bool(0.05) {
+            m.insert("esg_score".into(), json!(rng.random_range(0..100)));
+        }
+        Some(Value::Object(m))
     }
 }
 

@@ -13,6 +13,8 @@ use rand_chacha::ChaCha8Rng;
 pub(crate) enum Api {
     Jobo,
     Sentrion,
+    /// Jobo's company profiles (`GET /api/companies/{id}`).
+    Companies,
 }
 
 impl Api {
@@ -20,6 +22,7 @@ impl Api {
         match self {
             Api::Jobo => "jobo",
             Api::Sentrion => "sentrion",
+            Api::Companies => "companies",
         }
     }
 }
@@ -212,8 +215,11 @@ fn parse_item(text: &str) -> Result<FaultItem, String> {
     let (api, rest) = match text.split_once(':') {
         Some(("jobo", rest)) => (Some(Api::Jobo), rest),
         Some(("sentrion", rest)) => (Some(Api::Sentrion), rest),
+        Some(("companies", rest)) => (Some(Api::Companies), rest),
         Some((other, _)) => {
-            return Err(format!("unknown api {other:?} (expected jobo or sentrion)"));
+            return Err(format!(
+                "unknown api {other:?} (expected jobo, sentrion or companies)"
+            ));
         }
         None => (None, text),
     };

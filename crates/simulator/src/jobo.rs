@@ -657,22 +657,76 @@ fn serve(
     }
 }
 
-/// `GET /api/companies/{id}`: a simple profile (no key needed, per the newer docs).
-pub(crate) async fn company(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let g = sh.lock();
-    match g.world.sites.iter().find(|s| s.id == id) {
-        Some(s) => json_response(
-            StatusCode::OK,
-            "application/json",
-            HeaderMap::new(),
-            &s.profile_json(),
-        ),
-        None => error(
-            StatusCode::NOT_FOUND,
-            &format!("No company with id {id:?}"),
-            "not_found",
-            None,
-            false,
-        ),
+/// `GET /api/companies/{id}`: the full company profile. No key is needed (per the newer
+/// docs), but requests are rate-limited (per key when one is sent) and take the `companies:`
+/// faults; a company without a profile is a 404.
+pub(crate) async fn company(
+    State(sh): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let (fired, guard) = sh.begin(Api::Companies, &Bytes::from(id.clone()), Value::Null);
+    let delay = sh.latency + fired.delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
+    let out: Outcome = match fired.terminal {
+        Some(kind) => fault(&sh, kind, fired.problem, &headers, None).into(),
+        None => {
+            let mut g = sh.lock();
+            let key = headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("anonymous")
+                .to_string();
+            match g.rate_check(sh.rpm, Api::Companies, &key) {
+                RateCheck::Exceeded {
+                    limit, retry_after, ..
+                } => error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("Rate limit exceeded: {limit} requests per minute."),
+                    "rate_limit_exceeded",
+                    Some(retry_after),
+                    fired.problem,
+                )
+                .into(),
+                _ => match g
+                    .world
+                    .sites
+                    .iter()
+                    .find(|s| s.id == id)
+                    .and_then(|s| s.profile_json())
+                {
+                    Some(mut profile) => {
+                        crate::mutate::rows(
+                            Api::Companies,
+                            std::slice::from_mut(&mut profile),
+                            &fired.data,
+                        );
+                        Outcome {
+                            response: crate::http::text_response(
+                                StatusCode::OK,
+                                "application/json",
+                                HeaderMap::new(),
+                                crate::mutate::body_text(&profile),
+                            ),
+                            status: 200,
+                            rows: 1,
+                            charged: 0.0,
+                        }
+                    }
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        &format!("No company profile for id {id:?}"),
+                        "not_found",
+                        None,
+                        fired.problem,
+                    )
+                    .into(),
+                },
+            }
+        }
+    };
+    guard.finish(out.status, out.rows, out.charged);
+    out.response
 }

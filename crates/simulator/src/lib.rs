@@ -162,6 +162,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/_sim/truth/jobs",
             get(admin::truth_jobs).post(admin::truth_jobs),
         )
+        .route("/_sim/truth/companies", get(admin::truth_companies))
         .route("/_sim/log", get(admin::log))
         .route(
             "/_sim/faults",

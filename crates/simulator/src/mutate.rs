@@ -69,13 +69,29 @@ fn mutate(api: Api, m: &mut Map<String, Value>, fault: DataFault, i: usize) {
         (Nulls, _) => {
             // Every field null but the row's handle; the first row has none left at all.
             let handle = match api {
-                Api::Jobo => "id",
+                Api::Jobo | Api::Companies => "id",
                 Api::Sentrion => "Job URL",
             };
             for (k, v) in m.iter_mut() {
                 if i == 0 || k != handle {
                     *v = Value::Null;
                 }
+            }
+        }
+        (BigText, Api::Companies) => {
+            m.insert("description".into(), json!(big_text(i)));
+        }
+        (Drift, Api::Companies) => {
+            if let Some(Value::Number(n)) = m.get("founding_year").cloned() {
+                m.insert("founding_year".into(), json!(n.to_string()));
+            }
+        }
+        (BadUtf8, Api::Companies) => {
+            m.insert("legal_name".into(), json!(format!("Acme {LONE_SURROGATE} Ltd.")));
+        }
+        (OddDates, Api::Companies) => {
+            if let Some(t) = m.get("updated_at").and_then(Value::as_str).map(str::to_string) {
+                m.insert("updated_at".into(), json!(t.replace('T', " ")));
             }
         }
         (BigText, Api::Jobo) => {
