@@ -179,6 +179,14 @@ pub(crate) struct Core {
     stats: Arc<FetchStats>,
 }
 
+/// What one request sends.
+pub(crate) enum Req {
+    /// A JSON body to the client's URL (the feeds).
+    Post(Bytes),
+    /// A GET of a URL under the client's (a company profile).
+    Get(Url),
+}
+
 impl fmt::Debug for Core {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Hand-written so the key cannot reach Debug output even by a future field change.
@@ -278,6 +286,29 @@ impl Core {
     where
         P: Fn(&Ctx<'_>, &HeaderMap, &[u8]) -> Result<Page, Failure>,
     {
+        self.send(Req::Post(body), cursor_sent, parse).await
+    }
+
+    /// GETs the client's URL with `segment` appended, retried like [`Core::post`].
+    pub(crate) async fn get<P>(&self, segment: &str, parse: P) -> Result<Page, FetchError>
+    where
+        P: Fn(&Ctx<'_>, &HeaderMap, &[u8]) -> Result<Page, Failure>,
+    {
+        let mut url = self.url.clone();
+        url.path_segments_mut()
+            .map_err(|()| FetchError::Config {
+                api: self.api,
+                message: "the base URL cannot take a path".into(),
+            })?
+            .pop_if_empty()
+            .push(segment);
+        self.send(Req::Get(url), false, parse).await
+    }
+
+    async fn send<P>(&self, body: Req, cursor_sent: bool, parse: P) -> Result<Page, FetchError>
+    where
+        P: Fn(&Ctx<'_>, &HeaderMap, &[u8]) -> Result<Page, Failure>,
+    {
         let ctx = Ctx {
             api: self.api,
             cursor_sent,
@@ -342,7 +373,7 @@ impl Core {
     async fn attempt<P>(
         &self,
         ctx: &Ctx<'_>,
-        body: &Bytes,
+        body: &Req,
         attempt: u32,
         parse: &P,
     ) -> Result<Page, Failure>
@@ -402,19 +433,23 @@ impl Core {
     async fn exchange<P>(
         &self,
         ctx: &Ctx<'_>,
-        body: &Bytes,
+        body: &Req,
         parse: &P,
     ) -> (Option<u16>, Result<Page, Failure>)
     where
         P: Fn(&Ctx<'_>, &HeaderMap, &[u8]) -> Result<Page, Failure>,
     {
-        let sent = self
-            .http
-            .post(self.url.clone())
-            .header(CONTENT_TYPE, "application/json")
+        let request = match body {
+            Req::Post(body) => self
+                .http
+                .post(self.url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone()),
+            Req::Get(url) => self.http.get(url.clone()),
+        };
+        let sent = request
             .header(ACCEPT, "application/json")
             .header(self.auth_name.clone(), self.auth_value.clone())
-            .body(body.clone())
             .send()
             .await;
         let response = match sent {

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod client;
+mod company;
 mod config;
 mod error;
 mod http;
@@ -37,6 +38,7 @@ mod sentrion;
 mod tests;
 
 pub use client::{Client, JoboClient, ScanRequest, SentrionClient};
+pub use company::CompanyClient;
 pub use config::{ClientConfig, RetryPolicy};
 pub use error::{Api, FetchError};
 pub use jobo::{JOBO_MAX_BATCH, JoboScan};

@@ -1247,3 +1247,42 @@ async fn pages_stream_stops_at_the_first_error() {
     assert!(got[0].is_ok());
     assert!(got[1].as_ref().unwrap_err().is_terminal());
 }
+
+#[tokio::test]
+async fn company_profiles_are_fetched_by_id_retried_and_a_404_is_no_profile() {
+    let server = TestServer::fixed(vec![
+        Reply::new(
+            503,
+            r#"{"status":503,"error":"Service Unavailable","message":"busy"}"#,
+        )
+        .header("retry-after", "0"),
+        Reply::ok(json!({"id": "c-1", "name": "Acme", "funding_rounds": []})),
+        Reply::new(
+            404,
+            r#"{"status":404,"error":"Not Found","message":"No company"}"#,
+        ),
+        Reply::ok(json!(["not", "an", "object"])),
+        Reply::ok(json!(["not", "an", "object"])),
+        Reply::ok(json!(["not", "an", "object"])),
+        Reply::ok(json!(["not", "an", "object"])),
+    ])
+    .await;
+    let client = CompanyClient::new(config(&server.url)).unwrap();
+    let profile = client.fetch("c-1").await.unwrap().unwrap();
+    assert!(profile.get().contains("Acme"));
+    assert_eq!(
+        client
+            .fetch("gone")
+            .await
+            .unwrap()
+            .map(|p| p.get().to_owned()),
+        None
+    );
+    let err = client.fetch("odd").await.unwrap_err();
+    assert!(matches!(err, FetchError::Malformed { .. }), "{err}");
+    let seen = server.seen();
+    assert_eq!(seen[0].path, "/api/companies/c-1");
+    assert_eq!(seen[2].path, "/api/companies/gone");
+    assert_eq!(seen[0].header("x-api-key"), Some(KEY));
+    assert_eq!(client.stats().snapshot().retries, 1 + 3);
+}

@@ -34,6 +34,25 @@ pub enum ColumnType {
     Int64,
     /// A boolean.
     Boolean,
+    /// Company funding rounds: a list of structs.
+    FundingRounds,
+    /// Company leaders: a list of structs.
+    Leadership,
+    /// Company layoffs: a list of structs.
+    Layoffs,
+    /// Company ratings: a list of structs.
+    Ratings,
+}
+
+fn list_of(fields: Vec<Field>) -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(
+        DataType::Struct(fields.into()),
+        true,
+    )))
+}
+
+fn utf8_list() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
 }
 
 impl ColumnType {
@@ -41,9 +60,7 @@ impl ColumnType {
     pub fn arrow(self) -> DataType {
         match self {
             ColumnType::Utf8 => DataType::Utf8,
-            ColumnType::Utf8List => {
-                DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
-            }
+            ColumnType::Utf8List => utf8_list(),
             ColumnType::Date => DataType::Date32,
             ColumnType::Timestamp => {
                 DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
@@ -51,6 +68,26 @@ impl ColumnType {
             ColumnType::Float64 => DataType::Float64,
             ColumnType::Int64 => DataType::Int64,
             ColumnType::Boolean => DataType::Boolean,
+            ColumnType::FundingRounds => list_of(vec![
+                Field::new("round", DataType::Utf8, true),
+                Field::new("date", DataType::Date32, true),
+                Field::new("amount_usd", DataType::Float64, true),
+                Field::new("investors", utf8_list(), true),
+            ]),
+            ColumnType::Leadership => list_of(vec![
+                Field::new("name", DataType::Utf8, true),
+                Field::new("title", DataType::Utf8, true),
+                Field::new("linkedin_url", DataType::Utf8, true),
+            ]),
+            ColumnType::Layoffs => list_of(vec![
+                Field::new("date", DataType::Date32, true),
+                Field::new("headcount", DataType::Int64, true),
+            ]),
+            ColumnType::Ratings => list_of(vec![
+                Field::new("source", DataType::Utf8, true),
+                Field::new("rating", DataType::Float64, true),
+                Field::new("review_count", DataType::Int64, true),
+            ]),
         }
     }
 
@@ -64,6 +101,14 @@ impl ColumnType {
             ColumnType::Float64 => "Float64",
             ColumnType::Int64 => "Int64",
             ColumnType::Boolean => "Boolean",
+            ColumnType::FundingRounds => {
+                "List<Struct<round: Utf8, date: Date32, amount_usd: Float64, investors: List<Utf8>>>"
+            }
+            ColumnType::Leadership => "List<Struct<name: Utf8, title: Utf8, linkedin_url: Utf8>>",
+            ColumnType::Layoffs => "List<Struct<date: Date32, headcount: Int64>>",
+            ColumnType::Ratings => {
+                "List<Struct<source: Utf8, rating: Float64, review_count: Int64>>"
+            }
         }
     }
 
@@ -77,6 +122,12 @@ impl ColumnType {
             ColumnType::Float64 => "DOUBLE",
             ColumnType::Int64 => "BIGINT",
             ColumnType::Boolean => "BOOLEAN",
+            ColumnType::FundingRounds => {
+                "STRUCT(round VARCHAR, date DATE, amount_usd DOUBLE, investors VARCHAR[])[]"
+            }
+            ColumnType::Leadership => "STRUCT(name VARCHAR, title VARCHAR, linkedin_url VARCHAR)[]",
+            ColumnType::Layoffs => "STRUCT(date DATE, headcount BIGINT)[]",
+            ColumnType::Ratings => "STRUCT(source VARCHAR, rating DOUBLE, review_count BIGINT)[]",
         }
     }
 }
@@ -340,11 +391,182 @@ static JOBS: [Column; 27] = [
     META[4],
 ];
 
+static COMPANIES: [Column; 36] = [
+    Column {
+        name: "id",
+        source: Some("id"),
+        ty: T::Utf8,
+        nullable: false,
+        doc: "Jobo company id, as in `career_sites.id`; the key. A profile without a string id is rejected.",
+    },
+    col("name", "name", T::Utf8, "Company display name."),
+    col(
+        "legal_name",
+        "legal_name",
+        T::Utf8,
+        "Registered legal name.",
+    ),
+    col(
+        "description",
+        "description",
+        T::Utf8,
+        "Company description.",
+    ),
+    col("website", "website", T::Utf8, "Company website."),
+    col(
+        "listing_url",
+        "listing_url",
+        T::Utf8,
+        "Career-site URL where its jobs are listed.",
+    ),
+    col("logo_url", "logo_url", T::Utf8, "Hosted logo URL."),
+    col(
+        "linkedin_url",
+        "linkedin_url",
+        T::Utf8,
+        "LinkedIn company page.",
+    ),
+    col(
+        "crunchbase_url",
+        "crunchbase_url",
+        T::Utf8,
+        "Crunchbase organisation page.",
+    ),
+    col(
+        "twitter_url",
+        "twitter_url",
+        T::Utf8,
+        "X (Twitter) profile.",
+    ),
+    col(
+        "headquarters_city",
+        "headquarters_city",
+        T::Utf8,
+        "City of the headquarters.",
+    ),
+    col(
+        "headquarters_state",
+        "headquarters_state",
+        T::Utf8,
+        "State or region of the headquarters.",
+    ),
+    col(
+        "headquarters_country",
+        "headquarters_country",
+        T::Utf8,
+        "Country of the headquarters.",
+    ),
+    col(
+        "country_code",
+        "country_code",
+        T::Utf8,
+        "ISO 3166-1 alpha-2 country code.",
+    ),
+    col(
+        "founding_year",
+        "founding_year",
+        T::Int64,
+        "Year the company was founded.",
+    ),
+    col(
+        "company_size",
+        "company_size",
+        T::Utf8,
+        "Size band (1-10, 11-50, ...).",
+    ),
+    col("revenue", "revenue", T::Utf8, "Revenue band, as text."),
+    col(
+        "is_agency",
+        "is_agency",
+        T::Boolean,
+        "Whether the company is a staffing agency.",
+    ),
+    col("industries", "industries", T::Utf8List, "Industry tags."),
+    col(
+        "naics_codes",
+        "naics_codes",
+        T::Utf8List,
+        "NAICS industry codes.",
+    ),
+    col(
+        "company_type",
+        "company_type",
+        T::Utf8,
+        "for_profit or non_profit.",
+    ),
+    col(
+        "funding_stage",
+        "funding_stage",
+        T::Utf8,
+        "Latest funding stage tag.",
+    ),
+    col(
+        "total_funding_usd",
+        "total_funding_usd",
+        T::Float64,
+        "Total funding raised, USD.",
+    ),
+    col(
+        "funding_rounds",
+        "funding_rounds",
+        T::FundingRounds,
+        "Funding rounds: round, date, amount in USD, investors.",
+    ),
+    col(
+        "leadership",
+        "leadership",
+        T::Leadership,
+        "Leaders: name, title, LinkedIn URL.",
+    ),
+    col(
+        "layoffs",
+        "layoffs",
+        T::Layoffs,
+        "Layoffs reported: date and headcount.",
+    ),
+    col(
+        "ratings",
+        "ratings",
+        T::Ratings,
+        "Employer ratings: source, rating, number of reviews.",
+    ),
+    col(
+        "h1b_filings",
+        "h1b_filings",
+        T::Int64,
+        "H-1B visa filings counted.",
+    ),
+    col(
+        "tech_stack",
+        "tech_stack",
+        T::Utf8List,
+        "Technologies the company is seen to use.",
+    ),
+    col(
+        "page_rank",
+        "page_rank",
+        T::Float64,
+        "Jobo's importance score of the company.",
+    ),
+    col(
+        "updated_at",
+        "updated_at",
+        T::Timestamp,
+        "When Jobo last updated the profile (UTC).",
+    ),
+    META[0],
+    META[1],
+    META[2],
+    META[3],
+    META[4],
+];
+
 /// Every column of `table`, in column order: id, the API fields, then the metadata columns.
 pub fn columns(table: Table) -> &'static [Column] {
     match table {
         Table::CareerSites => &CAREER_SITES,
         Table::Jobs => &JOBS,
+        Table::Companies => &COMPANIES,
     }
 }
 
@@ -368,9 +590,11 @@ fn build_schema(table: Table) -> SchemaRef {
 pub fn arrow_schema(table: Table) -> SchemaRef {
     static CAREER: OnceLock<SchemaRef> = OnceLock::new();
     static JOBS_SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    static COMPANIES_SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     let cell = match table {
         Table::CareerSites => &CAREER,
         Table::Jobs => &JOBS_SCHEMA,
+        Table::Companies => &COMPANIES_SCHEMA,
     };
     Arc::clone(cell.get_or_init(|| build_schema(table)))
 }

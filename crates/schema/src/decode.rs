@@ -6,7 +6,9 @@ use serde_json::value::RawValue;
 
 use crate::columns::arrow_schema;
 use crate::job_id::{job_id, job_location};
-use crate::rows::{CareerSiteRow, JobRow, RowMeta};
+use crate::rows::{
+    CareerSiteRow, CompanyRow, FundingRound, JobRow, Layoff, Leader, Rating, RowMeta,
+};
 use crate::values::{RawFields, RowReader, json_kind};
 use crate::{DecodeStats, DecodedPage, PageContext, Rejected, Result, SchemaError, Table};
 
@@ -222,10 +224,128 @@ fn finish<T: Serialize>(table: Table, decoded: DecodedRows<T>) -> Result<Decoded
     })
 }
 
+/// A list of objects, each read by `item` from its fields; `None` (so the whole value goes
+/// to `_extra`) when the value is not a list of objects or an item does not fit.
+fn list_of<T>(raw: &str, item: impl Fn(&mut RowReader<'_>) -> Option<T>) -> Option<Vec<T>> {
+    let items: Vec<&RawValue> = serde_json::from_str(raw).ok()?;
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        let fields = serde_json::from_str::<RawFields<'_>>(it.get()).ok()?;
+        let mut r = RowReader::new(fields);
+        let value = item(&mut r)?;
+        // A nested value that does not fit, or a field nobody knows, sends the whole list to
+        // `_extra`, where it is kept verbatim.
+        let left = r.finish();
+        if left.extra.is_some() {
+            return None;
+        }
+        out.push(value);
+    }
+    Some(out)
+}
+
+/// Decodes Jobo company profiles into typed rows.
+pub fn decode_companies(rows: &[Box<RawValue>], ctx: &PageContext) -> DecodedRows<CompanyRow> {
+    let mut out = DecodedRows::with_capacity(rows.len());
+    for (i, raw) in rows.iter().enumerate() {
+        let pos = position(i);
+        let mut r = match read_object(raw) {
+            Ok(r) => r,
+            Err(reason) => {
+                out.reject(pos, reason, raw);
+                continue;
+            }
+        };
+        let Some(id) = r
+            .peek("id")
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+            .filter(|s| !s.trim().is_empty())
+        else {
+            out.reject(pos, "company profile has no string \"id\"".to_owned(), raw);
+            continue;
+        };
+        let _ = r.utf8("id");
+        let mut row = CompanyRow {
+            id,
+            name: r.utf8("name"),
+            legal_name: r.utf8("legal_name"),
+            description: r.utf8("description"),
+            website: r.utf8("website"),
+            listing_url: r.utf8("listing_url"),
+            logo_url: r.utf8("logo_url"),
+            linkedin_url: r.utf8("linkedin_url"),
+            crunchbase_url: r.utf8("crunchbase_url"),
+            twitter_url: r.utf8("twitter_url"),
+            headquarters_city: r.utf8("headquarters_city"),
+            headquarters_state: r.utf8("headquarters_state"),
+            headquarters_country: r.utf8("headquarters_country"),
+            country_code: r.utf8("country_code"),
+            founding_year: r.int64("founding_year"),
+            company_size: r.utf8("company_size"),
+            revenue: r.utf8("revenue"),
+            is_agency: r.boolean("is_agency"),
+            industries: r.utf8_list("industries"),
+            naics_codes: r.utf8_list("naics_codes"),
+            company_type: r.utf8("company_type"),
+            funding_stage: r.utf8("funding_stage"),
+            total_funding_usd: r.float64("total_funding_usd"),
+            funding_rounds: r.with("funding_rounds", |raw| {
+                list_of(raw, |f| {
+                    Some(FundingRound {
+                        round: f.utf8("round"),
+                        date: f.date("date"),
+                        amount_usd: f.float64("amount_usd"),
+                        investors: f.utf8_list("investors"),
+                    })
+                })
+            }),
+            leadership: r.with("leadership", |raw| {
+                list_of(raw, |f| {
+                    Some(Leader {
+                        name: f.utf8("name"),
+                        title: f.utf8("title"),
+                        linkedin_url: f.utf8("linkedin_url"),
+                    })
+                })
+            }),
+            layoffs: r.with("layoffs", |raw| {
+                list_of(raw, |f| {
+                    Some(Layoff {
+                        date: f.date("date"),
+                        headcount: f.int64("headcount"),
+                    })
+                })
+            }),
+            ratings: r.with("ratings", |raw| {
+                list_of(raw, |f| {
+                    Some(Rating {
+                        source: f.utf8("source"),
+                        rating: f.float64("rating"),
+                        review_count: f.int64("review_count"),
+                    })
+                })
+            }),
+            h1b_filings: r.int64("h1b_filings"),
+            tech_stack: r.utf8_list("tech_stack"),
+            page_rank: r.float64("page_rank"),
+            updated_at: r.timestamp("updated_at"),
+            meta: meta(ctx, pos, None),
+        };
+        let left = r.finish();
+        out.stats.rows += 1;
+        out.stats.unknown_fields += left.unknown;
+        out.stats.type_mismatches += left.mismatched;
+        row.meta.extra = left.extra;
+        out.rows.push(row);
+    }
+    out
+}
+
 /// Decodes one page of raw API rows of `table` into a `RecordBatch`, with counts and rejects.
 pub fn decode_page(table: Table, rows: &[Box<RawValue>], ctx: &PageContext) -> Result<DecodedPage> {
     match table {
         Table::CareerSites => finish(table, decode_career_sites(rows, ctx)),
         Table::Jobs => finish(table, decode_jobs(rows, ctx)),
+        Table::Companies => finish(table, decode_companies(rows, ctx)),
     }
 }

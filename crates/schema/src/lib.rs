@@ -36,9 +36,11 @@ pub use columns::{
     Column, ColumnType, ID_COLUMN, META_COLUMNS, arrow_schema, columns, id_column,
     source_field_name,
 };
-pub use decode::{DecodedRows, decode_career_sites, decode_jobs, decode_page, to_record_batch};
+pub use decode::{
+    DecodedRows, decode_career_sites, decode_companies, decode_jobs, decode_page, to_record_batch,
+};
 pub use job_id::{TRACKING_PARAMS, UNIT_SEPARATOR, job_id, job_location, normalize_url};
-pub use rows::{CareerSiteRow, JobRow, RowMeta};
+pub use rows::{CareerSiteRow, CompanyRow, JobRow, RowMeta};
 pub use values::{parse_date, parse_timestamp};
 
 /// Errors of this crate.
@@ -61,20 +63,22 @@ pub enum SchemaError {
         found: String,
     },
     /// A table name that is neither `career_sites` nor `jobs`.
-    #[error("unknown table {0:?}: use \"career_sites\" or \"jobs\"")]
+    #[error("unknown table {0:?}: use \"career_sites\", \"jobs\" or \"companies\"")]
     UnknownTable(String),
 }
 
 /// Result with [`SchemaError`].
 pub type Result<T, E = SchemaError> = std::result::Result<T, E>;
 
-/// The two tables of the lake.
+/// The tables of the lake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     /// Jobo career sites (`career_sites`).
     CareerSites,
     /// Sentrion jobs (`jobs`).
     Jobs,
+    /// Jobo company profiles of chosen career sites (`companies`, by `joblake enrich`).
+    Companies,
 }
 
 impl Table {
@@ -83,11 +87,17 @@ impl Table {
         match self {
             Table::CareerSites => "career_sites",
             Table::Jobs => "jobs",
+            Table::Companies => "companies",
         }
     }
 
-    /// Both tables.
-    pub fn all() -> [Table; 2] {
+    /// Every table.
+    pub fn all() -> [Table; 3] {
+        [Table::CareerSites, Table::Jobs, Table::Companies]
+    }
+
+    /// The tables `refresh` fills from the two feeds.
+    pub fn feeds() -> [Table; 2] {
         [Table::CareerSites, Table::Jobs]
     }
 }

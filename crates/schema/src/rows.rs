@@ -41,6 +41,123 @@ pub struct CareerSiteRow {
     pub meta: RowMeta,
 }
 
+/// One Jobo company profile (`GET /api/companies/{id}`) plus the row metadata.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompanyRow {
+    /// `id`.
+    pub id: String,
+    /// `name`.
+    pub name: Option<String>,
+    /// `legal_name`.
+    pub legal_name: Option<String>,
+    /// `description`.
+    pub description: Option<String>,
+    /// `website`.
+    pub website: Option<String>,
+    /// `listing_url`.
+    pub listing_url: Option<String>,
+    /// `logo_url`.
+    pub logo_url: Option<String>,
+    /// `linkedin_url`.
+    pub linkedin_url: Option<String>,
+    /// `crunchbase_url`.
+    pub crunchbase_url: Option<String>,
+    /// `twitter_url`.
+    pub twitter_url: Option<String>,
+    /// `headquarters_city`.
+    pub headquarters_city: Option<String>,
+    /// `headquarters_state`.
+    pub headquarters_state: Option<String>,
+    /// `headquarters_country`.
+    pub headquarters_country: Option<String>,
+    /// `country_code`.
+    pub country_code: Option<String>,
+    /// `founding_year`.
+    pub founding_year: Option<i64>,
+    /// `company_size`.
+    pub company_size: Option<String>,
+    /// `revenue`.
+    pub revenue: Option<String>,
+    /// `is_agency`.
+    pub is_agency: Option<bool>,
+    /// `industries`.
+    pub industries: Option<Vec<Option<String>>>,
+    /// `naics_codes`.
+    pub naics_codes: Option<Vec<Option<String>>>,
+    /// `company_type`.
+    pub company_type: Option<String>,
+    /// `funding_stage`.
+    pub funding_stage: Option<String>,
+    /// `total_funding_usd`.
+    pub total_funding_usd: Option<f64>,
+    /// `funding_rounds`.
+    pub funding_rounds: Option<Vec<FundingRound>>,
+    /// `leadership`.
+    pub leadership: Option<Vec<Leader>>,
+    /// `layoffs`.
+    pub layoffs: Option<Vec<Layoff>>,
+    /// `ratings`.
+    pub ratings: Option<Vec<Rating>>,
+    /// `h1b_filings`.
+    pub h1b_filings: Option<i64>,
+    /// `tech_stack`.
+    pub tech_stack: Option<Vec<Option<String>>>,
+    /// `page_rank`.
+    pub page_rank: Option<f64>,
+    /// `updated_at`.
+    #[serde(serialize_with = "ts_opt")]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Row metadata (`_run_id`, ..., `_extra`).
+    #[serde(flatten)]
+    pub meta: RowMeta,
+}
+
+/// One funding round of a company profile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FundingRound {
+    /// `round`.
+    pub round: Option<String>,
+    /// `date`.
+    #[serde(serialize_with = "date_opt")]
+    pub date: Option<NaiveDate>,
+    /// `amount_usd`.
+    pub amount_usd: Option<f64>,
+    /// `investors`.
+    pub investors: Option<Vec<Option<String>>>,
+}
+
+/// One leader of a company profile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Leader {
+    /// `name`.
+    pub name: Option<String>,
+    /// `title`.
+    pub title: Option<String>,
+    /// `linkedin_url`.
+    pub linkedin_url: Option<String>,
+}
+
+/// One layoff of a company profile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Layoff {
+    /// `date`.
+    #[serde(serialize_with = "date_opt")]
+    pub date: Option<NaiveDate>,
+    /// `headcount`.
+    pub headcount: Option<i64>,
+}
+
+/// One employer rating of a company profile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rating {
+    /// `source`.
+    pub source: Option<String>,
+    /// `rating`.
+    pub rating: Option<f64>,
+    /// `review_count`.
+    pub review_count: Option<i64>,
+}
+
 /// One Sentrion job plus its derived id and the row metadata.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRow {

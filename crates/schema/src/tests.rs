@@ -737,3 +737,55 @@ fn print_schema_tables() {
         println!();
     }
 }
+
+#[test]
+fn company_profiles_decode_with_nested_lists_and_keep_what_does_not_fit() {
+    let rows = vec![
+        RawValue::from_string(
+            r#"{"id":"c1","name":"Acme","founding_year":2015,"total_funding_usd":1500000,
+                "funding_rounds":[{"round":"seed","date":"2019-05-01","amount_usd":500000,"investors":["A","B"]},
+                                  {"round":"series_a","date":"2021-02-01","amount_usd":1000000.0,"investors":[]}],
+                "leadership":[{"name":"Ada","title":"CEO","linkedin_url":null}],
+                "layoffs":null,
+                "ratings":[{"source":"glassdoor","rating":4.1,"review_count":120}],
+                "tech_stack":["rust"],"updated_at":"2026-11-01T10:00:00Z","esg_score":7}"#
+                .into(),
+        )
+        .unwrap(),
+        RawValue::from_string(
+            r#"{"id":"c2","founding_year":"2015","ratings":[{"source":"indeed","rating":"4.5"}]}"#.into(),
+        )
+        .unwrap(),
+        RawValue::from_string(r#"{"name":"no id"}"#.into()).unwrap(),
+    ];
+    let ctx = PageContext {
+        run_id: "r".into(),
+        fetched_at: Utc::now(),
+        page: 1,
+    };
+    let page = decode_page(Table::Companies, &rows, &ctx).unwrap();
+    assert_eq!(page.batch.num_rows(), 2);
+    assert_eq!(page.rejected.len(), 1);
+    assert_eq!(page.batch.schema(), arrow_schema(Table::Companies));
+    let decoded = decode_companies(&rows, &ctx);
+    let acme = &decoded.rows[0];
+    let rounds = acme.funding_rounds.as_ref().unwrap();
+    assert_eq!(rounds.len(), 2);
+    assert_eq!(rounds[1].amount_usd, Some(1_000_000.0));
+    assert_eq!(rounds[0].date, NaiveDate::from_ymd_opt(2019, 5, 1));
+    assert_eq!(
+        acme.leadership.as_ref().unwrap()[0].title.as_deref(),
+        Some("CEO")
+    );
+    assert!(acme.meta.extra.as_deref().unwrap().contains("esg_score"));
+    // A rating sent as text sends that list, verbatim, to `_extra`; the rest of the row loads.
+    let c2 = &decoded.rows[1];
+    assert_eq!(c2.ratings, None);
+    assert_eq!(c2.founding_year, None);
+    let extra = c2.meta.extra.as_deref().unwrap();
+    assert!(
+        extra.contains("\"ratings\"") && extra.contains("\"founding_year\":\"2015\""),
+        "{extra}"
+    );
+    assert_eq!(decoded.stats.type_mismatches, 2);
+}

@@ -144,6 +144,28 @@ impl<'a> RowReader<'a> {
         })
     }
 
+    /// A whole-number field (a float with no fraction is taken too).
+    pub(crate) fn int64(&mut self, name: &str) -> Option<i64> {
+        self.take(name, |raw| {
+            serde_json::from_str::<i64>(raw).ok().or_else(|| {
+                serde_json::from_str::<f64>(raw)
+                    .ok()
+                    .filter(|v| v.fract() == 0.0 && v.abs() < 9.0e15)
+                    .map(|v| v as i64)
+            })
+        })
+    }
+
+    /// A field read by `convert` from its raw JSON text (nested values); `None` from
+    /// `convert` keeps the value, as text, in `_extra`.
+    pub(crate) fn with<T>(
+        &mut self,
+        name: &str,
+        convert: impl FnOnce(&'a str) -> Option<T>,
+    ) -> Option<T> {
+        self.take(name, convert)
+    }
+
     /// A boolean field.
     pub(crate) fn boolean(&mut self, name: &str) -> Option<bool> {
         self.take(name, |raw| serde_json::from_str::<bool>(raw).ok())

@@ -120,7 +120,11 @@ pub(crate) async fn truth_sites(
 pub(crate) async fn truth_companies(State(sh): State<Arc<Shared>>) -> Response {
     let g = sh.lock();
     ok(&Value::Array(
-        g.world.sites.iter().filter_map(|s| s.profile_json()).collect(),
+        g.world
+            .sites
+            .iter()
+            .filter_map(|s| s.profile_json())
+            .collect(),
     ))
 }
 

@@ -375,18 +375,38 @@ const HEADQUARTERS: &[(&str, Option<&str>, &str)] = &[
     ("Bangalore", Some("Karnataka"), "India"),
 ];
 const INVESTORS: &[&str] = &[
-    "Sequoia", "Accel", "Index Ventures", "a16z", "Balderton", "Y Combinator", "Atomico",
+    "Sequoia",
+    "Accel",
+    "Index Ventures",
+    "a16z",
+    "Balderton",
+    "Y Combinator",
+    "Atomico",
     "General Catalyst",
 ];
 const PEOPLE: &[&str] = &[
-    "Ada Moreau", "Sam Okafor", "Lena Fischer", "Ravi Iyer", "Maya Chen", "Tom Novak",
-    "Ines Duarte", "Jonas Berg",
+    "Ada Moreau",
+    "Sam Okafor",
+    "Lena Fischer",
+    "Ravi Iyer",
+    "Maya Chen",
+    "Tom Novak",
+    "Ines Duarte",
+    "Jonas Berg",
 ];
 const REVENUE: &[&str] = &["<$1M", "$1M-$10M", "$10M-$50M", "$50M-$100M", "$100M+"];
 const NAICS: &[&str] = &["541511", "541512", "518210", "522320", "621111", "611710"];
 const TECH: &[&str] = &[
-    "rust", "python", "go", "typescript", "postgres", "kafka", "kubernetes", "snowflake",
-    "react", "terraform",
+    "rust",
+    "python",
+    "go",
+    "typescript",
+    "postgres",
+    "kafka",
+    "kubernetes",
+    "snowflake",
+    "react",
+    "terraform",
 ];
 
 fn pick_tuple<'a, T>(rng: &mut ChaCha8Rng, xs: &'a [T]) -> &'a T {
@@ -592,40 +612,63 @@ impl Site {
                 }));
             }
         }
-        let layoffs = maybe(&mut rng, 0.1, |r| {
-            json!([{"date": "2024-01-15", "headcount": r.random_range(5..500)}])
-        });
+        let layoffs = maybe(
+            &mut rng,
+            0.1,
+            |r| json!([{"date": "2024-01-15", "headcount": r.random_range(5..500)}]),
+        );
         let mut m = Map::new();
         m.insert("id".into(), json!(self.id));
         m.insert("name".into(), json!(self.name()));
-        m.insert("legal_name".into(), json!(format!("{} Ltd.", self.name_base)));
+        m.insert(
+            "legal_name".into(),
+            json!(format!("{} Ltd.", self.name_base)),
+        );
         m.insert("description".into(), json!(self.summary));
         m.insert("website".into(), json!(self.website));
         m.insert("listing_url".into(), json!(self.listing_url));
         m.insert("logo_url".into(), json!(self.logo_url));
         m.insert("linkedin_url".into(), json!(self.linkedin_url));
         m.insert("crunchbase_url".into(), json!(self.crunchbase_url));
-        m.insert("twitter_url".into(), json!(maybe(&mut rng, 0.5, |_| format!("https://x.com/{slug}"))));
+        m.insert(
+            "twitter_url".into(),
+            json!(maybe(&mut rng, 0.5, |_| format!("https://x.com/{slug}"))),
+        );
         m.insert("headquarters_city".into(), json!(city));
         m.insert("headquarters_state".into(), json!(state));
         m.insert("headquarters_country".into(), json!(country));
         m.insert("country_code".into(), json!(self.country_code));
         m.insert("founding_year".into(), json!(self.founded_year));
         m.insert("company_size".into(), json!(self.company_size));
-        m.insert("revenue".into(), json!(maybe(&mut rng, 0.6, |r| pick(r, REVENUE).to_string())));
+        m.insert(
+            "revenue".into(),
+            json!(maybe(&mut rng, 0.6, |r| pick(r, REVENUE).to_string())),
+        );
         m.insert("is_agency".into(), json!(self.is_agency));
         m.insert("industries".into(), json!(self.industries));
-        m.insert("naics_codes".into(), json!(pick_some(&mut rng, NAICS, 0, 2)));
+        m.insert(
+            "naics_codes".into(),
+            json!(pick_some(&mut rng, NAICS, 0, 2)),
+        );
         m.insert("company_type".into(), json!(self.company_type));
         m.insert("funding_stage".into(), json!(self.funding_stage));
-        m.insert("total_funding_usd".into(), json!((total > 0).then_some(total)));
+        m.insert(
+            "total_funding_usd".into(),
+            json!((total > 0).then_some(total)),
+        );
         m.insert("funding_rounds".into(), json!(funding_rounds));
         m.insert("leadership".into(), json!(leadership));
         m.insert("layoffs".into(), json!(layoffs));
         m.insert("ratings".into(), json!(ratings));
-        m.insert("h1b_filings".into(), json!(maybe(&mut rng, 0.4, |r| r.random_range(0..900))));
+        m.insert(
+            "h1b_filings".into(),
+            json!(maybe(&mut rng, 0.4, |r| r.random_range(0..900))),
+        );
         m.insert("tech_stack".into(), json!(pick_some(&mut rng, TECH, 0, 5)));
-        m.insert("page_rank".into(), json!((rng.random_range(0..10_000) as f64) / 1000.0));
+        m.insert(
+            "page_rank".into(),
+            json!((rng.random_range(0..10_000) as f64) / 1000.0),
+        );
         m.insert("updated_at".into(), json!(fmt_ts(self.updated_at)));
         // Not a documented schema: now and then a field nobody listed.
         if rng.random_bool(0.05) {

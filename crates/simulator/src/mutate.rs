@@ -87,10 +87,17 @@ fn mutate(api: Api, m: &mut Map<String, Value>, fault: DataFault, i: usize) {
             }
         }
         (BadUtf8, Api::Companies) => {
-            m.insert("legal_name".into(), json!(format!("Acme {LONE_SURROGATE} Ltd.")));
+            m.insert(
+                "legal_name".into(),
+                json!(format!("Acme {LONE_SURROGATE} Ltd.")),
+            );
         }
         (OddDates, Api::Companies) => {
-            if let Some(t) = m.get("updated_at").and_then(Value::as_str).map(str::to_string) {
+            if let Some(t) = m
+                .get("updated_at")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            {
                 m.insert("updated_at".into(), json!(t.replace('T', " ")));
             }
         }

@@ -1,0 +1,67 @@
+//! Jobo company profiles: `GET /api/companies/{id}` (a career site's `details_url`), with the
+//! same auth, pacing, retries and error mapping as the feeds.
+
+use std::sync::Arc;
+
+use reqwest::header::HeaderMap;
+use serde_json::value::RawValue;
+
+use crate::http::{Auth, Core, Ctx, Failure, Transient, excerpt};
+use crate::{Api, ClientConfig, Credits, FetchError, FetchStats, Page};
+
+const PATH: &str = "/api/companies/";
+
+/// A client of Jobo's company profiles. The newer docs say no key is needed; the key is sent
+/// anyway (to the same host only: redirects are off), so the key's rate limit is the one used.
+#[derive(Debug)]
+pub struct CompanyClient {
+    core: Core,
+}
+
+fn parse(ctx: &Ctx<'_>, _headers: &HeaderMap, body: &[u8]) -> Result<Page, Failure> {
+    let profile: Box<RawValue> = serde_json::from_slice(body)
+        .ok()
+        .filter(|v: &Box<RawValue>| v.get().trim_start().starts_with('{'))
+        .ok_or_else(|| {
+            Failure::Retry(Transient {
+                reason: ctx.clean(&format!(
+                    "the profile is not a JSON object: {}",
+                    excerpt(body)
+                )),
+                status: Some(200),
+                wait: None,
+                malformed: true,
+            })
+        })?;
+    Ok(Page {
+        rows: vec![profile],
+        next_cursor: None,
+        has_more: false,
+        credits: Credits::default(),
+        total_found: None,
+        bytes: body.len(),
+    })
+}
+
+impl CompanyClient {
+    /// Builds a client of the Jobo base URL in `cfg`.
+    pub fn new(cfg: ClientConfig) -> Result<Self, FetchError> {
+        Ok(CompanyClient {
+            core: Core::new(Api::Jobo, cfg, PATH, Auth::ApiKeyHeader)?,
+        })
+    }
+
+    /// The profile of company `id` as sent, or `None` when Jobo has none (404).
+    pub async fn fetch(&self, id: &str) -> Result<Option<Box<RawValue>>, FetchError> {
+        match self.core.get(id, parse).await {
+            Ok(mut page) => Ok(page.rows.pop()),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Live counters of this client.
+    pub fn stats(&self) -> Arc<FetchStats> {
+        self.core.stats()
+    }
+}
