@@ -9,6 +9,10 @@ SELECT * FROM {career_sites_source};
 CREATE OR REPLACE VIEW jobs_history AS
 SELECT * FROM {jobs_source};
 
+-- Company profiles fetched by `joblake enrich companies` (or `refresh --enrich`).
+CREATE OR REPLACE VIEW companies_history AS
+SELECT * FROM {companies_source};
+
 -- Latest version per id: later run, then later page, then later row wins. joblake fills in
 --   SELECT * FROM <table>_history
 --   QUALIFY row_number() OVER (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1
@@ -19,6 +23,9 @@ CREATE OR REPLACE VIEW career_sites AS
 
 CREATE OR REPLACE VIEW jobs AS
 {jobs_latest};
+
+CREATE OR REPLACE VIEW companies AS
+{companies_latest};
 
 CREATE OR REPLACE VIEW runs AS
 SELECT * FROM {runs_source};

@@ -135,10 +135,11 @@ impl Sim {
 
     /// The raw rows a filtered request would page through (`body` as the API takes it).
     pub async fn truth_filtered(&self, table: Table, body: &str) -> Vec<Value> {
-        let path = match table {
-            Table::CareerSites => "/_sim/truth/career_sites",
-            Table::Jobs => "/_sim/truth/jobs",
-        };
+        assert!(
+            table != Table::Companies,
+            "company profiles take no filters"
+        );
+        let path = truth_path(table);
         match self
             .admin(reqwest::Method::POST, path, Some(body.into()))
             .await
@@ -185,6 +186,7 @@ fn truth_path(table: Table) -> &'static str {
     match table {
         Table::CareerSites => "/_sim/truth/career_sites",
         Table::Jobs => "/_sim/truth/jobs",
+        Table::Companies => "/_sim/truth/companies",
     }
 }
 
@@ -312,7 +314,7 @@ impl Lake {
 
     /// `joblake query --format json`, as JSON rows.
     pub async fn query(&self, sql: &str) -> Vec<Value> {
-        let run = self.run(&["query", "--format", "json", sql]).await;
+        let run = self.run(&["query", "--format", "json", "--", sql]).await;
         run.assert_code(0);
         match serde_json::from_slice(&run.0.stdout).expect("query prints JSON") {
             Value::Array(rows) => rows,

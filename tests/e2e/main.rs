@@ -5,6 +5,7 @@ mod backfill;
 mod baddata;
 mod compact;
 mod crash;
+mod enrich;
 mod faults;
 mod harness;
 mod local;

@@ -124,6 +124,23 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
     Ok(sql.replace("{runs_source}", &runs))
 }
 
+/// The tables a user of `lake` sees: both feeds, and company profiles once enriched.
+pub async fn tables_in(lake: &Lake) -> Result<Vec<Table>> {
+    let mut tables = Table::feeds().to_vec();
+    let enriched = lake
+        .get_opt(&Path::from(format!(
+            "_joblake/state/{}.json",
+            Table::Companies.name()
+        )))
+        .await?
+        .is_some()
+        || has_parquet(lake, Table::Companies.name()).await?;
+    if enriched {
+        tables.push(Table::Companies);
+    }
+    Ok(tables)
+}
+
 /// The last version of every id of `history`.
 pub fn latest_of(history: &str) -> String {
     format!(

@@ -15,6 +15,25 @@ pub struct FileConfig {
     /// Settings for Sentrion's jobs search.
     #[serde(default)]
     pub jobs: SourceConfig,
+    /// Which company profiles `refresh --enrich` keeps current.
+    #[serde(default)]
+    pub companies: CompaniesConfig,
+}
+
+/// `[companies]`: the profiles `refresh --enrich` fetches (Jobo's pacing and retries are the
+/// `[career_sites]` ones).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompaniesConfig {
+    /// SQL predicate over the `career_sites` view choosing the companies.
+    #[serde(rename = "where")]
+    pub predicate: Option<String>,
+    /// Age after which a profile is fetched again, e.g. "30d" (default 30 days).
+    pub stale_after: Option<String>,
+    /// At most this many profiles a run.
+    pub limit: Option<u64>,
+    /// Profiles asked for at once (default 4).
+    pub concurrency: Option<usize>,
 }
 
 /// One source's settings; everything optional.

@@ -3,6 +3,7 @@
 mod backfill;
 mod catalog;
 mod config;
+mod enrich;
 mod refresh;
 mod source;
 mod status;
@@ -85,6 +86,17 @@ enum Command {
         /// Estimate the rows and credits the run would cost, without fetching the data.
         #[arg(long)]
         dry_run: bool,
+        /// After the feeds, fetch the company profiles `[companies]` in joblake.toml chooses.
+        #[arg(long)]
+        enrich: bool,
+    },
+    /// Fetch full profiles for the career sites an SQL predicate chooses.
+    Enrich {
+        /// What to enrich.
+        #[arg(value_enum)]
+        what: EnrichWhat,
+        #[command(flatten)]
+        args: EnrichArgs,
     },
     /// Walk a long range of history in windows, newest first, each window checkpointed.
     Backfill {
@@ -141,6 +153,30 @@ enum SourceArg {
     #[value(name = "career_sites")]
     CareerSites,
     Jobs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EnrichWhat {
+    /// Company profiles (`GET /api/companies/{id}`) into the `companies` table.
+    Companies,
+}
+
+/// `enrich companies`' choices; each one unset falls back to `[companies]` in joblake.toml.
+#[derive(clap::Args, Default)]
+struct EnrichArgs {
+    /// SQL predicate over the career_sites view, e.g.
+    /// "list_contains(industries, 'fintech')" (default: every career site).
+    #[arg(long = "where", value_name = "SQL")]
+    predicate: Option<String>,
+    /// Profiles fetched more recently than this are not fetched again: 30d, 12h, 7.
+    #[arg(long, value_name = "AGE")]
+    stale_after: Option<String>,
+    /// At most N profiles this run (the rest are next run's).
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+    /// Profiles asked for at once (still under the Jobo request budget).
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -274,6 +310,7 @@ async fn run(cli: Cli) -> Result<u8> {
             since,
             min_credits,
             dry_run,
+            enrich,
         } => {
             let tables = tables_of(source);
             let task = Task::Refresh {
@@ -283,7 +320,26 @@ async fn run(cli: Cli) -> Result<u8> {
             if *dry_run {
                 return estimate(&cli, &tables, &task).await;
             }
-            cmd_run(&cli, &tables, task, *max_pages, *min_credits).await
+            let enrich = enrich.then(EnrichArgs::default);
+            cmd_run(
+                &cli,
+                &tables,
+                task,
+                *max_pages,
+                *min_credits,
+                enrich.as_ref(),
+            )
+            .await
+        }
+        Command::Enrich {
+            what: EnrichWhat::Companies,
+            args,
+        } => {
+            let task = Task::Refresh {
+                full: false,
+                since: None,
+            };
+            cmd_run(&cli, &[], task, None, None, Some(args)).await
         }
         Command::Backfill {
             source,
@@ -327,10 +383,15 @@ async fn run(cli: Cli) -> Result<u8> {
             if *dry_run {
                 return estimate(&cli, &[table], &task).await;
             }
-            cmd_run(&cli, &[table], task, *max_pages, *min_credits).await
+            cmd_run(&cli, &[table], task, *max_pages, *min_credits, None).await
         }
         Command::Compact { source } => {
-            let tables = tables_of(source);
+            // Both feeds by default, and the company profiles once there are some.
+            let tables = if source.is_empty() {
+                catalog::tables_in(&Lake::open(&cli.lake, false)?).await?
+            } else {
+                tables_of(source)
+            };
             cmd_compact(&cli, &tables).await
         }
         Command::Views => {
@@ -358,10 +419,10 @@ async fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-/// The tables `--source` names, or all of them.
+/// The feeds `--source` names, or both.
 fn tables_of(source: &[SourceArg]) -> Vec<Table> {
     if source.is_empty() {
-        return Table::all().to_vec();
+        return Table::feeds().to_vec();
     }
     source
         .iter()
@@ -634,15 +695,45 @@ fn configured_sources(
             Some(key) => {
                 let base = std::env::var(base_url_env(api))
                     .unwrap_or_else(|_| api.default_base_url().to_string());
-                let scfg = match table {
-                    Table::CareerSites => &cfg.career_sites,
-                    Table::Jobs => &cfg.jobs,
-                };
+                let scfg = source_config(cfg, table);
                 sources.push(Source::new(table, key, base, scfg)?);
             }
         }
     }
     Ok((sources, skipped))
+}
+
+/// The settings of `table`'s API (company profiles are Jobo's, paced as its feed).
+fn source_config(cfg: &config::FileConfig, table: Table) -> &config::SourceConfig {
+    match table {
+        Table::CareerSites | Table::Companies => &cfg.career_sites,
+        Table::Jobs => &cfg.jobs,
+    }
+}
+
+/// What to enrich: `args` where given, `[companies]` in joblake.toml otherwise.
+fn enrich_options(
+    cfg: &config::CompaniesConfig,
+    args: &EnrichArgs,
+) -> Result<enrich::EnrichOptions> {
+    let stale_after = match args.stale_after.as_ref().or(cfg.stale_after.as_ref()) {
+        Some(s) => enrich::parse_age(s).map_err(|e| anyhow::anyhow!("--stale-after: {e}"))?,
+        None => chrono::Duration::days(30),
+    };
+    let concurrency = args.concurrency.or(cfg.concurrency).unwrap_or(4);
+    if concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    Ok(enrich::EnrichOptions {
+        predicate: args
+            .predicate
+            .clone()
+            .or_else(|| cfg.predicate.clone())
+            .filter(|p| !p.trim().is_empty()),
+        stale_after,
+        limit: args.limit.or(cfg.limit),
+        concurrency,
+    })
 }
 
 /// `--dry-run`: what a run would fetch and cost, asked of the APIs' own totals where they
@@ -686,29 +777,53 @@ async fn cmd_run(
     task: Task,
     max_pages: Option<u64>,
     min_credits: Option<f64>,
+    enrich: Option<&EnrichArgs>,
 ) -> Result<u8> {
     let started = Instant::now();
     let (cfg, cfg_path) = config::load(cli.config.as_deref())?;
     if let Some(p) = &cfg_path {
         tracing::info!(config = %p.display(), "using config");
     }
-    let (sources, skipped) = configured_sources(&cfg, tables)?;
+    let (sources, mut skipped) = configured_sources(&cfg, tables)?;
+    let enrich = match enrich {
+        Some(args) => Some(enrich_options(&cfg.companies, args)?),
+        None => None,
+    };
+    let jobo_key = read_key(joblake_fetcher::Api::Jobo.key_env());
+    if enrich.is_some() && jobo_key.is_none() {
+        if tables.is_empty() {
+            bail!(
+                "company profiles come from Jobo: export {}",
+                joblake_fetcher::Api::Jobo.key_env()
+            );
+        }
+        skipped.push(format!(
+            "companies: {} is not set",
+            joblake_fetcher::Api::Jobo.key_env()
+        ));
+    }
     for s in &skipped {
         if !cli.quiet {
             eprintln!("skipped {s}");
         }
     }
-    if sources.is_empty() {
+    let enrich = enrich.zip(jobo_key);
+    if sources.is_empty() && enrich.is_none() {
         bail!(
             "no API key is set: export JOBO_API_KEY and/or SENTRION_API_KEY, \
              or try joblake against the built-in simulator with `make demo`"
         );
     }
+    let command = if tables.is_empty() {
+        "enrich"
+    } else {
+        task.command()
+    };
     let new_lake = !cli.lake.contains("://") && !std::path::Path::new(&cli.lake).exists();
     let lake = Lake::open(&cli.lake, true)?;
     let holder = format!(
         "joblake {}, pid {}, started {}",
-        task.command(),
+        command,
         std::process::id(),
         Utc::now().to_rfc3339()
     );
@@ -735,6 +850,25 @@ async fn cmd_run(
             .map(|source| refresh::run_source(&lake, &run_id, source, &opts)),
     )
     .await;
+    // Profiles after the feeds, so the career sites just fetched are among the candidates.
+    if let Some((enrich, key)) = &enrich
+        && !stop.load(Ordering::SeqCst)
+    {
+        let base = std::env::var(base_url_env(joblake_fetcher::Api::Jobo))
+            .unwrap_or_else(|_| joblake_fetcher::Api::Jobo.default_base_url().to_string());
+        summaries.push(
+            enrich::run(
+                &lake,
+                &run_id,
+                key.clone(),
+                base,
+                source_config(&cfg, Table::Companies),
+                enrich,
+                &opts,
+            )
+            .await,
+        );
+    }
     let db = duckdb_path(cli, &lake);
     let touched = summaries.iter().any(SourceSummary::touched_lake);
     joblake_writer::crash_point("views:before");
@@ -748,7 +882,6 @@ async fn cmd_run(
     } else {
         Ok(false)
     };
-    let opts_command = opts.task.command();
     drop(opts);
     if let Some(lock) = Arc::into_inner(lock) {
         lock.release().await;
@@ -758,14 +891,7 @@ async fn cmd_run(
     }
     let seconds = started.elapsed().as_secs_f64();
     print_summary(
-        cli,
-        opts_command,
-        &run_id,
-        &summaries,
-        &skipped,
-        &views,
-        &db,
-        seconds,
+        cli, command, &run_id, &summaries, &skipped, &views, &db, seconds,
     );
     // The fetched pages are committed either way; failing to rebuild the views (a full
     // disk, say) fails the run, and the next run rebuilds them.
@@ -941,6 +1067,11 @@ fn print_summary(
             }
             if s.retries > 0 {
                 p.push_str(&format!(", {} retries", s.retries));
+            }
+            if let Some(c) = s.profiles
+                && c.not_found > 0
+            {
+                p.push_str(&format!(", {} without a profile (404)", c.not_found));
             }
             if let Some(w) = s.windows {
                 p.push_str(&format!(", windows {} done, {} left", w.done, w.left));

@@ -147,8 +147,23 @@ pub struct SourceSummary {
     /// Backfill windows finished this run and still left.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub windows: Option<WindowCounts>,
+    /// Company profiles: those asked for this run and those that answered 404 (recorded,
+    /// and not asked again within `stale_after`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<ProfileCounts>,
     #[serde(skip)]
     pub(crate) record: Option<RunRecord>,
+}
+
+/// What one enrichment run asked for.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ProfileCounts {
+    /// Companies the predicate chose that were due (not fetched or found missing lately).
+    pub due: u64,
+    /// Profiles fetched and loaded.
+    pub fetched: u64,
+    /// Companies whose profile answered 404.
+    pub not_found: u64,
 }
 
 /// Backfill progress of one run.
@@ -172,28 +187,7 @@ pub async fn run_source(
     let started = Instant::now();
     let mut record = RunRecord::new(run_id, source.table.name(), Utc::now());
     record.command = Some(opts.task.command().to_string());
-    let mut summary = SourceSummary {
-        source: source.table.name().to_string(),
-        status: RunStatus::Running,
-        message: None,
-        pages: 0,
-        rows: 0,
-        recovered_rows: 0,
-        files: 0,
-        bytes: 0,
-        type_mismatches: 0,
-        unknown_fields: 0,
-        rejected_rows: 0,
-        retries: 0,
-        http_429: 0,
-        restarts: 0,
-        credits_used: None,
-        credits_balance: None,
-        seconds: 0.0,
-        warnings: Vec::new(),
-        windows: None,
-        record: None,
-    };
+    let mut summary = SourceSummary::new(source.table);
     let (status, message) = match scan(lake, run_id, source, opts, &record, &mut summary).await {
         Ok(status) => (status, None),
         Err(e) => (RunStatus::Failed, Some(format!("{e:#}"))),
@@ -232,6 +226,33 @@ pub async fn run_source(
 }
 
 impl SourceSummary {
+    /// A summary of `table` before anything happened.
+    pub fn new(table: Table) -> SourceSummary {
+        SourceSummary {
+            source: table.name().to_string(),
+            status: RunStatus::Running,
+            message: None,
+            pages: 0,
+            rows: 0,
+            recovered_rows: 0,
+            files: 0,
+            bytes: 0,
+            type_mismatches: 0,
+            unknown_fields: 0,
+            rejected_rows: 0,
+            retries: 0,
+            http_429: 0,
+            restarts: 0,
+            credits_used: None,
+            credits_balance: None,
+            seconds: 0.0,
+            warnings: Vec::new(),
+            windows: None,
+            profiles: None,
+            record: None,
+        }
+    }
+
     /// Whether this source wrote anything to the lake (pages, recovered pages, files).
     pub fn touched_lake(&self) -> bool {
         self.pages > 0 || self.recovered_rows > 0 || self.files > 0
@@ -515,7 +536,7 @@ async fn scan(
 /// The schema's decoding of `table`'s pages, as the writer takes it: rows that cannot load
 /// become JSON lines with their reason (kept under `_joblake/rejects/`), and every page's
 /// counts add up in `stats`.
-fn decoder(table: Table, stats: Arc<std::sync::Mutex<DecodeStats>>) -> Decoder {
+pub(crate) fn decoder(table: Table, stats: Arc<std::sync::Mutex<DecodeStats>>) -> Decoder {
     Arc::new(move |raw: &RawPage| {
         let ctx = PageContext {
             run_id: raw.run_id.clone(),

@@ -134,7 +134,7 @@ pub fn base_url_env(api: Api) -> &'static str {
 /// The API behind a table.
 pub fn api_of(table: Table) -> Api {
     match table {
-        Table::CareerSites => Api::Jobo,
+        Table::CareerSites | Table::Companies => Api::Jobo,
         Table::Jobs => Api::Sentrion,
     }
 }

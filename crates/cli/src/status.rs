@@ -36,7 +36,7 @@ pub async fn print(lake: &Lake, json: bool) -> Result<()> {
     let setup = catalog::view_sql(lake).await?;
     let ledger = read_ledger(lake).await?;
     let mut out = Vec::new();
-    for table in Table::all() {
+    for table in catalog::tables_in(lake).await? {
         out.push(table_status(lake, table, &setup, &ledger).await?);
     }
     if json {

@@ -548,19 +548,23 @@ impl Site {
         Value::Object(m)
     }
 
-    /// A small company profile for `GET /api/companies/{id}`; not a documented schema.
-    /// The full company profile (`GET /api/companies/{id}`), or `None` where Jobo has none
-    /// (the feed row's `details_url` is null). Its details are drawn from the id, so a
-    /// profile is the same every time it is asked for, until the site changes.
+    /// The full company profile (`GET /api/companies/{id}`), or `None` where Jobo has none:
+    /// the feed row's `details_url` is null, or (one listed profile in 40) it is set but the
+    /// profile has gone since, merged or removed, and the URL answers 404. Its details are
+    /// drawn from the id, so a profile is the same every time it is asked for, until the
+    /// site changes.
     pub fn profile_json(&self) -> Option<Value> {
         if !self.has_details {
             return None;
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            self.id
-                .bytes()
-                .fold(0xCAFE_F00Du64, |h, b| h.rotate_left(5) ^ u64::from(b)),
-        );
+        let seed = self
+            .id
+            .bytes()
+            .fold(0xCAFE_F00Du64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        if seed % 40 == 7 {
+            return None;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let slug = slugify(&self.name_base, &self.id);
         let (city, state, country) = *pick_tuple(&mut rng, HEADQUARTERS);
         let rounds = ["pre_seed", "seed", "series_a", "series_b", "series_c"];

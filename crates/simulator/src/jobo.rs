@@ -665,7 +665,8 @@ pub(crate) async fn company(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let (fired, guard) = sh.begin(Api::Companies, &Bytes::from(id.clone()), Value::Null);
+    let logged = Bytes::from(serde_json::json!({ "id": id }).to_string());
+    let (fired, guard) = sh.begin(Api::Companies, &logged, Value::Null);
     let delay = sh.latency + fired.delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -269,9 +269,11 @@ pub(crate) fn request_key(body: &Bytes) -> String {
     hex(&Sha256::digest(canonical.as_bytes())[..16])
 }
 
-/// The fields of a request body that say which slice of the data it asks for.
+/// The fields of a request body that say which slice of the data it asks for (a company
+/// profile's request is logged as `{"id": ...}`).
 fn window_params(body: &Bytes) -> Value {
-    const FIELDS: [&str; 7] = [
+    const FIELDS: [&str; 8] = [
+        "id",
         "published_after",
         "published_before",
         "updated_after",

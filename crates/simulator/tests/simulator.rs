@@ -840,21 +840,42 @@ async fn same_seed_gives_identical_data() {
 }
 
 #[tokio::test]
-async fn company_profile_and_url() {
-    let sim = start_rows(10).await;
+async fn company_profiles_follow_details_url_and_gone_ones_are_404() {
+    let sim = start_rows(300).await;
     assert_eq!(sim.url(), format!("http://127.0.0.1:{}", sim.addr.port()));
     let rows = admin(sim.addr, "GET", "/_sim/truth/career_sites", "").await;
-    let with_details = rows
+    let truth = admin(sim.addr, "GET", "/_sim/truth/companies", "").await;
+    let truth: std::collections::HashMap<String, Value> = truth
         .as_array()
         .expect("array")
         .iter()
-        .find(|r| r["details_url"].is_string())
-        .expect("a row with details_url")
-        .clone();
-    let url = with_details["details_url"].as_str().expect("url");
-    let path = url.strip_prefix(&sim.url()).expect("same base");
-    let profile = admin(sim.addr, "GET", path, "").await;
-    assert_eq!(profile["id"], with_details["id"]);
+        .map(|p| (p["id"].as_str().expect("id").to_string(), p.clone()))
+        .collect();
+    let (mut served, mut gone) = (0, 0);
+    for row in rows.as_array().expect("array") {
+        let Some(url) = row["details_url"].as_str() else {
+            assert!(!truth.contains_key(row["id"].as_str().unwrap()));
+            continue;
+        };
+        let path = url.strip_prefix(&sim.url()).expect("same base");
+        let r = send(sim.addr, "GET", path, &[], "")
+            .await
+            .expect("response");
+        match truth.get(row["id"].as_str().unwrap()) {
+            Some(profile) => {
+                assert_eq!(r.status, 200);
+                let got: Value =
+                    serde_json::from_slice(r.body.as_ref().expect("body")).expect("JSON");
+                assert_eq!(&got, profile);
+                served += 1;
+            }
+            None => {
+                assert_eq!(r.status, 404, "a listed profile that has gone");
+                gone += 1;
+            }
+        }
+    }
+    assert!(served > 250 && gone > 0, "{served} served, {gone} gone");
     let r = send(sim.addr, "GET", "/api/companies/nope", &[], "")
         .await
         .expect("response");

@@ -136,6 +136,12 @@ impl S3Secret {
     }
 }
 
+impl From<duckdb::Error> for Error {
+    fn from(e: duckdb::Error) -> Self {
+        Error::Duck(e)
+    }
+}
+
 /// The storage format written into the DuckDB file: old enough for the DuckDB 1.4 and 1.5
 /// CLIs analysts still run, new enough for everything the views use.
 pub const STORAGE_VERSION: &str = "v1.4.0";
@@ -143,9 +149,10 @@ pub const STORAGE_VERSION: &str = "v1.4.0";
 /// What can go wrong with the DuckDB file.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// DuckDB refused a statement.
+    /// DuckDB refused a statement. Its message is all of it: not also a `source()`, or
+    /// `{:#}` would print it twice.
     #[error("DuckDB: {0}")]
-    Duck(#[from] duckdb::Error),
+    Duck(duckdb::Error),
     /// The file could not be put in place.
     #[error("{context}")]
     Io {
