@@ -233,8 +233,7 @@ async fn refresh_enrich_keeps_the_configured_profiles_current() {
     let sim = Sim::start(&["--rows", "200"]).await;
     let mut lake = Lake::new(&sim);
     lake.set_config(&format!(
-        "{FAST}\n[companies]\nwhere = \"{}\"\nstale_after = \"30d\"\n",
-        FINTECH.replace('\'', "'")
+        "{FAST}\n[companies]\nwhere = \"{FINTECH}\"\nstale_after = \"30d\"\n"
     ));
     let first = lake.refresh_ok(&["--enrich"]).await;
     let names: Vec<&str> = first["sources"]

@@ -223,7 +223,7 @@ async fn fetch_profiles(
         ),
     })?;
     let client = &client;
-    let mut profiles = futures::stream::iter(ids.into_iter())
+    let mut profiles = futures::stream::iter(ids)
         .map(|id| async move {
             let got = client.fetch(&id).await;
             (id, got)

@@ -19,9 +19,9 @@ pub struct CompanyClient {
 }
 
 fn parse(ctx: &Ctx<'_>, _headers: &HeaderMap, body: &[u8]) -> Result<Page, Failure> {
-    let profile: Box<RawValue> = serde_json::from_slice(body)
+    let profile = serde_json::from_slice::<Box<RawValue>>(body)
         .ok()
-        .filter(|v: &Box<RawValue>| v.get().trim_start().starts_with('{'))
+        .filter(|v| v.get().trim_start().starts_with('{'))
         .ok_or_else(|| {
             Failure::Retry(Transient {
                 reason: ctx.clean(&format!(
