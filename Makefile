@@ -54,8 +54,9 @@ test: py-tools duckdb-extensions
 	JOBLAKE_PY_TOOLS="$(PY_DIR)/tools" \
 	$(CARGO) test --release --locked $(TEST_PACKAGES)
 
+# The feeds, then the company profiles joblake.toml's [companies] chooses (none without it).
 refresh: build duckdb-extensions
-	$(BIN) refresh
+	$(BIN) refresh --enrich
 
 views: build duckdb-extensions
 	$(BIN) views
@@ -97,5 +98,6 @@ demo: build duckdb-extensions
 	echo "== first refresh"; $(BIN) refresh --lake $(DEMO_LAKE); \
 	echo "== six simulated hours pass"; curl -fsS -X POST "$$url/_sim/advance?hours=6"; echo; \
 	echo "== incremental refresh"; $(BIN) refresh --lake $(DEMO_LAKE); \
+	echo "== company profiles of 25 fintech career sites"; $(BIN) enrich companies --lake $(DEMO_LAKE) --where "list_contains(industries, 'fintech')" --limit 25; \
 	$(BIN) status --lake $(DEMO_LAKE); \
 	for q in queries/examples/*.sql; do echo "== $$q"; $(BIN) query --lake $(DEMO_LAKE) -- "$$(cat $$q)"; done

@@ -292,7 +292,7 @@ async fn refresh_enrich_keeps_the_configured_profiles_current() {
 async fn enrich_needs_the_jobo_key_and_refresh_says_it_skipped() {
     let sim = Sim::start(&["--rows", "50"]).await;
     let mut lake = Lake::with_keys(&sim, None, Some(&sim.sentrion_key));
-    lake.set_config(FAST);
+    lake.set_config(&format!("{FAST}\n[companies]\nlimit = 10\n"));
     let run = lake.run(&["enrich", "companies"]).await;
     run.assert_code(2);
     assert!(run.stderr().contains("JOBO_API_KEY"), "{}", run.stderr());
@@ -304,13 +304,22 @@ async fn enrich_needs_the_jobo_key_and_refresh_says_it_skipped() {
         "{}",
         run.stderr()
     );
-    let run = lake
-        .run(&["enrich", "companies", "--where", "no_such_column = 1"])
-        .await;
-    run.assert_code(2);
+
+    // Without a [companies] section, refresh --enrich enriches nothing and says why.
     let mut lake = Lake::new(&sim);
     lake.set_config(FAST);
-    lake.refresh_ok(&[]).await;
+    let run = lake.run(&["--json", "refresh", "--enrich"]).await;
+    run.assert_code(0);
+    assert!(
+        run.stderr()
+            .contains("skipped companies: the config has no [companies] section"),
+        "{}",
+        run.stderr()
+    );
+    let summary: Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert_eq!(summary["sources"].as_array().unwrap().len(), 2);
+
+    // A predicate DuckDB refuses, or an age joblake cannot read, is a clear error.
     let run = lake
         .run(&["enrich", "companies", "--where", "no_such_column = 1"])
         .await;

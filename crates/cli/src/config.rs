@@ -15,9 +15,8 @@ pub struct FileConfig {
     /// Settings for Sentrion's jobs search.
     #[serde(default)]
     pub jobs: SourceConfig,
-    /// Which company profiles `refresh --enrich` keeps current.
-    #[serde(default)]
-    pub companies: CompaniesConfig,
+    /// Which company profiles `refresh --enrich` keeps current (none without this section).
+    pub companies: Option<CompaniesConfig>,
 }
 
 /// `[companies]`: the profiles `refresh --enrich` fetches (Jobo's pacing and retries are the

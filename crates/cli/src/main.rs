@@ -785,9 +785,21 @@ async fn cmd_run(
         tracing::info!(config = %p.display(), "using config");
     }
     let (sources, mut skipped) = configured_sources(&cfg, tables)?;
-    let enrich = match enrich {
-        Some(args) => Some(enrich_options(&cfg.companies, args)?),
-        None => None,
+    let enrich = match (enrich, &cfg.companies) {
+        // `refresh --enrich` enriches what the config chooses, and nothing without a choice.
+        (Some(_), None) if !tables.is_empty() => {
+            skipped.push(
+                "companies: the config has no [companies] section saying which to enrich".into(),
+            );
+            None
+        }
+        (Some(args), companies) => Some(enrich_options(
+            companies
+                .as_ref()
+                .unwrap_or(&config::CompaniesConfig::default()),
+            args,
+        )?),
+        (None, _) => None,
     };
     let jobo_key = read_key(joblake_fetcher::Api::Jobo.key_env());
     if enrich.is_some() && jobo_key.is_none() {
