@@ -383,3 +383,40 @@ async fn enrich_retries_faults_and_resumes_after_a_kill_without_refetching() {
     );
     assert_no_keys(&lake, &sim, &[]).await;
 }
+
+#[tokio::test]
+async fn enrich_on_an_s3_lake_commits_and_resumes_the_same_way() {
+    let sim = Sim::start(&["--rows", "200", "--latency-ms", "5"]).await;
+    let moto = joblake_testkit::Moto::shared();
+    let mut lake = Lake::on_s3(&sim, &moto.endpoint, &moto.bucket("s3-enrich"));
+    lake.set_config(FAST);
+    lake.refresh_ok(&[]).await;
+    let ids = chosen(&lake, "true").await;
+    let want = expected(&lake, &sim, &ids).await;
+
+    let from = sim.log().await.len();
+    signal_after(
+        &lake,
+        &sim,
+        &["enrich", "companies"],
+        "companies",
+        40,
+        "KILL",
+    )
+    .await;
+    let summary = enrich(&lake, &[]).await;
+    assert!(
+        source(&summary, "companies")["recovered_rows"]
+            .as_u64()
+            .unwrap()
+            >= 20,
+        "{summary}"
+    );
+    assert_same(&lake.view("companies").await, &want, "companies on S3");
+    let twice = profiles_asked(&sim.log().await, from, 200)
+        .values()
+        .filter(|n| **n > 1)
+        .count();
+    assert!(twice <= 14, "{twice} profiles fetched twice");
+    assert_no_keys(&lake, &sim, &[]).await;
+}
