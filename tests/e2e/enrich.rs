@@ -80,7 +80,13 @@ async fn enrich_fetches_the_chosen_profiles_once_and_remembers_404s() {
         gone.len()
     );
 
+    // --dry-run says how many are due, and asks for none.
     let from = sim.log().await.len();
+    let plan = enrich(&lake, &["--where", FINTECH, "--dry-run"]).await;
+    assert_eq!(plan["due"], ids.len(), "{plan}");
+    assert_eq!(sim.log().await.len(), from);
+    assert!(!lake.root().join("companies").exists());
+
     let summary = enrich(&lake, &["--where", FINTECH]).await;
     let companies = source(&summary, "companies");
     assert_eq!(companies["status"], "succeeded", "{summary}");
@@ -137,6 +143,8 @@ async fn enrich_fetches_the_chosen_profiles_once_and_remembers_404s() {
     let from = sim.log().await.len();
     let again = enrich(&lake, &["--where", FINTECH]).await;
     assert_eq!(source(&again, "companies")["profiles"]["due"], 0, "{again}");
+    let plan = enrich(&lake, &["--where", FINTECH, "--dry-run"]).await;
+    assert_eq!(plan["due"], 0, "{plan}");
     assert_eq!(
         sim.log()
             .await
@@ -419,4 +427,52 @@ async fn enrich_on_an_s3_lake_commits_and_resumes_the_same_way() {
         .count();
     assert!(twice <= 14, "{twice} profiles fetched twice");
     assert_no_keys(&lake, &sim, &[]).await;
+}
+
+#[tokio::test]
+async fn odd_profiles_are_loaded_or_rejected_with_a_counted_reason() {
+    let sim = Sim::start(&["--rows", "100"]).await;
+    let mut lake = Lake::new(&sim);
+    lake.set_config(FAST);
+    lake.refresh_ok(&[]).await;
+    sim.set_faults(
+        "companies:drift@2,companies:nulls@3,companies:bigtext@4,companies:badutf8@5,\
+         companies:odddates@6,companies:unknown@7,companies:nonjson@8,companies:truncate@9",
+    )
+    .await;
+    let summary = enrich(&lake, &[]).await;
+    let s = source(&summary, "companies");
+    let served: i64 = sim
+        .requests("companies")
+        .await
+        .iter()
+        .filter(|e| e["status"] == 200)
+        .map(|e| e["rows"].as_i64().unwrap())
+        .sum();
+    let loaded = lake.count("SELECT count(*) FROM companies_history").await;
+    let rejected = s["rejected_rows"].as_i64().unwrap();
+    assert_eq!(served, loaded + rejected, "{summary}");
+    // The profile with no id at all cannot load; its reason is kept.
+    assert_eq!(rejected, 1, "{summary}");
+    assert!(s["type_mismatches"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(s["unknown_fields"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(
+        lake.count("SELECT count(*) FROM companies WHERE _extra LIKE '%founding_year%'")
+            .await
+            >= 1,
+        "a year sent as text is kept, as text, in _extra"
+    );
+    assert!(
+        lake.count("SELECT max(length(description)) FROM companies")
+            .await
+            >= 100_000
+    );
+    // The non-JSON and cut-short bodies were asked again, not loaded.
+    assert!(s["retries"].as_u64().unwrap() >= 2, "{summary}");
+    assert_eq!(
+        lake.count("SELECT count(*) - count(DISTINCT id) FROM companies")
+            .await,
+        0
+    );
+    assert_no_keys(&lake, &sim, &[summary.to_string()]).await;
 }

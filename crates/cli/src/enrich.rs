@@ -67,6 +67,30 @@ struct EnrichState {
     not_found: BTreeMap<String, NaiveDate>,
 }
 
+/// `enrich companies --dry-run`: the ids a run would ask for now (from the last commit's
+/// checkpoint), without asking.
+pub async fn plan(lake: &Lake, opts: &EnrichOptions) -> Result<Vec<String>> {
+    let path =
+        object_store::path::Path::from(format!("_joblake/state/{}.json", Table::Companies.name()));
+    let mut state: EnrichState = match lake.get_opt(&path).await? {
+        None => EnrichState::default(),
+        Some(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| serde_json::from_value(v.get("source")?.clone()).ok())
+            .context("companies: the checkpoint in the state file is not readable")?,
+    };
+    forget_old_404s(&mut state, opts);
+    candidates(lake, opts, &state).await
+}
+
+/// A 404 is asked again once it is as old as a profile would be; true when one was dropped.
+fn forget_old_404s(state: &mut EnrichState, opts: &EnrichOptions) -> bool {
+    let cutoff = (Utc::now() - opts.stale_after).date_naive();
+    let before = state.not_found.len();
+    state.not_found.retain(|_, since| *since >= cutoff);
+    state.not_found.len() != before
+}
+
 /// The ids to fetch, asked of the views in a fresh DuckDB session.
 async fn candidates(lake: &Lake, opts: &EnrichOptions, state: &EnrichState) -> Result<Vec<String>> {
     let setup = crate::catalog::view_sql(lake).await?;
@@ -189,12 +213,9 @@ async fn fetch_profiles(
             .context("companies: the checkpoint in the state file is not readable")?,
         None => EnrichState::default(),
     };
-    // A 404 is asked again once it is as old as a profile would be.
-    let cutoff = (Utc::now() - enrich.stale_after).date_naive();
-    let remembered = state.not_found.len();
-    state.not_found.retain(|_, since| *since >= cutoff);
-    // The state changed since the last page staged, so must be committed even without rows.
-    let mut dirty = state.not_found.len() != remembered;
+    // Set while the state changed since the last page staged: it must be committed even
+    // without rows.
+    let mut dirty = forget_old_404s(&mut state, enrich);
     let ids = candidates(lake, enrich, &state).await?;
     tracing::info!(companies = ids.len(), "company profiles to fetch");
     let mut counts = ProfileCounts {

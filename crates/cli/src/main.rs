@@ -97,6 +97,9 @@ enum Command {
         what: EnrichWhat,
         #[command(flatten)]
         args: EnrichArgs,
+        /// Say which companies a run would fetch, without fetching (no key needed).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Walk a long range of history in windows, newest first, each window checkpointed.
     Backfill {
@@ -334,6 +337,12 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Enrich {
             what: EnrichWhat::Companies,
             args,
+            dry_run: true,
+        } => enrich_plan(&cli, args).await,
+        Command::Enrich {
+            what: EnrichWhat::Companies,
+            args,
+            dry_run: false,
         } => {
             let task = Task::Refresh {
                 full: false,
@@ -734,6 +743,45 @@ fn enrich_options(
         limit: args.limit.or(cfg.limit),
         concurrency,
     })
+}
+
+/// `enrich companies --dry-run`: the companies due now, from the lake as last committed.
+async fn enrich_plan(cli: &Cli, args: &EnrichArgs) -> Result<u8> {
+    let (cfg, _) = config::load(cli.config.as_deref())?;
+    let opts = enrich_options(
+        cfg.companies
+            .as_ref()
+            .unwrap_or(&config::CompaniesConfig::default()),
+        args,
+    )?;
+    if !cli.lake.contains("://") && !std::path::Path::new(&cli.lake).exists() {
+        bail!(
+            "there is no lake at {} yet: run `joblake refresh` first, the companies are \
+             chosen among its career sites",
+            cli.lake
+        );
+    }
+    let lake = Lake::open(&cli.lake, false)?;
+    let ids = enrich::plan(&lake, &opts).await?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "due": ids.len(),
+                "ids": ids,
+            }))?
+        );
+    } else {
+        println!(
+            "companies: {} profiles due{} (nothing fetched)",
+            ids.len(),
+            match opts.limit {
+                Some(n) if ids.len() as u64 == n => " (the --limit)",
+                _ => "",
+            }
+        );
+    }
+    Ok(0)
 }
 
 /// `--dry-run`: what a run would fetch and cost, asked of the APIs' own totals where they
