@@ -160,24 +160,7 @@ pub async fn run(
     summary.status = status;
     summary.message = message;
     summary.seconds = started.elapsed().as_secs_f64();
-    record.finished_at = Some(Utc::now());
-    record.status = status;
-    record.message = summary.message.clone();
-    record.pages = summary.pages as i64;
-    record.rows = summary.rows as i64;
-    record.retries = summary.retries as i64;
-    record.http_429 = summary.http_429 as i64;
-    record.type_mismatches = summary.type_mismatches as i64;
-    record.unknown_fields = summary.unknown_fields as i64;
-    record.rejected_rows = summary.rejected_rows as i64;
-    record.files = summary.files as i64;
-    record.bytes = summary.bytes as i64;
-    if summary.touched_lake() {
-        if let Err(e) = write_ledger(lake, &record).await {
-            tracing::warn!(error = %e, "could not write the run ledger");
-        }
-        summary.record = Some(record);
-    }
+    summary.close(lake, record).await;
     summary
 }
 
@@ -250,6 +233,7 @@ async fn fetch_profiles(
             (id, got)
         })
         .buffered(enrich.concurrency.max(1));
+    let progress = crate::refresh::progress_bar(opts.progress.as_ref(), table);
     let mut stager = writer.stager();
     let mut page: Vec<Box<serde_json::value::RawValue>> = Vec::new();
     let mut page_no = 0i64;
@@ -273,6 +257,12 @@ async fn fetch_profiles(
             // The fetcher's errors never hold the key.
             Some((_, Err(e))) => stop_with = Some(Err(anyhow::anyhow!("companies: {e}"))),
         }
+        progress.set_message(format!(
+            "{} of {} profiles, {} without one (404)",
+            counts.fetched + counts.not_found,
+            counts.due,
+            counts.not_found
+        ));
         let ended = next.is_none() || stop_with.is_some();
         if let Some((_, Ok(Some(profile)))) = next {
             page.push(profile);
@@ -300,6 +290,7 @@ async fn fetch_profiles(
             break;
         }
     }
+    progress.finish_and_clear();
     summary.profiles = Some(counts);
     let totals = *stats.lock().unwrap_or_else(|e| e.into_inner());
     summary.rows = totals.rows.saturating_sub(recovery.rows);

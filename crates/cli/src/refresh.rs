@@ -198,34 +198,38 @@ pub async fn run_source(
     summary.retries = stats.retries;
     summary.http_429 = stats.throttled;
     summary.seconds = started.elapsed().as_secs_f64();
-
-    record.finished_at = Some(Utc::now());
-    record.status = summary.status;
-    record.message = summary.message.clone();
-    record.pages = summary.pages as i64;
-    record.rows = summary.rows as i64;
-    record.retries = stats.retries as i64;
-    record.http_429 = stats.throttled as i64;
-    record.restarts = summary.restarts as i64;
-    record.rejected_rows = summary.rejected_rows as i64;
-    record.type_mismatches = summary.type_mismatches as i64;
-    record.unknown_fields = summary.unknown_fields as i64;
-    record.credits_used = summary.credits_used;
-    record.credits_balance = summary.credits_balance;
-    record.files = summary.files as i64;
-    record.bytes = summary.bytes as i64;
-    // A source that failed before its first page (a bad key, say) leaves no trace.
     joblake_writer::crash_point("ledger:before-final");
-    if summary.touched_lake() {
-        if let Err(e) = write_ledger(lake, &record).await {
-            tracing::warn!(error = %e, "could not write the run ledger");
-        }
-        summary.record = Some(record);
-    }
+    summary.close(lake, record).await;
     summary
 }
 
 impl SourceSummary {
+    /// Writes the finished run into its ledger entry `record`, kept for the new-ids count.
+    /// A source that failed before its first page (a bad key, say) leaves no trace.
+    pub(crate) async fn close(&mut self, lake: &Lake, mut record: RunRecord) {
+        record.finished_at = Some(Utc::now());
+        record.status = self.status;
+        record.message = self.message.clone();
+        record.pages = self.pages as i64;
+        record.rows = self.rows as i64;
+        record.retries = self.retries as i64;
+        record.http_429 = self.http_429 as i64;
+        record.restarts = self.restarts as i64;
+        record.rejected_rows = self.rejected_rows as i64;
+        record.type_mismatches = self.type_mismatches as i64;
+        record.unknown_fields = self.unknown_fields as i64;
+        record.credits_used = self.credits_used;
+        record.credits_balance = self.credits_balance;
+        record.files = self.files as i64;
+        record.bytes = self.bytes as i64;
+        if self.touched_lake() {
+            if let Err(e) = write_ledger(lake, &record).await {
+                tracing::warn!(error = %e, "could not write the run ledger");
+            }
+            self.record = Some(record);
+        }
+    }
+
     /// A summary of `table` before anything happened.
     pub fn new(table: Table) -> SourceSummary {
         SourceSummary {
@@ -565,7 +569,7 @@ pub(crate) fn decoder(table: Table, stats: Arc<std::sync::Mutex<DecodeStats>>) -
     })
 }
 
-fn progress_bar(multi: Option<&MultiProgress>, table: Table) -> ProgressBar {
+pub(crate) fn progress_bar(multi: Option<&MultiProgress>, table: Table) -> ProgressBar {
     let Some(multi) = multi else {
         return ProgressBar::hidden();
     };
