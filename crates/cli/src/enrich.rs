@@ -5,8 +5,8 @@
 //! Which companies: those the predicate selects that have a profile (`details_url`), whose
 //! profile was not fetched within `stale_after`, and that did not answer 404 within it
 //! (404s are remembered in the table's state, so they are not asked again every run). The
-//! profiles are fetched a few at a time under Jobo's request budget and staged ten to a page,
-//! so a crash costs at most the profiles in flight and those of one unstaged page.
+//! profiles are fetched a few at a time under Jobo's request budget and each is staged (a
+//! page of one) as it arrives, so a crash costs at most the profiles in flight.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,9 +26,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::SourceConfig;
 use crate::refresh::{ProfileCounts, RefreshOptions, SourceSummary};
-
-/// Profiles staged to one page.
-const PER_PAGE: usize = 10;
 
 /// What to enrich, as `enrich companies` or `[companies]` in `joblake.toml` says.
 #[derive(Debug, Clone)]
@@ -235,7 +232,6 @@ async fn fetch_profiles(
         .buffered(enrich.concurrency.max(1));
     let progress = crate::refresh::progress_bar(opts.progress.as_ref(), table);
     let mut stager = writer.stager();
-    let mut page: Vec<Box<serde_json::value::RawValue>> = Vec::new();
     let mut page_no = 0i64;
     let mut stop_with: Option<Result<RunStatus>> = None;
     loop {
@@ -264,17 +260,19 @@ async fn fetch_profiles(
             counts.not_found
         ));
         let ended = next.is_none() || stop_with.is_some();
-        if let Some((_, Ok(Some(profile)))) = next {
-            page.push(profile);
-        }
-        if page.len() >= PER_PAGE || (ended && (!page.is_empty() || dirty)) {
+        let profile = match next {
+            Some((_, Ok(Some(profile)))) => Some(profile),
+            _ => None,
+        };
+        // A 404's memory rides with the next profile staged, or on a page of its own at the end.
+        if profile.is_some() || (ended && dirty) {
             dirty = false;
             page_no += 1;
             let raw = RawPage {
                 run_id: run_id.to_string(),
                 page: page_no,
                 fetched_at: Utc::now(),
-                rows: std::mem::take(&mut page),
+                rows: profile.into_iter().collect(),
             };
             let value = serde_json::to_value(&state).expect("state serialises");
             if summary.pages == 0
