@@ -27,5 +27,17 @@ CREATE OR REPLACE VIEW jobs AS
 CREATE OR REPLACE VIEW companies AS
 {companies_latest};
 
+-- The run ledger. new_ids (ids whose first version came with the run) is counted from the
+-- tables themselves when the view is read, so the run itself never pays for it and a run
+-- killed before its end, whose pages the next run committed, is counted too. first_seen is,
+-- for each table,
+--   SELECT '<table>' AS source, run_id, count(*) AS new_ids
+--   FROM (SELECT min(_run_id) AS run_id FROM <table>_history GROUP BY id) GROUP BY run_id
 CREATE OR REPLACE VIEW runs AS
-SELECT * FROM {runs_source};
+WITH first_seen AS (
+{first_seen}
+)
+SELECT r.* REPLACE (CASE WHEN r.pages > 0 OR f.new_ids IS NOT NULL
+                         THEN coalesce(f.new_ids, r.new_ids, 0) END AS new_ids)
+FROM {runs_source} AS r
+LEFT JOIN first_seen AS f ON f.source = r.source AND f.run_id = r.run_id;

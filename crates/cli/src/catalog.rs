@@ -121,7 +121,21 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
             )
         }))
     };
-    Ok(sql.replace("{runs_source}", &runs))
+    let first_seen = Table::all()
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT {} AS source, run_id, count(*) AS new_ids \
+                 FROM (SELECT min(_run_id) AS run_id FROM {} GROUP BY id) GROUP BY run_id",
+                literal(t.name()),
+                ident(&format!("{}_history", t.name()))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\nUNION ALL\n");
+    Ok(sql
+        .replace("{runs_source}", &runs)
+        .replace("{first_seen}", &first_seen))
 }
 
 /// The tables a user of `lake` sees: both feeds, and company profiles once enriched.

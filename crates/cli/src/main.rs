@@ -936,7 +936,6 @@ async fn cmd_run(
         let views = rebuild_views(&lake, &db).await;
         if views.is_ok() {
             joblake_writer::crash_point("views:after");
-            count_new_ids(&db, &run_id, &mut summaries, &lake).await;
         }
         views.map(|()| true)
     } else {
@@ -1009,41 +1008,6 @@ async fn mark_crashed_runs(lake: &Lake) -> std::collections::BTreeMap<String, f6
         }
     }
     balances
-}
-
-async fn count_new_ids(
-    db: &std::path::Path,
-    run_id: &str,
-    summaries: &mut [SourceSummary],
-    lake: &Lake,
-) {
-    for s in summaries.iter_mut() {
-        let sql = format!(
-            "SELECT count(*) FROM (SELECT id FROM {} GROUP BY id HAVING min(_run_id) = {})",
-            joblake_views::ident(&format!("{}_history", s.source)),
-            joblake_views::literal(run_id)
-        );
-        // Inside the run, whose memory is kept small: DuckDB spills rather than grows.
-        let lean = joblake_views::Engine {
-            memory_limit: Some("64MB".into()),
-            single_thread: true,
-            ..engine(lake)
-        };
-        let n = joblake_views::query(&lean, db, &sql).ok().and_then(|b| {
-            b.first().and_then(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<arrow::array::Int64Array>()
-                    .map(|a| a.value(0))
-            })
-        });
-        if let (Some(n), Some(rec)) = (n, s.record.as_mut()) {
-            rec.new_ids = Some(n);
-            if let Err(e) = write_ledger(lake, rec).await {
-                tracing::warn!(error = %e, "could not update the run ledger");
-            }
-        }
-    }
 }
 
 fn spawn_signal_handler(stop: Arc<AtomicBool>) {

@@ -151,8 +151,6 @@ pub struct SourceSummary {
     /// and not asked again within `stale_after`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profiles: Option<ProfileCounts>,
-    #[serde(skip)]
-    pub(crate) record: Option<RunRecord>,
 }
 
 /// What one enrichment run asked for.
@@ -204,9 +202,9 @@ pub async fn run_source(
 }
 
 impl SourceSummary {
-    /// Writes the finished run into its ledger entry `record`, kept for the new-ids count.
-    /// A source that failed before its first page (a bad key, say) leaves no trace.
-    pub(crate) async fn close(&mut self, lake: &Lake, mut record: RunRecord) {
+    /// Writes the finished run into its ledger entry `record`. A source that failed before
+    /// its first page (a bad key, say) leaves no trace.
+    pub(crate) async fn close(&self, lake: &Lake, mut record: RunRecord) {
         record.finished_at = Some(Utc::now());
         record.status = self.status;
         record.message = self.message.clone();
@@ -222,11 +220,10 @@ impl SourceSummary {
         record.credits_balance = self.credits_balance;
         record.files = self.files as i64;
         record.bytes = self.bytes as i64;
-        if self.touched_lake() {
-            if let Err(e) = write_ledger(lake, &record).await {
-                tracing::warn!(error = %e, "could not write the run ledger");
-            }
-            self.record = Some(record);
+        if self.touched_lake()
+            && let Err(e) = write_ledger(lake, &record).await
+        {
+            tracing::warn!(error = %e, "could not write the run ledger");
         }
     }
 
@@ -253,7 +250,6 @@ impl SourceSummary {
             warnings: Vec::new(),
             windows: None,
             profiles: None,
-            record: None,
         }
     }
 

@@ -66,7 +66,8 @@ pub struct RunRecord {
     pub pages: i64,
     /// Rows fetched and committed.
     pub rows: i64,
-    /// Ids never seen in the lake before this run.
+    /// Ids never seen in the lake before this run. Ledgers of older joblake versions hold it;
+    /// now the `runs` view counts it from the tables when read, and this stays empty.
     pub new_ids: Option<i64>,
     /// Requests retried.
     pub retries: i64,
