@@ -10,8 +10,7 @@ use futures::future::BoxFuture;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
-use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -19,27 +18,51 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{Error, FileInfo, Lake, Result, WriterOptions};
 
-/// An `AsyncFileWriter` over an object-store upload that can be aborted, so a failed or
-/// abandoned file never lingers as a dangling multipart upload.
-struct Upload(BufWriter);
+/// Size of the pieces a row group is serialised into.
+const PIECE: usize = 1 << 20;
 
-impl AsyncFileWriter for Upload {
-    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        Box::pin(async move {
-            self.0
-                .put(bs)
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
-        })
+/// Where the Parquet encoder writes a finished row group: pieces of 1 MB, handed on to the
+/// upload as soon as the row group is complete. One growing buffer (as parquet's
+/// `AsyncArrowWriter` keeps) reallocates as the row group is copied out of its column
+/// chunks, so at the moment it doubles it holds old and new copies beside the chunks not yet
+/// copied: the peak of a whole run's memory. Pieces never move.
+#[derive(Default)]
+struct Pieces {
+    done: Vec<Bytes>,
+    current: Vec<u8>,
+}
+
+impl Pieces {
+    /// Everything written so far, in order.
+    fn take(&mut self) -> Vec<Bytes> {
+        if !self.current.is_empty() {
+            self.done
+                .push(Bytes::from(std::mem::take(&mut self.current)));
+        }
+        std::mem::take(&mut self.done)
+    }
+}
+
+impl std::io::Write for Pieces {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len();
+        while !buf.is_empty() {
+            if self.current.capacity() == 0 {
+                self.current.reserve_exact(PIECE);
+            }
+            let take = (PIECE - self.current.len()).min(buf.len());
+            self.current.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.current.len() == PIECE {
+                self.done
+                    .push(Bytes::from(std::mem::take(&mut self.current)));
+            }
+        }
+        Ok(n)
     }
 
-    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        Box::pin(async move {
-            self.0
-                .shutdown()
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
-        })
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -51,7 +74,10 @@ pub(crate) struct ParquetSink {
     /// Where it is written until then (see [`Lake::upload_path`]).
     upload: Path,
     dt: String,
-    writer: AsyncArrowWriter<Upload>,
+    writer: ArrowWriter<Pieces>,
+    /// The upload the pieces go to; aborted if the file is given up, so a failed or
+    /// abandoned file never lingers as a dangling multipart upload.
+    upload_writer: BufWriter,
     rows: u64,
 }
 
@@ -81,24 +107,39 @@ impl ParquetSink {
             .build();
         // Parts of 8 MB (S3 takes no smaller than 5 MB), at most two in flight: a row group
         // arrives whole, and eight 10 MB parts in flight (the default) would hold it twice.
-        let sink = Upload(
+        let upload_writer =
             BufWriter::with_capacity(Arc::clone(lake.store()), upload.clone(), 8 << 20)
-                .with_max_concurrency(2),
-        );
+                .with_max_concurrency(2);
         Ok(ParquetSink {
             lake: lake.clone(),
             path,
             upload,
             dt: dt.to_string(),
-            writer: AsyncArrowWriter::try_new(sink, schema, Some(props))?,
+            writer: ArrowWriter::try_new(Pieces::default(), schema, Some(props))?,
+            upload_writer,
             rows: 0,
         })
     }
 
-    /// Appends rows.
+    /// Appends rows; a row group they complete goes to the upload.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch).await?;
+        let groups = self.writer.flushed_row_groups().len();
+        self.writer.write(batch)?;
         self.rows += batch.num_rows() as u64;
+        if self.writer.flushed_row_groups().len() != groups {
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the serialised bytes on to the upload.
+    async fn send(&mut self) -> Result<()> {
+        for piece in self.writer.inner_mut().take() {
+            self.upload_writer
+                .put(piece)
+                .await
+                .map_err(|e| Error::store(&self.upload, e))?;
+        }
         Ok(())
     }
 
@@ -109,15 +150,24 @@ impl ParquetSink {
 
     /// Completes the file and puts it where readers find it.
     pub async fn publish(self) -> Result<FileInfo> {
+        let mut this = self;
+        this.writer.finish()?;
+        this.send().await?;
+        this.upload_writer
+            .shutdown()
+            .await
+            .map_err(|source| Error::Io {
+                context: format!("cannot finish writing {}", this.upload),
+                source,
+            })?;
         let ParquetSink {
             lake,
             path,
             upload,
             dt,
-            writer,
             rows,
-        } = self;
-        writer.close().await?;
+            ..
+        } = this;
         crate::crash_point("publish:after-close");
         let store = lake.store();
         if upload != path {
@@ -141,9 +191,8 @@ impl ParquetSink {
     }
 
     /// Gives the upload up: nothing is published and nothing dangles.
-    pub async fn abort(self) {
-        let mut upload = self.writer.into_inner();
-        if let Err(e) = upload.0.abort().await {
+    pub async fn abort(mut self) {
+        if let Err(e) = self.upload_writer.abort().await {
             tracing::warn!(path = %self.path, error = %e, "could not abort an upload");
         }
     }
