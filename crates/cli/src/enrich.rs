@@ -9,7 +9,6 @@
 //! page of one) as it arrives, so a crash costs at most the profiles in flight.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -17,10 +16,8 @@ use anyhow::{Context, Result};
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
 use joblake_fetcher::{ClientConfig, CompanyClient, Pacer, RetryPolicy};
-use joblake_schema::{DecodeStats, Table, arrow_schema};
-use joblake_writer::{
-    Lake, RawPage, RunRecord, RunStatus, TableWriter, WriterOptions, write_ledger,
-};
+use joblake_schema::Table;
+use joblake_writer::{Lake, RawPage, RunRecord, RunStatus, write_ledger};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -174,25 +171,9 @@ async fn fetch_profiles(
     running: &RunRecord,
 ) -> Result<RunStatus> {
     let table = Table::Companies;
-    let stats = Arc::new(std::sync::Mutex::new(DecodeStats::default()));
-    let (mut writer, recovery) = TableWriter::open(
-        lake,
-        table.name(),
-        arrow_schema(table),
-        run_id,
-        WriterOptions::default(),
-        crate::refresh::decoder(table, Arc::clone(&stats)),
-    )
-    .await
-    .context("companies: cannot open the table")?;
-    summary.recovered_rows = recovery.rows;
-    summary.files += recovery.files.len() as u64;
-    summary.bytes += recovery.files.iter().map(|f| f.bytes).sum::<u64>();
-    let mut state: EnrichState = match writer.state() {
-        Some(v) => serde_json::from_value(v.clone())
-            .context("companies: the checkpoint in the state file is not readable")?,
-        None => EnrichState::default(),
-    };
+    let (mut writer, recovery, stats) =
+        crate::refresh::open_table(lake, table, run_id, summary).await?;
+    let mut state: EnrichState = crate::refresh::checkpoint(&writer, table)?;
     // Set while the state changed since the last page staged: it must be committed even
     // without rows.
     let mut dirty = forget_old_404s(&mut state, enrich);

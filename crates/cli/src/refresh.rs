@@ -12,8 +12,8 @@ use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use joblake_schema::{DecodeStats, PageContext, Table, arrow_schema, decode_page};
 use joblake_writer::{
-    Decoded, Decoder, Lake, LakeLock, RawPage, RunRecord, RunStatus, TableWriter, WriterOptions,
-    write_ledger,
+    Decoded, Decoder, Lake, LakeLock, RawPage, Recovery, RunRecord, RunStatus, TableWriter,
+    WriterOptions, write_ledger,
 };
 use serde::Serialize;
 
@@ -268,33 +268,8 @@ async fn scan(
     summary: &mut SourceSummary,
 ) -> Result<RunStatus> {
     let table = source.table;
-    let decode_stats = Arc::new(std::sync::Mutex::new(DecodeStats::default()));
-    let (mut writer, recovery) = TableWriter::open(
-        lake,
-        table.name(),
-        arrow_schema(table),
-        run_id,
-        WriterOptions::default(),
-        decoder(table, Arc::clone(&decode_stats)),
-    )
-    .await
-    .with_context(|| format!("{table}: cannot open the table"))?;
-    if recovery.pages > 0 {
-        tracing::info!(
-            source = %table, pages = recovery.pages, rows = recovery.rows,
-            "committed pages an interrupted run had fetched"
-        );
-    }
-    summary.recovered_rows = recovery.rows;
-    summary.files += recovery.files.len() as u64;
-    summary.bytes += recovery.files.iter().map(|f| f.bytes).sum::<u64>();
-
-    let mut state: SourceState = match writer.state() {
-        Some(v) => serde_json::from_value(v.clone()).with_context(|| {
-            format!("{table}: the checkpoint in the state file is not readable")
-        })?,
-        None => SourceState::default(),
-    };
+    let (mut writer, recovery, decode_stats) = open_table(lake, table, run_id, summary).await?;
+    let mut state: SourceState = checkpoint(&writer, table)?;
     let first = match &opts.task {
         Task::Refresh { full, since } => Some(match state.scan.take() {
             Some(scan) if !full => {
@@ -533,10 +508,54 @@ async fn scan(
     outcome
 }
 
+/// Opens `table` for this run, first committing what a killed run staged (counted in
+/// `summary`); returns the writer, what it recovered and the decode counters of its pages.
+pub(crate) async fn open_table(
+    lake: &Lake,
+    table: Table,
+    run_id: &str,
+    summary: &mut SourceSummary,
+) -> Result<(TableWriter, Recovery, Arc<std::sync::Mutex<DecodeStats>>)> {
+    let stats = Arc::new(std::sync::Mutex::new(DecodeStats::default()));
+    let (writer, recovery) = TableWriter::open(
+        lake,
+        table.name(),
+        arrow_schema(table),
+        run_id,
+        WriterOptions::default(),
+        decoder(table, Arc::clone(&stats)),
+    )
+    .await
+    .with_context(|| format!("{table}: cannot open the table"))?;
+    if recovery.pages > 0 {
+        tracing::info!(
+            source = %table, pages = recovery.pages, rows = recovery.rows,
+            "committed pages an interrupted run had fetched"
+        );
+    }
+    summary.recovered_rows = recovery.rows;
+    summary.files += recovery.files.len() as u64;
+    summary.bytes += recovery.files.iter().map(|f| f.bytes).sum::<u64>();
+    Ok((writer, recovery, stats))
+}
+
+/// The checkpoint of the table's last commit, as its source keeps it (its default before the
+/// first commit).
+pub(crate) fn checkpoint<S: serde::de::DeserializeOwned + Default>(
+    writer: &TableWriter,
+    table: Table,
+) -> Result<S> {
+    match writer.state() {
+        Some(v) => serde_json::from_value(v.clone())
+            .with_context(|| format!("{table}: the checkpoint in the state file is not readable")),
+        None => Ok(S::default()),
+    }
+}
+
 /// The schema's decoding of `table`'s pages, as the writer takes it: rows that cannot load
 /// become JSON lines with their reason (kept under `_joblake/rejects/`), and every page's
 /// counts add up in `stats`.
-pub(crate) fn decoder(table: Table, stats: Arc<std::sync::Mutex<DecodeStats>>) -> Decoder {
+fn decoder(table: Table, stats: Arc<std::sync::Mutex<DecodeStats>>) -> Decoder {
     Arc::new(move |raw: &RawPage| {
         let ctx = PageContext {
             run_id: raw.run_id.clone(),
