@@ -135,13 +135,24 @@ pub async fn run(joblake_bin: &Path, jobs: usize, sites: usize) -> Result<Vec<In
                 figures = Some((usage.max_rss_kb, rows));
                 continue;
             }
+            // Two of each, interleaved, so that a slow moment of the machine costs neither
+            // side: the faster of each is compared; peak RSS is the higher of the refreshes'.
             let (_, fetch_secs_a, fetch_cpu_a) = fetch_only(&sim, table).await?;
-            let (run_secs, run, rows, dir) = refresh(joblake_bin, &sim, table).await?;
+            let (secs_a, run_a, rows, dir) = refresh(joblake_bin, &sim, table).await?;
             let (fetched, fetch_secs_b, fetch_cpu_b) = fetch_only(&sim, table).await?;
             ensure!(
                 fetched == rows,
                 "fetch-only saw {fetched} rows, the refresh {rows}"
             );
+            let (secs_b, run_b, rows_b, _) = refresh(joblake_bin, &sim, table).await?;
+            ensure!(rows_b == rows, "two refreshes saw {rows} and {rows_b} rows");
+            let max_rss_kb = run_a.max_rss_kb.max(run_b.max_rss_kb);
+            let (run_secs, mut run) = if secs_a <= secs_b {
+                (secs_a, run_a)
+            } else {
+                (secs_b, run_b)
+            };
+            run.max_rss_kb = max_rss_kb;
             let (files, row_groups) = layout(joblake_bin, &sim, dir.path(), table).await?;
             let (rss_small_kb, small_rows) = figures.take().context("small run")?;
             out.push(Ingest {
@@ -167,8 +178,9 @@ pub fn section(results: &[Ingest]) -> String {
         "## Ingest\n\n\
          A first `joblake refresh --source <table>` into a fresh local lake against \
          `joblake simulate` (no latency, no rate limit), beside a fetch-only baseline: the same \
-         pages through the same `joblake-fetcher` client, discarded (the faster of one run \
-         before and one after). CPU and peak RSS are the refresh process's own (`wait4`); \
+         pages through the same `joblake-fetcher` client, discarded. Two runs of each, \
+         interleaved; the faster of each is compared, and peak RSS is the higher of the two \
+         refreshes'. CPU and peak RSS are the refresh process's own (`wait4`); \
          *pipeline CPU* is its CPU minus the fetch-only CPU, i.e. parse → Arrow → staging → \
          Parquet. Goals: ≥ 70 % of the fetch-only rate, peak RSS ≤ 150 MB, and ≤ 1.3 × the \
          peak RSS at a tenth of the rows.\n\n\

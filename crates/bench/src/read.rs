@@ -12,7 +12,16 @@ use serde_json::Value;
 use crate::sim::{Sim, big_sim, joblake, scratch};
 use crate::usage::run_measured;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/read.py");
+/// The timing script: the checkout's own when run from its root (as `make bench` does), so a
+/// binary from a shared target dir never runs another checkout's copy.
+fn script() -> std::path::PathBuf {
+    let here = std::path::Path::new("crates/bench/read.py");
+    if here.exists() {
+        here.to_path_buf()
+    } else {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/read.py").into()
+    }
+}
 
 /// The stock DuckDB to time with: the newest of `JOBLAKE_PY_DUCKDB` (`make py-tools`).
 fn py_duckdb() -> Result<String> {
@@ -27,7 +36,7 @@ fn py_duckdb() -> Result<String> {
 fn python(args: &[&str]) -> Result<String> {
     let out = std::process::Command::new("python3")
         .env("PYTHONPATH", py_duckdb()?)
-        .arg(SCRIPT)
+        .arg(script())
         .args(args)
         .output()?;
     ensure!(

@@ -263,7 +263,7 @@ async fn fetch_profiles(
             }
             stager.stage(&raw, &value).await?;
             summary.pages += 1;
-            writer.append(&raw, value).await?;
+            writer.append(raw, value).await?;
         }
         if ended {
             break;

@@ -314,7 +314,7 @@ async fn scan(
     let worker = tokio::spawn(async move {
         let mut result: joblake_writer::Result<()> = Ok(());
         while let Some((raw, state)) = from_fetcher.recv().await {
-            if let Err(e) = writer.append(&raw, state).await {
+            if let Err(e) = writer.append(raw, state).await {
                 result = Err(e);
                 break;
             }

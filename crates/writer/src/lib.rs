@@ -4,7 +4,8 @@
 //! The commit protocol (see `ARCHITECTURE.md`):
 //! 1. every fetched page is *staged* first, raw and with the source's checkpoint (cursor,
 //!    watermark) that follows it, by a [`Stager`]: one object per page on S3 (a single atomic
-//!    PUT), one synced record of the run's log on disk; only then is the next page asked for;
+//!    PUT), one record of the run's log on disk (synced within 50 ms); only then is the next
+//!    page asked for;
 //! 2. [`TableWriter::append`], beside the fetching, decodes the page (with the schema's
 //!    [`Decoder`]) and streams its rows into an open Parquet upload for its `dt=` partition,
 //!    which no reader can see until it completes (a multipart upload on S3, a file under
@@ -19,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod compact;
+mod cpu;
 mod crash;
 mod error;
 mod lake;

@@ -16,7 +16,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use tokio::io::AsyncWriteExt;
 
-use crate::{Error, FileInfo, Lake, Result, WriterOptions};
+use crate::{Error, FileInfo, Lake, LakeLocation, Result, WriterOptions};
 
 /// Size of the pieces a row group is serialised into.
 const PIECE: usize = 1 << 20;
@@ -74,7 +74,9 @@ pub(crate) struct ParquetSink {
     /// Where it is written until then (see [`Lake::upload_path`]).
     upload: Path,
     dt: String,
-    writer: ArrowWriter<Pieces>,
+    /// The encoder; away on an encoder thread (see [`crate::cpu`]) while it encodes, and
+    /// gone for good if that failed.
+    writer: Option<ArrowWriter<Pieces>>,
     /// The upload the pieces go to; aborted if the file is given up, so a failed or
     /// abandoned file never lingers as a dangling multipart upload.
     upload_writer: BufWriter,
@@ -105,36 +107,76 @@ impl ParquetSink {
                     .collect(),
             ))
             .build();
-        // Parts of 8 MB (S3 takes no smaller than 5 MB), at most two in flight: a row group
-        // arrives whole, and eight 10 MB parts in flight (the default) would hold it twice.
+        // At most two parts in flight: a row group arrives whole, and eight 10 MB parts in
+        // flight (the default) would hold it twice. On S3 parts of 8 MB (it takes no smaller
+        // than 5 MB); on disk each piece goes straight to the file, as the upload's buffer
+        // would otherwise hold up to a part's worth between row groups (~7 MB of a jobs run's
+        // peak).
+        let part = match lake.location() {
+            LakeLocation::Local(_) => PIECE,
+            LakeLocation::S3 { .. } => 8 << 20,
+        };
         let upload_writer =
-            BufWriter::with_capacity(Arc::clone(lake.store()), upload.clone(), 8 << 20)
+            BufWriter::with_capacity(Arc::clone(lake.store()), upload.clone(), part)
                 .with_max_concurrency(2);
         Ok(ParquetSink {
             lake: lake.clone(),
             path,
             upload,
             dt: dt.to_string(),
-            writer: ArrowWriter::try_new(Pieces::default(), schema, Some(props))?,
+            writer: Some(ArrowWriter::try_new(
+                Pieces::default(),
+                schema,
+                Some(props),
+            )?),
             upload_writer,
             rows: 0,
         })
     }
 
-    /// Appends rows; a row group they complete goes to the upload.
+    /// Appends rows; a row group they complete goes to the upload. The encoding happens on
+    /// an encoder thread.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let groups = self.writer.flushed_row_groups().len();
-        self.writer.write(batch)?;
-        self.rows += batch.num_rows() as u64;
-        if self.writer.flushed_row_groups().len() != groups {
+        let mut writer = self.take_writer()?;
+        let batch = batch.clone();
+        let (writer, written) = crate::cpu::run(move || {
+            let groups = writer.flushed_row_groups().len();
+            let written = writer.write(&batch).map(|()| {
+                (
+                    batch.num_rows(),
+                    writer.flushed_row_groups().len() != groups,
+                )
+            });
+            (writer, written)
+        })
+        .await;
+        self.writer = Some(writer);
+        let (rows, flushed) = written?;
+        self.rows += rows as u64;
+        if flushed {
             self.send().await?;
         }
         Ok(())
     }
 
+    fn take_writer(&mut self) -> Result<ArrowWriter<Pieces>> {
+        self.writer.take().ok_or_else(|| self.broken())
+    }
+
+    fn broken(&self) -> Error {
+        Error::Io {
+            context: format!("cannot write {}", self.upload),
+            source: std::io::Error::other("an earlier write to it failed"),
+        }
+    }
+
     /// Hands the serialised bytes on to the upload.
     async fn send(&mut self) -> Result<()> {
-        for piece in self.writer.inner_mut().take() {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(self.broken());
+        };
+        let pieces = writer.inner_mut().take();
+        for piece in pieces {
             self.upload_writer
                 .put(piece)
                 .await
@@ -151,7 +193,14 @@ impl ParquetSink {
     /// Completes the file and puts it where readers find it.
     pub async fn publish(self) -> Result<FileInfo> {
         let mut this = self;
-        this.writer.finish()?;
+        let mut writer = this.take_writer()?;
+        let (writer, finished) = crate::cpu::run(move || {
+            let finished = writer.finish();
+            (writer, finished)
+        })
+        .await;
+        this.writer = Some(writer);
+        finished?;
         this.send().await?;
         this.upload_writer
             .shutdown()

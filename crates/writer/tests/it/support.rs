@@ -85,7 +85,7 @@ impl StageExt for TableWriter {
             rows,
         };
         self.stager().stage(&raw, state).await?;
-        self.append(&raw, state.clone()).await.map(|_| ())
+        self.append(raw, state.clone()).await.map(|_| ())
     }
 }
 
