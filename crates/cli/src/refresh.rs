@@ -259,6 +259,9 @@ impl SourceSummary {
     }
 }
 
+/// Pages the fetch loop may be ahead of the writer: the backpressure between them.
+const QUEUED_PAGES: usize = 4;
+
 async fn scan(
     lake: &Lake,
     run_id: &str,
@@ -310,11 +313,13 @@ async fn scan(
     // crash still costs at most the page in flight. The channel is the backpressure.
     let mut stager = writer.stager();
     let (to_worker, mut from_fetcher) =
-        tokio::sync::mpsc::channel::<(RawPage, serde_json::Value)>(4);
+        tokio::sync::mpsc::channel::<(RawPage, serde_json::Value)>(QUEUED_PAGES);
     let worker = tokio::spawn(async move {
         let mut result: joblake_writer::Result<()> = Ok(());
-        while let Some((raw, state)) = from_fetcher.recv().await {
-            if let Err(e) = writer.append(raw, state).await {
+        // What queued up while the last pages were written goes over in one go.
+        let mut pages = Vec::with_capacity(QUEUED_PAGES);
+        while from_fetcher.recv_many(&mut pages, QUEUED_PAGES).await > 0 {
+            if let Err(e) = writer.append_pages(std::mem::take(&mut pages)).await {
                 result = Err(e);
                 break;
             }

@@ -225,7 +225,7 @@ async fn compact_partition(
                     )?);
                 }
                 let s = sink.as_mut().expect("opened above");
-                s.write(&batch).await?;
+                s.write(vec![batch]).await?;
                 if s.rows() >= opts.roll_rows as u64 {
                     lock.confirm(lake).await?;
                     outputs.push(sink.take().expect("open").publish().await?);

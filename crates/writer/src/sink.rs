@@ -135,18 +135,19 @@ impl ParquetSink {
     }
 
     /// Appends rows; a row group they complete goes to the upload. The encoding happens on
-    /// an encoder thread.
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// an encoder thread, one trip for all of `batches`.
+    pub async fn write(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
         let mut writer = self.take_writer()?;
-        let batch = batch.clone();
         let (writer, written) = crate::cpu::run(move || {
             let groups = writer.flushed_row_groups().len();
-            let written = writer.write(&batch).map(|()| {
-                (
-                    batch.num_rows(),
-                    writer.flushed_row_groups().len() != groups,
-                )
-            });
+            let mut rows = 0;
+            let written = batches
+                .iter()
+                .try_for_each(|b| {
+                    rows += b.num_rows();
+                    writer.write(b)
+                })
+                .map(|()| (rows, writer.flushed_row_groups().len() != groups));
             (writer, written)
         })
         .await;

@@ -171,14 +171,32 @@ impl TableWriter {
     /// Pages come in the order they were staged. An empty page still moves the checkpoint.
     /// Returns the rows that loaded.
     pub async fn append(&mut self, raw: RawPage, state_after: Value) -> Result<u64> {
-        let at = match self.lake.location() {
-            LakeLocation::Local(_) => StagedAt::Log(paths::staging_log(&self.table, &raw.run_id)),
-            LakeLocation::S3 { .. } => {
-                StagedAt::Object(paths::staged_page(&self.table, &raw.run_id, raw.page))
-            }
-        };
-        let rows = self.take_in(at, raw, state_after).await?;
-        crate::crash_point("append:after-write");
+        self.append_pages(vec![(raw, state_after)]).await
+    }
+
+    /// [`Self::append`] for several pages in order: one trip to an encoder thread decodes
+    /// them all, and one per partition encodes their rows. A fetch loop ahead of the encoder
+    /// hands over what queued up, so the threads trade work a few pages at a time.
+    pub async fn append_pages(&mut self, pages: Vec<(RawPage, Value)>) -> Result<u64> {
+        let n = pages.len();
+        let pages = pages
+            .into_iter()
+            .map(|(raw, state)| {
+                let at = match self.lake.location() {
+                    LakeLocation::Local(_) => {
+                        StagedAt::Log(paths::staging_log(&self.table, &raw.run_id))
+                    }
+                    LakeLocation::S3 { .. } => {
+                        StagedAt::Object(paths::staged_page(&self.table, &raw.run_id, raw.page))
+                    }
+                };
+                (at, raw, state)
+            })
+            .collect();
+        let rows = self.take_in(pages).await?;
+        for _ in 0..n {
+            crate::crash_point("append:after-write");
+        }
         let full = self
             .open
             .values()
@@ -189,35 +207,56 @@ impl TableWriter {
         Ok(rows)
     }
 
-    async fn take_in(&mut self, at: StagedAt, raw: RawPage, state_after: Value) -> Result<u64> {
+    async fn take_in(&mut self, pages: Vec<(StagedAt, RawPage, Value)>) -> Result<u64> {
         let decoder = Arc::clone(&self.decoder);
-        let (raw, decoded) = crate::cpu::run(move || {
-            let decoded = decoder(&raw);
-            (raw, decoded)
+        let decoded = crate::cpu::run(move || {
+            pages
+                .into_iter()
+                .map(|(at, raw, state)| {
+                    let decoded = decoder(&raw);
+                    (at, raw, state, decoded)
+                })
+                .collect::<Vec<_>>()
         })
         .await;
-        let decoded = decoded.map_err(|detail| Error::CorruptStage {
-            path: format!("{} (page {} of run {})", self.table, raw.page, raw.run_id),
-            detail: format!("its rows cannot be decoded: {detail}"),
-        })?;
-        crate::crash_point("append:after-decode");
-        if let Some(rejects) = decoded.rejects {
-            let path = paths::rejects(&self.table, &raw.run_id, raw.page);
-            self.lake.put(&path, rejects).await?;
+        // Each partition's rows in page order, with the page that opens its file if needed.
+        let mut by_dt: Vec<(String, i64, Vec<RecordBatch>)> = Vec::new();
+        let mut rows = 0;
+        for (at, raw, state_after, decoded) in decoded {
+            let decoded = decoded.map_err(|detail| Error::CorruptStage {
+                path: format!("{} (page {} of run {})", self.table, raw.page, raw.run_id),
+                detail: format!("its rows cannot be decoded: {detail}"),
+            })?;
+            crate::crash_point("append:after-decode");
+            if let Some(rejects) = decoded.rejects {
+                let path = paths::rejects(&self.table, &raw.run_id, raw.page);
+                self.lake.put(&path, rejects).await?;
+            }
+            // A log outlives the commits of its run's pages: its run discards it at the end.
+            if let StagedAt::Object(path) = at {
+                self.staged.push(path);
+            }
+            self.pending_pages += 1;
+            self.last_staged = Some((raw.page, state_after));
+            if decoded.batch.num_rows() == 0 {
+                continue;
+            }
+            rows += decoded.batch.num_rows() as u64;
+            let dt = raw.fetched_at.format("%Y-%m-%d").to_string();
+            match by_dt.iter_mut().find(|(d, _, _)| *d == dt) {
+                Some((_, _, batches)) => batches.push(decoded.batch),
+                None => by_dt.push((dt, raw.page, vec![decoded.batch])),
+            }
         }
-        // A log outlives the commits of its run's pages: its run discards it at the end.
-        if let StagedAt::Object(path) = at {
-            self.staged.push(path);
+        for (dt, first_page, batches) in by_dt {
+            self.write_rows(first_page, &dt, batches).await?;
         }
-        self.pending_pages += 1;
-        self.last_staged = Some((raw.page, state_after));
-        let dt = raw.fetched_at.format("%Y-%m-%d").to_string();
-        self.write_rows(raw.page, &dt, &decoded.batch).await?;
-        Ok(decoded.batch.num_rows() as u64)
+        Ok(rows)
     }
 
-    async fn write_rows(&mut self, page: i64, dt: &str, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
+    async fn write_rows(&mut self, page: i64, dt: &str, batches: Vec<RecordBatch>) -> Result<()> {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows == 0 {
             return Ok(());
         }
         if !self.open.contains_key(dt) {
@@ -238,8 +277,8 @@ impl TableWriter {
             self.open.insert(dt.to_string(), sink);
         }
         let file = self.open.get_mut(dt).expect("inserted above");
-        file.write(batch).await?;
-        self.staged_rows += batch.num_rows() as u64;
+        file.write(batches).await?;
+        self.staged_rows += rows as u64;
         Ok(())
     }
 
@@ -369,7 +408,7 @@ impl TableWriter {
             // Pages are committed under the run that fetched them, so files keep their names.
             self.run_id = pos.run_id.clone();
             let rows = match (at, record) {
-                (at, Some((raw, state))) => self.take_in(at, raw, state).await?,
+                (at, Some((raw, state))) => self.take_in(vec![(at, raw, state)]).await?,
                 (StagedAt::Object(path), None) => {
                     let bytes =
                         self.lake
@@ -385,11 +424,12 @@ impl TableWriter {
                         self.staged.push(path);
                         self.pending_pages += 1;
                         self.last_staged = Some((pos.page, state));
-                        self.write_rows(pos.page, &dt, &batch).await?;
+                        self.write_rows(pos.page, &dt, vec![batch.clone()]).await?;
                         batch.num_rows() as u64
                     } else {
                         let (raw, state) = crate::stage::decode(bytes, path.as_ref())?;
-                        self.take_in(StagedAt::Object(path), raw, state).await?
+                        self.take_in(vec![(StagedAt::Object(path), raw, state)])
+                            .await?
                     }
                 }
                 (StagedAt::Log(_), None) => unreachable!("log records are read whole"),

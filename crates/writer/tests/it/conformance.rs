@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use bytes::Bytes;
-use chrono::{NaiveDate, Utc};
+use chrono::{NaiveDate, TimeZone, Utc};
 use joblake_writer::{
     Lake, LakeLock, RunRecord, RunStatus, TableWriter, WriterOptions, compact_table,
     finish_compactions, read_ledger, write_ledger,
@@ -20,6 +20,7 @@ use crate::support::{StageExt, TestLake, decoder, schema};
 
 conformance!(
     many_pages_make_one_file_per_partition_and_commit_the_cursor,
+    pages_handed_over_together_make_the_files_one_at_a_time_would,
     a_file_being_written_is_invisible_until_its_commit,
     a_crash_before_commit_loses_nothing_and_publishes_once,
     a_crash_after_publishing_but_before_the_state_rewrites_the_same_file,
@@ -167,6 +168,49 @@ async fn many_pages_make_one_file_per_partition_and_commit_the_cursor(lake: Test
     let (w2, rec) = open(&lake, "R2").await;
     assert_eq!(rec.pages, 0);
     assert_eq!(w2.state(), Some(&json!({"cursor": null, "done": true})));
+}
+
+/// A worker that fell behind takes the pages queued for it in one go; the files, their names
+/// (from the first page with rows in each partition) and the checkpoint are what appending
+/// them one by one gives, so a later recovery replaying them one by one agrees.
+async fn pages_handed_over_together_make_the_files_one_at_a_time_would(lake: TestLake) {
+    let (mut w, _) = open(&lake, "R1").await;
+    let mut pages = Vec::new();
+    for (page, d, rows) in [(1, 1, 0), (2, 1, 10), (3, 2, 5), (4, 1, 10)] {
+        let raw = joblake_writer::RawPage {
+            run_id: "R1".into(),
+            page,
+            fetched_at: Utc.from_utc_datetime(&day(d).and_hms_opt(0, 0, 0).unwrap()),
+            rows: (0..rows)
+                .map(|r| {
+                    serde_json::value::to_raw_value(&json!({"id": format!("p{page}r{r}")})).unwrap()
+                })
+                .collect(),
+        };
+        let state = json!({"cursor": format!("c{page}")});
+        w.stager().stage(&raw, &state).await.unwrap();
+        pages.push((raw, state));
+    }
+    assert_eq!(w.append_pages(pages).await.unwrap(), 25);
+    let report = w.commit(None).await.unwrap();
+    assert_eq!((report.pages, report.rows), (4, 25));
+    let files = published(&lake).await;
+    let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "t/dt=2026-11-01/part-R1-000002.parquet",
+            "t/dt=2026-11-02/part-R1-000003.parquet"
+        ]
+    );
+    let first: Vec<String> = (0..10)
+        .map(|r| format!("p2r{r}"))
+        .chain((0..10).map(|r| format!("p4r{r}")))
+        .collect();
+    assert_eq!(files[0].1, first, "rows stay in page order");
+    assert_eq!(files[1].1.len(), 5);
+    let (w2, _) = open(&lake, "R2").await;
+    assert_eq!(w2.state(), Some(&json!({"cursor": "c4"})));
 }
 
 async fn a_file_being_written_is_invisible_until_its_commit(lake: TestLake) {
