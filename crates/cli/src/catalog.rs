@@ -58,6 +58,8 @@ fn file_run(path: &Path) -> Option<&str> {
 /// The statements that create every view over `lake`.
 pub async fn view_sql(lake: &Lake) -> Result<String> {
     let mut sql = VIEWS_SQL.to_string();
+    // Statements the views depend on, run before them.
+    let mut before = String::new();
     for table in Table::all() {
         let name = table.name();
         let files: Vec<Path> = lake
@@ -70,30 +72,24 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         let latest = match read_snapshot(lake, table).await? {
             None => latest_of(&format!("{name}_history")),
             Some(snap) => {
-                let snapshot = format!(
-                    "read_parquet([{}])",
-                    snap.files
-                        .iter()
-                        .map(|f| literal(&lake.reader_path(f)))
+                let list = |paths: &mut dyn Iterator<Item = String>| {
+                    paths
+                        .map(|p| literal(&lake.reader_path(&p)))
                         .collect::<Vec<_>>()
                         .join(", ")
-                );
-                let newer = files.iter().any(|p| {
+                };
+                let snapshot = list(&mut snap.files.iter().cloned());
+                let newer = list(&mut files.iter().filter_map(|p| {
                     file_run(p)
                         .is_some_and(|run| run > snap.through.as_str() && run != snap.made_by)
-                });
-                if newer {
-                    let history = ident(&format!("{name}_history"));
-                    let after = literal(&snap.through);
-                    format!(
-                        "SELECT * FROM {snapshot} ANTI JOIN \
-                         (SELECT DISTINCT id FROM {history} WHERE _run_id > {after}) USING (id)\n\
-                         UNION ALL BY NAME\n\
-                         SELECT * FROM {history} WHERE _run_id > {after}\n\
-                         QUALIFY row_number() OVER (PARTITION BY id ORDER BY {LATEST_FIRST}) = 1"
-                    )
+                        .then(|| p.to_string())
+                }));
+                if newer.is_empty() {
+                    format!("SELECT * FROM read_parquet([{snapshot}])")
                 } else {
-                    format!("SELECT * FROM {snapshot}")
+                    let (prepare, view) = snapshot_and_newer(name, &snapshot, &newer);
+                    before.push_str(&prepare);
+                    view
                 }
             }
         };
@@ -133,9 +129,10 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         })
         .collect::<Vec<_>>()
         .join("\nUNION ALL\n");
-    Ok(sql
-        .replace("{runs_source}", &runs)
-        .replace("{first_seen}", &first_seen))
+    Ok(before
+        + &sql
+            .replace("{runs_source}", &runs)
+            .replace("{first_seen}", &first_seen))
 }
 
 /// The tables a user of `lake` sees: both feeds, and company profiles once enriched.
@@ -153,6 +150,37 @@ pub async fn tables_in(lake: &Lake) -> Result<Vec<Table>> {
         tables.push(Table::Companies);
     }
     Ok(tables)
+}
+
+/// The latest-version view of a table whose snapshot (the files `snapshot`, quoted and
+/// comma-separated) has runs after it (`newer`, likewise): the snapshot without the rows
+/// newer runs fetched again, plus the latest of the newer rows. Which snapshot rows those are
+/// is worked out once, as the views are built, into a table of their positions
+/// (`_joblake_superseded_<table>`): a query then skips them by file and row number, which
+/// costs far less than matching every snapshot id against the newer ones, as each query
+/// would otherwise. The views only read the files named here, so the positions always match
+/// them. Returns the statement that fills the table, and the view's SELECT.
+fn snapshot_and_newer(name: &str, snapshot: &str, newer: &str) -> (String, String) {
+    let superseded = ident(&format!("_joblake_superseded_{name}"));
+    let snapshot = format!("read_parquet([{snapshot}], filename = true, file_row_number = true)");
+    let newer = format!("read_parquet([{newer}], union_by_name = true, hive_partitioning = true)");
+    let prepare = format!(
+        "CREATE OR REPLACE TABLE {superseded} AS\n\
+         SELECT filename, file_row_number FROM {snapshot}\n\
+         SEMI JOIN (SELECT DISTINCT id FROM {newer}) USING (id);\n"
+    );
+    // `_keep` leads both sides so that a query needing no column (count(*)) reads none: a
+    // UNION keeps its first column when nothing above asks for any.
+    let view = format!(
+        "SELECT * EXCLUDE (_keep) FROM (\n\
+         SELECT true AS _keep, * EXCLUDE (filename, file_row_number) FROM {snapshot} AS s\n\
+         ANTI JOIN {superseded} AS x\n\
+           ON s.filename = x.filename AND s.file_row_number = x.file_row_number\n\
+         UNION ALL BY NAME\n\
+         SELECT true AS _keep, * FROM {newer}\n\
+         QUALIFY row_number() OVER (PARTITION BY id ORDER BY {LATEST_FIRST}) = 1)"
+    );
+    (prepare, view)
 }
 
 /// The last version of every id of `history`.
