@@ -88,6 +88,11 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
     sim.advance(3).await;
     lake.refresh_ok(&[]).await;
     assert_eq!(data_files(&lake, "jobs"), 2);
+    // The refresh fetched changed jobs again: their snapshot rows are skipped by position.
+    let superseded = lake
+        .query("SELECT count(*) AS n FROM _joblake_superseded_jobs")
+        .await;
+    assert!(superseded[0]["n"].as_i64().unwrap() > 0, "{superseded:?}");
     for t in ["career_sites", "jobs"] {
         let by_definition = lake
             .query(&format!(
