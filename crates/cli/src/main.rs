@@ -632,7 +632,13 @@ fn duckdb_path(cli: &Cli, lake: &Lake) -> PathBuf {
 async fn rebuild_views(lake: &Lake, db: &std::path::Path) -> Result<()> {
     let sql = catalog::view_sql(lake).await?;
     let db = db.to_path_buf();
-    let engine = engine(lake);
+    // Building the views only scans (the snapshot rows newer runs replaced, see catalog.rs):
+    // capped, DuckDB spills rather than grow a run's memory when many runs piled up since the
+    // last compaction.
+    let engine = joblake_views::Engine {
+        memory_limit: Some("128MB".into()),
+        ..engine(lake)
+    };
     tokio::task::spawn_blocking(move || {
         joblake_views::rebuild(&engine, &db, &[sql], &|| {
             joblake_writer::crash_point("views:before-rename")
