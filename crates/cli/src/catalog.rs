@@ -79,11 +79,16 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
                         .join(", ")
                 };
                 let snapshot = list(&mut snap.files.iter().cloned());
-                let newer = list(&mut files.iter().filter_map(|p| {
-                    file_run(p)
-                        .is_some_and(|run| run > snap.through.as_str() && run != snap.made_by)
-                        .then(|| p.to_string())
-                }));
+                let newer = list(
+                    &mut files
+                        .iter()
+                        .filter(|p| {
+                            file_run(p).is_some_and(|run| {
+                                run > snap.through.as_str() && run != snap.made_by
+                            })
+                        })
+                        .map(|p| p.to_string()),
+                );
                 if newer.is_empty() {
                     format!("SELECT * FROM read_parquet([{snapshot}])")
                 } else {
