@@ -8,7 +8,7 @@ use joblake_schema::Table;
 use serde_json::Value;
 
 use super::source;
-use crate::harness::{Lake, Sim, assert_no_keys, assert_same, signal_after};
+use crate::harness::{Lake, Sim, assert_no_keys, assert_same, repo_root, signal_after};
 
 /// No pacing (the simulator has no rate limit here) and quick retries.
 const FAST: &str = r#"
@@ -210,7 +210,7 @@ async fn example_queries_run_on_an_enriched_lake() {
     lake.set_config(FAST);
     lake.refresh_ok(&[]).await;
     enrich(&lake, &[]).await;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../queries/examples");
+    let dir = repo_root().join("queries/examples");
     let mut ran = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -223,11 +223,8 @@ async fn example_queries_run_on_an_enriched_lake() {
     // The join finds jobs for the enriched companies, by name or website domain.
     let joined = lake
         .query(
-            &std::fs::read_to_string(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../queries/examples/05_companies.sql"),
-            )
-            .unwrap(),
+            &std::fs::read_to_string(repo_root().join("queries/examples/05_companies.sql"))
+                .unwrap(),
         )
         .await;
     assert!(

@@ -510,7 +510,7 @@ pub async fn reader_counts(
     target: impl AsRef<std::ffi::OsStr>,
     env: &[(String, String)],
 ) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/readers/counts.py");
+    let script = repo_root().join("tests/readers/counts.py");
     let out = tokio::process::Command::new("python3")
         .env("PYTHONPATH", pythonpath)
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -585,11 +585,19 @@ pub async fn signal_after(
     out
 }
 
+/// The checkout under test. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test, so a test
+/// binary a shared target dir carries over from another checkout still uses this one's files.
+pub fn repo_root() -> PathBuf {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    crate_dir.join("../..")
+}
+
 /// Replaces section `name` of `RELIABILITY.md` (the repository's) with `body`: the tests
 /// publish what they injected and what came of it themselves. Concurrent tests take turns.
 pub fn reliability_section(name: &str, body: &str) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let path = root.join("RELIABILITY.md");
+    let path = repo_root().join("RELIABILITY.md");
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
