@@ -13,6 +13,10 @@ SELECT * FROM {jobs_source};
 CREATE OR REPLACE VIEW companies_history AS
 SELECT * FROM {companies_source};
 
+-- After `joblake compact`, the positions of the snapshot rows later runs fetched again, one
+-- table per such table, worked out here once rather than in every query (see below).
+{superseded}
+
 -- Latest version per id: later run, then later page, then later row wins. joblake fills in
 --   SELECT * FROM <table>_history
 --   QUALIFY row_number() OVER (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1

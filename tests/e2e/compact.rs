@@ -107,4 +107,29 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
         );
     }
     assert_views_match_truth(&lake, &sim).await;
+
+    // An analyst's session holds those views (a copy of the DuckDB file stands for it) while
+    // a compaction merges the newer run's file away: what the views return does not change.
+    let held = lake.dir.path().join("held.duckdb");
+    std::fs::copy(lake.root().join("lake.duckdb"), &held).unwrap();
+    let held_arg = held.display().to_string();
+    let query_held = |sql: &'static str| {
+        let lake = &lake;
+        let held_arg = held_arg.clone();
+        async move {
+            let run = lake
+                .run(&[
+                    "--duckdb", &held_arg, "query", "--format", "json", "--", sql,
+                ])
+                .await;
+            run.assert_code(0);
+            serde_json::from_str::<Vec<Value>>(&run.stdout()).unwrap()
+        }
+    };
+    let before = query_held("SELECT * FROM jobs ORDER BY id").await;
+    lake.run(&["compact", "--source", "jobs"])
+        .await
+        .assert_code(0);
+    assert_eq!(data_files(&lake, "jobs"), 1);
+    assert_eq!(query_held("SELECT * FROM jobs ORDER BY id").await, before);
 }

@@ -11,7 +11,7 @@ use joblake_fetcher::{ClientConfig, JoboClient, JoboScan, SentrionClient, Sentri
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::sim::{Sim, big_sim, joblake, scratch};
+use crate::sim::{Sim, big_sim, joblake, joblake_ok, scratch};
 use crate::usage::{Usage, run_measured, self_usage};
 
 /// One table's figures.
@@ -104,15 +104,8 @@ async fn layout(
                FROM parquet_metadata('{}') GROUP BY file_name, row_group_id)",
         glob.display()
     );
-    let out = joblake(joblake_bin, sim, dir, &["query", "--format", "json", &sql])
-        .output()
-        .await?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let out = joblake_ok(joblake_bin, sim, dir, &["query", "--format", "json", &sql]).await?;
+    let v: Value = serde_json::from_slice(&out)?;
     let get = |k: &str| v[0][k].as_u64().unwrap_or(0);
     Ok((files, (get("groups"), get("smallest"), get("largest"))))
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
-use crate::sim::{Sim, big_sim, joblake, scratch};
+use crate::sim::{Sim, big_sim, joblake, joblake_ok, scratch};
 use crate::usage::run_measured;
 
 /// The timing script: the checkout's own when run from its root (as `make bench` does), so a
@@ -86,19 +86,13 @@ async fn base_file(joblake_bin: &Path, rows: usize) -> Result<(tempfile::TempDir
         dir.path().join("joblake.toml"),
         "[jobs]\nrequests_per_minute = 0\n",
     )?;
-    let out = joblake(
+    joblake_ok(
         joblake_bin,
         &sim,
         dir.path(),
         &["-q", "refresh", "--source", "jobs"],
     )
-    .output()
     .await?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let part = std::fs::read_dir(dir.path().join("lake/jobs"))?
         .flatten()
         .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())

@@ -92,6 +92,24 @@ pub fn joblake(joblake: &Path, sim: &Sim, dir: &Path, args: &[&str]) -> Command 
     c
 }
 
+/// Runs [`joblake`] to its end and returns what it printed, or fails with its stderr.
+pub async fn joblake_ok(
+    joblake_bin: &Path,
+    sim: &Sim,
+    dir: &Path,
+    args: &[&str],
+) -> Result<Vec<u8>> {
+    let out = joblake(joblake_bin, sim, dir, args).output().await?;
+    if !out.status.success() {
+        bail!(
+            "joblake {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
+}
+
 /// Where the bench keeps its lakes: a temp dir on the same disk as the checkout.
 pub fn scratch() -> Result<tempfile::TempDir> {
     let base = PathBuf::from(".bench");

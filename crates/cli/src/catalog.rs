@@ -58,8 +58,8 @@ fn file_run(path: &Path) -> Option<&str> {
 /// The statements that create every view over `lake`.
 pub async fn view_sql(lake: &Lake) -> Result<String> {
     let mut sql = VIEWS_SQL.to_string();
-    // Statements the views depend on, run before them.
-    let mut before = String::new();
+    // The superseded-position tables the latest-version views read.
+    let mut superseded = String::new();
     for table in Table::all() {
         let name = table.name();
         let files: Vec<Path> = lake
@@ -72,29 +72,26 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         let latest = match read_snapshot(lake, table).await? {
             None => latest_of(&format!("{name}_history")),
             Some(snap) => {
-                let list = |paths: &mut dyn Iterator<Item = String>| {
-                    paths
-                        .map(|p| literal(&lake.reader_path(&p)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                let snapshot = list(&mut snap.files.iter().cloned());
-                let newer = list(
-                    &mut files
-                        .iter()
-                        .filter(|p| {
-                            file_run(p).is_some_and(|run| {
-                                run > snap.through.as_str() && run != snap.made_by
-                            })
-                        })
-                        .map(|p| p.to_string()),
-                );
-                if newer.is_empty() {
-                    format!("SELECT * FROM read_parquet([{snapshot}])")
-                } else {
-                    let (prepare, view) = snapshot_and_newer(name, &snapshot, &newer);
-                    before.push_str(&prepare);
-                    view
+                let snapshot = snap
+                    .files
+                    .iter()
+                    .map(|f| literal(&lake.reader_path(f)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // The last run after the snapshot, of those whose files are there now.
+                let last = files
+                    .iter()
+                    .filter_map(file_run)
+                    .filter(|run| *run > snap.through.as_str() && *run != snap.made_by)
+                    .max();
+                match last {
+                    None => format!("SELECT * FROM read_parquet([{snapshot}])"),
+                    Some(last) => {
+                        let (prepare, view) =
+                            snapshot_and_newer(name, &snapshot, &snap.through, last);
+                        superseded.push_str(&prepare);
+                        view
+                    }
                 }
             }
         };
@@ -134,10 +131,10 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         })
         .collect::<Vec<_>>()
         .join("\nUNION ALL\n");
-    Ok(before
-        + &sql
-            .replace("{runs_source}", &runs)
-            .replace("{first_seen}", &first_seen))
+    Ok(sql
+        .replace("{superseded}", &superseded)
+        .replace("{runs_source}", &runs)
+        .replace("{first_seen}", &first_seen))
 }
 
 /// The tables a user of `lake` sees: both feeds, and company profiles once enriched.
@@ -158,17 +155,24 @@ pub async fn tables_in(lake: &Lake) -> Result<Vec<Table>> {
 }
 
 /// The latest-version view of a table whose snapshot (the files `snapshot`, quoted and
-/// comma-separated) has runs after it (`newer`, likewise): the snapshot without the rows
-/// newer runs fetched again, plus the latest of the newer rows. Which snapshot rows those are
-/// is worked out once, as the views are built, into a table of their positions
-/// (`_joblake_superseded_<table>`): a query then skips them by file and row number, which
-/// costs far less than matching every snapshot id against the newer ones, as each query
-/// would otherwise. The views only read the files named here, so the positions always match
-/// them. Returns the statement that fills the table, and the view's SELECT.
-fn snapshot_and_newer(name: &str, snapshot: &str, newer: &str) -> (String, String) {
+/// comma-separated) covers runs through `through`, with runs after it up to `last`: the
+/// snapshot without the rows those runs fetched again, plus the latest of their rows. Which
+/// snapshot rows those are is worked out once, as the views are built, into a table of their
+/// positions (`_joblake_superseded_<table>`): a query then skips them by file and row number,
+/// which costs far less than matching every snapshot id against the newer ones, as each
+/// query would otherwise. The newer rows are the history's between the two runs, wherever
+/// they lie: a compaction that merges their files away leaves a session holding these views
+/// reading the same rows. A run after `last` shows once the views are built again. Returns
+/// the statement that fills the table, and the view's SELECT.
+fn snapshot_and_newer(name: &str, snapshot: &str, through: &str, last: &str) -> (String, String) {
     let superseded = ident(&format!("_joblake_superseded_{name}"));
     let snapshot = format!("read_parquet([{snapshot}], filename = true, file_row_number = true)");
-    let newer = format!("read_parquet([{newer}], union_by_name = true, hive_partitioning = true)");
+    let newer = format!(
+        "{} WHERE _run_id > {} AND _run_id <= {}",
+        ident(&format!("{name}_history")),
+        literal(through),
+        literal(last)
+    );
     let prepare = format!(
         "CREATE OR REPLACE TABLE {superseded} AS\n\
          SELECT filename, file_row_number FROM {snapshot}\n\

@@ -424,8 +424,9 @@ impl TableWriter {
                         self.staged.push(path);
                         self.pending_pages += 1;
                         self.last_staged = Some((pos.page, state));
-                        self.write_rows(pos.page, &dt, vec![batch.clone()]).await?;
-                        batch.num_rows() as u64
+                        let rows = batch.num_rows() as u64;
+                        self.write_rows(pos.page, &dt, vec![batch]).await?;
+                        rows
                     } else {
                         let (raw, state) = crate::stage::decode(bytes, path.as_ref())?;
                         self.take_in(vec![(StagedAt::Object(path), raw, state)])

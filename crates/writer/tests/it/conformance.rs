@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use bytes::Bytes;
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{NaiveDate, Utc};
 use joblake_writer::{
     Lake, LakeLock, RunRecord, RunStatus, TableWriter, WriterOptions, compact_table,
     finish_compactions, read_ledger, write_ledger,
@@ -16,7 +16,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
 
 use crate::conformance;
-use crate::support::{StageExt, TestLake, decoder, schema};
+use crate::support::{StageExt, TestLake, decoder, raw_page, schema};
 
 conformance!(
     many_pages_make_one_file_per_partition_and_commit_the_cursor,
@@ -177,16 +177,8 @@ async fn pages_handed_over_together_make_the_files_one_at_a_time_would(lake: Tes
     let (mut w, _) = open(&lake, "R1").await;
     let mut pages = Vec::new();
     for (page, d, rows) in [(1, 1, 0), (2, 1, 10), (3, 2, 5), (4, 1, 10)] {
-        let raw = joblake_writer::RawPage {
-            run_id: "R1".into(),
-            page,
-            fetched_at: Utc.from_utc_datetime(&day(d).and_hms_opt(0, 0, 0).unwrap()),
-            rows: (0..rows)
-                .map(|r| {
-                    serde_json::value::to_raw_value(&json!({"id": format!("p{page}r{r}")})).unwrap()
-                })
-                .collect(),
-        };
+        let ids: Vec<String> = (0..rows).map(|r| format!("p{page}r{r}")).collect();
+        let raw = raw_page("R1", page, day(d), ids.iter().map(String::as_str));
         let state = json!({"cursor": format!("c{page}")});
         w.stager().stage(&raw, &state).await.unwrap();
         pages.push((raw, state));

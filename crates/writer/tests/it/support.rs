@@ -73,19 +73,26 @@ impl StageExt for TableWriter {
             .as_any()
             .downcast_ref::<StringArray>()
             .unwrap();
-        let rows = (0..ids.len())
-            .map(|i| {
-                serde_json::value::to_raw_value(&serde_json::json!({ "id": ids.value(i) })).unwrap()
-            })
-            .collect();
-        let raw = RawPage {
-            run_id: self.run_id().to_string(),
-            page,
-            fetched_at: Utc.from_utc_datetime(&dt.and_hms_opt(0, 0, 0).unwrap()),
-            rows,
-        };
+        let raw = raw_page(self.run_id(), page, dt, ids.iter().map(Option::unwrap));
         self.stager().stage(&raw, state).await?;
         self.append(raw, state.clone()).await.map(|_| ())
+    }
+}
+
+/// A page as the API would send it: rows `{"id": ...}`, fetched on `dt`.
+pub fn raw_page<'a>(
+    run_id: &str,
+    page: i64,
+    dt: NaiveDate,
+    ids: impl Iterator<Item = &'a str>,
+) -> RawPage {
+    RawPage {
+        run_id: run_id.to_string(),
+        page,
+        fetched_at: Utc.from_utc_datetime(&dt.and_hms_opt(0, 0, 0).unwrap()),
+        rows: ids
+            .map(|id| serde_json::value::to_raw_value(&serde_json::json!({ "id": id })).unwrap())
+            .collect(),
     }
 }
 
