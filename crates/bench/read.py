@@ -40,7 +40,9 @@ def write(con, select, lake, dt, run):
 
 def base_view(con, base):
     # Every column of the real file (`dt` is the partition directory's, not in the file).
-    con.sql(f"CREATE OR REPLACE VIEW base AS SELECT * FROM read_parquet('{base}')")
+    con.sql(
+        f"CREATE OR REPLACE VIEW base AS SELECT * FROM read_parquet('{base}', hive_partitioning = false)"
+    )
     return con.sql("SELECT count(*) FROM base").fetchone()[0]
 
 
@@ -51,7 +53,7 @@ def grow(lake, base, ids, superseded):
     first = run_id(1, 1)
     con.sql(
         f"""CREATE VIEW v1 AS
-        SELECT * REPLACE (id || '-' || c::VARCHAR AS id, '{first}' AS _run_id)
+        SELECT base.* REPLACE (id || '-' || c::VARCHAR AS id, '{first}' AS _run_id)
         FROM base, range({copies}) t(c)
         LIMIT {ids}"""
     )

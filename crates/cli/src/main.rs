@@ -576,17 +576,99 @@ async fn build_snapshot(
         return Ok(None);
     };
     let rel = format!("_joblake/latest/{name}/{run_id}.parquet");
-    let target = lake.reader_path(&rel);
-    if let LakeLocation::Local(_) = lake.location()
-        && let Some(dir) = std::path::Path::new(&target).parent()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
-    let select = catalog::latest_of(&joblake_views::ident(&history));
-    let rows = tokio::task::spawn_blocking(move || {
-        joblake_views::copy_to_parquet(&engine, &setup, &select, &target)
+    let mut files: Vec<object_store::ObjectMeta> = lake
+        .list(&object_store::path::Path::from(name))
+        .await?
+        .into_iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .collect();
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    // Which versions lost to a later one, by file and row: a window over four narrow
+    // columns, which DuckDB spills rather than hold whole rows (job descriptions and all).
+    let list = files
+        .iter()
+        .map(|m| joblake_views::literal(&lake.reader_path(m.location.as_ref())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let superseded_sql = format!(
+        "SELECT file_index::BIGINT, file_row_number::BIGINT FROM (\n\
+           SELECT id, _run_id, _page, _row, file_index, file_row_number\n\
+           FROM read_parquet([{list}], union_by_name = true, file_row_number = true))\n\
+         QUALIFY row_number() OVER (PARTITION BY id ORDER BY {}) > 1",
+        catalog::LATEST_FIRST
+    );
+    let describe = format!(
+        "SELECT column_name FROM (DESCRIBE SELECT * FROM \
+         read_parquet([{list}], union_by_name = true, hive_partitioning = true))"
+    );
+    let narrow = joblake_views::Engine {
+        memory_limit: Some("256MB".into()),
+        ..engine.clone()
+    };
+    let (batches, described) = tokio::task::spawn_blocking(move || {
+        Ok::<_, joblake_views::Error>((
+            joblake_views::query_fresh(&narrow, "", &superseded_sql)?,
+            joblake_views::query_fresh(&narrow, "", &describe)?,
+        ))
     })
     .await??;
+    let mut columns = Vec::new();
+    for b in &described {
+        let Some(names) = b.column(0).as_any().downcast_ref::<arrow::array::StringArray>()
+        else {
+            anyhow::bail!("DuckDB described the history's columns in an unexpected type");
+        };
+        columns.extend(names.iter().flatten().map(str::to_string));
+    }
+    let mut superseded: std::collections::HashMap<usize, Vec<u64>> = Default::default();
+    for b in &batches {
+        let (Some(file), Some(row)) = (
+            b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>(),
+            b.column(1).as_any().downcast_ref::<arrow::array::Int64Array>(),
+        ) else {
+            anyhow::bail!("DuckDB gave the superseded rows' positions an unexpected type");
+        };
+        for (f, r) in file.values().iter().zip(row.values()) {
+            superseded
+                .entry(usize::try_from(*f)?)
+                .or_default()
+                .push(u64::try_from(*r)?);
+        }
+    }
+    drop(batches);
+    superseded.values_mut().for_each(|rows| rows.sort_unstable());
+    let written = joblake_writer::write_latest(
+        lake,
+        name,
+        &joblake_schema::arrow_schema(table),
+        &files,
+        &columns,
+        &superseded,
+        object_store::path::Path::from(rel.as_str()),
+        &joblake_writer::WriterOptions::default(),
+        vec![
+            ("joblake.run_id".to_string(), run_id.to_string()),
+            ("joblake.latest_through".to_string(), through.clone()),
+        ],
+    )
+    .await?;
+    let rows = match written {
+        Some(rows) => rows,
+        None => {
+            // Files that disagree on a column's type: DuckDB's union of them, the slow way.
+            let target = lake.reader_path(&rel);
+            if let LakeLocation::Local(_) = lake.location()
+                && let Some(dir) = std::path::Path::new(&target).parent()
+            {
+                std::fs::create_dir_all(dir)?;
+            }
+            let select = catalog::latest_of(&joblake_views::ident(&history));
+            tokio::task::spawn_blocking(move || {
+                joblake_views::copy_to_parquet(&engine, &setup, &select, &target)
+            })
+            .await??
+        }
+    };
     let previous = catalog::read_snapshot(lake, table)
         .await?
         .map(|s| s.files)

@@ -1,13 +1,16 @@
 //! Page rows (raw JSON) -> typed rows -> Arrow `RecordBatch`.
 
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::FieldRef;
 use arrow::record_batch::RecordBatch;
-use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::columns::arrow_schema;
+use crate::columns::{META_COLUMNS, arrow_schema};
 use crate::job_id::{job_id, job_location};
 use crate::rows::{
-    CareerSiteRow, CompanyRow, FundingRound, JobRow, Layoff, Leader, Rating, RowMeta,
+    CareerSiteRow, CompanyRow, FundingRound, JobRow, Layoff, Leader, Rating, Row, RowMeta,
 };
 use crate::values::{RawFields, RowReader, json_kind};
 use crate::{DecodeStats, DecodedPage, PageContext, Rejected, Result, SchemaError, Table};
@@ -203,20 +206,51 @@ pub fn decode_jobs(rows: &[Box<RawValue>], ctx: &PageContext) -> DecodedRows<Job
 }
 
 /// Builds the `RecordBatch` of `table` from typed rows and checks it has the table's schema.
-pub fn to_record_batch<T: Serialize>(table: Table, rows: &[T]) -> Result<RecordBatch> {
+///
+/// serde_arrow builds the API columns; the metadata columns, the same few values down a page,
+/// are built here straight from each row's [`RowMeta`].
+pub fn to_record_batch<T: Row>(table: Table, rows: &[T]) -> Result<RecordBatch> {
     let schema = arrow_schema(table);
-    let batch = serde_arrow::to_record_batch(schema.fields(), &rows)
+    let (api, meta) = schema
+        .fields()
+        .split_at(schema.fields().len() - META_COLUMNS.len());
+    debug_assert!(meta.iter().map(|f| f.name()).eq(META_COLUMNS));
+    let front = serde_arrow::to_record_batch(api, &rows)
         .map_err(|source| SchemaError::Arrow { table, source })?;
-    if batch.schema() != schema {
-        return Err(SchemaError::SchemaDrift {
+    let mut columns = front.columns().to_vec();
+    columns.extend(meta_columns(rows.iter().map(Row::meta), meta));
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|_| {
+        SchemaError::SchemaDrift {
             table,
-            found: batch.schema().to_string(),
-        });
-    }
+            found: front.schema().to_string(),
+        }
+    })?;
     Ok(batch)
 }
 
-fn finish<T: Serialize>(table: Table, decoded: DecodedRows<T>) -> Result<DecodedPage> {
+/// The metadata columns (`META_COLUMNS`, typed as `fields`) of rows with these metadata.
+fn meta_columns<'a>(
+    metas: impl ExactSizeIterator<Item = &'a RowMeta> + Clone,
+    fields: &[FieldRef],
+) -> Vec<ArrayRef> {
+    let run_id: StringArray = metas.clone().map(|m| Some(m.run_id.as_str())).collect();
+    let fetched_at = TimestampMicrosecondArray::from_iter_values(
+        metas.clone().map(|m| m.fetched_at.timestamp_micros()),
+    )
+    .with_data_type(fields[1].data_type().clone());
+    let page = Int64Array::from_iter_values(metas.clone().map(|m| m.page));
+    let row = Int64Array::from_iter_values(metas.clone().map(|m| m.row));
+    let extra: StringArray = metas.map(|m| m.extra.as_deref()).collect();
+    vec![
+        Arc::new(run_id),
+        Arc::new(fetched_at),
+        Arc::new(page),
+        Arc::new(row),
+        Arc::new(extra),
+    ]
+}
+
+fn finish<T: Row>(table: Table, decoded: DecodedRows<T>) -> Result<DecodedPage> {
     Ok(DecodedPage {
         batch: to_record_batch(table, &decoded.rows)?,
         stats: decoded.stats,

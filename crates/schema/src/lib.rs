@@ -40,7 +40,7 @@ pub use decode::{
     DecodedRows, decode_career_sites, decode_companies, decode_jobs, decode_page, to_record_batch,
 };
 pub use job_id::{TRACKING_PARAMS, UNIT_SEPARATOR, job_id, job_location, normalize_url};
-pub use rows::{CareerSiteRow, CompanyRow, JobRow, RowMeta};
+pub use rows::{CareerSiteRow, CompanyRow, JobRow, Row, RowMeta};
 pub use values::{parse_date, parse_timestamp};
 
 /// Errors of this crate.

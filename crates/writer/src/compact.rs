@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, new_null_array};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use object_store::ObjectMeta;
 use object_store::path::Path;
@@ -115,7 +115,7 @@ fn union_schema(table: &SchemaRef, inputs: &[SchemaRef]) -> std::result::Result<
     for schema in inputs {
         for f in schema.fields() {
             match fields.iter().find(|g| g.name() == f.name()) {
-                Some(g) if g.data_type() != f.data_type() => {
+                Some(g) if !same_type(g.data_type(), f.data_type()) => {
                     return Err(format!(
                         "column {} is {} in one file and {} in another",
                         f.name(),
@@ -136,16 +136,30 @@ fn union_schema(table: &SchemaRef, inputs: &[SchemaRef]) -> std::result::Result<
     Ok(Arc::new(Schema::new(fields.collect::<Vec<_>>())))
 }
 
-/// `batch` laid out as `schema`: columns by name, absent ones null.
+/// Whether two column types hold the same values: equal, or lists whose items are, however
+/// each writer names the item field (arrow-rs `item`, DuckDB and pyarrow `element`).
+fn same_type(a: &DataType, b: &DataType) -> bool {
+    match (a, b) {
+        (DataType::List(x), DataType::List(y))
+        | (DataType::LargeList(x), DataType::LargeList(y)) => {
+            same_type(x.data_type(), y.data_type())
+        }
+        _ => a == b,
+    }
+}
+
+/// `batch` laid out as `schema`: columns by name (a list's item field renamed to the
+/// schema's), absent ones null.
 fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) => Arc::clone(c),
-            None => new_null_array(f.data_type(), batch.num_rows()),
+            Some(c) if c.data_type() == f.data_type() => Ok(Arc::clone(c)),
+            Some(c) => arrow::compute::cast(c, f.data_type()),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
         })
-        .collect();
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
@@ -318,4 +332,135 @@ pub async fn finish_compactions(lake: &Lake, table: &str) -> Result<()> {
         lake.delete_all(vec![meta.location]).await?;
     }
     Ok(())
+}
+
+/// Writes one Parquet file at `path` holding every row of `files` (read in this order) but
+/// those at the positions `superseded` names (per file, by its index in `files`: row numbers
+/// in ascending order), with each file's partition date as its `dt` column (DATE) and the
+/// columns in the order `columns` gives: as a reader of the hive-partitioned history sees them. This is how `compact` writes the latest
+/// version of every id down: which rows lost to a later version is worked out apart (DuckDB,
+/// over four narrow columns), and the rows themselves stream from file to file here, so the
+/// memory it takes does not grow with the width of the rows. Returns the rows written, or
+/// `None` (nothing written) when two files give a column different types.
+pub async fn write_latest(
+    lake: &Lake,
+    table: &str,
+    schema: &SchemaRef,
+    files: &[ObjectMeta],
+    columns: &[String],
+    superseded: &std::collections::HashMap<usize, Vec<u64>>,
+    path: Path,
+    opts: &WriterOptions,
+    metadata: Vec<(String, String)>,
+) -> Result<Option<u64>> {
+    let mut schemas = Vec::new();
+    for meta in files {
+        schemas.push(Arc::clone(reader(lake, meta).await?.schema()));
+    }
+    let rows_schema = match union_schema(schema, &schemas) {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::info!(table, "{why}; the latest versions are written by DuckDB instead");
+            return Ok(None);
+        }
+    };
+    // The partition's date is the one a reader sees, as for the history (hive partitioning).
+    let rows_schema: SchemaRef = Arc::new(Schema::new(
+        rows_schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != "dt")
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
+    // Columns in the order the history's readers see them, the partition's date among them.
+    let dt_field = Field::new("dt", DataType::Date32, false);
+    let mut fields: Vec<Field> = columns
+        .iter()
+        .filter_map(|c| match rows_schema.field_with_name(c) {
+            Ok(f) => Some(f.clone()),
+            Err(_) => (c == "dt").then(|| dt_field.clone()),
+        })
+        .collect();
+    for f in rows_schema.fields().iter().chain([&Arc::new(dt_field)]) {
+        if !fields.iter().any(|g| g.name() == f.name()) {
+            fields.push(f.as_ref().clone());
+        }
+    }
+    let out_schema: SchemaRef = Arc::new(Schema::new(fields));
+    let mut sink = ParquetSink::create(
+        lake,
+        table,
+        path,
+        "",
+        Arc::clone(&out_schema),
+        opts,
+        metadata,
+    )?;
+    let result: Result<()> = async {
+        for (i, meta) in files.iter().enumerate() {
+            let days = partition_days(&meta.location).ok_or_else(|| Error::Compaction {
+                partition: meta.location.to_string(),
+                detail: "the file is not under a dt=YYYY-MM-DD partition".into(),
+            })?;
+            let gone = superseded.get(&i).map_or(&[][..], Vec::as_slice);
+            let mut next_gone = 0;
+            let mut offset = 0u64;
+            let mut stream = reader(lake, meta).await?.build()?;
+            while let Some(batch) = stream.try_next().await? {
+                let n = batch.num_rows() as u64;
+                let end = offset + n;
+                let mut keep = vec![true; batch.num_rows()];
+                while next_gone < gone.len() && gone[next_gone] < end {
+                    if let Some(k) = gone[next_gone]
+                        .checked_sub(offset)
+                        .and_then(|p| keep.get_mut(p as usize))
+                    {
+                        *k = false;
+                    }
+                    next_gone += 1;
+                }
+                offset = end;
+                let batch = arrow::compute::filter_record_batch(
+                    &batch,
+                    &arrow::array::BooleanArray::from(keep),
+                )?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                let dt = arrow::array::Date32Array::from_value(days, batch.num_rows());
+                let batch = conform(&batch, &rows_schema)?;
+                let columns = out_schema
+                    .fields()
+                    .iter()
+                    .map(|f| match batch.column_by_name(f.name()) {
+                        Some(c) if f.name() != "dt" => Arc::clone(c),
+                        _ => Arc::new(dt.clone()) as ArrayRef,
+                    })
+                    .collect();
+                let batch = RecordBatch::try_new(Arc::clone(&out_schema), columns)?;
+                sink.write(vec![batch]).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(Some(sink.publish().await?.rows)),
+        Err(e) => {
+            sink.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Days since 1970-01-01 of the partition (`.../dt=YYYY-MM-DD/...`) a file lies in.
+fn partition_days(path: &Path) -> Option<i32> {
+    let dt = path.parts().find_map(|p| {
+        p.as_ref()
+            .strip_prefix("dt=")
+            .map(str::to_string)
+    })?;
+    let date = chrono::NaiveDate::parse_from_str(&dt, "%Y-%m-%d").ok()?;
+    Some(date.to_epoch_days())
 }
