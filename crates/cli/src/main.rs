@@ -614,7 +614,10 @@ async fn build_snapshot(
     .await??;
     let mut columns = Vec::new();
     for b in &described {
-        let Some(names) = b.column(0).as_any().downcast_ref::<arrow::array::StringArray>()
+        let Some(names) = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
         else {
             anyhow::bail!("DuckDB described the history's columns in an unexpected type");
         };
@@ -623,8 +626,12 @@ async fn build_snapshot(
     let mut superseded: std::collections::HashMap<usize, Vec<u64>> = Default::default();
     for b in &batches {
         let (Some(file), Some(row)) = (
-            b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>(),
-            b.column(1).as_any().downcast_ref::<arrow::array::Int64Array>(),
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>(),
+            b.column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>(),
         ) else {
             anyhow::bail!("DuckDB gave the superseded rows' positions an unexpected type");
         };
@@ -636,7 +643,9 @@ async fn build_snapshot(
         }
     }
     drop(batches);
-    superseded.values_mut().for_each(|rows| rows.sort_unstable());
+    superseded
+        .values_mut()
+        .for_each(|rows| rows.sort_unstable());
     let written = joblake_writer::write_latest(
         lake,
         name,

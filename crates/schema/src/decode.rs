@@ -219,12 +219,11 @@ pub fn to_record_batch<T: Row>(table: Table, rows: &[T]) -> Result<RecordBatch> 
         .map_err(|source| SchemaError::Arrow { table, source })?;
     let mut columns = front.columns().to_vec();
     columns.extend(meta_columns(rows.iter().map(Row::meta), meta));
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|_| {
-        SchemaError::SchemaDrift {
+    let batch =
+        RecordBatch::try_new(schema.clone(), columns).map_err(|_| SchemaError::SchemaDrift {
             table,
             found: front.schema().to_string(),
-        }
-    })?;
+        })?;
     Ok(batch)
 }
 

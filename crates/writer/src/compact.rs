@@ -360,7 +360,10 @@ pub async fn write_latest(
     let rows_schema = match union_schema(schema, &schemas) {
         Ok(s) => s,
         Err(why) => {
-            tracing::info!(table, "{why}; the latest versions are written by DuckDB instead");
+            tracing::info!(
+                table,
+                "{why}; the latest versions are written by DuckDB instead"
+            );
             return Ok(None);
         }
     };
@@ -456,11 +459,81 @@ pub async fn write_latest(
 
 /// Days since 1970-01-01 of the partition (`.../dt=YYYY-MM-DD/...`) a file lies in.
 fn partition_days(path: &Path) -> Option<i32> {
-    let dt = path.parts().find_map(|p| {
-        p.as_ref()
-            .strip_prefix("dt=")
-            .map(str::to_string)
-    })?;
+    let dt = path
+        .parts()
+        .find_map(|p| p.as_ref().strip_prefix("dt=").map(str::to_string))?;
     let date = chrono::NaiveDate::parse_from_str(&dt, "%Y-%m-%d").ok()?;
     Some(date.to_epoch_days())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, ListArray, ListBuilder, StringArray, StringBuilder};
+
+    use super::*;
+
+    fn list_of(item: &str) -> DataType {
+        DataType::List(Arc::new(Field::new(item, DataType::Utf8, true)))
+    }
+
+    #[test]
+    fn lists_whose_item_fields_are_named_differently_merge_under_the_table_type() {
+        // arrow-rs names a list's item `item`; DuckDB and pyarrow name it `element`.
+        let table: SchemaRef = Arc::new(Schema::new(vec![Field::new(
+            "skills",
+            list_of("item"),
+            true,
+        )]));
+        let duckdb: SchemaRef = Arc::new(Schema::new(vec![Field::new(
+            "skills",
+            list_of("element"),
+            true,
+        )]));
+        let merged = union_schema(&table, &[Arc::clone(&duckdb)]).expect("same values");
+        assert_eq!(merged.field(0).data_type(), &list_of("item"));
+
+        let mut skills = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+            "element",
+            DataType::Utf8,
+            true,
+        )));
+        skills.values().append_value("rust");
+        skills.append(true);
+        let strings: ArrayRef = Arc::new(skills.finish());
+        let batch = RecordBatch::try_new(duckdb, vec![strings]).unwrap();
+        let conformed = conform(&batch, &merged).unwrap();
+        let list = conformed
+            .column(0)
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .unwrap();
+        let items = list.value(0);
+        let items = items.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(items.value(0), "rust");
+        assert_eq!(list.len(), 1);
+
+        let other: SchemaRef = Arc::new(Schema::new(vec![Field::new(
+            "skills",
+            DataType::Utf8,
+            true,
+        )]));
+        assert!(
+            union_schema(&table, &[other]).is_err(),
+            "a real type clash still stops"
+        );
+    }
+
+    #[test]
+    fn a_file_s_partition_date_comes_from_its_path() {
+        let p = Path::from("jobs/dt=2026-11-02/part-20261102T000001000Z-000001.parquet");
+        assert_eq!(
+            partition_days(&p),
+            Some(
+                chrono::NaiveDate::from_ymd_opt(2026, 11, 2)
+                    .unwrap()
+                    .to_epoch_days()
+            )
+        );
+        assert_eq!(partition_days(&Path::from("jobs/part-1.parquet")), None);
+    }
 }
