@@ -30,10 +30,15 @@ async fn snapshot(lake: &Lake) -> Vec<Vec<Value>> {
     out
 }
 
+/// Refreshes that leave snapshots to `compact`.
+pub const NO_AUTO_SNAPSHOT: &str = "[views]\nauto_snapshot = false\n";
+
 #[tokio::test]
 async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_rows() {
     let sim = Sim::start(&["--rows", "300"]).await;
-    let lake = Lake::new(&sim);
+    let mut lake = Lake::new(&sim);
+    // Only `compact` writes snapshots here, so runs pile up on top of one.
+    lake.set_config(NO_AUTO_SNAPSHOT);
     lake.refresh_ok(&[]).await;
     for _ in 0..3 {
         sim.advance(3).await;
@@ -132,4 +137,70 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
         .assert_code(0);
     assert_eq!(data_files(&lake, "jobs"), 1);
     assert_eq!(query_held("SELECT * FROM jobs ORDER BY id").await, before);
+}
+
+#[tokio::test]
+async fn refreshes_write_the_snapshot_themselves_once_superseded_versions_appear() {
+    let sim = Sim::start(&["--rows", "300"]).await;
+    let lake = Lake::new(&sim);
+    let pointer = |t: &str| {
+        lake.files()
+            .into_keys()
+            .find(|p| p.ends_with(format!("_joblake/latest/{t}.json")))
+    };
+    lake.refresh_ok(&[]).await;
+    assert_eq!(pointer("jobs"), None, "one run: nothing to supersede yet");
+
+    // A second run fetches changed jobs again: the refresh writes the latest versions down,
+    // through its own run, and the views read them.
+    sim.advance(3).await;
+    let summary = lake.refresh_ok(&[]).await;
+    let run_id = summary["run_id"].as_str().unwrap().to_string();
+    let jobs = pointer("jobs").expect("the second refresh wrote a snapshot");
+    let snap: Value = serde_json::from_slice(&std::fs::read(jobs).unwrap()).unwrap();
+    assert_eq!(snap["through"], run_id.as_str(), "{snap}");
+    let view = lake
+        .query("SELECT sql FROM duckdb_views() WHERE view_name = 'jobs'")
+        .await;
+    assert!(
+        view[0]["sql"]
+            .as_str()
+            .unwrap()
+            .contains("_joblake/latest/jobs/"),
+        "{view:?}"
+    );
+    for t in ["career_sites", "jobs"] {
+        let by_definition = lake
+            .query(&format!(
+                "SELECT * FROM {t}_history QUALIFY row_number() OVER \
+                 (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1 ORDER BY id"
+            ))
+            .await;
+        assert_eq!(
+            lake.query(&format!("SELECT * FROM {t} ORDER BY id")).await,
+            by_definition,
+            "{t}"
+        );
+    }
+    assert_views_match_truth(&lake, &sim).await;
+}
+
+#[tokio::test]
+async fn with_auto_snapshot_off_only_compact_writes_one() {
+    let sim = Sim::start(&["--rows", "200"]).await;
+    let mut lake = Lake::new(&sim);
+    lake.set_config(NO_AUTO_SNAPSHOT);
+    lake.refresh_ok(&[]).await;
+    sim.advance(3).await;
+    lake.refresh_ok(&[]).await;
+    let latest = |lake: &Lake| {
+        lake.files()
+            .into_keys()
+            .filter(|p| p.to_string_lossy().contains("_joblake/latest"))
+            .count()
+    };
+    assert_eq!(latest(&lake), 0);
+    lake.run(&["compact"]).await.assert_code(0);
+    assert!(latest(&lake) > 0);
+    assert_views_match_truth(&lake, &sim).await;
 }

@@ -19,6 +19,9 @@ enum Cmd {
     Recover,
     Backfill,
     Compact,
+    /// A second refresh (career sites), which writes the latest-version snapshot: an earlier
+    /// run's ids came again.
+    Snapshot,
 }
 
 /// (moment, phase, command): `point[:n]` is the n-th pass through the point.
@@ -35,6 +38,7 @@ const MOMENTS: &[(&str, &str, Cmd)] = &[
     ("commit:after-state", "committing", Cmd::Refresh),
     ("run:after-commit", "committing", Cmd::Refresh),
     ("ledger:before-final", "committing", Cmd::Refresh),
+    ("snapshot:after-copy:1", "views", Cmd::Snapshot),
     ("views:before", "views", Cmd::Refresh),
     ("views:before-rename", "views", Cmd::Refresh),
     ("views:after", "views", Cmd::Refresh),
@@ -145,6 +149,13 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
             killed(lake, &["refresh"], moment).await;
         }
         Cmd::Backfill => killed(lake, &backfill, moment).await,
+        Cmd::Snapshot => {
+            lake.refresh_ok(&[]).await;
+            sim.advance(3).await;
+            // Career sites only: the rerun then asks both APIs for what it would have anyway
+            // (a jobs refresh repeats the day before's pages by design).
+            killed(lake, &["refresh", "--source", "career_sites"], moment).await;
+        }
         Cmd::Compact => {
             lake.refresh_ok(&[]).await;
             sim.advance(3).await;
@@ -156,7 +167,7 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
     match cmd {
         Cmd::Backfill => lake.run(&backfill).await.assert_code(0),
         Cmd::Compact => lake.run(&["compact"]).await.assert_code(0),
-        Cmd::Refresh | Cmd::Recover => {
+        Cmd::Refresh | Cmd::Recover | Cmd::Snapshot => {
             lake.refresh_ok(&[]).await;
         }
     }

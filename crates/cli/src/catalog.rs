@@ -50,7 +50,7 @@ pub async fn read_snapshot(lake: &Lake, table: Table) -> Result<Option<Snapshot>
 }
 
 /// The history's run id of a data file `part-<run>-<n>.parquet`.
-fn file_run(path: &Path) -> Option<&str> {
+pub fn file_run(path: &Path) -> Option<&str> {
     let name = path.filename()?.strip_prefix("part-")?;
     name.split('-').next()
 }

@@ -17,6 +17,31 @@ pub struct FileConfig {
     pub jobs: SourceConfig,
     /// Which company profiles `refresh --enrich` keeps current (none without this section).
     pub companies: Option<CompaniesConfig>,
+    /// How the views are kept fast.
+    #[serde(default)]
+    pub views: ViewsConfig,
+}
+
+/// `[views]`: how refreshes keep the latest-version views fast.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// Whether a refresh writes a new latest-version snapshot when the rows fetched since the
+    /// last one reach a fifth of it (default true); `compact` always writes one.
+    #[serde(default = "yes")]
+    pub auto_snapshot: bool,
+}
+
+impl Default for ViewsConfig {
+    fn default() -> Self {
+        ViewsConfig {
+            auto_snapshot: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[companies]`: the profiles `refresh --enrich` fetches (Jobo's pacing and retries are the

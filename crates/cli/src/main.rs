@@ -542,6 +542,93 @@ async fn cmd_compact(cli: &Cli, tables: &[Table]) -> Result<u8> {
     Ok(0)
 }
 
+/// The share of a table's snapshot (in Parquet bytes) the rows fetched after it reach before
+/// a refresh writes a new one. Until then the views read the snapshot without the rows later
+/// runs replaced, plus those runs' latest rows, which costs a little more with every run; a
+/// new snapshot costs a pass over the latest rows, so rewriting it at a fifth keeps what the
+/// refreshes pay for it within five times what they fetch.
+const SNAPSHOT_AFTER: f64 = 0.2;
+
+/// Whether `table`'s views are due a new snapshot: there is none and the history holds more
+/// than one run (the views would otherwise be a window over every version), or the runs after
+/// it hold `SNAPSHOT_AFTER` of its bytes.
+async fn snapshot_due(lake: &Lake, table: Table) -> Result<bool> {
+    let files: Vec<object_store::ObjectMeta> = lake
+        .list(&object_store::path::Path::from(table.name()))
+        .await?
+        .into_iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .collect();
+    let Some(snap) = catalog::read_snapshot(lake, table).await? else {
+        let runs: std::collections::BTreeSet<&str> = files
+            .iter()
+            .filter_map(|m| catalog::file_run(&m.location))
+            .collect();
+        return Ok(runs.len() > 1);
+    };
+    let newer: u64 = files
+        .iter()
+        .filter(|m| {
+            catalog::file_run(&m.location)
+                .is_some_and(|run| run > snap.through.as_str() && run != snap.made_by)
+        })
+        .map(|m| m.size as u64)
+        .sum();
+    if newer == 0 {
+        return Ok(false);
+    }
+    let snapshot: u64 = lake
+        .list(&object_store::path::Path::from(format!(
+            "_joblake/latest/{}",
+            table.name()
+        )))
+        .await?
+        .iter()
+        .filter(|m| snap.files.iter().any(|f| f.as_str() == m.location.as_ref()))
+        .map(|m| m.size as u64)
+        .sum();
+    Ok(newer as f64 >= SNAPSHOT_AFTER * snapshot as f64)
+}
+
+/// At the end of a refresh (under its lake lock), writes a new snapshot for each table that
+/// is due one (see `snapshot_due`). The fetched rows are committed by then: a snapshot that
+/// cannot be written only leaves the views reading the history, and the next refresh tries
+/// again.
+async fn keep_snapshots_current(cli: &Cli, lake: &Lake) {
+    let tables = match catalog::tables_in(lake).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot list the lake's tables; no snapshot written");
+            return;
+        }
+    };
+    for table in tables {
+        let due = match snapshot_due(lake, table).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(%table, error = %format!("{e:#}"), "cannot tell whether a snapshot is due");
+                continue;
+            }
+        };
+        if !due {
+            continue;
+        }
+        let id = Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string();
+        match build_snapshot(lake, table, &id).await {
+            Ok(Some(snap)) if !cli.quiet && !cli.json => eprintln!(
+                "{table}: the latest version of {} ids written down through run {}",
+                snap.rows, snap.through
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                %table,
+                error = %format!("{e:#}"),
+                "the latest-version snapshot could not be written (the views read the history meanwhile)"
+            ),
+        }
+    }
+}
+
 /// Writes the latest version of every id of `table` as a snapshot the views start from (see
 /// `catalog.rs`), points the table at it, and removes snapshots no view reads any more.
 async fn build_snapshot(
@@ -1028,6 +1115,9 @@ async fn cmd_run(
     }
     let db = duckdb_path(cli, &lake);
     let touched = summaries.iter().any(SourceSummary::touched_lake);
+    if touched && cfg.views.auto_snapshot {
+        keep_snapshots_current(cli, &lake).await;
+    }
     joblake_writer::crash_point("views:before");
     let views = if touched || (!new_lake && !db.exists()) {
         let views = rebuild_views(&lake, &db).await;
