@@ -5,11 +5,12 @@
         <superseded> of them fetched again, changed, by a later run; real rows from
         <base.parquet> (a joblake jobs file), ids made unique per copy
     python3 read.py delta <lake> <base.parquet> <rows>
-        adds one later run of <rows> versions of existing ids
+        adds one run, now, of <rows> versions of existing ids
     python3 read.py time <lake.duckdb>
         times the queries over the history and the latest-version view (best of 5), as JSON
 """
 
+import datetime
 import json
 import os
 import sys
@@ -75,12 +76,14 @@ def delta(lake, base, rows):
         f"CREATE VIEW h AS SELECT * EXCLUDE (dt) FROM read_parquet('{lake}/jobs/*/*.parquet', "
         "union_by_name = true, hive_partitioning = true)"
     )
-    rid = run_id(25, 1)
+    # A run now, as a real one would be: after every run the lake holds (a refresh's too).
+    now = datetime.datetime.now(datetime.timezone.utc)
+    rid = now.strftime("%Y%m%dT%H%M%S000Z")
     write(
         con,
         f"SELECT * REPLACE ('{rid}' AS _run_id) FROM h USING SAMPLE reservoir({rows} ROWS) REPEATABLE (3)",
         lake,
-        "2026-11-25",
+        now.strftime("%Y-%m-%d"),
         rid,
     )
 

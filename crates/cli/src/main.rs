@@ -689,7 +689,7 @@ async fn build_snapshot(
          read_parquet([{list}], union_by_name = true, hive_partitioning = true))"
     );
     let narrow = joblake_views::Engine {
-        memory_limit: Some("256MB".into()),
+        memory_limit: Some("128MB".into()),
         ..engine.clone()
     };
     let (batches, described) = tokio::task::spawn_blocking(move || {

@@ -259,8 +259,13 @@ impl SourceSummary {
     }
 }
 
-/// Pages the fetch loop may be ahead of the writer: the backpressure between them.
+/// Pages the writer takes in one go when the fetch loop is ahead of it.
 const QUEUED_PAGES: usize = 4;
+
+/// Bytes of raw pages the fetch loop may be ahead of the writer: the backpressure between
+/// them. Enough for the pages fetched while the writer flushes a row group (~0.1 s at full
+/// speed), so the fetch loop does not wait on it; a page larger than this goes alone.
+const QUEUED_BYTES: usize = 8 << 20;
 
 async fn scan(
     lake: &Lake,
@@ -312,17 +317,27 @@ async fn scan(
     // for the next; decoding and Parquet run beside it in a worker that owns the writer, so a
     // crash still costs at most the page in flight. The channel is the backpressure.
     let mut stager = writer.stager();
-    let (to_worker, mut from_fetcher) =
-        tokio::sync::mpsc::channel::<(RawPage, serde_json::Value)>(QUEUED_PAGES);
+    let queue = Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES));
+    let (to_worker, mut from_fetcher) = tokio::sync::mpsc::unbounded_channel::<(
+        RawPage,
+        serde_json::Value,
+        tokio::sync::OwnedSemaphorePermit,
+    )>();
     let worker = tokio::spawn(async move {
         let mut result: joblake_writer::Result<()> = Ok(());
-        // What queued up while the last pages were written goes over in one go.
-        let mut pages = Vec::with_capacity(QUEUED_PAGES);
-        while from_fetcher.recv_many(&mut pages, QUEUED_PAGES).await > 0 {
-            if let Err(e) = writer.append_pages(std::mem::take(&mut pages)).await {
+        // What queued up while the last pages were written goes over in one go (a few at a
+        // time); their bytes are let go once written.
+        let mut queued = Vec::with_capacity(QUEUED_PAGES);
+        while from_fetcher.recv_many(&mut queued, QUEUED_PAGES).await > 0 {
+            let (pages, permits): (Vec<_>, Vec<_>) = std::mem::take(&mut queued)
+                .into_iter()
+                .map(|(raw, value, permit)| ((raw, value), permit))
+                .unzip();
+            if let Err(e) = writer.append_pages(pages).await {
                 result = Err(e);
                 break;
             }
+            drop(permits);
         }
         (writer, result)
     });
@@ -408,7 +423,12 @@ async fn scan(
         joblake_writer::crash_point("stage:after");
         summary.pages += 1;
         fetched_rows += row_count;
-        if to_worker.send((raw, value)).await.is_err() {
+        let bytes: usize = raw.rows.iter().map(|r| r.get().len()).sum();
+        let permit = Arc::clone(&queue)
+            .acquire_many_owned(u32::try_from(bytes.min(QUEUED_BYTES)).unwrap_or(u32::MAX))
+            .await
+            .expect("the queue's semaphore is never closed");
+        if to_worker.send((raw, value, permit)).is_err() {
             // The worker stopped on an error, which joining it reports.
             break Err(anyhow::anyhow!("{table}: the writer stopped"));
         }
