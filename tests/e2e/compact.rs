@@ -204,3 +204,23 @@ async fn with_auto_snapshot_off_only_compact_writes_one() {
     assert!(latest(&lake) > 0);
     assert_views_match_truth(&lake, &sim).await;
 }
+
+#[tokio::test]
+async fn snapshot_after_zero_keeps_the_snapshot_through_every_run() {
+    let sim = Sim::start(&["--rows", "200"]).await;
+    let mut lake = Lake::new(&sim);
+    lake.set_config("[views]\nsnapshot_after = 0\n");
+    lake.refresh_ok(&[]).await;
+    for _ in 0..2 {
+        sim.advance(3).await;
+        let summary = lake.refresh_ok(&[]).await;
+        let pointer = lake
+            .files()
+            .into_keys()
+            .find(|p| p.ends_with("_joblake/latest/jobs.json"))
+            .expect("a snapshot");
+        let snap: Value = serde_json::from_slice(&std::fs::read(pointer).unwrap()).unwrap();
+        assert_eq!(snap["through"], summary["run_id"], "{snap}");
+        assert_views_match_truth(&lake, &sim).await;
+    }
+}

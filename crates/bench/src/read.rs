@@ -59,7 +59,10 @@ fn lake_cmd(joblake_bin: &Path, lake: &Path, args: &[&str]) -> Result<(f64, u64)
 /// it ends as any refresh does, writing the latest-version snapshot when one is due), its
 /// seconds and peak RSS.
 fn refresh_a_page(joblake_bin: &Path, sim: &Sim, dir: &Path) -> Result<(f64, u64)> {
-    std::fs::write(dir.join("joblake.toml"), "[jobs]\nrequests_per_minute = 0\n")?;
+    std::fs::write(
+        dir.join("joblake.toml"),
+        "[jobs]\nrequests_per_minute = 0\n",
+    )?;
     let mut cmd = std::process::Command::new(joblake_bin);
     cmd.current_dir(dir)
         .env("SENTRION_API_KEY", "sk_test_joblake_demo")
@@ -167,8 +170,11 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
         time_views(&lake)?,
     ));
     let (secs, rss) = lake_cmd(joblake_bin, &lake, &["compact"])?;
-    read.compactions
-        .push((format!("`joblake compact` of the {versions} versions"), secs, rss));
+    read.compactions.push((
+        format!("`joblake compact` of the {versions} versions"),
+        secs,
+        rss,
+    ));
     read.states.push((
         "after `joblake compact` (its snapshot)".into(),
         time_views(&lake)?,
@@ -214,8 +220,11 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
         time_views(&lake)?,
     ));
     let (secs, rss) = lake_cmd(joblake_bin, &lake, &["compact"])?;
-    read.compactions
-        .push((format!("`joblake compact` of the {small_runs} small runs"), secs, rss));
+    read.compactions.push((
+        format!("`joblake compact` of the {small_runs} small runs"),
+        secs,
+        rss,
+    ));
     read.states.push((
         format!("{small_runs} small runs, compacted"),
         time_views(&lake)?,

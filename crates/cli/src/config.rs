@@ -26,16 +26,34 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ViewsConfig {
-    /// Whether a refresh writes a new latest-version snapshot when the rows fetched since the
-    /// last one reach a fifth of it (default true); `compact` always writes one.
+    /// Whether a refresh writes a new latest-version snapshot when one is due (default true);
+    /// `compact` always writes one.
     #[serde(default = "yes")]
     pub auto_snapshot: bool,
+    /// The share of the snapshot (in Parquet bytes) the rows fetched since it reach before a
+    /// refresh writes a new one (default 0.2; 0: after every run that brought rows).
+    pub snapshot_after: Option<f64>,
 }
 
 impl Default for ViewsConfig {
     fn default() -> Self {
         ViewsConfig {
             auto_snapshot: true,
+            snapshot_after: None,
+        }
+    }
+}
+
+impl ViewsConfig {
+    /// `snapshot_after`, or its default; an error names the setting when it is not a share.
+    pub fn snapshot_after(&self) -> Result<f64> {
+        match self.snapshot_after {
+            None => Ok(0.2),
+            Some(s) if s.is_finite() && s >= 0.0 => Ok(s),
+            Some(s) => anyhow::bail!(
+                "[views] snapshot_after = {s} in joblake.toml: give a share of the snapshot, \
+                 0 or more (0.2 rewrites it once the runs since it hold a fifth of its bytes)"
+            ),
         }
     }
 }
@@ -118,6 +136,26 @@ pub fn load(path: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_after_is_a_share_or_a_clear_error() {
+        let share = |text: &str| {
+            toml::from_str::<FileConfig>(text)
+                .unwrap()
+                .views
+                .snapshot_after()
+        };
+        assert_eq!(share("").unwrap(), 0.2);
+        assert_eq!(share("[views]\nsnapshot_after = 0\n").unwrap(), 0.0);
+        assert_eq!(share("[views]\nsnapshot_after = 0.5\n").unwrap(), 0.5);
+        for bad in ["-1.0", "nan", "inf"] {
+            let e = share(&format!("[views]\nsnapshot_after = {bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("[views] snapshot_after"), "{e}");
+        }
+        let off: FileConfig = toml::from_str("[views]\nauto_snapshot = false\n").unwrap();
+        assert!(!off.views.auto_snapshot);
+        assert!(toml::from_str::<FileConfig>("[views]\nsnapshots = 1\n").is_err());
+    }
 
     #[test]
     fn filters_become_json_and_unknown_keys_are_refused() {

@@ -542,17 +542,14 @@ async fn cmd_compact(cli: &Cli, tables: &[Table]) -> Result<u8> {
     Ok(0)
 }
 
-/// The share of a table's snapshot (in Parquet bytes) the rows fetched after it reach before
-/// a refresh writes a new one. Until then the views read the snapshot without the rows later
-/// runs replaced, plus those runs' latest rows, which costs a little more with every run; a
-/// new snapshot costs a pass over the latest rows, so rewriting it at a fifth keeps what the
-/// refreshes pay for it within five times what they fetch.
-const SNAPSHOT_AFTER: f64 = 0.2;
-
 /// Whether `table`'s views are due a new snapshot: there is none and the history holds more
 /// than one run (the views would otherwise be a window over every version), or the runs after
-/// it hold `SNAPSHOT_AFTER` of its bytes.
-async fn snapshot_due(lake: &Lake, table: Table) -> Result<bool> {
+/// it hold `after` of its bytes (`[views] snapshot_after`, 0.2 by default). Until then the
+/// views read the snapshot without the rows later runs replaced, plus those runs' latest
+/// rows, which costs a little more with every run; a new snapshot costs a pass over the
+/// latest rows, so rewriting it at a fifth keeps what refreshes pay for it within five times
+/// what they fetch.
+async fn snapshot_due(lake: &Lake, table: Table, after: f64) -> Result<bool> {
     let files: Vec<object_store::ObjectMeta> = lake
         .list(&object_store::path::Path::from(table.name()))
         .await?
@@ -587,14 +584,14 @@ async fn snapshot_due(lake: &Lake, table: Table) -> Result<bool> {
         .filter(|m| snap.files.iter().any(|f| f.as_str() == m.location.as_ref()))
         .map(|m| m.size as u64)
         .sum();
-    Ok(newer as f64 >= SNAPSHOT_AFTER * snapshot as f64)
+    Ok(newer as f64 >= after * snapshot as f64)
 }
 
 /// At the end of a refresh (under its lake lock), writes a new snapshot for each table that
 /// is due one (see `snapshot_due`). The fetched rows are committed by then: a snapshot that
 /// cannot be written only leaves the views reading the history, and the next refresh tries
 /// again.
-async fn keep_snapshots_current(cli: &Cli, lake: &Lake) {
+async fn keep_snapshots_current(cli: &Cli, lake: &Lake, after: f64) {
     let tables = match catalog::tables_in(lake).await {
         Ok(t) => t,
         Err(e) => {
@@ -603,7 +600,7 @@ async fn keep_snapshots_current(cli: &Cli, lake: &Lake) {
         }
     };
     for table in tables {
-        let due = match snapshot_due(lake, table).await {
+        let due = match snapshot_due(lake, table, after).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(%table, error = %format!("{e:#}"), "cannot tell whether a snapshot is due");
@@ -737,9 +734,11 @@ async fn build_snapshot(
         lake,
         name,
         &joblake_schema::arrow_schema(table),
-        &files,
-        &columns,
-        &superseded,
+        joblake_writer::LatestRows {
+            files: &files,
+            columns: &columns,
+            superseded: &superseded,
+        },
         object_store::path::Path::from(rel.as_str()),
         &joblake_writer::WriterOptions::default(),
         vec![
@@ -1017,6 +1016,7 @@ async fn cmd_run(
         tracing::info!(config = %p.display(), "using config");
     }
     let (sources, mut skipped) = configured_sources(&cfg, tables)?;
+    let snapshot_after = cfg.views.snapshot_after()?;
     let enrich = match (enrich, &cfg.companies) {
         // `refresh --enrich` enriches what the config chooses, and nothing without a choice.
         (Some(_), None) if !tables.is_empty() => {
@@ -1116,7 +1116,7 @@ async fn cmd_run(
     let db = duckdb_path(cli, &lake);
     let touched = summaries.iter().any(SourceSummary::touched_lake);
     if touched && cfg.views.auto_snapshot {
-        keep_snapshots_current(cli, &lake).await;
+        keep_snapshots_current(cli, &lake, snapshot_after).await;
     }
     joblake_writer::crash_point("views:before");
     let views = if touched || (!new_lake && !db.exists()) {

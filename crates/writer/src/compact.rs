@@ -334,25 +334,38 @@ pub async fn finish_compactions(lake: &Lake, table: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes one Parquet file at `path` holding every row of `files` (read in this order) but
-/// those at the positions `superseded` names (per file, by its index in `files`: row numbers
-/// in ascending order), with each file's partition date as its `dt` column (DATE) and the
-/// columns in the order `columns` gives: as a reader of the hive-partitioned history sees them. This is how `compact` writes the latest
-/// version of every id down: which rows lost to a later version is worked out apart (DuckDB,
-/// over four narrow columns), and the rows themselves stream from file to file here, so the
-/// memory it takes does not grow with the width of the rows. Returns the rows written, or
-/// `None` (nothing written) when two files give a column different types.
+/// What a snapshot holds: every row of `files` (read in this order) but those at the
+/// positions `superseded` names (per file, by its index in `files`: row numbers in ascending
+/// order), with each file's partition date as its `dt` column (DATE) and the columns in the
+/// order `columns` gives: as a reader of the hive-partitioned history sees them.
+pub struct LatestRows<'a> {
+    /// The history's files.
+    pub files: &'a [ObjectMeta],
+    /// The history's column names, in its readers' order.
+    pub columns: &'a [String],
+    /// The positions of the versions a later one replaced.
+    pub superseded: &'a std::collections::HashMap<usize, Vec<u64>>,
+}
+
+/// Writes the `rows` of `table` as one Parquet file at `path`. This is how `compact` writes
+/// the latest version of every id down: which rows lost to a later version is worked out
+/// apart (DuckDB, over four narrow columns), and the rows themselves stream from file to file
+/// here, so the memory it takes does not grow with the width of the rows. Returns the rows
+/// written, or `None` (nothing written) when two files give a column different types.
 pub async fn write_latest(
     lake: &Lake,
     table: &str,
     schema: &SchemaRef,
-    files: &[ObjectMeta],
-    columns: &[String],
-    superseded: &std::collections::HashMap<usize, Vec<u64>>,
+    rows: LatestRows<'_>,
     path: Path,
     opts: &WriterOptions,
     metadata: Vec<(String, String)>,
 ) -> Result<Option<u64>> {
+    let LatestRows {
+        files,
+        columns,
+        superseded,
+    } = rows;
     let mut schemas = Vec::new();
     for meta in files {
         schemas.push(Arc::clone(reader(lake, meta).await?.schema()));

@@ -30,7 +30,7 @@ mod sink;
 mod stage;
 mod table;
 
-pub use compact::{CompactReport, compact_table, finish_compactions, write_latest};
+pub use compact::{CompactReport, LatestRows, compact_table, finish_compactions, write_latest};
 pub use crash::crash_point;
 pub use error::{Error, Result};
 pub use lake::{Lake, LakeLocation, S3Access};
