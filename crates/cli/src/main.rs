@@ -569,7 +569,7 @@ async fn snapshot_due(lake: &Lake, table: Table, after: f64) -> Result<bool> {
             catalog::file_run(&m.location)
                 .is_some_and(|run| run > snap.through.as_str() && run != snap.made_by)
         })
-        .map(|m| m.size as u64)
+        .map(|m| m.size)
         .sum();
     if newer == 0 {
         return Ok(false);
@@ -582,7 +582,7 @@ async fn snapshot_due(lake: &Lake, table: Table, after: f64) -> Result<bool> {
         .await?
         .iter()
         .filter(|m| snap.files.iter().any(|f| f.as_str() == m.location.as_ref()))
-        .map(|m| m.size as u64)
+        .map(|m| m.size)
         .sum();
     Ok(newer as f64 >= after * snapshot as f64)
 }
