@@ -315,7 +315,7 @@ async fn scan(
     let progress = progress_bar(opts.progress.as_ref(), table);
     // The fetch loop only makes each page durable (raw, with its checkpoint) before asking
     // for the next; decoding and Parquet run beside it in a worker that owns the writer, so a
-    // crash still costs at most the page in flight. The channel is the backpressure.
+    // crash still costs at most the page in flight. A budget of queued bytes is the backpressure.
     let mut stager = writer.stager();
     let queue = Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES));
     let (to_worker, mut from_fetcher) = tokio::sync::mpsc::unbounded_channel::<(

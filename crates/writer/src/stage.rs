@@ -225,6 +225,13 @@ impl Log {
     }
 }
 
+impl Log {
+    /// Stops the sync task where it is: for a log about to be removed.
+    fn abandon(self) {
+        self.syncing.abort();
+    }
+}
+
 /// Syncs `file` whenever records were written since its last sync, at most every
 /// [`SYNC_EVERY`]; once the stager is gone, syncs what is left and ends.
 async fn sync_log(
@@ -306,10 +313,10 @@ impl Stager {
             LakeLocation::Local(root) => {
                 let path = self.log_path(root);
                 if let Some(log) = self.log {
-                    // Every page is committed: a failed sync of the log no longer matters.
-                    if let Err(e) = log.close().await {
-                        tracing::debug!(error = %e, "staging log sync before removal");
-                    }
+                    // Every page is committed: the log need not reach the disk any more, so
+                    // its sync task stops without the last sync (and its wait of up to
+                    // SYNC_EVERY).
+                    log.abandon();
                 }
                 match std::fs::remove_file(&path) {
                     Ok(()) => Ok(()),
