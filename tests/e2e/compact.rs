@@ -30,6 +30,23 @@ async fn snapshot(lake: &Lake) -> Vec<Vec<Value>> {
     out
 }
 
+/// The latest-version views return what their definition (a window over the history) does.
+async fn assert_views_equal_their_definition(lake: &Lake) {
+    for t in ["career_sites", "jobs"] {
+        let by_definition = lake
+            .query(&format!(
+                "SELECT * FROM {t}_history QUALIFY row_number() OVER \
+                 (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1 ORDER BY id"
+            ))
+            .await;
+        assert_eq!(
+            lake.query(&format!("SELECT * FROM {t} ORDER BY id")).await,
+            by_definition,
+            "{t}"
+        );
+    }
+}
+
 /// Refreshes that leave snapshots to `compact`.
 pub const NO_AUTO_SNAPSHOT: &str = "[views]\nauto_snapshot = false\n";
 
@@ -98,19 +115,7 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
         .query("SELECT count(*) AS n FROM _joblake_superseded_jobs")
         .await;
     assert!(superseded[0]["n"].as_i64().unwrap() > 0, "{superseded:?}");
-    for t in ["career_sites", "jobs"] {
-        let by_definition = lake
-            .query(&format!(
-                "SELECT * FROM {t}_history QUALIFY row_number() OVER \
-                 (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1 ORDER BY id"
-            ))
-            .await;
-        assert_eq!(
-            lake.query(&format!("SELECT * FROM {t} ORDER BY id")).await,
-            by_definition,
-            "{t}"
-        );
-    }
+    assert_views_equal_their_definition(&lake).await;
     assert_views_match_truth(&lake, &sim).await;
 
     // An analyst's session holds those views (a copy of the DuckDB file stands for it) while
@@ -169,19 +174,7 @@ async fn refreshes_write_the_snapshot_themselves_once_superseded_versions_appear
             .contains("_joblake/latest/jobs/"),
         "{view:?}"
     );
-    for t in ["career_sites", "jobs"] {
-        let by_definition = lake
-            .query(&format!(
-                "SELECT * FROM {t}_history QUALIFY row_number() OVER \
-                 (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1 ORDER BY id"
-            ))
-            .await;
-        assert_eq!(
-            lake.query(&format!("SELECT * FROM {t} ORDER BY id")).await,
-            by_definition,
-            "{t}"
-        );
-    }
+    assert_views_equal_their_definition(&lake).await;
     assert_views_match_truth(&lake, &sim).await;
 }
 
