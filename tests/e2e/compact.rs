@@ -47,6 +47,15 @@ async fn assert_views_equal_their_definition(lake: &Lake) {
     }
 }
 
+/// The pointer to `table`'s latest-version snapshot, once one was written.
+fn snapshot_pointer(lake: &Lake, table: &str) -> Option<Value> {
+    let path = lake
+        .files()
+        .into_keys()
+        .find(|p| p.ends_with(format!("_joblake/latest/{table}.json")))?;
+    Some(serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
+}
+
 /// Refreshes that leave snapshots to `compact`.
 pub const NO_AUTO_SNAPSHOT: &str = "[views]\nauto_snapshot = false\n";
 
@@ -148,21 +157,19 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
 async fn refreshes_write_the_snapshot_themselves_once_superseded_versions_appear() {
     let sim = Sim::start(&["--rows", "300"]).await;
     let lake = Lake::new(&sim);
-    let pointer = |t: &str| {
-        lake.files()
-            .into_keys()
-            .find(|p| p.ends_with(format!("_joblake/latest/{t}.json")))
-    };
     lake.refresh_ok(&[]).await;
-    assert_eq!(pointer("jobs"), None, "one run: nothing to supersede yet");
+    assert_eq!(
+        snapshot_pointer(&lake, "jobs"),
+        None,
+        "one run: nothing to supersede yet"
+    );
 
     // A second run fetches changed jobs again: the refresh writes the latest versions down,
     // through its own run, and the views read them.
     sim.advance(3).await;
     let summary = lake.refresh_ok(&[]).await;
     let run_id = summary["run_id"].as_str().unwrap().to_string();
-    let jobs = pointer("jobs").expect("the second refresh wrote a snapshot");
-    let snap: Value = serde_json::from_slice(&std::fs::read(jobs).unwrap()).unwrap();
+    let snap = snapshot_pointer(&lake, "jobs").expect("the second refresh wrote a snapshot");
     assert_eq!(snap["through"], run_id.as_str(), "{snap}");
     let view = lake
         .query("SELECT sql FROM duckdb_views() WHERE view_name = 'jobs'")
@@ -207,13 +214,29 @@ async fn snapshot_after_zero_keeps_the_snapshot_through_every_run() {
     for _ in 0..2 {
         sim.advance(3).await;
         let summary = lake.refresh_ok(&[]).await;
-        let pointer = lake
-            .files()
-            .into_keys()
-            .find(|p| p.ends_with("_joblake/latest/jobs.json"))
-            .expect("a snapshot");
-        let snap: Value = serde_json::from_slice(&std::fs::read(pointer).unwrap()).unwrap();
+        let snap = snapshot_pointer(&lake, "jobs").expect("a snapshot");
         assert_eq!(snap["through"], summary["run_id"], "{snap}");
         assert_views_match_truth(&lake, &sim).await;
     }
+}
+
+#[tokio::test]
+async fn runs_under_snapshot_after_are_read_on_top_of_the_snapshot() {
+    let sim = Sim::start(&["--rows", "200"]).await;
+    let mut lake = Lake::new(&sim);
+    // Far above what any run here brings: only the first snapshot (none yet) is due.
+    lake.set_config("[views]\nsnapshot_after = 1000\n");
+    lake.refresh_ok(&[]).await;
+    sim.advance(3).await;
+    let second = lake.refresh_ok(&[]).await;
+    sim.advance(3).await;
+    lake.refresh_ok(&[]).await;
+    let snap = snapshot_pointer(&lake, "jobs").expect("a snapshot");
+    assert_eq!(snap["through"], second["run_id"], "{snap}");
+    let superseded = lake
+        .query("SELECT count(*) AS n FROM _joblake_superseded_jobs")
+        .await;
+    assert!(superseded[0]["n"].as_i64().unwrap() > 0, "{superseded:?}");
+    assert_views_equal_their_definition(&lake).await;
+    assert_views_match_truth(&lake, &sim).await;
 }

@@ -63,23 +63,19 @@ fn refresh_a_page(joblake_bin: &Path, sim: &Sim, dir: &Path) -> Result<(f64, u64
         dir.join("joblake.toml"),
         "[jobs]\nrequests_per_minute = 0\n",
     )?;
-    let mut cmd = std::process::Command::new(joblake_bin);
-    cmd.current_dir(dir)
-        .env("SENTRION_API_KEY", "sk_test_joblake_demo")
-        .env("SENTRION_BASE_URL", &sim.url)
-        .arg("--lake")
-        .arg(dir.join("lake"))
-        .args(["-q", "refresh", "--source", "jobs", "--max-pages", "1"]);
+    let mut cmd = joblake(
+        joblake_bin,
+        sim,
+        dir,
+        &["-q", "refresh", "--source", "jobs", "--max-pages", "1"],
+    );
     // 3: stopped at --max-pages, as asked.
-    measured(&mut cmd, &[0, 3])
+    measured(cmd.as_std_mut(), &[0, 3])
 }
 
 /// Runs `cmd` to its end, insisting on one of the exit `codes`; its seconds and peak RSS.
 fn measured(cmd: &mut std::process::Command, codes: &[i32]) -> Result<(f64, u64)> {
     cmd.stdin(std::process::Stdio::null());
-    if let Ok(dir) = std::env::var("JOBLAKE_DUCKDB_EXTENSIONS") {
-        cmd.env("JOBLAKE_DUCKDB_EXTENSIONS", dir);
-    }
     let started = Instant::now();
     let (out, usage) = run_measured(cmd)?;
     ensure!(

@@ -10,6 +10,7 @@ use anyhow::Result;
 use joblake_schema::{Table, columns};
 use joblake_views::{ident, literal};
 use joblake_writer::Lake;
+use object_store::ObjectMeta;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,18 @@ pub async fn read_snapshot(lake: &Lake, table: Table) -> Result<Option<Snapshot>
         .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
+/// The Parquet files of `table`'s history (every `dt=` partition), in path order.
+pub async fn history_files(lake: &Lake, table: Table) -> Result<Vec<ObjectMeta>> {
+    let mut files: Vec<ObjectMeta> = lake
+        .list(&Path::from(table.name()))
+        .await?
+        .into_iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .collect();
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(files)
+}
+
 /// The history's run id of a data file `part-<run>-<n>.parquet`.
 pub fn file_run(path: &Path) -> Option<&str> {
     let name = path.filename()?.strip_prefix("part-")?;
@@ -62,13 +75,7 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
     let mut superseded = String::new();
     for table in Table::all() {
         let name = table.name();
-        let files: Vec<Path> = lake
-            .list(&Path::from(name))
-            .await?
-            .into_iter()
-            .map(|m| m.location)
-            .filter(|p| p.as_ref().ends_with(".parquet"))
-            .collect();
+        let files = history_files(lake, table).await?;
         let latest = match read_snapshot(lake, table).await? {
             None => latest_of(&format!("{name}_history")),
             Some(snap) => {
@@ -81,7 +88,7 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
                 // The last run after the snapshot, of those whose files are there now.
                 let last = files
                     .iter()
-                    .filter_map(file_run)
+                    .filter_map(|m| file_run(&m.location))
                     .filter(|run| *run > snap.through.as_str() && *run != snap.made_by)
                     .max();
                 match last {

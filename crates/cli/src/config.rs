@@ -24,11 +24,10 @@ pub struct FileConfig {
 
 /// `[views]`: how refreshes keep the latest-version views fast.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ViewsConfig {
     /// Whether a refresh writes a new latest-version snapshot when one is due (default true);
     /// `compact` always writes one.
-    #[serde(default = "yes")]
     pub auto_snapshot: bool,
     /// The share of the snapshot (in Parquet bytes) the rows fetched since it reach before a
     /// refresh writes a new one (default 0.2; 0: after every run that brought rows).
@@ -56,10 +55,6 @@ impl ViewsConfig {
             ),
         }
     }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// `[companies]`: the profiles `refresh --enrich` fetches (Jobo's pacing and retries are the

@@ -550,12 +550,7 @@ async fn cmd_compact(cli: &Cli, tables: &[Table]) -> Result<u8> {
 /// latest rows, so rewriting it at a fifth keeps what refreshes pay for it within five times
 /// what they fetch.
 async fn snapshot_due(lake: &Lake, table: Table, after: f64) -> Result<bool> {
-    let files: Vec<object_store::ObjectMeta> = lake
-        .list(&object_store::path::Path::from(table.name()))
-        .await?
-        .into_iter()
-        .filter(|m| m.location.as_ref().ends_with(".parquet"))
-        .collect();
+    let files = catalog::history_files(lake, table).await?;
     let Some(snap) = catalog::read_snapshot(lake, table).await? else {
         let runs: std::collections::BTreeSet<&str> = files
             .iter()
@@ -634,22 +629,39 @@ async fn build_snapshot(
     run_id: &str,
 ) -> Result<Option<catalog::Snapshot>> {
     let name = table.name();
-    let setup = catalog::view_sql(lake).await?;
-    // Sorting every version by id may take more memory than a machine can spare: beyond
-    // 1 GB, DuckDB spills to disk.
-    let engine = joblake_views::Engine {
-        memory_limit: Some("1GB".into()),
+    let files = catalog::history_files(lake, table).await?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let list = files
+        .iter()
+        .map(|m| joblake_views::literal(&lake.reader_path(m.location.as_ref())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // The history as its view reads it, over exactly these files.
+    let history = format!("read_parquet([{list}], union_by_name = true, hive_partitioning = true)");
+    let through_sql = format!("SELECT max(_run_id) FROM {history}");
+    // Which versions lost to a later one, by file (its place in `files`) and row: a window
+    // over four narrow columns, which DuckDB spills rather than hold whole rows (job
+    // descriptions and all).
+    let superseded_sql = format!(
+        "SELECT file_index::BIGINT, file_row_number::BIGINT FROM (\n\
+           SELECT id, _run_id, _page, _row, file_index, file_row_number\n\
+           FROM read_parquet([{list}], union_by_name = true, file_row_number = true))\n\
+         QUALIFY row_number() OVER (PARTITION BY id ORDER BY {}) > 1",
+        catalog::LATEST_FIRST
+    );
+    let describe_sql = format!("SELECT column_name FROM (DESCRIBE SELECT * FROM {history})");
+    let narrow = joblake_views::Engine {
+        memory_limit: Some("128MB".into()),
         ..engine(lake)
     };
-    let history = format!("{name}_history");
-    let probe = format!(
-        "SELECT max(_run_id) FROM {}",
-        joblake_views::ident(&history)
-    );
-    let (e, s) = (engine.clone(), setup.clone());
-    let batches =
-        tokio::task::spawn_blocking(move || joblake_views::query_fresh(&e, &s, &probe)).await??;
-    let through = batches.first().and_then(|b| {
+    let (through, positions, described) = tokio::task::spawn_blocking(move || {
+        let q = |sql: &str| joblake_views::query_fresh(&narrow, "", sql);
+        Ok::<_, joblake_views::Error>((q(&through_sql)?, q(&superseded_sql)?, q(&describe_sql)?))
+    })
+    .await??;
+    let through = through.first().and_then(|b| {
         b.column(0)
             .as_any()
             .downcast_ref::<arrow::array::StringArray>()
@@ -659,43 +671,6 @@ async fn build_snapshot(
     let Some(through) = through else {
         return Ok(None);
     };
-    let rel = format!("_joblake/latest/{name}/{run_id}.parquet");
-    let mut files: Vec<object_store::ObjectMeta> = lake
-        .list(&object_store::path::Path::from(name))
-        .await?
-        .into_iter()
-        .filter(|m| m.location.as_ref().ends_with(".parquet"))
-        .collect();
-    files.sort_by(|a, b| a.location.cmp(&b.location));
-    // Which versions lost to a later one, by file and row: a window over four narrow
-    // columns, which DuckDB spills rather than hold whole rows (job descriptions and all).
-    let list = files
-        .iter()
-        .map(|m| joblake_views::literal(&lake.reader_path(m.location.as_ref())))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let superseded_sql = format!(
-        "SELECT file_index::BIGINT, file_row_number::BIGINT FROM (\n\
-           SELECT id, _run_id, _page, _row, file_index, file_row_number\n\
-           FROM read_parquet([{list}], union_by_name = true, file_row_number = true))\n\
-         QUALIFY row_number() OVER (PARTITION BY id ORDER BY {}) > 1",
-        catalog::LATEST_FIRST
-    );
-    let describe = format!(
-        "SELECT column_name FROM (DESCRIBE SELECT * FROM \
-         read_parquet([{list}], union_by_name = true, hive_partitioning = true))"
-    );
-    let narrow = joblake_views::Engine {
-        memory_limit: Some("128MB".into()),
-        ..engine.clone()
-    };
-    let (batches, described) = tokio::task::spawn_blocking(move || {
-        Ok::<_, joblake_views::Error>((
-            joblake_views::query_fresh(&narrow, "", &superseded_sql)?,
-            joblake_views::query_fresh(&narrow, "", &describe)?,
-        ))
-    })
-    .await??;
     let mut columns = Vec::new();
     for b in &described {
         let Some(names) = b
@@ -707,8 +682,8 @@ async fn build_snapshot(
         };
         columns.extend(names.iter().flatten().map(str::to_string));
     }
-    let mut superseded: std::collections::HashMap<usize, Vec<u64>> = Default::default();
-    for b in &batches {
+    let mut superseded: Vec<Vec<u64>> = vec![Vec::new(); files.len()];
+    for b in &positions {
         let (Some(file), Some(row)) = (
             b.column(0)
                 .as_any()
@@ -720,16 +695,16 @@ async fn build_snapshot(
             anyhow::bail!("DuckDB gave the superseded rows' positions an unexpected type");
         };
         for (f, r) in file.values().iter().zip(row.values()) {
-            superseded
-                .entry(usize::try_from(*f)?)
-                .or_default()
-                .push(u64::try_from(*r)?);
+            let rows = usize::try_from(*f)
+                .ok()
+                .and_then(|f| superseded.get_mut(f))
+                .context("DuckDB named a file the history does not have")?;
+            rows.push(u64::try_from(*r)?);
         }
     }
-    drop(batches);
-    superseded
-        .values_mut()
-        .for_each(|rows| rows.sort_unstable());
+    drop(positions);
+    superseded.iter_mut().for_each(|rows| rows.sort_unstable());
+    let rel = format!("_joblake/latest/{name}/{run_id}.parquet");
     let written = joblake_writer::write_latest(
         lake,
         name,
@@ -750,16 +725,21 @@ async fn build_snapshot(
     let rows = match written {
         Some(rows) => rows,
         None => {
-            // Files that disagree on a column's type: DuckDB's union of them, the slow way.
+            // Files that disagree on a column's type: DuckDB's union of them, a window over
+            // whole rows (spilling beyond 1 GB).
             let target = lake.reader_path(&rel);
             if let LakeLocation::Local(_) = lake.location()
                 && let Some(dir) = std::path::Path::new(&target).parent()
             {
                 std::fs::create_dir_all(dir)?;
             }
-            let select = catalog::latest_of(&joblake_views::ident(&history));
+            let engine = joblake_views::Engine {
+                memory_limit: Some("1GB".into()),
+                ..engine(lake)
+            };
+            let select = catalog::latest_of(&history);
             tokio::task::spawn_blocking(move || {
-                joblake_views::copy_to_parquet(&engine, &setup, &select, &target)
+                joblake_views::copy_to_parquet(&engine, "", &select, &target)
             })
             .await??
         }

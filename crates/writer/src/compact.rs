@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::array::{RecordBatch, new_null_array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use object_store::ObjectMeta;
@@ -335,20 +335,20 @@ pub async fn finish_compactions(lake: &Lake, table: &str) -> Result<()> {
 }
 
 /// What a snapshot holds: every row of `files` (read in this order) but those at the
-/// positions `superseded` names (per file, by its index in `files`: row numbers in ascending
-/// order), with each file's partition date as its `dt` column (DATE) and the columns in the
-/// order `columns` gives: as a reader of the hive-partitioned history sees them.
+/// positions `superseded` names (for each file, its row numbers in ascending order), with
+/// each file's partition date as its `dt` column (DATE) and the columns in the order
+/// `columns` gives: as a reader of the hive-partitioned history sees them.
 pub struct LatestRows<'a> {
     /// The history's files.
     pub files: &'a [ObjectMeta],
     /// The history's column names, in its readers' order.
     pub columns: &'a [String],
-    /// The positions of the versions a later one replaced.
-    pub superseded: &'a std::collections::HashMap<usize, Vec<u64>>,
+    /// The rows of each file (same places as `files`) a later version replaced.
+    pub superseded: &'a [Vec<u64>],
 }
 
-/// Writes the `rows` of `table` as one Parquet file at `path`. This is how `compact` writes
-/// the latest version of every id down: which rows lost to a later version is worked out
+/// Writes the `rows` of `table` as one Parquet file at `path`. This is how the latest version
+/// of every id is written down (by `compact`, and by a refresh when one is due): which rows lost to a later version is worked out
 /// apart (DuckDB, over four narrow columns), and the rows themselves stream from file to file
 /// here, so the memory it takes does not grow with the width of the rows. Returns the rows
 /// written, or `None` (nothing written) when two files give a column different types.
@@ -380,29 +380,21 @@ pub async fn write_latest(
             return Ok(None);
         }
     };
-    // The partition's date is the one a reader sees, as for the history (hive partitioning).
-    let rows_schema: SchemaRef = Arc::new(Schema::new(
-        rows_schema
-            .fields()
-            .iter()
-            .filter(|f| f.name() != "dt")
-            .cloned()
-            .collect::<Vec<_>>(),
-    ));
-    // Columns in the order the history's readers see them, the partition's date among them.
-    let dt_field = Field::new("dt", DataType::Date32, false);
-    let mut fields: Vec<Field> = columns
+    // The partition's date is the one a reader sees, as for the history (hive partitioning),
+    // and the columns go in the order the history's readers see them.
+    let mut fields: Vec<Field> = rows_schema
+        .fields()
         .iter()
-        .filter_map(|c| match rows_schema.field_with_name(c) {
-            Ok(f) => Some(f.clone()),
-            Err(_) => (c == "dt").then(|| dt_field.clone()),
-        })
+        .filter(|f| f.name() != "dt")
+        .map(|f| f.as_ref().clone())
+        .chain([Field::new("dt", DataType::Date32, false)])
         .collect();
-    for f in rows_schema.fields().iter().chain([&Arc::new(dt_field)]) {
-        if !fields.iter().any(|g| g.name() == f.name()) {
-            fields.push(f.as_ref().clone());
-        }
-    }
+    fields.sort_by_key(|f| {
+        columns
+            .iter()
+            .position(|c| c == f.name())
+            .unwrap_or(usize::MAX)
+    });
     let out_schema: SchemaRef = Arc::new(Schema::new(fields));
     let mut sink = ParquetSink::create(
         lake,
@@ -419,7 +411,7 @@ pub async fn write_latest(
                 partition: meta.location.to_string(),
                 detail: "the file is not under a dt=YYYY-MM-DD partition".into(),
             })?;
-            let gone = superseded.get(&i).map_or(&[][..], Vec::as_slice);
+            let gone = superseded.get(i).map_or(&[][..], Vec::as_slice);
             let mut next_gone = 0;
             let mut offset = 0u64;
             let mut stream = reader(lake, meta).await?.build()?;
@@ -444,17 +436,7 @@ pub async fn write_latest(
                 if batch.num_rows() == 0 {
                     continue;
                 }
-                let dt = arrow::array::Date32Array::from_value(days, batch.num_rows());
-                let batch = conform(&batch, &rows_schema)?;
-                let columns = out_schema
-                    .fields()
-                    .iter()
-                    .map(|f| match batch.column_by_name(f.name()) {
-                        Some(c) if f.name() != "dt" => Arc::clone(c),
-                        _ => Arc::new(dt.clone()) as ArrayRef,
-                    })
-                    .collect();
-                let batch = RecordBatch::try_new(Arc::clone(&out_schema), columns)?;
+                let batch = conform(&with_partition_date(&batch, days)?, &out_schema)?;
                 sink.write(vec![batch]).await?;
             }
         }
@@ -470,6 +452,28 @@ pub async fn write_latest(
     }
 }
 
+/// `batch` with `dt` (days since 1970-01-01) as its partition date column, in place of any
+/// `dt` column the file itself held.
+fn with_partition_date(batch: &RecordBatch, days: i32) -> Result<RecordBatch> {
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if f.name() != "dt" {
+            fields.push(Arc::clone(f));
+            columns.push(Arc::clone(c));
+        }
+    }
+    fields.push(Arc::new(Field::new("dt", DataType::Date32, false)));
+    columns.push(Arc::new(arrow::array::Date32Array::from_value(
+        days,
+        batch.num_rows(),
+    )));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
 /// Days since 1970-01-01 of the partition (`.../dt=YYYY-MM-DD/...`) a file lies in.
 fn partition_days(path: &Path) -> Option<i32> {
     let dt = path
@@ -481,7 +485,7 @@ fn partition_days(path: &Path) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Array, ListArray, ListBuilder, StringArray, StringBuilder};
+    use arrow::array::{Array, ArrayRef, ListArray, ListBuilder, StringArray, StringBuilder};
 
     use super::*;
 

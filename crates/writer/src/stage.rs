@@ -211,6 +211,11 @@ impl Log {
         })
     }
 
+    /// Stops the sync task where it is: for a log about to be removed.
+    fn abandon(self) {
+        self.syncing.abort();
+    }
+
     /// Syncs what is left and stops the sync task.
     async fn close(self) -> Result<()> {
         drop(self.written);
@@ -222,13 +227,6 @@ impl Log {
                 context: format!("cannot sync the staging log {}", self.path.display()),
                 source,
             })
-    }
-}
-
-impl Log {
-    /// Stops the sync task where it is: for a log about to be removed.
-    fn abandon(self) {
-        self.syncing.abort();
     }
 }
 
