@@ -1,79 +1,104 @@
-# joblake — one profile (release) for build, test, demo and refresh, so the bundled DuckDB
-# compiles once. The target dir lives outside the checkout and is shared with CI.
+# joblake — one profile (release) for build, test, demo and refresh. The target dir lives
+# outside the checkout and is shared with CI.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/joblake-target
 CARGO ?= cargo
-# --workspace keeps feature resolution identical across runs, so the bundled DuckDB is never rebuilt.
+# --workspace keeps feature resolution identical across runs, so nothing is rebuilt for nothing.
 TEST_PACKAGES ?= --workspace
-BIN := $(CARGO_TARGET_DIR)/release/joblake
+RELEASE := $(CARGO_TARGET_DIR)/release
+BIN := $(RELEASE)/joblake
 
-.PHONY: build test py-tools duckdb-extensions refresh demo views status check-fmt clippy bench bench-pacing
+# What make fetches once lives here, outside the checkout: DuckDB's prebuilt library and its
+# httpfs extension, and the Python test tools' virtual environment. CI uses a fresh one.
+JOBLAKE_CACHE ?= $(HOME)/.cache/joblake
 
-build:
-	$(CARGO) build --release --locked --workspace --all-targets
-
-# Test tools from PyPI, each in its own --target dir (no venv, nothing system-wide): the stock
-# DuckDB releases analysts run (the .duckdb file must open in them), pyarrow and polars (the
-# notebooks' readers) and moto's S3 server. Installed once; bump PY_STAMP to reinstall.
-PY_DIR ?= $(HOME)/.cache/joblake-py
+# Python test tools in a virtual environment of their own, made from the image's python3 with
+# its own pip, so nothing installed on the machine by hand is seen (`make py-check` proves it).
+# The stock DuckDB releases analysts run (the .duckdb file must open in them) go into the venv
+# side by side (pip --target, one directory each, which the tests put on PYTHONPATH); pyarrow
+# and polars (the notebooks' readers) and moto's S3 server into its site-packages.
+PY_DIR ?= $(JOBLAKE_CACHE)/py
+VENV := $(PY_DIR)/venv
+VENV_PY := $(VENV)/bin/python
+PIP := $(VENV_PY) -m pip --disable-pip-version-check --quiet --no-input
 PY_DUCKDB_VERSIONS := 1.4.5 1.5.6
+PY_DUCKDB_DIRS := $(foreach v,$(PY_DUCKDB_VERSIONS),$(VENV)/duckdb-$(v))
 PY_TOOLS := pyarrow==26.0.1 polars==2.1.0 moto[server]==5.2.5
-PY_STAMP := $(PY_DIR)/.installed-1
-PIP ?= python3 -m pip --disable-pip-version-check --quiet --no-input --root-user-action=ignore
+PY_STAMP := $(VENV)/.installed-1
+export JOBLAKE_PYTHON := $(VENV_PY)
+# The venv stands alone: nothing from the caller's Python settings reaches it.
+unexport PYTHONPATH PYTHONHOME PYTHONUSERBASE
+export JOBLAKE_PY_DUCKDB := $(PY_DUCKDB_DIRS)
+
+# DuckDB 1.5.5 is linked, not compiled: the official libduckdb.so of its release pipeline
+# (parquet and json built in), from the npm package that ships it, checked against
+# crates/views/duckdb.sha256 (tools/duckdb-fetch). DUCKDB_LIB_DIR tells the duckdb crate where
+# it is; `build` puts a copy beside the binary, which finds it there (rpath $ORIGIN).
+DUCKDB_VERSION := 1.5.5
+DUCKDB_DIR := $(JOBLAKE_CACHE)/duckdb-$(DUCKDB_VERSION)-r.5
+export DUCKDB_LIB_DIR := $(DUCKDB_DIR)
+
+.PHONY: build duckdb-lib duckdb-extensions venv py-tools py-check test refresh demo views status \
+	check-fmt clippy bench bench-pacing dist check-dist
+
+# The binaries (joblake, joblake-bench) and, beside them, DuckDB's library and extensions.
+# `test` builds the test targets on top. CARGO_FLAGS=--timings times a build crate by crate.
+CARGO_FLAGS ?=
+build: duckdb-lib duckdb-extensions
+	$(CARGO) build --release --locked --workspace --bins $(CARGO_FLAGS)
+	@tools/lay-out $(DUCKDB_DIR) $(RELEASE)
+
+duckdb-lib:
+	@tools/duckdb-fetch lib $(DUCKDB_DIR)
+
+# DuckDB's httpfs extension, which joblake loads to read S3 lakes, is never downloaded at run
+# time: tools/duckdb-fetch takes the signed build from its PyPI wheel (with the venv's pip), and
+# `build` lays it out beside the binary, where joblake looks for extensions first.
+duckdb-extensions: $(VENV_PY)
+	@tools/duckdb-fetch httpfs $(DUCKDB_DIR) $(VENV_PY)
+
+venv: $(VENV_PY)
+
+$(VENV_PY):
+	@command -v python3 >/dev/null || { echo "make needs python3 (3.9 or newer) for its venv" >&2; exit 1; }
+	@echo "creating the Python venv $(VENV)"
+	@rm -rf $(VENV) && python3 -m venv $(VENV)
 
 py-tools: $(PY_STAMP)
 
-$(PY_STAMP):
-	@mkdir -p $(PY_DIR)
+$(PY_STAMP): $(VENV_PY)
 	@set -e; for v in $(PY_DUCKDB_VERSIONS); do \
-	  echo "installing duckdb $$v (python) into $(PY_DIR)/duckdb-$$v"; \
-	  $(PIP) install --upgrade --target $(PY_DIR)/duckdb-$$v duckdb==$$v; done
-	@echo "installing $(PY_TOOLS) into $(PY_DIR)/tools"
-	@$(PIP) install --upgrade --target $(PY_DIR)/tools $(PY_TOOLS)
+	  echo "installing duckdb $$v (python) into $(VENV)/duckdb-$$v"; \
+	  rm -rf $(VENV)/duckdb-$$v; $(PIP) install --target $(VENV)/duckdb-$$v duckdb==$$v; done
+	@echo "installing $(PY_TOOLS) into $(VENV)"
+	@$(PIP) install $(PY_TOOLS)
 	@touch $@
 
-# DuckDB's httpfs extension, which the embedded DuckDB (1.5.5) loads to read S3 lakes. It is
-# never downloaded at run time: this takes the signed build from its PyPI wheel and lays it out
-# as a DuckDB extension directory, which every joblake command below is pointed at.
-DUCKDB_VERSION := 1.5.5
-DUCKDB_PLATFORM := linux_$(subst x86_64,amd64,$(subst aarch64,arm64,$(shell uname -m)))
-DUCKDB_EXT_DIR ?= $(PY_DIR)/duckdb-extensions
-HTTPFS := $(DUCKDB_EXT_DIR)/v$(DUCKDB_VERSION)/$(DUCKDB_PLATFORM)/httpfs.duckdb_extension
-export JOBLAKE_DUCKDB_EXTENSIONS ?= $(DUCKDB_EXT_DIR)
+# Fails when a test tool would come from anywhere but the venv: the image's or the user's
+# site-packages, PYTHONPATH, another pip.
+py-check: py-tools
+	@$(VENV_PY) tools/check_venv.py $(VENV) $(PY_DUCKDB_DIRS)
 
-duckdb-extensions: $(HTTPFS)
-
-$(HTTPFS):
-	@echo "installing DuckDB's httpfs $(DUCKDB_VERSION) (python wheel) into $(DUCKDB_EXT_DIR)"
-	@$(PIP) install --upgrade --target $(PY_DIR)/httpfs-$(DUCKDB_VERSION) duckdb-extension-httpfs==$(DUCKDB_VERSION)
-	@mkdir -p $(dir $@)
-	@cp $(PY_DIR)/httpfs-$(DUCKDB_VERSION)/duckdb_extension_httpfs/extensions/v$(DUCKDB_VERSION)/httpfs.duckdb_extension $@
-	@echo "JOBLAKE_DUCKDB_EXTENSIONS=$(DUCKDB_EXT_DIR)"
-
-test: py-tools duckdb-extensions
-	JOBLAKE_PY_DUCKDB="$(foreach v,$(PY_DUCKDB_VERSIONS),$(PY_DIR)/duckdb-$(v))" \
-	JOBLAKE_PY_TOOLS="$(PY_DIR)/tools" \
-	$(CARGO) test --release --locked $(TEST_PACKAGES)
+test: build py-check
+	$(CARGO) test --release --locked $(TEST_PACKAGES) $(CARGO_FLAGS)
 
 # The feeds, then the company profiles joblake.toml's [companies] chooses (none without it).
-refresh: build duckdb-extensions
+refresh: build
 	$(BIN) refresh --enrich
 
-views: build duckdb-extensions
+views: build
 	$(BIN) views
 
-status: build duckdb-extensions
+status: build
 	$(BIN) status
 
 # Benchmarks: the real binary against its simulator, figures into BENCHMARKS.md (crates/bench).
-BENCH := $(CARGO_TARGET_DIR)/release/joblake-bench
-
-PY_BENCH_ENV := JOBLAKE_PY_DUCKDB="$(foreach v,$(PY_DUCKDB_VERSIONS),$(PY_DIR)/duckdb-$(v))"
+BENCH := $(RELEASE)/joblake-bench
 
 # Ingest (1 M jobs, 200 k career sites, beside a fetch-only baseline; CPU, peak RSS, files)
 # and reading (5 M versions, 20 % superseded; 200 small runs; before and after compact).
-bench: build py-tools duckdb-extensions
+bench: build py-tools
 	$(BENCH) --joblake $(BIN) --label "make bench" ingest --jobs 1000000 --career-sites 200000
-	$(PY_BENCH_ENV) $(BENCH) --joblake $(BIN) --label "make bench" read --versions 5000000 --small-runs 200
+	$(BENCH) --joblake $(BIN) --label "make bench" read --versions 5000000 --small-runs 200
 
 bench-pacing: build
 	$(BENCH) --joblake $(BIN) --label "make bench-pacing" pacing --minutes 3 --rpm 100
@@ -81,23 +106,26 @@ bench-pacing: build
 check-fmt:
 	$(CARGO) fmt --all -- --check
 
-clippy:
+clippy: duckdb-lib
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 # The demo: simulator on a free loopback port, a first refresh, six simulated hours, an
 # incremental refresh, then the example queries. Uses a throwaway lake under ./demo-lake.
 DEMO_LAKE ?= demo-lake
-demo: build duckdb-extensions
-	@rm -rf $(DEMO_LAKE) && mkdir -p $(DEMO_LAKE)
-	@set -e; \
-	$(BIN) simulate --port 0 --rows 500 --url-file $(DEMO_LAKE)/.sim-url >$(DEMO_LAKE)/.sim.log 2>&1 & sim=$$!; \
-	trap 'kill $$sim 2>/dev/null' EXIT; \
-	for i in $$(seq 50); do [ -s $(DEMO_LAKE)/.sim-url ] && break; sleep 0.1; done; \
-	url=$$(cat $(DEMO_LAKE)/.sim-url); echo "simulator at $$url"; \
-	export JOBO_API_KEY=jbe_test_joblake_demo SENTRION_API_KEY=sk_test_joblake_demo JOBO_BASE_URL=$$url SENTRION_BASE_URL=$$url; \
-	echo "== first refresh"; $(BIN) refresh --lake $(DEMO_LAKE); \
-	echo "== six simulated hours pass"; curl -fsS -X POST "$$url/_sim/advance?hours=6"; echo; \
-	echo "== incremental refresh"; $(BIN) refresh --lake $(DEMO_LAKE); \
-	echo "== company profiles of 25 fintech career sites"; $(BIN) enrich companies --lake $(DEMO_LAKE) --where "list_contains(industries, 'fintech')" --limit 25; \
-	$(BIN) status --lake $(DEMO_LAKE); \
-	for q in queries/examples/*.sql; do echo "== $$q"; $(BIN) query --lake $(DEMO_LAKE) -- "$$(cat $$q)"; done
+demo: build
+	@tools/demo $(BIN) $(DEMO_LAKE)
+
+# One self-contained binary, DuckDB compiled into it from C++ source (about 80 minutes on 2
+# cores, cold), for people who ship one file: dist/joblake needs no libduckdb.so beside it.
+# S3 lakes still need the httpfs extension: `duckdb_extensions/` beside it, as `build` lays it out.
+DIST_TARGET_DIR ?= $(HOME)/.cache/joblake-dist-target
+dist:
+	env -u DUCKDB_LIB_DIR CARGO_TARGET_DIR=$(DIST_TARGET_DIR) \
+	  $(CARGO) build --release --locked -p joblake-cli --features bundled $(CARGO_FLAGS)
+	@mkdir -p dist && cp $(DIST_TARGET_DIR)/release/joblake dist/joblake
+	@echo "dist/joblake: $$(du -h dist/joblake | cut -f1), DuckDB $(DUCKDB_VERSION) compiled in"
+
+# The demo against dist/joblake, checking first that it links no libduckdb.so.
+check-dist: dist
+	@! ldd dist/joblake | grep -q libduckdb || { echo "dist/joblake links libduckdb.so" >&2; exit 1; }
+	@tools/demo $(abspath dist/joblake) $(DEMO_LAKE)

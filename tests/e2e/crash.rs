@@ -81,10 +81,6 @@ async fn readable(lake: &Lake) -> bool {
         return true;
     }
     let dir = py_env("JOBLAKE_PY_DUCKDB").pop().unwrap();
-    let mut env = lake.env.clone();
-    if let Ok(ext) = std::env::var("JOBLAKE_DUCKDB_EXTENSIONS") {
-        env.push(("JOBLAKE_DUCKDB_EXTENSIONS".into(), ext));
-    }
     // An S3 lake's views need httpfs, which the stock DuckDB cannot fetch here; joblake's own
     // engine (the same file, read-only) stands in for it.
     if lake.s3.is_some() {
@@ -98,7 +94,7 @@ async fn readable(lake: &Lake) -> bool {
                   c = duckdb.connect(sys.argv[1], read_only=True)\n\
                   for v in ('career_sites', 'jobs', 'career_sites_history', 'jobs_history', 'runs'):\n\
                   \x20   c.sql(f'SELECT count(*) FROM {v}').fetchall()\n";
-    let out = tokio::process::Command::new("python3")
+    let out = tokio::process::Command::new(joblake_testkit::python())
         .env("PYTHONPATH", dir)
         .args(["-c", script])
         .arg(&db)

@@ -277,16 +277,14 @@ impl Lake {
         self.config = Some(p);
     }
 
-    /// A `joblake` command on this lake, run from an unrelated working directory.
+    /// A `joblake` command on this lake, run from an unrelated working directory with only
+    /// `PATH` and the lake's own settings: it finds libduckdb.so and httpfs beside itself, as
+    /// it does for a user running it directly (no `LD_LIBRARY_PATH`, no extension variable).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(
-                std::env::var("JOBLAKE_DUCKDB_EXTENSIONS")
-                    .map(|d| ("JOBLAKE_DUCKDB_EXTENSIONS", d)),
-            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("--lake")
             .arg(self.url());
@@ -504,25 +502,31 @@ pub fn py_env(var: &str) -> Vec<String> {
     dirs.split_whitespace().map(str::to_string).collect()
 }
 
+/// What a stock reader sees (`tests/readers/counts.py`), run by the venv's python with
+/// `pythonpath` (a stock DuckDB's directory) or nothing more on its path.
 pub async fn reader_counts(
-    pythonpath: &str,
+    pythonpath: Option<&str>,
     reader: &str,
     target: impl AsRef<std::ffi::OsStr>,
     env: &[(String, String)],
 ) -> Value {
     let script = repo_root().join("tests/readers/counts.py");
-    let out = tokio::process::Command::new("python3")
-        .env("PYTHONPATH", pythonpath)
+    let mut cmd = tokio::process::Command::new(joblake_testkit::python());
+    match pythonpath {
+        Some(p) => cmd.env("PYTHONPATH", p),
+        None => cmd.env_remove("PYTHONPATH"),
+    };
+    let out = cmd
         .envs(env.iter().map(|(k, v)| (k, v)))
         .arg(script)
         .arg(reader)
         .arg(target)
         .output()
         .await
-        .expect("python3 runs");
+        .expect("the venv's python runs");
     assert!(
         out.status.success(),
-        "{reader} from {pythonpath}: {}",
+        "{reader} from {pythonpath:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()

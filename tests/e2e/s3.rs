@@ -6,7 +6,7 @@ use joblake_testkit::Moto;
 use serde_json::Value;
 
 use super::{assert_views_match_truth, source};
-use crate::harness::{Lake, Sim, kill_after, py_env, reader_counts, refetched};
+use crate::harness::{Lake, Sim, kill_after, reader_counts, refetched};
 
 fn s3_lake(sim: &Sim, test: &str) -> Lake {
     let moto = Moto::shared();
@@ -49,9 +49,8 @@ async fn an_s3_lake_holds_the_truth_for_duckdb_pyarrow_and_status_and_no_secret(
     assert!(refetched(&log, "jobo").is_empty() && refetched(&log, "sentrion").is_empty());
 
     // A notebook's pyarrow, with its own S3 client, reads the same Parquet.
-    let tools = py_env("JOBLAKE_PY_TOOLS").join(":");
     let s3 = lake.s3.as_ref().unwrap();
-    let got = reader_counts(&tools, "pyarrow-s3", &s3.url, &lake.env).await;
+    let got = reader_counts(None, "pyarrow-s3", &s3.url, &lake.env).await;
     for (name, table) in [("career_sites", Table::CareerSites), ("jobs", Table::Jobs)] {
         let history = lake
             .count(&format!("SELECT count(*) FROM {name}_history"))
@@ -197,7 +196,7 @@ async fn without_httpfs_the_views_fail_saying_how_to_install_it() {
     let run = lake.run(&["views"]).await;
     assert_ne!(run.code(), Some(0));
     assert!(
-        run.stderr().contains("httpfs") && run.stderr().contains("make duckdb-extensions"),
+        run.stderr().contains("httpfs") && run.stderr().contains("duckdb_extensions"),
         "{}",
         run.stderr()
     );

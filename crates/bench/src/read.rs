@@ -33,8 +33,16 @@ fn py_duckdb() -> Result<String> {
         .context("JOBLAKE_PY_DUCKDB is empty")
 }
 
-fn python(args: &[&str]) -> Result<String> {
-    let out = std::process::Command::new("python3")
+/// The Python of the test tools' venv (`JOBLAKE_PYTHON`, `make py-tools`).
+fn python() -> Result<String> {
+    std::env::var("JOBLAKE_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .context("JOBLAKE_PYTHON is not set: run the benchmark with `make bench`")
+}
+
+fn run_py(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(python()?)
         .env("PYTHONPATH", py_duckdb()?)
         .arg(script())
         .args(args)
@@ -88,7 +96,7 @@ fn measured(cmd: &mut std::process::Command, codes: &[i32]) -> Result<(f64, u64)
 
 fn time_views(lake: &Path) -> Result<Value> {
     let db = lake.join("lake.duckdb");
-    Ok(serde_json::from_str(&python(&[
+    Ok(serde_json::from_str(&run_py(&[
         "time",
         db.to_str().unwrap(),
     ])?)?)
@@ -139,7 +147,7 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
     let superseded = versions / 5;
     let ids = versions - superseded;
     eprintln!("read: a lake of {versions} job versions, {superseded} superseded ...");
-    python(&[
+    run_py(&[
         "grow",
         lake.to_str().unwrap(),
         &base,
@@ -175,7 +183,7 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
         "after `joblake compact` (its snapshot)".into(),
         time_views(&lake)?,
     ));
-    python(&["delta", lake.to_str().unwrap(), &base, "10000"])?;
+    run_py(&["delta", lake.to_str().unwrap(), &base, "10000"])?;
     lake_cmd(joblake_bin, &lake, &["views"])?;
     read.states.push((
         "then one more run of 10 000 versions (under a fifth of the snapshot: read on top)".into(),

@@ -805,13 +805,11 @@ async fn rebuild_views(lake: &Lake, db: &std::path::Path) -> Result<()> {
     .context("cannot write the DuckDB views")
 }
 
-/// How joblake's DuckDB sessions reach `lake`: extensions from `JOBLAKE_DUCKDB_EXTENSIONS`
-/// (DuckDB's default directory otherwise), and for an S3 lake a session-only secret made
-/// from the same `AWS_*` settings the lake was opened with.
+/// How joblake's DuckDB sessions reach `lake`: extensions from beside the binary (see
+/// `joblake_views::extension_dir`), and for an S3 lake a session-only secret made from the
+/// same `AWS_*` settings the lake was opened with.
 pub(crate) fn engine(lake: &Lake) -> joblake_views::Engine {
-    let extension_dir = std::env::var_os("JOBLAKE_DUCKDB_EXTENSIONS")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from);
+    let extension_dir = joblake_views::extension_dir();
     let s3 = lake.s3_access().map(|a| {
         let endpoint = a.endpoint.as_deref().map(url_host);
         joblake_views::S3Secret {

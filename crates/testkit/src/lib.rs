@@ -1,5 +1,5 @@
 //! Test fixtures shared by joblake's test suites: one real S3-compatible server
-//! (`moto_server`, from the `moto[server]` pip package `make py-tools` installs) on a free
+//! (`moto_server`, from the `moto[server]` pip package `make py-tools` installs in its venv) on a free
 //! loopback port, buckets on it, and a fault-injecting proxy to put in front of it.
 #![deny(missing_docs)]
 
@@ -23,6 +23,21 @@ sys.stdin.read()
 server.stop()
 "#;
 
+/// The Python of the test tools' venv (`JOBLAKE_PYTHON`, which `make test` sets to the venv
+/// `make py-tools` fills): moto, pyarrow, polars and the stock DuckDB releases are there and
+/// nowhere else, so a test run without it fails rather than finds stray copies on the machine.
+pub fn python() -> String {
+    std::env::var("JOBLAKE_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "JOBLAKE_PYTHON is not set: run the tests with `make test`, which makes the \
+                 Python venv of test tools (moto, pyarrow, polars, the stock DuckDB releases)"
+            )
+        })
+}
+
 /// A `moto_server` on loopback.
 pub struct Moto {
     /// `http://127.0.0.1:<port>`.
@@ -35,19 +50,16 @@ impl Moto {
     /// Starts a server of its own with extra environment (tests that change server-wide
     /// settings, such as moto's credential checks, use this).
     pub fn start(env: &[(&str, &str)]) -> Moto {
-        let tools = std::env::var("JOBLAKE_PY_TOOLS").unwrap_or_else(|_| {
-            panic!("JOBLAKE_PY_TOOLS is not set: run the tests with `make test` (it installs moto)")
-        });
         let port = free_port();
-        let mut child = Command::new("python3")
-            .env("PYTHONPATH", tools)
+        let mut child = Command::new(python())
+            .env_remove("PYTHONPATH")
             .envs(env.iter().copied())
             .args(["-c", MOTO, &port.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("python3 runs moto");
+            .expect("the venv's python runs moto");
         let stdin = child.stdin.take().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())

@@ -11,6 +11,18 @@ use secrecy::{ExposeSecret, SecretString};
 /// The DuckDB release embedded here; extensions loaded into it must be built for it.
 pub const DUCKDB_VERSION: &str = "v1.5.5";
 
+/// Where joblake's DuckDB sessions load extensions from (httpfs for S3 lakes; none is ever
+/// downloaded): the directory `JOBLAKE_DUCKDB_EXTENSIONS` names when it is set, otherwise
+/// `duckdb_extensions/` beside the running binary, where `make build` lays them out; DuckDB's
+/// own default (`~/.duckdb/extensions`) when neither is there.
+pub fn extension_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("JOBLAKE_DUCKDB_EXTENSIONS").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join("duckdb_extensions")).filter(|d| d.is_dir())
+}
+
 /// How each DuckDB session joblake opens is set up before it runs anything.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
@@ -168,9 +180,8 @@ pub enum Error {
     /// httpfs, which reading an S3 lake needs, is not where DuckDB looks for it.
     #[error(
         "DuckDB needs its httpfs extension ({DUCKDB_VERSION}) to read an S3 lake and found none \
-         in {dir}; run `make duckdb-extensions` (it installs httpfs from PyPI) and set \
-         JOBLAKE_DUCKDB_EXTENSIONS to the directory it prints, or INSTALL httpfs in DuckDB \
-         {DUCKDB_VERSION}"
+         in {dir}; `make build` lays it out beside the joblake binary (in duckdb_extensions/), \
+         or point JOBLAKE_DUCKDB_EXTENSIONS at a DuckDB extension directory that holds it"
     )]
     MissingHttpfs {
         /// Where DuckDB looked.
