@@ -281,7 +281,12 @@ impl Lake {
     /// `PATH` and the lake's own settings: it finds libduckdb.so and httpfs beside itself, as
     /// it does for a user running it directly (no `LD_LIBRARY_PATH`, no extension variable).
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
+        self.command_with(Path::new(bin()), args)
+    }
+
+    /// [`Lake::command`] with another `joblake` binary (an installed copy, say).
+    pub fn command_with(&self, program: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(program);
         c.current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -1,12 +1,14 @@
 //! The same lake on S3 (a real `moto_server` on loopback): refresh, resume after `kill -9`,
 //! views, status and notebooks' readers, with no secret anywhere.
 
+use std::path::{Path, PathBuf};
+
 use joblake_schema::Table;
 use joblake_testkit::Moto;
 use serde_json::Value;
 
 use super::{assert_views_match_truth, source};
-use crate::harness::{Lake, Sim, kill_after, reader_counts, refetched};
+use crate::harness::{Lake, Sim, bin, kill_after, reader_counts, refetched};
 
 fn s3_lake(sim: &Sim, test: &str) -> Lake {
     let moto = Moto::shared();
@@ -200,6 +202,62 @@ async fn without_httpfs_the_views_fail_saying_how_to_install_it() {
         "{}",
         run.stderr()
     );
+}
+
+/// Copies what `make build` lays out (the binary, libduckdb.so, duckdb_extensions/) into an
+/// install directory of its own under `root`, and links `root/bin/joblake` to it, as a user
+/// installing it by hand would; `with_extensions` false leaves the extensions behind.
+fn install(root: &Path, with_extensions: bool) -> PathBuf {
+    let release = Path::new(bin()).parent().unwrap();
+    let dir = root.join("opt/joblake");
+    let mut files = vec![PathBuf::from("joblake"), PathBuf::from("libduckdb.so")];
+    if with_extensions {
+        let ext = Path::new("duckdb_extensions/v1.5.5/linux_amd64/httpfs.duckdb_extension");
+        files.push(ext.to_path_buf());
+    }
+    for f in &files {
+        std::fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
+        std::fs::copy(release.join(f), dir.join(f))
+            .unwrap_or_else(|e| panic!("{} (run the tests with `make test`): {e}", f.display()));
+    }
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let link = root.join("bin/joblake");
+    std::os::unix::fs::symlink(dir.join("joblake"), &link).unwrap();
+    link
+}
+
+/// joblake installed elsewhere and run through a symlink, from an unrelated directory with
+/// only PATH set (no LD_LIBRARY_PATH, no JOBLAKE_DUCKDB_EXTENSIONS, no HOME): DuckDB's library
+/// and httpfs are found beside the binary, and an S3 lake's refresh, views and queries work.
+#[tokio::test]
+async fn installed_elsewhere_it_finds_duckdb_and_httpfs_beside_itself() {
+    let sim = Sim::start(&["--rows", "50"]).await;
+    let lake = s3_lake(&sim, "installed");
+    let root = tempfile::tempdir().unwrap();
+    let joblake = install(root.path(), true);
+
+    let run = lake.command_with(&joblake, &["refresh"]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    let sql = "SELECT count(*) AS n FROM jobs";
+    let out = lake
+        .command_with(&joblake, &["query", "--format", "json", "--", sql])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let truth = truth_ids(&sim, Table::Jobs).await.len() as i64;
+    assert_eq!(rows[0]["n"].as_i64(), Some(truth), "{rows}");
+
+    // The same install without its extensions: the views cannot read S3, and say where
+    // httpfs belongs (so it was beside the binary that it was found above).
+    let bare = tempfile::tempdir().unwrap();
+    let joblake = install(bare.path(), false);
+    let run = lake.command_with(&joblake, &["views"]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_ne!(run.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("httpfs") && stderr.contains("duckdb_extensions"), "{stderr}");
 }
 
 #[tokio::test]
