@@ -40,11 +40,12 @@ export DUCKDB_LIB_DIR := $(DUCKDB_DIR)
 .PHONY: build duckdb-lib duckdb-extensions venv py-tools py-check test refresh demo views status \
 	check-fmt clippy bench bench-pacing dist check-dist
 
-# The binaries (joblake, joblake-bench) and, beside them, DuckDB's library and extensions.
-# `test` builds the test targets on top. CARGO_FLAGS=--timings times a build crate by crate.
+# The joblake binary and, beside it, DuckDB's library and extensions. `test` and `bench` build
+# their targets on top (--workspace: features resolve alike in every build, so nothing is
+# compiled twice). CARGO_FLAGS=--timings times a build crate by crate.
 CARGO_FLAGS ?=
 build: duckdb-lib duckdb-extensions
-	$(CARGO) build --release --locked --workspace --bins $(CARGO_FLAGS)
+	$(CARGO) build --release --locked --workspace --bin joblake $(CARGO_FLAGS)
 	@tools/lay-out $(DUCKDB_DIR) $(RELEASE)
 
 duckdb-lib:
@@ -97,10 +98,12 @@ BENCH := $(RELEASE)/joblake-bench
 # Ingest (1 M jobs, 200 k career sites, beside a fetch-only baseline; CPU, peak RSS, files)
 # and reading (5 M versions, 20 % superseded; 200 small runs; before and after compact).
 bench: build py-tools
+	$(CARGO) build --release --locked --workspace --bin joblake-bench
 	$(BENCH) --joblake $(BIN) --label "make bench" ingest --jobs 1000000 --career-sites 200000
 	$(BENCH) --joblake $(BIN) --label "make bench" read --versions 5000000 --small-runs 200
 
 bench-pacing: build
+	$(CARGO) build --release --locked --workspace --bin joblake-bench
 	$(BENCH) --joblake $(BIN) --label "make bench-pacing" pacing --minutes 3 --rpm 100
 
 check-fmt:
