@@ -236,7 +236,11 @@ async fn installed_elsewhere_it_finds_duckdb_and_httpfs_beside_itself() {
     let root = tempfile::tempdir().unwrap();
     let joblake = install(root.path(), true);
 
-    let run = lake.command_with(&joblake, &["refresh"]).output().await.unwrap();
+    let run = lake
+        .command_with(&joblake, &["refresh"])
+        .output()
+        .await
+        .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(0), "{stderr}");
     let sql = "SELECT count(*) AS n FROM jobs";
@@ -245,7 +249,12 @@ async fn installed_elsewhere_it_finds_duckdb_and_httpfs_beside_itself() {
         .output()
         .await
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
     let truth = truth_ids(&sim, Table::Jobs).await.len() as i64;
     assert_eq!(rows[0]["n"].as_i64(), Some(truth), "{rows}");
@@ -254,10 +263,17 @@ async fn installed_elsewhere_it_finds_duckdb_and_httpfs_beside_itself() {
     // httpfs belongs (so it was beside the binary that it was found above).
     let bare = tempfile::tempdir().unwrap();
     let joblake = install(bare.path(), false);
-    let run = lake.command_with(&joblake, &["views"]).output().await.unwrap();
+    let run = lake
+        .command_with(&joblake, &["views"])
+        .output()
+        .await
+        .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_ne!(run.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("httpfs") && stderr.contains("duckdb_extensions"), "{stderr}");
+    assert!(
+        stderr.contains("httpfs") && stderr.contains("duckdb_extensions"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
