@@ -302,8 +302,13 @@ impl Lake {
 
     /// Runs `joblake <args>` to the end.
     pub async fn run(&self, args: &[&str]) -> Run {
-        let out = self.command(args).output().await.expect("joblake runs");
-        Run(Arc::new(out))
+        self.run_with(Path::new(bin()), args).await
+    }
+
+    /// [`Lake::run`] with another `joblake` binary.
+    pub async fn run_with(&self, program: &Path, args: &[&str]) -> Run {
+        let out = self.command_with(program, args).output().await;
+        Run(Arc::new(out.expect("joblake runs")))
     }
 
     /// Runs `joblake refresh --json <args>` and insists that it succeeded.

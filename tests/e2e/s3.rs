@@ -236,40 +236,24 @@ async fn installed_elsewhere_it_finds_duckdb_and_httpfs_beside_itself() {
     let root = tempfile::tempdir().unwrap();
     let joblake = install(root.path(), true);
 
-    let run = lake
-        .command_with(&joblake, &["refresh"])
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    lake.run_with(&joblake, &["refresh"]).await.assert_code(0);
     let sql = "SELECT count(*) AS n FROM jobs";
     let out = lake
-        .command_with(&joblake, &["query", "--format", "json", "--", sql])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+        .run_with(&joblake, &["query", "--format", "json", "--", sql])
+        .await;
+    out.assert_code(0);
+    let rows: Value = serde_json::from_str(&out.stdout()).unwrap();
     let truth = truth_ids(&sim, Table::Jobs).await.len() as i64;
     assert_eq!(rows[0]["n"].as_i64(), Some(truth), "{rows}");
 
     // The same install without its extensions: the views cannot read S3, and say where
     // httpfs belongs (so it was beside the binary that it was found above).
     let bare = tempfile::tempdir().unwrap();
-    let joblake = install(bare.path(), false);
     let run = lake
-        .command_with(&joblake, &["views"])
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_ne!(run.status.code(), Some(0), "{stderr}");
+        .run_with(&install(bare.path(), false), &["views"])
+        .await;
+    assert_ne!(run.code(), Some(0));
+    let stderr = run.stderr();
     assert!(
         stderr.contains("httpfs") && stderr.contains("duckdb_extensions"),
         "{stderr}"
