@@ -7,9 +7,9 @@ so a build script compiling C shows as the crate's own time. With two reports, t
 set side by side (before, after), the largest difference first.
 """
 
+import argparse
 import json
 import re
-import sys
 from collections import defaultdict
 
 
@@ -25,11 +25,12 @@ def load(path):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    top = 25
-    if "--top" in sys.argv:
-        top = int(sys.argv[sys.argv.index("--top") + 1])
-        args = [a for a in args if a != str(top)]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("after")
+    parser.add_argument("before", nargs="?")
+    parser.add_argument("--top", type=int, default=25)
+    opts = parser.parse_args()
+    args, top = [a for a in (opts.after, opts.before) if a], opts.top
     after, after_wall, after_cpu = load(args[0])
     if len(args) == 1:
         print(f"wall {after_wall}, {after_cpu:.0f} CPU-seconds in all\n")
