@@ -22,6 +22,10 @@ enum Cmd {
     /// A second refresh (career sites), which writes the latest-version snapshot: an earlier
     /// run's ids came again.
     Snapshot,
+    /// A refresh, then one killed, then `compact` (which must first commit what the killed
+    /// run left, or merge its published files away for the next refresh to write again),
+    /// then a refresh.
+    CompactAfterKill,
 }
 
 /// (moment, phase, command): `point[:n]` is the n-th pass through the point.
@@ -48,6 +52,16 @@ const MOMENTS: &[(&str, &str, Cmd)] = &[
     ("compact:after-outputs", "compaction", Cmd::Compact),
     ("compact:after-inputs", "compaction", Cmd::Compact),
     ("snapshot:after-copy", "compaction", Cmd::Compact),
+    (
+        "commit:after-publish",
+        "compact after a kill",
+        Cmd::CompactAfterKill,
+    ),
+    (
+        "stage:after:8",
+        "compact after a kill",
+        Cmd::CompactAfterKill,
+    ),
 ];
 
 const SMALL_PAGES: &str = "[career_sites]\npage_size = 10\nrequests_per_minute = 0\n\
@@ -158,12 +172,19 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
             lake.refresh_ok(&[]).await;
             killed(lake, &["compact"], moment).await;
         }
+        Cmd::CompactAfterKill => {
+            // Two runs' files in today's partitions, so that compact has files to merge.
+            lake.refresh_ok(&[]).await;
+            sim.advance(3).await;
+            killed(lake, &["refresh"], moment).await;
+            lake.run(&["compact"]).await.assert_code(0);
+        }
     }
     let readable = readable(lake).await;
     match cmd {
         Cmd::Backfill => lake.run(&backfill).await.assert_code(0),
         Cmd::Compact => lake.run(&["compact"]).await.assert_code(0),
-        Cmd::Refresh | Cmd::Recover | Cmd::Snapshot => {
+        Cmd::Refresh | Cmd::Recover | Cmd::Snapshot | Cmd::CompactAfterKill => {
             lake.refresh_ok(&[]).await;
         }
     }

@@ -13,9 +13,14 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
-/// The binary under test.
+/// The binary under test: this build's, or the one `JOBLAKE_TEST_BIN` names (another build,
+/// such as `dist/joblake` or an older commit's, run through the same tests).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_joblake")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("JOBLAKE_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_joblake").to_string())
+    })
 }
 
 /// A key nobody else uses, so a test can search every output and file for it.

@@ -10,6 +10,7 @@ mod faults;
 mod harness;
 mod local;
 mod s3;
+mod writes;
 
 use std::time::{Duration, Instant};
 

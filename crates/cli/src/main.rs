@@ -453,6 +453,22 @@ async fn cmd_compact(cli: &Cli, tables: &[Table]) -> Result<u8> {
     );
     let lock = LakeLock::acquire(&lake, &holder).await?;
     let run_id = Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string();
+    // A killed run's staged pages are committed first (under that run's file names, which
+    // the merge would otherwise take away, and the next refresh would write again).
+    mark_crashed_runs(&lake).await;
+    for table in Table::all() {
+        let mut summary = SourceSummary::new(table);
+        if let Err(e) = refresh::open_table(&lake, table, &run_id, &mut summary).await {
+            lock.release().await;
+            return Err(e.context("nothing was compacted"));
+        }
+        if summary.recovered_rows > 0 && !cli.quiet && !cli.json {
+            eprintln!(
+                "{table}: committed {} rows an interrupted run had fetched",
+                summary.recovered_rows
+            );
+        }
+    }
     let mut reports = Vec::new();
     let mut failure = None;
     for &table in tables {

@@ -479,6 +479,7 @@ async fn scan(
     };
     drop(to_worker);
     let (mut writer, appended) = worker.await.context("the writer task failed")?;
+    let write_failed = appended.is_err();
     let outcome = match (outcome, appended) {
         (outcome, Ok(())) => outcome,
         (Ok(_), Err(e)) => {
@@ -501,7 +502,18 @@ async fn scan(
     summary.unknown_fields = totals.unknown_fields;
     summary.rejected_rows = totals.rejected;
     summary.credits_used = any_used.then_some(used);
-    // Whatever happened, publish what was fetched with the checkpoint that covers it.
+    // A write that failed leaves files that may lack pages the checkpoint would cover: they
+    // are given up, and the staged pages stay for the next run to commit (it cannot, say, if
+    // the disk is still full, and then says so).
+    if write_failed {
+        writer.abort().await;
+        // `outcome` holds the write's error.
+        return outcome.context(
+            "what was written since the last commit is given up; the fetched pages stay \
+             staged and the next run commits them",
+        );
+    }
+    // Otherwise, publish what was fetched with the checkpoint that covers it.
     // An S3 lease can run out under a hung run; then another run owns the lake and this
     // one must not commit over it (its staged pages stay for that run to recover).
     let committed = async {

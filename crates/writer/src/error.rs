@@ -65,6 +65,18 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+    /// A write of this run failed earlier, so what the open files hold is not known to match
+    /// the pages staged: the run must not commit (see [`crate::TableWriter::abort`]).
+    #[error(
+        "{table}: nothing was committed after a failed write ({cause}); the fetched pages \
+         stay staged and the next run commits them"
+    )]
+    WriteFailed {
+        /// The table.
+        table: String,
+        /// The first failure, as it was reported.
+        cause: String,
+    },
     /// The lake URL cannot be used.
     #[error("cannot use the lake {url}: {detail}")]
     BadLake {

@@ -178,10 +178,12 @@ impl ParquetSink {
         };
         let pieces = writer.inner_mut().take();
         for piece in pieces {
-            self.upload_writer
-                .put(piece)
-                .await
-                .map_err(|e| Error::store(&self.upload, e))?;
+            if let Err(e) = self.upload_writer.put(piece).await {
+                // A part that did not reach the upload leaves a hole in it: the file can
+                // only be given up now, never completed.
+                self.writer = None;
+                return Err(Error::store(&self.upload, e));
+            }
         }
         Ok(())
     }
@@ -191,25 +193,40 @@ impl ParquetSink {
         self.rows
     }
 
-    /// Completes the file and puts it where readers find it.
-    pub async fn publish(self) -> Result<FileInfo> {
-        let mut this = self;
-        let mut writer = this.take_writer()?;
+    /// Completes the file and puts it where readers find it; a file that cannot be completed
+    /// is given up (see [`Self::abort`]), never published in part.
+    pub async fn publish(mut self) -> Result<FileInfo> {
+        match self.complete().await {
+            Ok(()) => self.place().await,
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the footer and completes the upload.
+    async fn complete(&mut self) -> Result<()> {
+        let mut writer = self.take_writer()?;
         let (writer, finished) = crate::cpu::run(move || {
             let finished = writer.finish();
             (writer, finished)
         })
         .await;
-        this.writer = Some(writer);
+        self.writer = Some(writer);
         finished?;
-        this.send().await?;
-        this.upload_writer
+        self.send().await?;
+        self.upload_writer
             .shutdown()
             .await
             .map_err(|source| Error::Io {
-                context: format!("cannot finish writing {}", this.upload),
+                context: format!("cannot finish writing {}", self.upload),
                 source,
-            })?;
+            })
+    }
+
+    /// Renames the completed upload into place.
+    async fn place(self) -> Result<FileInfo> {
         let ParquetSink {
             lake,
             path,
@@ -217,7 +234,7 @@ impl ParquetSink {
             dt,
             rows,
             ..
-        } = this;
+        } = self;
         crate::crash_point("publish:after-close");
         let store = lake.store();
         if upload != path {

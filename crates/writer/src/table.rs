@@ -114,6 +114,9 @@ pub struct TableWriter {
     staged_rows: u64,
     last_staged: Option<(i64, Value)>,
     committed: Option<StateFile>,
+    /// The first write that failed, if one did: from then on the open files may lack rows
+    /// the staged pages hold, so [`Self::commit`] refuses and only [`Self::abort`] is left.
+    failed: Option<String>,
 }
 
 impl TableWriter {
@@ -141,6 +144,7 @@ impl TableWriter {
             staged_rows: 0,
             last_staged: None,
             committed,
+            failed: None,
         };
         let recovery = writer.recover().await?;
         Ok((writer, recovery))
@@ -177,7 +181,30 @@ impl TableWriter {
     /// [`Self::append`] for several pages in order: one trip to an encoder thread decodes
     /// them all, and one per partition encodes their rows. A fetch loop ahead of the encoder
     /// hands over what queued up, so the threads trade work a few pages at a time.
+    ///
+    /// An error here leaves the writer unable to commit: some of the pages may be in the open
+    /// files and some not, so the caller aborts and the next run commits the staged pages.
     pub async fn append_pages(&mut self, pages: Vec<(RawPage, Value)>) -> Result<u64> {
+        self.refuse_if_failed()?;
+        let appended = self.append_staged(pages).await;
+        if let Err(e) = &appended {
+            self.failed.get_or_insert_with(|| e.to_string());
+        }
+        appended
+    }
+
+    /// An error when a write of this run failed before (see [`Error::WriteFailed`]).
+    fn refuse_if_failed(&self) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(cause) => Err(Error::WriteFailed {
+                table: self.table.clone(),
+                cause: cause.clone(),
+            }),
+        }
+    }
+
+    async fn append_staged(&mut self, pages: Vec<(RawPage, Value)>) -> Result<u64> {
         let n = pages.len();
         let pages = pages
             .into_iter()
@@ -220,7 +247,11 @@ impl TableWriter {
         })
         .await;
         // Each partition's rows in page order, with the page that opens its file if needed.
+        // The pages count as covered (by the next commit) only once all their rows are
+        // written: a failure before that leaves the checkpoint where it was.
         let mut by_dt: Vec<(String, i64, Vec<RecordBatch>)> = Vec::new();
+        let mut covered = Vec::new();
+        let mut last = None;
         let mut rows = 0;
         for (at, raw, state_after, decoded) in decoded {
             let decoded = decoded.map_err(|detail| Error::CorruptStage {
@@ -234,10 +265,9 @@ impl TableWriter {
             }
             // A log outlives the commits of its run's pages: its run discards it at the end.
             if let StagedAt::Object(path) = at {
-                self.staged.push(path);
+                covered.push(path);
             }
-            self.pending_pages += 1;
-            self.last_staged = Some((raw.page, state_after));
+            last = Some((raw.page, state_after));
             if decoded.batch.num_rows() == 0 {
                 continue;
             }
@@ -250,6 +280,11 @@ impl TableWriter {
         }
         for (dt, first_page, batches) in by_dt {
             self.write_rows(first_page, &dt, batches).await?;
+        }
+        self.pending_pages += covered.len() as u64;
+        self.staged.extend(covered);
+        if let Some(last) = last {
+            self.last_staged = Some(last);
         }
         Ok(rows)
     }
@@ -284,7 +319,19 @@ impl TableWriter {
 
     /// Publishes the open files, then records `state` (or, when `None`, the checkpoint of
     /// the last staged page) as the table's state, then drops the staged pages.
+    ///
+    /// Refused after a failed write (see [`Self::append_pages`]); a commit that fails leaves
+    /// the writer refusing too, as some files may be published and the state not written.
     pub async fn commit(&mut self, state: Option<Value>) -> Result<CommitReport> {
+        self.refuse_if_failed()?;
+        let committed = self.commit_pending(state).await;
+        if let Err(e) = &committed {
+            self.failed.get_or_insert_with(|| e.to_string());
+        }
+        committed
+    }
+
+    async fn commit_pending(&mut self, state: Option<Value>) -> Result<CommitReport> {
         let report = CommitReport {
             pages: self.pending_pages,
             rows: self.staged_rows,
@@ -333,8 +380,19 @@ impl TableWriter {
     /// Completes the open files and puts them where readers find them.
     async fn publish(&mut self) -> Result<Vec<FileInfo>> {
         let mut files = Vec::new();
-        for (_, sink) in std::mem::take(&mut self.open) {
-            files.push(sink.publish().await?);
+        let mut sinks = std::mem::take(&mut self.open).into_values();
+        while let Some(sink) = sinks.next() {
+            match sink.publish().await {
+                Ok(file) => files.push(file),
+                Err(e) => {
+                    // The rest are given up too, so no upload dangles; the staged pages
+                    // still hold every row.
+                    for sink in sinks {
+                        sink.abort().await;
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(files)
     }
