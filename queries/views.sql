@@ -13,15 +13,16 @@ SELECT * FROM {jobs_source};
 CREATE OR REPLACE VIEW companies_history AS
 SELECT * FROM {companies_source};
 
--- After `joblake compact`, the positions of the snapshot rows later runs fetched again, one
--- table per such table, worked out here once rather than in every query (see below).
+-- Once the latest files are written (`_joblake/latest/`), the positions of their rows later
+-- runs fetched again, one table per such table, worked out here once rather than in every
+-- query (see below).
 {superseded}
 
 -- Latest version per id: later run, then later page, then later row wins. joblake fills in
 --   SELECT * FROM <table>_history
 --   QUALIFY row_number() OVER (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1
--- or, after `joblake compact`, the same result read from the snapshot it wrote (plus the
--- latest of any rows fetched since).
+-- or, once the latest files are written (by `joblake compact`, or a refresh when due), the
+-- same result read from them (plus the latest of any rows fetched since).
 CREATE OR REPLACE VIEW career_sites AS
 {career_sites_latest};
 

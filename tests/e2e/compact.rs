@@ -16,7 +16,7 @@ fn data_files(lake: &Lake, table: &str) -> usize {
 }
 
 /// Every row of every view, in a fixed order, as the analyst's queries see them.
-async fn snapshot(lake: &Lake) -> Vec<Vec<Value>> {
+async fn views_rows(lake: &Lake) -> Vec<Vec<Value>> {
     let mut out = Vec::new();
     for t in ["career_sites", "jobs"] {
         out.push(
@@ -47,8 +47,8 @@ async fn assert_views_equal_their_definition(lake: &Lake) {
     }
 }
 
-/// The pointer to `table`'s latest-version snapshot, once one was written.
-fn snapshot_pointer(lake: &Lake, table: &str) -> Option<Value> {
+/// The pointer to `table`'s latest files, once they were written.
+fn latest_pointer(lake: &Lake, table: &str) -> Option<Value> {
     let path = lake
         .files()
         .into_keys()
@@ -56,21 +56,21 @@ fn snapshot_pointer(lake: &Lake, table: &str) -> Option<Value> {
     Some(serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
 }
 
-/// Refreshes that leave snapshots to `compact`.
-pub const NO_AUTO_SNAPSHOT: &str = "[views]\nauto_snapshot = false\n";
+/// Refreshes that leave the latest files to `compact`.
+pub const NO_AUTO_LATEST: &str = "[views]\nauto_latest = false\n";
 
 #[tokio::test]
 async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_rows() {
     let sim = Sim::start(&["--rows", "300"]).await;
     let mut lake = Lake::new(&sim);
-    // Only `compact` writes snapshots here, so runs pile up on top of one.
-    lake.set_config(NO_AUTO_SNAPSHOT);
+    // Only `compact` writes the latest files here, so runs pile up on top of them.
+    lake.set_config(NO_AUTO_LATEST);
     lake.refresh_ok(&[]).await;
     for _ in 0..3 {
         sim.advance(3).await;
         lake.refresh_ok(&[]).await;
     }
-    let before = snapshot(&lake).await;
+    let before = views_rows(&lake).await;
     assert!(
         before[0].len() > before[1].len(),
         "superseded versions exist"
@@ -87,7 +87,7 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
     }
     assert_eq!(data_files(&lake, "jobs"), 1);
     assert_eq!(data_files(&lake, "career_sites"), 1);
-    assert_eq!(snapshot(&lake).await, before, "the views changed");
+    assert_eq!(views_rows(&lake).await, before, "the views changed");
     let leftovers: Vec<_> = lake
         .files()
         .into_keys()
@@ -98,10 +98,10 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // The latest versions were written down: the views read that snapshot.
-    let snaps = report["snapshots"].as_array().unwrap();
-    assert_eq!(snaps.len(), 2, "{report}");
-    for s in snaps {
+    // The latest versions were written down: the views read those latest files.
+    let latest = report["latest"].as_array().unwrap();
+    assert_eq!(latest.len(), 2, "{report}");
+    for s in latest {
         let t = s["table"].as_str().unwrap();
         assert_eq!(
             s["ids"].as_i64().unwrap(),
@@ -111,7 +111,7 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
     }
 
     // A second compaction finds nothing to merge; a later refresh appends beside the merged
-    // file, and the views (snapshot plus newer rows) still equal their definition.
+    // file, and the views (latest files plus newer rows) still equal their definition.
     let run = lake.run(&["--json", "compact", "--source", "jobs"]).await;
     run.assert_code(0);
     let report: Value = serde_json::from_str(&run.stdout()).unwrap();
@@ -119,7 +119,7 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
     sim.advance(3).await;
     lake.refresh_ok(&[]).await;
     assert_eq!(data_files(&lake, "jobs"), 2);
-    // The refresh fetched changed jobs again: their snapshot rows are skipped by position.
+    // The refresh fetched changed jobs again: their latest rows are skipped by position.
     let superseded = lake
         .query("SELECT count(*) AS n FROM _joblake_superseded_jobs")
         .await;
@@ -154,12 +154,12 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
 }
 
 #[tokio::test]
-async fn refreshes_write_the_snapshot_themselves_once_superseded_versions_appear() {
+async fn refreshes_write_the_latest_files_themselves_once_superseded_versions_appear() {
     let sim = Sim::start(&["--rows", "300"]).await;
     let lake = Lake::new(&sim);
     lake.refresh_ok(&[]).await;
     assert_eq!(
-        snapshot_pointer(&lake, "jobs"),
+        latest_pointer(&lake, "jobs"),
         None,
         "one run: nothing to supersede yet"
     );
@@ -169,8 +169,8 @@ async fn refreshes_write_the_snapshot_themselves_once_superseded_versions_appear
     sim.advance(3).await;
     let summary = lake.refresh_ok(&[]).await;
     let run_id = summary["run_id"].as_str().unwrap().to_string();
-    let snap = snapshot_pointer(&lake, "jobs").expect("the second refresh wrote a snapshot");
-    assert_eq!(snap["through"], run_id.as_str(), "{snap}");
+    let latest = latest_pointer(&lake, "jobs").expect("the second refresh wrote the latest files");
+    assert_eq!(latest["through"], run_id.as_str(), "{latest}");
     let view = lake
         .query("SELECT sql FROM duckdb_views() WHERE view_name = 'jobs'")
         .await;
@@ -186,10 +186,10 @@ async fn refreshes_write_the_snapshot_themselves_once_superseded_versions_appear
 }
 
 #[tokio::test]
-async fn with_auto_snapshot_off_only_compact_writes_one() {
+async fn with_auto_latest_off_only_compact_writes_them() {
     let sim = Sim::start(&["--rows", "200"]).await;
     let mut lake = Lake::new(&sim);
-    lake.set_config(NO_AUTO_SNAPSHOT);
+    lake.set_config(NO_AUTO_LATEST);
     lake.refresh_ok(&[]).await;
     sim.advance(3).await;
     lake.refresh_ok(&[]).await;
@@ -206,33 +206,33 @@ async fn with_auto_snapshot_off_only_compact_writes_one() {
 }
 
 #[tokio::test]
-async fn snapshot_after_zero_keeps_the_snapshot_through_every_run() {
+async fn latest_after_zero_keeps_the_latest_files_through_every_run() {
     let sim = Sim::start(&["--rows", "200"]).await;
     let mut lake = Lake::new(&sim);
-    lake.set_config("[views]\nsnapshot_after = 0\n");
+    lake.set_config("[views]\nlatest_after = 0\n");
     lake.refresh_ok(&[]).await;
     for _ in 0..2 {
         sim.advance(3).await;
         let summary = lake.refresh_ok(&[]).await;
-        let snap = snapshot_pointer(&lake, "jobs").expect("a snapshot");
-        assert_eq!(snap["through"], summary["run_id"], "{snap}");
+        let latest = latest_pointer(&lake, "jobs").expect("latest files");
+        assert_eq!(latest["through"], summary["run_id"], "{latest}");
         assert_views_match_truth(&lake, &sim).await;
     }
 }
 
 #[tokio::test]
-async fn runs_under_snapshot_after_are_read_on_top_of_the_snapshot() {
+async fn runs_under_latest_after_are_read_on_top_of_the_latest_files() {
     let sim = Sim::start(&["--rows", "200"]).await;
     let mut lake = Lake::new(&sim);
-    // Far above what any run here brings: only the first snapshot (none yet) is due.
-    lake.set_config("[views]\nsnapshot_after = 1000\n");
+    // Far above what any run here brings: only the first latest files (none yet) are due.
+    lake.set_config("[views]\nlatest_after = 1000\n");
     lake.refresh_ok(&[]).await;
     sim.advance(3).await;
     let second = lake.refresh_ok(&[]).await;
     sim.advance(3).await;
     lake.refresh_ok(&[]).await;
-    let snap = snapshot_pointer(&lake, "jobs").expect("a snapshot");
-    assert_eq!(snap["through"], second["run_id"], "{snap}");
+    let latest = latest_pointer(&lake, "jobs").expect("latest files");
+    assert_eq!(latest["through"], second["run_id"], "{latest}");
     let superseded = lake
         .query("SELECT count(*) AS n FROM _joblake_superseded_jobs")
         .await;

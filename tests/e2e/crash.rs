@@ -9,7 +9,9 @@ use joblake_testkit::Moto;
 
 use super::assert_views_match_truth;
 use super::backfill::{assert_each_window_loaded_once, data_windows};
-use crate::harness::{Lake, Sim, assert_no_keys, py_env, refetched, reliability_section};
+use crate::harness::{
+    Lake, Sim, assert_no_keys, assert_same, py_env, refetched, reliability_section,
+};
 
 /// What a crash interrupts, and which command passes the moment.
 #[derive(Clone, Copy, PartialEq)]
@@ -19,9 +21,11 @@ enum Cmd {
     Recover,
     Backfill,
     Compact,
-    /// A second refresh (career sites), which writes the latest-version snapshot: an earlier
+    /// A second refresh (career sites), which writes the latest files: an earlier
     /// run's ids came again.
-    Snapshot,
+    Latest,
+    /// `enrich companies` after a refresh: the enrichment loop killed, then run again.
+    Enrich,
     /// A refresh, then one killed, then `compact` (which must first commit what the killed
     /// run left, or merge its published files away for the next refresh to write again),
     /// then a refresh.
@@ -42,7 +46,7 @@ const MOMENTS: &[(&str, &str, Cmd)] = &[
     ("commit:after-state", "committing", Cmd::Refresh),
     ("run:after-commit", "committing", Cmd::Refresh),
     ("ledger:before-final", "committing", Cmd::Refresh),
-    ("snapshot:after-copy:1", "views", Cmd::Snapshot),
+    ("latest:after-copy:1", "views", Cmd::Latest),
     ("views:before", "views", Cmd::Refresh),
     ("views:before-rename", "views", Cmd::Refresh),
     ("views:after", "views", Cmd::Refresh),
@@ -51,14 +55,21 @@ const MOMENTS: &[(&str, &str, Cmd)] = &[
     ("compact:after-manifest", "compaction", Cmd::Compact),
     ("compact:after-outputs", "compaction", Cmd::Compact),
     ("compact:after-inputs", "compaction", Cmd::Compact),
-    ("snapshot:after-copy", "compaction", Cmd::Compact),
+    ("latest:after-copy", "compaction", Cmd::Compact),
+    ("fetch:after-page:3", "enrichment", Cmd::Enrich),
+    ("stage:after:5", "enrichment", Cmd::Enrich),
+    ("append:after-write:4", "enrichment", Cmd::Enrich),
+    ("commit:after-publish", "enrichment", Cmd::Enrich),
+    ("run:after-commit", "enrichment", Cmd::Enrich),
+    ("ledger:before-final", "enrichment", Cmd::Enrich),
+    ("views:before", "enrichment", Cmd::Enrich),
     (
         "commit:after-publish",
         "compact after a kill",
         Cmd::CompactAfterKill,
     ),
     (
-        "stage:after:8",
+        "ledger:after-running",
         "compact after a kill",
         Cmd::CompactAfterKill,
     ),
@@ -135,6 +146,36 @@ async fn refetches(sim: &Sim) -> [usize; 2] {
     })
 }
 
+/// The `companies` view equals the simulator's profile of every career site listing one.
+async fn assert_profiles_match_truth(lake: &Lake, sim: &Sim) {
+    let ids: std::collections::BTreeSet<String> = lake
+        .query("SELECT id FROM career_sites WHERE details_url IS NOT NULL")
+        .await
+        .into_iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut truth = lake.truth(sim, joblake_schema::Table::Companies).await;
+    truth.retain(|id, _| ids.contains(id));
+    assert!(!truth.is_empty());
+    assert_same(&lake.view("companies").await, &truth, "companies");
+}
+
+/// Company profiles served (200) more than once.
+async fn profiles_paid_again(sim: &Sim) -> usize {
+    let mut served: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in sim
+        .log()
+        .await
+        .iter()
+        .filter(|e| e["api"] == "companies" && e["status"] == 200)
+    {
+        *served
+            .entry(e["params"]["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    served.values().map(|n| n - 1).sum()
+}
+
 struct Outcome {
     readable: bool,
     doubled: i64,
@@ -148,7 +189,8 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
             "[jobs]\npage_size = 20\nrequests_per_minute = 0\nbackfill_window_rows = 40\n",
         );
     } else {
-        lake.set_config(SMALL_PAGES);
+        // Profiles one at a time: at most one in flight at a kill.
+        lake.set_config(&format!("{SMALL_PAGES}[companies]\nconcurrency = 1\n"));
     }
     let since = since();
     let backfill = ["backfill", "--source", "jobs", "--since", since.as_str()];
@@ -159,7 +201,7 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
             killed(lake, &["refresh"], moment).await;
         }
         Cmd::Backfill => killed(lake, &backfill, moment).await,
-        Cmd::Snapshot => {
+        Cmd::Latest => {
             lake.refresh_ok(&[]).await;
             sim.advance(3).await;
             // Career sites only: the rerun then asks both APIs for what it would have anyway
@@ -172,11 +214,17 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
             lake.refresh_ok(&[]).await;
             killed(lake, &["compact"], moment).await;
         }
+        Cmd::Enrich => {
+            lake.refresh_ok(&[]).await;
+            killed(lake, &["enrich", "companies"], moment).await;
+        }
         Cmd::CompactAfterKill => {
             // Two runs' files in today's partitions, so that compact has files to merge.
             lake.refresh_ok(&[]).await;
             sim.advance(3).await;
-            killed(lake, &["refresh"], moment).await;
+            // Career sites only, as for the latest files: a jobs refresh repeats the day before's
+            // pages by design, which would count as paid again.
+            killed(lake, &["refresh", "--source", "career_sites"], moment).await;
             lake.run(&["compact"]).await.assert_code(0);
         }
     }
@@ -184,7 +232,8 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
     match cmd {
         Cmd::Backfill => lake.run(&backfill).await.assert_code(0),
         Cmd::Compact => lake.run(&["compact"]).await.assert_code(0),
-        Cmd::Refresh | Cmd::Recover | Cmd::Snapshot | Cmd::CompactAfterKill => {
+        Cmd::Enrich => lake.run(&["enrich", "companies"]).await.assert_code(0),
+        Cmd::Refresh | Cmd::Recover | Cmd::Latest | Cmd::CompactAfterKill => {
             lake.refresh_ok(&[]).await;
         }
     }
@@ -196,11 +245,18 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
     } else {
         assert_views_match_truth(lake, sim).await;
     }
+    let mut refetched = refetches(sim).await;
+    let mut doubled_versions = doubled(lake, "jobs").await + doubled(lake, "career_sites").await;
+    if cmd == Cmd::Enrich {
+        assert_profiles_match_truth(lake, sim).await;
+        doubled_versions += doubled(lake, "companies").await;
+        refetched[0] += profiles_paid_again(sim).await;
+    }
     assert_no_keys(lake, sim, &[]).await;
     Outcome {
         readable,
-        doubled: doubled(lake, "jobs").await + doubled(lake, "career_sites").await,
-        refetched: refetches(sim).await,
+        doubled: doubled_versions,
+        refetched,
     }
 }
 
@@ -246,8 +302,9 @@ fn section(backend: &str, rows: &str) -> String {
          `JOBLAKE_CRASH_AT=<moment>` makes the process SIGKILL itself there (`point:n` is the \
          n-th pass), then the same command runs again to the end. *Lost* compares the views \
          with the simulator's truth row by row; *doubled* counts versions stored twice; \
-         *re-fetched* counts paid pages served twice (`/_sim/log`) per API; the two \
-         sources run side by side, so each may have its page in flight at a kill.\n\n\
+         *re-fetched* counts paid pages served twice (`/_sim/log`) per API (company profiles, \
+         fetched one at a time here, count as Jobo's); the two sources run side by side, so \
+         each may have its page in flight at a kill.\n\n\
          | moment | phase | kills | lake read after the kill | rows lost | versions doubled | pages re-fetched: Jobo | pages re-fetched: Sentrion |\n\
          |---|---|---|---|---|---|---|---|\n{rows}"
     )

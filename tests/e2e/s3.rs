@@ -261,11 +261,11 @@ async fn installed_elsewhere_it_finds_duckdb_and_httpfs_beside_itself() {
 }
 
 #[tokio::test]
-async fn compact_on_an_s3_lake_keeps_the_views_and_writes_the_snapshot_there() {
+async fn compact_on_an_s3_lake_keeps_the_views_and_writes_the_latest_files_there() {
     let sim = Sim::start(&["--rows", "200"]).await;
     let mut lake = s3_lake(&sim, "s3-compact");
-    // Only `compact` writes snapshots here, so a run lands on top of one.
-    lake.set_config(super::compact::NO_AUTO_SNAPSHOT);
+    // Only `compact` writes the latest files here, so a run lands on top of them.
+    lake.set_config(super::compact::NO_AUTO_LATEST);
     lake.refresh_ok(&[]).await;
     sim.advance(4).await;
     lake.refresh_ok(&[]).await;
@@ -273,10 +273,10 @@ async fn compact_on_an_s3_lake_keeps_the_views_and_writes_the_snapshot_there() {
     let run = lake.run(&["--json", "compact"]).await;
     run.assert_code(0);
     let report: Value = serde_json::from_str(&run.stdout()).unwrap();
-    assert_eq!(report["snapshots"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["latest"].as_array().unwrap().len(), 2, "{report}");
     assert_eq!(lake.query("SELECT * FROM jobs ORDER BY id").await, before);
     assert_views_match_truth(&lake, &sim).await;
-    // A later run on top: the snapshot rows it replaced are skipped by position, read over
+    // A later run on top: the latest rows it replaced are skipped by position, read over
     // S3 like the rest.
     sim.advance(3).await;
     lake.refresh_ok(&[]).await;

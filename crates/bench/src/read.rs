@@ -1,5 +1,5 @@
 //! Reading: the latest-version view beside the plain history over a large lake with
-//! superseded versions (as refreshes leave it, after `compact` writes its snapshot, and
+//! superseded versions (as refreshes leave it, after `compact` writes its latest files, and
 //! with a later run on top), and a lake of many small runs before and after `compact`.
 //! Timed in-process by the stock DuckDB analysts run (`read.py`), best of five.
 
@@ -64,7 +64,7 @@ fn lake_cmd(joblake_bin: &Path, lake: &Path, args: &[&str]) -> Result<(f64, u64)
 }
 
 /// One real `joblake refresh` of a single page of jobs from `sim` onto the lake in `dir` (so
-/// it ends as any refresh does, writing the latest-version snapshot when one is due), its
+/// it ends as any refresh does, writing the latest files when they are due), its
 /// seconds and peak RSS.
 fn refresh_a_page(joblake_bin: &Path, sim: &Sim, dir: &Path) -> Result<(f64, u64)> {
     std::fs::write(
@@ -156,16 +156,18 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
     ])?;
     lake_cmd(joblake_bin, &lake, &["views"])?;
     read.states.push((
-        format!("{versions} versions, views over the history (no snapshot)"),
+        format!("{versions} versions, views over the history (no latest files)"),
         time_views(&lake)?,
     ));
-    // A refresh lands on it: the lake has no snapshot and more than one run, so the refresh
+    // A refresh lands on it: the lake has no latest files and more than one run, so the refresh
     // ends by writing one.
     let sim = Sim::start(joblake_bin, &big_sim(2_000, 10)).await?;
     let (secs, rss) = refresh_a_page(joblake_bin, &sim, big.path())?;
     drop(sim);
     read.compactions.push((
-        format!("`joblake refresh` of one page onto the {versions} versions (writes the snapshot)"),
+        format!(
+            "`joblake refresh` of one page onto the {versions} versions (writes the latest files)"
+        ),
         secs,
         rss,
     ));
@@ -180,13 +182,14 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
         rss,
     ));
     read.states.push((
-        "after `joblake compact` (its snapshot)".into(),
+        "after `joblake compact` (its latest files)".into(),
         time_views(&lake)?,
     ));
     run_py(&["delta", lake.to_str().unwrap(), &base, "10000"])?;
     lake_cmd(joblake_bin, &lake, &["views"])?;
     read.states.push((
-        "then one more run of 10 000 versions (under a fifth of the snapshot: read on top)".into(),
+        "then one more run of 10 000 versions (under a fifth of the latest files: read on top)"
+            .into(),
         time_views(&lake)?,
     ));
 
@@ -256,7 +259,7 @@ pub fn section(read: &Read) -> String {
             v["rows:jobs_history"], v["rows:jobs"], cj / ch, aj / ah
         ));
     }
-    s.push_str("\nWriting the snapshot: a refresh writes one when the table has none and more than one run, or when the runs since the last hold a fifth of its bytes; `joblake compact` merges partitions, then writes one:\n\n| command | seconds | peak RSS |\n|---|---|---|\n");
+    s.push_str("\nWriting the latest files: a refresh writes them when the table has none and more than one run, or when the runs since the last hold a fifth of their bytes; `joblake compact` merges partitions, then writes them:\n\n| command | seconds | peak RSS |\n|---|---|---|\n");
     for (label, secs, rss) in &read.compactions {
         s.push_str(&format!(
             "| {label} | {secs:.1} | {:.0} MB |\n",

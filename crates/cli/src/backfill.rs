@@ -1,266 +1,80 @@
-//! `joblake backfill`: a long range walked in windows, newest first, each window one scan
-//! checkpointed like any other, all under the source's one request budget.
-//!
-//! Sentrion says how many jobs a search matches (`total_jobs_found`), so a window too deep
-//! to page through reliably (a dead cursor restarts the window) is halved until each holds
-//! at most `backfill_window_rows`, and windows with nothing in them are dropped. Jobo's feed
-//! reports no totals, so its windows are fixed spans of discovery time.
+//! `joblake backfill`: a long range of history walked in windows, newest first.
 
-use anyhow::{Result, bail};
-use chrono::{DateTime, Days, Months, NaiveDate, TimeZone, Utc};
-use joblake_fetcher::Api;
+use anyhow::{Context, bail};
+use chrono::{DateTime, NaiveDate, Utc};
+use joblake_schema::Table;
+use joblake_sync::Task;
+use joblake_sync::backfill::Range;
 
-use crate::source::{Backfill, Source, SourceState, Window};
+use crate::args::{Cli, SourceArg};
+use crate::outcome::CmdResult;
+use crate::run::{RunRequest, run};
 
-/// The span of a first-cut window.
-const WINDOW_DAYS: u64 = 30;
-
-/// How far back Sentrion searches.
-const SENTRION_HISTORY_MONTHS: u32 = 72;
-
-/// The range a backfill walks.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Range {
-    /// Start (inclusive).
-    pub from: DateTime<Utc>,
-    /// End (exclusive).
-    pub to: DateTime<Utc>,
+/// The flags of `backfill`.
+pub struct BackfillFlags {
+    /// `--source`.
+    pub source: SourceArg,
+    /// `--since` (jobs).
+    pub since: Option<NaiveDate>,
+    /// `--until` (jobs).
+    pub until: Option<NaiveDate>,
+    /// `--discovered-after` (career sites).
+    pub discovered_after: Option<DateTime<Utc>>,
+    /// `--discovered-before` (career sites).
+    pub discovered_before: Option<DateTime<Utc>>,
+    /// `--max-pages`.
+    pub max_pages: Option<u64>,
+    /// `--min-credits`.
+    pub min_credits: Option<f64>,
+    /// `--dry-run`.
+    pub dry_run: bool,
 }
 
-fn midnight(d: NaiveDate) -> DateTime<Utc> {
-    Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists"))
+/// Runs `backfill`.
+pub async fn backfill(cli: &Cli, f: BackfillFlags) -> CmdResult {
+    let (table, range) = range_of(&f, Utc::now())?;
+    let task = Task::Backfill(range);
+    if f.dry_run {
+        return crate::dry_run::estimate(cli, &[table], &task).await;
+    }
+    run(
+        cli,
+        RunRequest {
+            tables: &[table],
+            task,
+            max_pages: f.max_pages,
+            min_credits: f.min_credits,
+            enrich: None,
+        },
+    )
+    .await
 }
 
-impl Range {
-    /// Jobs published from `since` through `until` (both inclusive; `until` defaults to
-    /// today), checked against Sentrion's six years of history.
-    pub fn jobs(since: NaiveDate, until: Option<NaiveDate>, today: NaiveDate) -> Result<Range> {
-        let oldest = today
-            .checked_sub_months(Months::new(SENTRION_HISTORY_MONTHS))
-            .unwrap_or(today);
-        if since < oldest {
-            bail!(
-                "--since {since} is older than the six years Sentrion searches; the earliest \
-                 date it takes today is {oldest}"
-            );
-        }
-        let until = until.unwrap_or(today);
-        if until < since {
-            bail!("--until {until} is before --since {since}");
-        }
-        Ok(Range {
-            from: midnight(since),
-            to: midnight(until + Days::new(1)),
-        })
-    }
-
-    /// Career sites first discovered in `[after, before)` (`before` defaults to now).
-    pub fn career_sites(
-        after: DateTime<Utc>,
-        before: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Result<Range> {
-        let before = before.unwrap_or(now);
-        if before <= after {
-            bail!("--discovered-before {before} is not after --discovered-after {after}");
-        }
-        Ok(Range {
-            from: after,
-            to: before,
-        })
-    }
-}
-
-/// A date or an RFC 3339 timestamp (UTC midnight for a date).
-pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(d) = s.parse::<NaiveDate>() {
-        return Ok(midnight(d));
-    }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| format!("{s:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 timestamp"))
-}
-
-/// Continues the backfill of `range` that `state` holds, or plans a new one (asking the API
-/// for its totals) and puts it in `state`. Returns whether a new plan was made, which the
-/// caller commits before the first page.
-pub async fn resume_or_plan(
-    source: &Source,
-    range: &Range,
-    state: &mut SourceState,
-    run_id: &str,
-) -> Result<bool> {
-    if let Some(bf) = &state.backfill {
-        if bf.from == range.from && bf.to == range.to {
-            eprintln!(
-                "{}: resuming the backfill {}: {} of {} windows left",
-                source.table,
-                span(bf.from, bf.to),
-                bf.windows.len(),
-                bf.planned
-            );
-            return Ok(false);
-        }
-        tracing::warn!(
-            source = %source.table,
-            "dropping the unfinished backfill {} ({} windows left) for the new range",
-            span(bf.from, bf.to),
-            bf.windows.len()
-        );
-    }
-    let plan = plan(source, range, run_id).await?;
-    eprint!("{}", describe(source, &plan));
-    state.backfill = (!plan.windows.is_empty()).then_some(plan);
-    Ok(true)
-}
-
-/// The windows of `range`, newest first, split until each is shallow enough.
-pub async fn plan(source: &Source, range: &Range, run_id: &str) -> Result<Backfill> {
-    let max_rows = source.backfill_window_rows();
-    let days = |n: u64| chrono::Duration::days(n as i64);
-    // First cut: fixed spans from the newest end back.
-    let mut todo = Vec::new();
-    let mut to = range.to;
-    while to > range.from {
-        let from = (to - days(WINDOW_DAYS)).max(range.from);
-        todo.push(Window {
-            from,
-            to,
-            expected_rows: None,
-        });
-        to = from;
-    }
-    todo.reverse(); // a stack: the newest window on top
-    let mut windows = Vec::new();
-    while let Some(mut w) = todo.pop() {
-        let count = source
-            .count(&source.window_scan(&w, run_id))
-            .await
-            .map_err(anyhow::Error::new)?;
-        w.expected_rows = count;
-        let span_days = (w.to - w.from).num_days();
-        match count {
-            Some(0) => {}
-            Some(n) if n > max_rows && span_days >= 2 && source.api == Api::Sentrion => {
-                let mid = w.from + days((span_days / 2) as u64);
-                let older = Window {
-                    from: w.from,
-                    to: mid,
-                    expected_rows: None,
-                };
-                let newer = Window {
-                    from: mid,
-                    to: w.to,
-                    expected_rows: None,
-                };
-                todo.push(older);
-                todo.push(newer);
+/// The table and range the flags name, checked.
+fn range_of(f: &BackfillFlags, now: DateTime<Utc>) -> anyhow::Result<(Table, Range)> {
+    Ok(match f.source {
+        SourceArg::Jobs => {
+            if f.discovered_after.is_some() || f.discovered_before.is_some() {
+                bail!(
+                    "--discovered-after/--discovered-before are for --source career_sites; jobs take --since/--until"
+                );
             }
-            _ => windows.push(w),
+            let since = f.since.context("--since is required for --source jobs")?;
+            (Table::Jobs, Range::jobs(since, f.until, now.date_naive())?)
         }
-    }
-    Ok(Backfill {
-        run_id: run_id.to_string(),
-        from: range.from,
-        to: range.to,
-        planned: windows.len(),
-        windows,
-        scan: None,
+        SourceArg::CareerSites => {
+            if f.since.is_some() || f.until.is_some() {
+                bail!(
+                    "--since/--until are for --source jobs; career sites take --discovered-after/--discovered-before"
+                );
+            }
+            let after = f
+                .discovered_after
+                .context("--discovered-after is required for --source career_sites")?;
+            (
+                Table::CareerSites,
+                Range::career_sites(after, f.discovered_before, now)?,
+            )
+        }
     })
-}
-
-/// The plan as the user sees it before the first page: windows, rows, pages, credits, time.
-pub fn describe(source: &Source, plan: &Backfill) -> String {
-    let mut out = format!(
-        "{}: backfill plan for {}: {} windows, newest first\n",
-        source.table,
-        span(plan.from, plan.to),
-        plan.windows.len()
-    );
-    let page = u64::from(source.page_size());
-    let mut rows = 0;
-    let mut known = true;
-    for w in &plan.windows {
-        let what = match w.expected_rows {
-            Some(n) => {
-                rows += n;
-                format!("{n:>9} rows {:>6} pages", n.div_ceil(page))
-            }
-            None => {
-                known = false;
-                format!("{:>9} rows {:>6} pages", "?", "?")
-            }
-        };
-        out.push_str(&format!("  {}  {what}\n", span(w.from, w.to)));
-    }
-    if known {
-        let pages = plan
-            .windows
-            .iter()
-            .map(|w| w.expected_rows.unwrap_or(0).div_ceil(page))
-            .sum::<u64>();
-        let minutes = source
-            .requests_per_minute()
-            .map(|rpm| {
-                format!(
-                    ", about {:.0} min at {rpm} requests/min",
-                    pages as f64 / rpm
-                )
-            })
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "  total {rows} rows in {pages} pages{minutes}; at most {rows} credits \
-             (Sentrion charges only jobs new in the billing cycle)\n"
-        ));
-    } else {
-        out.push_str(
-            "  Jobo's feed reports no totals, so rows and credits cannot be known ahead \
-             (each row returned is charged)\n",
-        );
-    }
-    out
-}
-
-fn span(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
-    let day = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
-    if from.time() == chrono::NaiveTime::MIN && to.time() == chrono::NaiveTime::MIN {
-        format!("{} .. {}", day(from), day(to - chrono::Duration::days(1)))
-    } else {
-        format!("{} .. {} (exclusive)", from.to_rfc3339(), to.to_rfc3339())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn d(s: &str) -> NaiveDate {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn a_jobs_range_is_inclusive_and_kept_within_six_years() {
-        let today = d("2026-11-26");
-        let r = Range::jobs(d("2026-01-01"), Some(d("2026-01-31")), today).unwrap();
-        assert_eq!(r.from, midnight(d("2026-01-01")));
-        assert_eq!(r.to, midnight(d("2026-02-01")));
-        let r = Range::jobs(d("2020-11-26"), None, today).unwrap();
-        assert_eq!(r.to, midnight(d("2026-11-27")), "until defaults to today");
-        let err = Range::jobs(d("2020-11-25"), None, today).unwrap_err();
-        assert!(err.to_string().contains("2020-11-26"), "{err}");
-        assert!(Range::jobs(d("2026-02-01"), Some(d("2026-01-01")), today).is_err());
-    }
-
-    #[test]
-    fn instants_take_dates_or_timestamps() {
-        assert_eq!(
-            parse_instant("2026-03-01").unwrap(),
-            midnight(d("2026-03-01"))
-        );
-        assert_eq!(
-            parse_instant("2026-03-01T12:00:00+01:00").unwrap(),
-            "2026-03-01T11:00:00Z".parse::<DateTime<Utc>>().unwrap()
-        );
-        assert!(parse_instant("March").is_err());
-    }
 }

@@ -1,8 +1,15 @@
-//! `joblake.toml`: filters, page sizes, pacing and retry settings per source.
+//! `joblake.toml` (filters, page sizes, pacing and retry settings per source, which
+//! companies to enrich, how the views are kept fast) and the environment, resolved into the
+//! settings each command runs with; a value out of range is an error naming the setting.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use joblake_fetcher::RetryPolicy;
+use joblake_schema::Table;
+use joblake_sync::{SourceSettings, api_of, base_url_env, page_sizes};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 /// The whole config file.
@@ -26,32 +33,34 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ViewsConfig {
-    /// Whether a refresh writes a new latest-version snapshot when one is due (default true);
-    /// `compact` always writes one.
-    pub auto_snapshot: bool,
-    /// The share of the snapshot (in Parquet bytes) the rows fetched since it reach before a
-    /// refresh writes a new one (default 0.2; 0: after every run that brought rows).
-    pub snapshot_after: Option<f64>,
+    /// Whether a refresh writes new latest files when they are due (default true); `compact`
+    /// always writes them. (`auto_snapshot` before they had one name.)
+    #[serde(alias = "auto_snapshot")]
+    pub auto_latest: bool,
+    /// The share of the latest files (in Parquet bytes) the rows fetched since them reach
+    /// before a refresh writes new ones (default 0.2; 0: after every run that brought rows).
+    #[serde(alias = "snapshot_after")]
+    pub latest_after: Option<f64>,
 }
 
 impl Default for ViewsConfig {
     fn default() -> Self {
         ViewsConfig {
-            auto_snapshot: true,
-            snapshot_after: None,
+            auto_latest: true,
+            latest_after: None,
         }
     }
 }
 
 impl ViewsConfig {
-    /// `snapshot_after`, or its default; an error names the setting when it is not a share.
-    pub fn snapshot_after(&self) -> Result<f64> {
-        match self.snapshot_after {
+    /// `latest_after`, or its default; an error names the setting when it is not a share.
+    pub fn latest_after(&self) -> Result<f64> {
+        match self.latest_after {
             None => Ok(0.2),
             Some(s) if s.is_finite() && s >= 0.0 => Ok(s),
-            Some(s) => anyhow::bail!(
-                "[views] snapshot_after = {s} in joblake.toml: give a share of the snapshot, \
-                 0 or more (0.2 rewrites it once the runs since it hold a fifth of its bytes)"
+            Some(s) => bail!(
+                "[views] latest_after = {s} in joblake.toml: give a share of the latest files, \
+                 0 or more (0.2 rewrites them once the runs since them hold a fifth of their bytes)"
             ),
         }
     }
@@ -112,6 +121,133 @@ impl SourceConfig {
     }
 }
 
+impl FileConfig {
+    /// The settings of `table`'s API (company profiles are Jobo's, paced as its feed).
+    pub fn source(&self, table: Table) -> &SourceConfig {
+        match table {
+            Table::CareerSites | Table::Companies => &self.career_sites,
+            Table::Jobs => &self.jobs,
+        }
+    }
+
+    /// `table`'s settings with `key`: the file's values over the API's defaults, the base URL
+    /// from the environment; an error names a setting out of range.
+    pub fn settings(&self, table: Table, key: SecretString) -> Result<SourceSettings> {
+        let api = api_of(table);
+        let cfg = self.source(table);
+        let mut s = SourceSettings::defaults(api, key);
+        if let Ok(url) = std::env::var(base_url_env(api)) {
+            s.base_url = url;
+        }
+        s.filters = cfg.filters_json()?;
+        if let Some(size) = cfg.page_size {
+            let range = page_sizes(api);
+            if !range.contains(&size) {
+                bail!(
+                    "[{table}] page_size = {size} is out of range: the API takes {} to {} rows per page",
+                    range.start(),
+                    range.end()
+                );
+            }
+            s.page_size = size;
+        }
+        if let Some(rpm) = cfg.requests_per_minute {
+            s.requests_per_minute = rpm;
+        }
+        if let Some(m) = cfg.overlap_minutes {
+            s.overlap = chrono::Duration::minutes(m);
+        }
+        if let Some(t) = cfg.timeout_secs {
+            s.timeout = Duration::from_secs(t);
+        }
+        let defaults = RetryPolicy::default();
+        s.retry = RetryPolicy {
+            max_attempts: cfg.max_attempts.unwrap_or(defaults.max_attempts),
+            base: cfg
+                .retry_base_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.base),
+            cap: cfg
+                .retry_cap_secs
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.cap),
+        };
+        if let Some(rows) = cfg.backfill_window_rows {
+            s.backfill_window_rows = rows;
+        }
+        if let Some(w) = cfg.warn_below_credits {
+            s.warn_below_credits = w;
+        }
+        Ok(s)
+    }
+}
+
+/// What `enrich companies` asks for: the flags where given, `[companies]` otherwise.
+#[derive(Debug, Clone)]
+pub struct EnrichOptions {
+    /// Which companies (SQL over the views).
+    pub choice: joblake_views::companies::Choice,
+    /// Profiles asked for at once.
+    pub concurrency: usize,
+}
+
+impl EnrichOptions {
+    /// Resolves the flags (`None` where not given) over `cfg`.
+    pub fn new(
+        cfg: &CompaniesConfig,
+        predicate: Option<&str>,
+        stale_after: Option<&str>,
+        limit: Option<u64>,
+        concurrency: Option<usize>,
+    ) -> Result<EnrichOptions> {
+        let stale_after = match stale_after.or(cfg.stale_after.as_deref()) {
+            Some(s) => parse_age(s).map_err(|e| anyhow::anyhow!("--stale-after: {e}"))?,
+            None => chrono::Duration::days(30),
+        };
+        let concurrency = concurrency.or(cfg.concurrency).unwrap_or(4);
+        if concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        Ok(EnrichOptions {
+            choice: joblake_views::companies::Choice {
+                predicate: predicate
+                    .map(str::to_string)
+                    .or_else(|| cfg.predicate.clone())
+                    .filter(|p| !p.trim().is_empty()),
+                stale_after,
+                limit: limit.or(cfg.limit),
+            },
+            concurrency,
+        })
+    }
+}
+
+/// Parses `30d`, `12h` or a number of days.
+pub fn parse_age(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    let (n, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "d"),
+    };
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not an age like 30d or 12h"))?;
+    match unit {
+        "d" => Ok(chrono::Duration::days(n)),
+        "h" => Ok(chrono::Duration::hours(n)),
+        _ => Err(format!("{s:?}: the unit must be d (days) or h (hours)")),
+    }
+}
+
+/// An API key from the environment, if set and not blank.
+pub fn read_key(var: &str) -> Option<SecretString> {
+    std::env::var(var)
+        .ok()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .map(SecretString::from)
+}
+
 /// Loads `path`, or `./joblake.toml` when present, or the defaults.
 pub fn load(path: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
     let path = match path {
@@ -133,23 +269,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn snapshot_after_is_a_share_or_a_clear_error() {
+    fn latest_after_is_a_share_or_a_clear_error() {
         let share = |text: &str| {
             toml::from_str::<FileConfig>(text)
                 .unwrap()
                 .views
-                .snapshot_after()
+                .latest_after()
         };
         assert_eq!(share("").unwrap(), 0.2);
-        assert_eq!(share("[views]\nsnapshot_after = 0\n").unwrap(), 0.0);
-        assert_eq!(share("[views]\nsnapshot_after = 0.5\n").unwrap(), 0.5);
+        assert_eq!(share("[views]\nlatest_after = 0\n").unwrap(), 0.0);
+        assert_eq!(share("[views]\nlatest_after = 0.5\n").unwrap(), 0.5);
+        assert_eq!(
+            share("[views]\nsnapshot_after = 0.5\n").unwrap(),
+            0.5,
+            "the name from before still reads"
+        );
         for bad in ["-1.0", "nan", "inf"] {
-            let e = share(&format!("[views]\nsnapshot_after = {bad}\n")).unwrap_err();
-            assert!(e.to_string().contains("[views] snapshot_after"), "{e}");
+            let e = share(&format!("[views]\nlatest_after = {bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("[views] latest_after"), "{e}");
         }
+        let off: FileConfig = toml::from_str("[views]\nauto_latest = false\n").unwrap();
+        assert!(!off.views.auto_latest);
         let off: FileConfig = toml::from_str("[views]\nauto_snapshot = false\n").unwrap();
-        assert!(!off.views.auto_snapshot);
+        assert!(!off.views.auto_latest);
         assert!(toml::from_str::<FileConfig>("[views]\nsnapshots = 1\n").is_err());
+    }
+
+    #[test]
+    fn page_sizes_outside_what_the_api_takes_are_refused_up_front() {
+        for (table, size, ok) in [
+            (Table::CareerSites, 50, true),
+            (Table::CareerSites, 51, false),
+            (Table::CareerSites, 0, false),
+            (Table::Jobs, 10, true),
+            (Table::Jobs, 9, false),
+            (Table::Jobs, 101, false),
+        ] {
+            let section = if table == Table::Jobs {
+                "jobs"
+            } else {
+                "career_sites"
+            };
+            let cfg: FileConfig =
+                toml::from_str(&format!("[{section}]\npage_size = {size}\n")).unwrap();
+            match cfg.settings(table, "k".to_string().into()) {
+                Ok(s) => {
+                    assert!(ok, "{table} {size}");
+                    assert_eq!(s.page_size, size);
+                }
+                Err(e) => {
+                    assert!(!ok, "{table} {size}");
+                    assert!(e.to_string().contains("page_size"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ages_take_days_hours_or_plain_days() {
+        assert_eq!(parse_age("30d").unwrap(), chrono::Duration::days(30));
+        assert_eq!(parse_age("12h").unwrap(), chrono::Duration::hours(12));
+        assert_eq!(parse_age("7").unwrap(), chrono::Duration::days(7));
+        assert!(parse_age("soon").is_err());
+        assert!(parse_age("3w").is_err());
     }
 
     #[test]

@@ -3,18 +3,17 @@
 use std::collections::BTreeSet;
 
 use anyhow::Result;
-use arrow::array::{Array, Int64Array};
 use joblake_schema::Table;
-use joblake_writer::{Lake, RunRecord, read_ledger};
-use object_store::path::Path;
+use joblake_sync::Checkpoint;
+use joblake_writer::{Lake, RunRecord, RunStatus, layout, read_ledger};
 use serde::Serialize;
 
-use crate::catalog;
-use crate::source::SourceState;
+use crate::args::Cli;
+use crate::outcome::{CmdResult, Outcome};
 
 /// One table's line of the status.
 #[derive(Debug, Serialize)]
-pub struct TableStatus {
+struct TableStatus {
     table: String,
     rows: i64,
     ids: i64,
@@ -31,20 +30,23 @@ pub struct TableStatus {
     credits_balance: Option<f64>,
 }
 
-/// Prints the status as a table, or JSON with `json`.
-pub async fn print(lake: &Lake, json: bool) -> Result<()> {
-    let setup = catalog::view_sql(lake).await?;
-    let ledger = read_ledger(lake).await?;
+/// Runs `status`: a table, or JSON with `--json`.
+pub async fn status(cli: &Cli) -> CmdResult {
+    let lake = Lake::open(&cli.lake, false)?;
+    let tables = joblake_views::catalog::tables_in(&lake).await?;
+    let counts = joblake_views::status::history_counts(&lake, &tables).await?;
+    let ledger = read_ledger(&lake).await?;
     let mut out = Vec::new();
-    for table in catalog::tables_in(lake).await? {
-        out.push(table_status(lake, table, &setup, &ledger).await?);
+    for (table, (rows, ids)) in tables.into_iter().zip(counts) {
+        out.push(table_status(&lake, table, rows, ids, &ledger).await?);
     }
-    if json {
+    if cli.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"lake": lake.url(), "tables": out}))?
+            serde_json::to_string_pretty(&serde_json::json!({"lake": lake.url(), "tables": out}))
+                .expect("the status serialises")
         );
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     println!("lake {}", lake.url());
     println!(
@@ -72,64 +74,33 @@ pub async fn print(lake: &Lake, json: bool) -> Result<()> {
             }
         );
     }
-    Ok(())
-}
-
-/// The source checkpoint of the table's last commit (pages staged since are not counted).
-pub async fn committed_state(lake: &Lake, table: Table) -> Result<Option<SourceState>> {
-    Ok(lake
-        .get_opt(&Path::from(format!("_joblake/state/{}.json", table.name())))
-        .await?
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| serde_json::from_value(v.get("source")?.clone()).ok()))
+    Ok(Outcome::Done)
 }
 
 async fn table_status(
     lake: &Lake,
     table: Table,
-    setup: &str,
+    rows: i64,
+    ids: i64,
     ledger: &[RunRecord],
 ) -> Result<TableStatus> {
     let name = table.name();
-    let files: Vec<_> = lake
-        .list(&Path::from(name))
-        .await?
-        .into_iter()
-        .filter(|m| m.location.as_ref().ends_with(".parquet"))
-        .collect();
+    let files = joblake_views::catalog::history_files(lake, table).await?;
     let partitions: BTreeSet<String> = files
         .iter()
         .filter_map(|m| m.location.parts().nth(1).map(|p| p.as_ref().to_string()))
         .collect();
-    let sql = format!("SELECT count(*)::BIGINT, count(DISTINCT id)::BIGINT FROM {name}_history");
-    let setup = setup.to_string();
-    let engine = crate::engine(lake);
-    let batches =
-        tokio::task::spawn_blocking(move || joblake_views::query_fresh(&engine, &setup, &sql))
-            .await??;
-    let get = |i: usize| {
-        batches
-            .first()
-            .and_then(|b| {
-                b.column(i)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .filter(|a| !a.is_empty())
-                    .map(|a| a.value(0))
-            })
-            .unwrap_or(0)
-    };
-    let state = committed_state(lake, table).await?;
-    let staged = lake
-        .list(&Path::from(format!("_joblake/staging/{name}")))
-        .await?
-        .len();
+    // The companies' checkpoint has no scan: it reads as an empty feed checkpoint.
+    let committed: Checkpoint = joblake_sync::open::committed_checkpoint(lake, table)
+        .await
+        .unwrap_or_default();
+    let staged = lake.list(&layout::staging_root(name)).await?.len();
     let mine: Vec<&RunRecord> = ledger.iter().filter(|r| r.source == name).collect();
     let last = mine.last();
     Ok(TableStatus {
         table: name.to_string(),
-        rows: get(0),
-        ids: get(1),
+        rows,
+        ids,
         files: files.len(),
         partitions: partitions.len(),
         bytes: files.iter().map(|m| m.size).sum(),
@@ -138,17 +109,11 @@ async fn table_status(
         last_success: mine
             .iter()
             .rev()
-            .find(|r| r.status == joblake_writer::RunStatus::Succeeded)
+            .find(|r| r.status == RunStatus::Succeeded)
             .map(|r| r.run_id.clone()),
-        watermark: state
-            .as_ref()
-            .and_then(|s| s.watermark)
-            .map(|w| w.to_rfc3339()),
-        scan_in_progress: state.as_ref().is_some_and(|s| s.scan.is_some()) || staged > 0,
-        cursor: state
-            .as_ref()
-            .and_then(|s| s.scan.as_ref())
-            .and_then(|s| s.cursor.clone()),
+        watermark: committed.watermark.map(|w| w.to_rfc3339()),
+        scan_in_progress: committed.scan.is_some() || staged > 0,
+        cursor: committed.scan.as_ref().and_then(|s| s.cursor.clone()),
         staged_pages: staged,
         credits_balance: mine.iter().rev().find_map(|r| r.credits_balance),
     })

@@ -1,6 +1,14 @@
-//! The one crate that links DuckDB: it builds the lake's DuckDB file of views and runs SQL
-//! on it. Everything else in joblake builds and tests without DuckDB.
+//! Everything DuckDB: sessions for a lake ([`session`]), the view SQL ([`catalog`]), the
+//! latest files the views start from ([`latest`]), choosing which companies to enrich
+//! ([`companies`]), the status figures ([`status`]) and queries. The one crate that links
+//! DuckDB; everything else in joblake builds and tests without it.
 #![deny(missing_docs)]
+
+pub mod catalog;
+pub mod companies;
+pub mod latest;
+pub mod session;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 

@@ -55,10 +55,6 @@ struct Manifest {
 
 const MANIFEST_FORMAT: u32 = 1;
 
-fn manifest_path(table: &str, dt: &str) -> Path {
-    Path::from(format!("_joblake/compact/{table}/{dt}.json"))
-}
-
 /// Merges the files of every partition of `table` that has more than one, under run
 /// `run_id`. The lake lock must be held; it is confirmed before each swap.
 pub async fn compact_table(
@@ -202,7 +198,7 @@ async fn compact_partition(
         output_prefix: output_prefix.clone(),
         rows,
     };
-    let mpath = manifest_path(table, dt);
+    let mpath = crate::layout::compact_manifest(table, dt);
     lake.put(
         &mpath,
         serde_json::to_vec_pretty(&manifest)
@@ -284,7 +280,7 @@ async fn compact_partition(
 /// Finishes or undoes the swaps an interrupted compaction of `table` left (see the module
 /// docs). The lake lock must be held.
 pub async fn finish_compactions(lake: &Lake, table: &str) -> Result<()> {
-    let root = Path::from(format!("_joblake/compact/{table}"));
+    let root = crate::layout::compact_root(table);
     for meta in lake.list(&root).await? {
         let Some(bytes) = lake.get_opt(&meta.location).await? else {
             continue;

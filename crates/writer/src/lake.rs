@@ -12,6 +12,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use secrecy::SecretString;
 
+use crate::layout;
 use crate::{Error, Result};
 
 /// Where the lake's objects are kept.
@@ -157,7 +158,7 @@ impl Lake {
     /// renamed into place, which is atomic.
     pub(crate) fn upload_path(&self, table: &str, target: &Path) -> Path {
         match self.location {
-            LakeLocation::Local(_) => Path::from(format!("{}/{target}", paths::uploads(table))),
+            LakeLocation::Local(_) => Path::from(format!("{}/{target}", layout::uploads(table))),
             LakeLocation::S3 { .. } => target.clone(),
         }
     }
@@ -169,7 +170,7 @@ impl Lake {
         let LakeLocation::Local(root) = &self.location else {
             return Ok(());
         };
-        let dir = root.join(paths::uploads(table).as_ref());
+        let dir = root.join(layout::uploads(table).as_ref());
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -255,49 +256,6 @@ impl Lake {
             }
         }
         Ok(())
-    }
-}
-
-/// Lake-relative paths of the tool's own objects.
-pub(crate) mod paths {
-    use object_store::path::Path;
-
-    pub fn state(table: &str) -> Path {
-        Path::from(format!("_joblake/state/{table}.json"))
-    }
-
-    pub fn uploads(table: &str) -> Path {
-        Path::from(format!("_joblake/uploads/{table}"))
-    }
-
-    pub fn staging_root(table: &str) -> Path {
-        Path::from(format!("_joblake/staging/{table}"))
-    }
-
-    pub fn staged_page(table: &str, run_id: &str, page: i64) -> Path {
-        Path::from(format!("_joblake/staging/{table}/{run_id}/{page:09}.page"))
-    }
-
-    pub fn staging_log(table: &str, run_id: &str) -> Path {
-        Path::from(format!("_joblake/staging/{table}/{run_id}.log"))
-    }
-
-    pub fn rejects(table: &str, run_id: &str, page: i64) -> Path {
-        Path::from(format!("_joblake/rejects/{table}/{run_id}/{page:09}.jsonl"))
-    }
-
-    pub fn data_file(table: &str, dt: &str, run_id: &str, first_page: i64) -> Path {
-        Path::from(format!(
-            "{table}/dt={dt}/part-{run_id}-{first_page:06}.parquet"
-        ))
-    }
-
-    pub fn ledger_root() -> Path {
-        Path::from("_joblake/runs")
-    }
-
-    pub fn ledger(run_id: &str, table: &str) -> Path {
-        Path::from(format!("_joblake/runs/{run_id}-{table}.parquet"))
     }
 }
 

@@ -10,7 +10,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::lake::paths;
+use crate::layout;
 use crate::{Error, Lake, Result};
 
 /// How a run of one source ended (or that it has not).
@@ -168,13 +168,13 @@ pub async fn write_ledger(lake: &Lake, record: &RunRecord) -> Result<()> {
     let mut w = ArrowWriter::try_new(&mut buf, ledger_schema(), None)?;
     w.write(&batch)?;
     w.close()?;
-    lake.put(&paths::ledger(&record.run_id, &record.source), buf.into())
+    lake.put(&layout::ledger(&record.run_id, &record.source), buf.into())
         .await
 }
 
 /// Reads every ledger entry, oldest run first.
 pub async fn read_ledger(lake: &Lake) -> Result<Vec<RunRecord>> {
-    let mut metas = lake.list(&paths::ledger_root()).await?;
+    let mut metas = lake.list(&layout::ledger_root()).await?;
     metas.sort_by(|a, b| a.location.cmp(&b.location));
     let mut out = Vec::new();
     for meta in metas {

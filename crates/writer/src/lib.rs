@@ -24,6 +24,7 @@ mod cpu;
 mod crash;
 mod error;
 mod lake;
+pub mod layout;
 mod ledger;
 mod lock;
 mod sink;

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -99,10 +98,6 @@ fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn lease_path() -> Path {
-    Path::from("_joblake/lease.json")
-}
-
 impl LakeLock {
     /// Takes the lake for this process, or fails at once with [`Error::Busy`] naming the
     /// holder. `holder` is a short description written into the lock for that message.
@@ -147,10 +142,10 @@ impl LakeLock {
             if !lease.lost.load(Ordering::SeqCst) {
                 let version = lease.version.lock().await.clone();
                 // Only delete the lease if it is still ours (no conditional delete in S3).
-                if let Ok(meta) = lease.store.head(&lease_path()).await
+                if let Ok(meta) = lease.store.head(&crate::layout::lease()).await
                     && meta.e_tag == version.e_tag
                 {
-                    let _ = lease.store.delete(&lease_path()).await;
+                    let _ = lease.store.delete(&crate::layout::lease()).await;
                 }
             }
         }
@@ -160,7 +155,7 @@ impl LakeLock {
 impl S3Lease {
     async fn acquire(lake: &Lake, holder: &str, ttl: Duration) -> Result<S3Lease> {
         let store = Arc::clone(lake.store());
-        let path = lease_path();
+        let path = crate::layout::lease();
         let busy = |holder: String| Error::Busy {
             lake: lake.url(),
             holder,
@@ -279,13 +274,13 @@ async fn renew_once(
     let mut v = version.lock().await;
     if lost.load(Ordering::SeqCst) {
         return Err(object_store::Error::Precondition {
-            path: lease_path().to_string(),
+            path: crate::layout::lease().to_string(),
             source: "the lease was lost".into(),
         });
     }
     let opts = PutOptions::from(PutMode::Update(v.clone()));
     match store
-        .put_opts(&lease_path(), lease_payload(holder, ttl), opts)
+        .put_opts(&crate::layout::lease(), lease_payload(holder, ttl), opts)
         .await
     {
         Ok(r) => {

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::lake::paths;
+use crate::layout;
 use crate::{Error, Lake, LakeLocation, Result};
 
 /// A page as fetched: its rows' JSON text, before any decoding.
@@ -265,7 +265,7 @@ impl Stager {
     }
 
     fn log_path(&self, root: &std::path::Path) -> PathBuf {
-        root.join(paths::staging_log(&self.table, &self.run_id).as_ref())
+        root.join(layout::staging_log(&self.table, &self.run_id).as_ref())
     }
 
     /// Writes `raw` and the checkpoint `state_after`: one object on S3; on disk one record of
@@ -275,7 +275,7 @@ impl Stager {
         let root = match self.lake.location() {
             LakeLocation::Local(root) => root.clone(),
             LakeLocation::S3 { .. } => {
-                let path = paths::staged_page(&self.table, &raw.run_id, raw.page);
+                let path = layout::staged_page(&self.table, &raw.run_id, raw.page);
                 return self.lake.put(&path, encode(raw, state_after).into()).await;
             }
         };

@@ -12,7 +12,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::lake::paths;
+use crate::layout;
 use crate::sink::ParquetSink;
 use crate::stage::{Decoder, RawPage, StagedAt, Stager};
 use crate::{Error, Lake, LakeLocation, Result};
@@ -78,11 +78,11 @@ pub struct Recovery {
 
 /// The table's state file: the source's own checkpoint plus the last page it covers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct StateFile {
+pub(crate) struct StateFile {
     format: u32,
     table: String,
     /// The source's checkpoint, opaque to the writer.
-    source: Value,
+    pub(crate) source: Value,
     /// The last staged page whose rows are in published files.
     flushed_through: Option<PagePos>,
     written_at: String,
@@ -211,10 +211,10 @@ impl TableWriter {
             .map(|(raw, state)| {
                 let at = match self.lake.location() {
                     LakeLocation::Local(_) => {
-                        StagedAt::Log(paths::staging_log(&self.table, &raw.run_id))
+                        StagedAt::Log(layout::staging_log(&self.table, &raw.run_id))
                     }
                     LakeLocation::S3 { .. } => {
-                        StagedAt::Object(paths::staged_page(&self.table, &raw.run_id, raw.page))
+                        StagedAt::Object(layout::staged_page(&self.table, &raw.run_id, raw.page))
                     }
                 };
                 (at, raw, state)
@@ -251,6 +251,7 @@ impl TableWriter {
         // written: a failure before that leaves the checkpoint where it was.
         let mut by_dt: Vec<(String, i64, Vec<RecordBatch>)> = Vec::new();
         let mut covered = Vec::new();
+        let mut pages = 0;
         let mut last = None;
         let mut rows = 0;
         for (at, raw, state_after, decoded) in decoded {
@@ -260,13 +261,14 @@ impl TableWriter {
             })?;
             crate::crash_point("append:after-decode");
             if let Some(rejects) = decoded.rejects {
-                let path = paths::rejects(&self.table, &raw.run_id, raw.page);
+                let path = layout::rejects(&self.table, &raw.run_id, raw.page);
                 self.lake.put(&path, rejects).await?;
             }
             // A log outlives the commits of its run's pages: its run discards it at the end.
             if let StagedAt::Object(path) = at {
                 covered.push(path);
             }
+            pages += 1;
             last = Some((raw.page, state_after));
             if decoded.batch.num_rows() == 0 {
                 continue;
@@ -281,7 +283,7 @@ impl TableWriter {
         for (dt, first_page, batches) in by_dt {
             self.write_rows(first_page, &dt, batches).await?;
         }
-        self.pending_pages += covered.len() as u64;
+        self.pending_pages += pages;
         self.staged.extend(covered);
         if let Some(last) = last {
             self.last_staged = Some(last);
@@ -295,7 +297,7 @@ impl TableWriter {
             return Ok(());
         }
         if !self.open.contains_key(dt) {
-            let path = paths::data_file(&self.table, dt, &self.run_id, page);
+            let path = layout::data_file(&self.table, dt, &self.run_id, page);
             let metadata = vec![
                 ("joblake.run_id".to_string(), self.run_id.clone()),
                 ("joblake.first_page".to_string(), page.to_string()),
@@ -363,7 +365,7 @@ impl TableWriter {
             };
             let bytes = serde_json::to_vec_pretty(&file).expect("state serialises");
             self.lake
-                .put(&paths::state(&self.table), bytes.into())
+                .put(&layout::state(&self.table), bytes.into())
                 .await?;
             self.committed = Some(file);
             crate::crash_point("commit:after-state");
@@ -423,7 +425,7 @@ impl TableWriter {
         // Every staged page, wherever it is kept, in the order the pages were fetched.
         let mut staged: BTreeMap<PagePos, (StagedAt, Option<(RawPage, Value)>)> = BTreeMap::new();
         let mut logs = Vec::new();
-        for meta in self.lake.list(&paths::staging_root(&self.table)).await? {
+        for meta in self.lake.list(&layout::staging_root(&self.table)).await? {
             let path = meta.location;
             if path.as_ref().ends_with(".log") {
                 let bytes = self.lake.get_opt(&path).await?.unwrap_or_default();
@@ -511,8 +513,8 @@ impl TableWriter {
     }
 }
 
-async fn read_state(lake: &Lake, table: &str) -> Result<Option<StateFile>> {
-    let path = paths::state(table);
+pub(crate) async fn read_state(lake: &Lake, table: &str) -> Result<Option<StateFile>> {
+    let path = layout::state(table);
     let Some(bytes) = lake.get_opt(&path).await? else {
         return Ok(None);
     };

@@ -1,54 +1,25 @@
 //! The view SQL: `queries/views.sql` filled in for one lake.
 //!
 //! The latest-version views keep the last version of every id out of the whole history, a
-//! window over every row. `joblake compact` also writes that result down, as a *snapshot*
-//! under `_joblake/latest/<table>/`, with a pointer naming the last run it covers; the views
-//! then read the snapshot as it is when no run came after it, and otherwise the snapshot
-//! without the ids newer runs fetched again, plus the latest of those newer rows.
+//! window over every row. That result is also written down, as the table's *latest* files
+//! under `_joblake/latest/<table>/` (see [`crate::latest`]), with a pointer naming the last
+//! run they cover; the views then read the latest files as they are when no run came after
+//! them, and otherwise the latest files without the ids newer runs fetched again, plus the
+//! latest of those newer rows.
 
 use anyhow::Result;
 use joblake_schema::{Table, columns};
-use joblake_views::{ident, literal};
-use joblake_writer::Lake;
+use joblake_writer::{Lake, layout};
 use object_store::ObjectMeta;
 use object_store::path::Path;
-use serde::{Deserialize, Serialize};
+
+use crate::latest::read_latest;
+use crate::{ident, literal};
 
 const VIEWS_SQL: &str = include_str!("../../../queries/views.sql");
 
 /// The order in which a later version beats an earlier one.
 pub const LATEST_FIRST: &str = "_run_id DESC, _page DESC, _row DESC";
-
-/// `_joblake/latest/<table>.json`: the snapshot the latest-version view starts from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// The format of this pointer.
-    pub format: u32,
-    /// The last run whose rows the snapshot covers.
-    pub through: String,
-    /// The compaction that made it: its merged files hold only rows the snapshot covers.
-    pub made_by: String,
-    /// Lake-relative paths of the snapshot's files.
-    pub files: Vec<String>,
-    /// The snapshot before, kept until the next one so readers holding views of it finish.
-    #[serde(default)]
-    pub previous: Vec<String>,
-    /// Rows (ids) in it.
-    pub rows: u64,
-}
-
-/// Where a table's snapshot pointer lives.
-pub fn snapshot_pointer(table: Table) -> Path {
-    Path::from(format!("_joblake/latest/{}.json", table.name()))
-}
-
-/// The table's snapshot pointer, if a compaction wrote one.
-pub async fn read_snapshot(lake: &Lake, table: Table) -> Result<Option<Snapshot>> {
-    Ok(lake
-        .get_opt(&snapshot_pointer(table))
-        .await?
-        .and_then(|b| serde_json::from_slice(&b).ok()))
-}
 
 /// The Parquet files of `table`'s history (every `dt=` partition), in path order.
 pub async fn history_files(lake: &Lake, table: Table) -> Result<Vec<ObjectMeta>> {
@@ -62,12 +33,6 @@ pub async fn history_files(lake: &Lake, table: Table) -> Result<Vec<ObjectMeta>>
     Ok(files)
 }
 
-/// The history's run id of a data file `part-<run>-<n>.parquet`.
-pub fn file_run(path: &Path) -> Option<&str> {
-    let name = path.filename()?.strip_prefix("part-")?;
-    name.split('-').next()
-}
-
 /// The statements that create every view over `lake`.
 pub async fn view_sql(lake: &Lake) -> Result<String> {
     let mut sql = VIEWS_SQL.to_string();
@@ -76,7 +41,7 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
     for table in Table::all() {
         let name = table.name();
         let files = history_files(lake, table).await?;
-        let latest = match read_snapshot(lake, table).await? {
+        let latest = match read_latest(lake, table).await? {
             None => latest_of(&format!("{name}_history")),
             Some(snap) => {
                 let snapshot = snap
@@ -88,7 +53,7 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
                 // The last run after the snapshot, of those whose files are there now.
                 let last = files
                     .iter()
-                    .filter_map(|m| file_run(&m.location))
+                    .filter_map(|m| layout::file_run(&m.location))
                     .filter(|run| *run > snap.through.as_str() && *run != snap.made_by)
                     .max();
                 match last {
@@ -114,7 +79,7 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         };
         sql = sql.replace(&format!("{{{name}_source}}"), &source);
     }
-    let runs = if has_parquet(lake, "_joblake/runs").await? {
+    let runs = if has_parquet(lake, layout::ledger_root().as_ref()).await? {
         read_parquet(&lake.reader_path("_joblake/runs/*.parquet"), false)
     } else {
         let schema = joblake_writer::ledger_schema();
@@ -148,10 +113,7 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
 pub async fn tables_in(lake: &Lake) -> Result<Vec<Table>> {
     let mut tables = Table::feeds().to_vec();
     let enriched = lake
-        .get_opt(&Path::from(format!(
-            "_joblake/state/{}.json",
-            Table::Companies.name()
-        )))
+        .get_opt(&layout::state(Table::Companies.name()))
         .await?
         .is_some()
         || has_parquet(lake, Table::Companies.name()).await?;

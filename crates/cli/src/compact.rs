@@ -1,0 +1,118 @@
+//! `joblake compact`: each partition's files merged into one, every row version kept, then
+//! the latest files and the views.
+
+use std::time::Instant;
+
+use joblake_views::{catalog, latest, session};
+use joblake_writer::layout;
+
+use crate::args::{Cli, SourceArg};
+use crate::outcome::{CmdResult, Failure, Outcome};
+use crate::output;
+use crate::run::open_for_writing;
+
+/// `joblake compact`: under the lake lock, each table's partitions merged, then the views.
+pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
+    let started = Instant::now();
+    // What a killed run left is committed first: the merge would otherwise take its
+    // published files away, and the next refresh write them again.
+    let (lake, lock) = open_for_writing(cli, "compact").await?;
+    // Both feeds by default, and the company profiles once there are some.
+    let tables = if source.is_empty() {
+        match catalog::tables_in(&lake).await {
+            Ok(t) => t,
+            Err(e) => {
+                lock.release().await;
+                return Err(e.into());
+            }
+        }
+    } else {
+        SourceArg::tables(source)
+    };
+    let run_id = layout::new_run_id();
+    let mut reports = Vec::new();
+    let mut failure = None;
+    for &table in &tables {
+        match joblake_writer::compact_table(
+            &lake,
+            &lock,
+            table.name(),
+            joblake_schema::arrow_schema(table),
+            &run_id,
+            &joblake_writer::WriterOptions::default(),
+        )
+        .await
+        {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                failure =
+                    Some(anyhow::Error::new(e).context(format!("{table}: compaction stopped")));
+                break;
+            }
+        }
+    }
+    let mut written = Vec::new();
+    if failure.is_none() {
+        for &table in &tables {
+            match latest::build_latest(&lake, table, &run_id).await {
+                Ok(Some(l)) => written.push((table, l)),
+                Ok(None) => {}
+                Err(e) => {
+                    failure = Some(e.context(format!(
+                        "{table}: the merged files are in place, but the latest files could \
+                         not be written (the views read the history meanwhile)"
+                    )));
+                    break;
+                }
+            }
+        }
+    }
+    let db = session::duckdb_path(&lake, cli.duckdb.as_deref());
+    let views = session::rebuild_views(&lake, &db).await;
+    lock.release().await;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "run_id": run_id,
+                "tables": reports,
+                "latest": written.iter().map(|(t, l)| serde_json::json!({
+                    "table": t.name(), "ids": l.rows, "through": l.through, "files": l.files,
+                })).collect::<Vec<_>>(),
+                "seconds": started.elapsed().as_secs_f64(),
+            }))
+            .expect("the report serialises")
+        );
+    } else if !cli.quiet {
+        for r in &reports {
+            println!(
+                "{}: {} partitions compacted, {} files -> {}, {} rows kept, {} -> {} bytes{}",
+                r.table,
+                r.partitions,
+                r.files_before,
+                r.files_after,
+                r.rows,
+                r.bytes_before,
+                r.bytes_after,
+                if r.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; left as they are (their files disagree on a column's type): {}",
+                        r.skipped.join(", ")
+                    )
+                }
+            );
+        }
+    }
+    if !cli.json && !cli.quiet {
+        for (t, l) in &written {
+            println!("{}", output::latest_line(*t, l));
+        }
+    }
+    if let Some(e) = failure {
+        return Err(Failure::Failed(e));
+    }
+    views.map_err(Failure::Failed)?;
+    Ok(Outcome::Done)
+}

@@ -1,0 +1,17 @@
+//! `joblake query`: SQL on the views with the embedded DuckDB.
+
+use joblake_views::session;
+use joblake_writer::Lake;
+
+use crate::args::{Cli, Format};
+use crate::outcome::{CmdResult, Outcome};
+use crate::output;
+
+/// Runs `query`: the rows as a table, CSV or JSON (`--json` wins).
+pub async fn query(cli: &Cli, sql: &str, format: Format) -> CmdResult {
+    let lake = Lake::open(&cli.lake, false)?;
+    let db = session::duckdb_path(&lake, cli.duckdb.as_deref());
+    let batches = session::query(&lake, &db, sql).await?;
+    output::batches(&batches, if cli.json { Format::Json } else { format })?;
+    Ok(Outcome::Done)
+}

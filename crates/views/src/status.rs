@@ -1,0 +1,46 @@
+//! The figures `joblake status` asks of the views.
+
+use anyhow::Result;
+use arrow::array::{Array, Int64Array};
+use joblake_schema::Table;
+use joblake_writer::Lake;
+
+use crate::session::engine;
+
+/// Row versions and distinct ids in each of `tables`' history, in one fresh DuckDB session.
+pub async fn history_counts(lake: &Lake, tables: &[Table]) -> Result<Vec<(i64, i64)>> {
+    let setup = crate::catalog::view_sql(lake).await?;
+    let engine = engine(lake);
+    let sql = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT count(*)::BIGINT, count(DISTINCT id)::BIGINT FROM {}",
+                crate::ident(&format!("{}_history", t.name()))
+            )
+        })
+        .collect::<Vec<_>>();
+    let batches = tokio::task::spawn_blocking(move || {
+        sql.iter()
+            .map(|q| crate::query_fresh(&engine, &setup, q))
+            .collect::<crate::Result<Vec<_>>>()
+    })
+    .await??;
+    Ok(batches
+        .iter()
+        .map(|b| {
+            let get = |i: usize| {
+                b.first()
+                    .and_then(|b| {
+                        b.column(i)
+                            .as_any()
+                            .downcast_ref::<Int64Array>()
+                            .filter(|a| !a.is_empty())
+                            .map(|a| a.value(0))
+                    })
+                    .unwrap_or(0)
+            };
+            (get(0), get(1))
+        })
+        .collect())
+}

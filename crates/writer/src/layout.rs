@@ -1,0 +1,149 @@
+//! The lake's layout: where every object joblake writes lives, relative to the lake's root,
+//! and how runs are named. Defined here once; every other crate asks this module.
+//!
+//! ```text
+//! <table>/dt=<YYYY-MM-DD>/part-<run>-<first page>.parquet   the history (readers' data)
+//! _joblake/state/<table>.json          the checkpoint of the table's last commit
+//! _joblake/staging/<table>/<run>.log   a run's staged pages (local lake)
+//! _joblake/staging/<table>/<run>/<page>.page   one staged page (S3 lake)
+//! _joblake/uploads/<table>/...         Parquet files being written (local lake)
+//! _joblake/rejects/<table>/<run>/<page>.jsonl  rows that could not load, with why
+//! _joblake/compact/<table>/<dt>.json   a compaction's swap under way
+//! _joblake/latest/<table>/<run>.parquet  the latest version of every id, written down
+//! _joblake/latest/<table>.json         which latest files the views read
+//! _joblake/runs/<run>-<table>.parquet  the run ledger
+//! _joblake/lock, _joblake/lease.json   who is writing (local, S3)
+//! ```
+
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use serde_json::Value;
+
+use crate::{Lake, Result};
+
+/// A run's id: its start time in UTC to the millisecond, `20261128T113607756Z`. Ids sort as
+/// their runs started, which the views' "fetched last wins" order relies on.
+pub fn run_id(at: DateTime<Utc>) -> String {
+    at.format("%Y%m%dT%H%M%S%3fZ").to_string()
+}
+
+/// The id of a run starting now.
+pub fn new_run_id() -> String {
+    run_id(Utc::now())
+}
+
+/// The table's state file: the checkpoint of its last commit.
+pub fn state(table: &str) -> Path {
+    Path::from(format!("_joblake/state/{table}.json"))
+}
+
+/// Where a local lake's Parquet files are written until published.
+pub fn uploads(table: &str) -> Path {
+    Path::from(format!("_joblake/uploads/{table}"))
+}
+
+/// Every staged page of the table, whichever run staged it.
+pub fn staging_root(table: &str) -> Path {
+    Path::from(format!("_joblake/staging/{table}"))
+}
+
+/// One staged page on an S3 lake.
+pub fn staged_page(table: &str, run_id: &str, page: i64) -> Path {
+    Path::from(format!("_joblake/staging/{table}/{run_id}/{page:09}.page"))
+}
+
+/// A run's staging log on a local lake.
+pub fn staging_log(table: &str, run_id: &str) -> Path {
+    Path::from(format!("_joblake/staging/{table}/{run_id}.log"))
+}
+
+/// The rows of a page that could not load, with why.
+pub fn rejects(table: &str, run_id: &str, page: i64) -> Path {
+    Path::from(format!("_joblake/rejects/{table}/{run_id}/{page:09}.jsonl"))
+}
+
+/// A history file: named after the run and the first page it holds, so a recovery that
+/// writes it again writes the very same name.
+pub fn data_file(table: &str, dt: &str, run_id: &str, first_page: i64) -> Path {
+    Path::from(format!(
+        "{table}/dt={dt}/part-{run_id}-{first_page:06}.parquet"
+    ))
+}
+
+/// The run of a history file (see [`data_file`]; a compaction's outputs carry its run).
+pub fn file_run(path: &Path) -> Option<&str> {
+    let name = path.filename()?.strip_prefix("part-")?;
+    name.split('-').next()
+}
+
+/// A compaction's manifest for one partition.
+pub fn compact_manifest(table: &str, dt: &str) -> Path {
+    Path::from(format!("_joblake/compact/{table}/{dt}.json"))
+}
+
+/// Every compaction manifest of the table.
+pub fn compact_root(table: &str) -> Path {
+    Path::from(format!("_joblake/compact/{table}"))
+}
+
+/// The table's latest files (the latest version of every id, written down).
+pub fn latest_root(table: &str) -> Path {
+    Path::from(format!("_joblake/latest/{table}"))
+}
+
+/// One latest file, written by run `run_id`.
+pub fn latest_file(table: &str, run_id: &str) -> Path {
+    Path::from(format!("_joblake/latest/{table}/{run_id}.parquet"))
+}
+
+/// The pointer naming the latest files the views read.
+pub fn latest_pointer(table: &str) -> Path {
+    Path::from(format!("_joblake/latest/{table}.json"))
+}
+
+/// The run ledger.
+pub fn ledger_root() -> Path {
+    Path::from("_joblake/runs")
+}
+
+/// One run's ledger entry for one table.
+pub fn ledger(run_id: &str, table: &str) -> Path {
+    Path::from(format!("_joblake/runs/{run_id}-{table}.parquet"))
+}
+
+/// An S3 lake's lease (a local lake locks `_joblake/lock`).
+pub fn lease() -> Path {
+    Path::from("_joblake/lease.json")
+}
+
+/// The checkpoint of `table`'s last commit as its source wrote it, if the table has one; a
+/// state file that cannot be read is an error naming it.
+pub async fn read_checkpoint(lake: &Lake, table: &str) -> Result<Option<Value>> {
+    Ok(crate::table::read_state(lake, table)
+        .await?
+        .map(|s| s.source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_as_their_runs_started() {
+        let a: DateTime<Utc> = "2026-11-28T09:05:07.004Z".parse().unwrap();
+        let b: DateTime<Utc> = "2026-11-28T10:00:00.000Z".parse().unwrap();
+        assert_eq!(run_id(a), "20261128T090507004Z");
+        assert!(run_id(a) < run_id(b));
+    }
+
+    #[test]
+    fn a_history_file_names_its_run() {
+        let p = data_file("jobs", "2026-11-28", "20261128T090507004Z", 3);
+        assert_eq!(
+            p.as_ref(),
+            "jobs/dt=2026-11-28/part-20261128T090507004Z-000003.parquet"
+        );
+        assert_eq!(file_run(&p), Some("20261128T090507004Z"));
+        assert_eq!(file_run(&Path::from("jobs/dt=x/other.parquet")), None);
+    }
+}
