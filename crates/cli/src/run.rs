@@ -261,7 +261,9 @@ fn remove_untouched_lake(lake: &Lake) {
                 .all(|e| e.file_name().to_str() == Some(name))
         })
     };
-    if only_lock(root, "_joblake") && only_lock(&root.join("_joblake"), "lock") {
+    if only_lock(root, layout::TOOL_DIR)
+        && only_lock(&root.join(layout::TOOL_DIR), layout::LOCK_FILE)
+    {
         let _ = std::fs::remove_dir_all(root);
     }
 }

@@ -80,7 +80,10 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         sql = sql.replace(&format!("{{{name}_source}}"), &source);
     }
     let runs = if has_parquet(lake, layout::ledger_root().as_ref()).await? {
-        read_parquet(&lake.reader_path("_joblake/runs/*.parquet"), false)
+        read_parquet(
+            &lake.reader_path(&format!("{}/*.parquet", layout::ledger_root())),
+            false,
+        )
     } else {
         let schema = joblake_writer::ledger_schema();
         empty_select(schema.fields().iter().map(|f| {

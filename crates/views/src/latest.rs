@@ -66,14 +66,14 @@ pub async fn latest_due(lake: &Lake, table: Table, after: f64) -> Result<bool> {
     if newer == 0 {
         return Ok(false);
     }
-    let snapshot: u64 = lake
+    let latest_bytes: u64 = lake
         .list(&layout::latest_root(table.name()))
         .await?
         .iter()
         .filter(|m| snap.files.iter().any(|f| f.as_str() == m.location.as_ref()))
         .map(|m| m.size)
         .sum();
-    Ok(newer as f64 >= after * snapshot as f64)
+    Ok(newer as f64 >= after * latest_bytes as f64)
 }
 
 /// At the end of a refresh (under its lake lock), writes new latest files for each table

@@ -111,6 +111,12 @@ pub fn ledger(run_id: &str, table: &str) -> Path {
     Path::from(format!("_joblake/runs/{run_id}-{table}.parquet"))
 }
 
+/// The directory of everything the tool keeps beside the tables.
+pub const TOOL_DIR: &str = "_joblake";
+
+/// A local lake's lock file, under [`TOOL_DIR`] (an S3 lake has a [`lease`] instead).
+pub const LOCK_FILE: &str = "lock";
+
 /// An S3 lake's lease (a local lake locks `_joblake/lock`).
 pub fn lease() -> Path {
     Path::from("_joblake/lease.json")

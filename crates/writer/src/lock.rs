@@ -321,10 +321,10 @@ async fn renew_loop(
 }
 
 fn lock_file(lake: &Lake, root: &std::path::Path, holder: &str) -> Result<File> {
-    let dir = root.join("_joblake");
+    let dir = root.join(crate::layout::TOOL_DIR);
     let io = |context: String| move |source| Error::Io { context, source };
     std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-    let path = dir.join("lock");
+    let path = dir.join(crate::layout::LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
