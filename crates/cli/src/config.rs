@@ -191,15 +191,31 @@ pub struct EnrichOptions {
     pub concurrency: usize,
 }
 
+/// `enrich companies`' flags, each `None` where not given (`refresh --enrich` gives none:
+/// `[companies]` decides).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EnrichFlags<'a> {
+    /// `--where`.
+    pub predicate: Option<&'a str>,
+    /// `--stale-after`.
+    pub stale_after: Option<&'a str>,
+    /// `--limit`.
+    pub limit: Option<u64>,
+    /// `--concurrency`.
+    pub concurrency: Option<usize>,
+}
+
 impl EnrichOptions {
-    /// Resolves the flags (`None` where not given) over `cfg`.
-    pub fn new(
-        cfg: &CompaniesConfig,
-        predicate: Option<&str>,
-        stale_after: Option<&str>,
-        limit: Option<u64>,
-        concurrency: Option<usize>,
-    ) -> Result<EnrichOptions> {
+    /// Resolves `flags` over `[companies]` (`cfg`, when the file has the section).
+    pub fn resolve(cfg: Option<&CompaniesConfig>, flags: EnrichFlags<'_>) -> Result<EnrichOptions> {
+        let default = CompaniesConfig::default();
+        let cfg = cfg.unwrap_or(&default);
+        let EnrichFlags {
+            predicate,
+            stale_after,
+            limit,
+            concurrency,
+        } = flags;
         let stale_after = match stale_after.or(cfg.stale_after.as_deref()) {
             Some(s) => parse_age(s).map_err(|e| anyhow::anyhow!("--stale-after: {e}"))?,
             None => chrono::Duration::days(30),

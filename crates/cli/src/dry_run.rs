@@ -7,22 +7,14 @@ use joblake_sync::{Checkpoint, ProfilesCheckpoint, Task};
 use joblake_writer::{Lake, read_ledger};
 
 use crate::args::Cli;
-use crate::config::{self, EnrichOptions};
+use crate::config::{self, EnrichFlags, EnrichOptions};
 use crate::outcome::{CmdResult, Outcome};
-use crate::run::{EnrichFlags, configured_sources};
+use crate::run::configured_sources;
 
 /// `enrich companies --dry-run`: the companies due now, from the lake as last committed.
 pub async fn enrich_plan(cli: &Cli, flags: EnrichFlags<'_>) -> CmdResult {
     let (cfg, _) = config::load(cli.config.as_deref())?;
-    let opts = EnrichOptions::new(
-        cfg.companies
-            .as_ref()
-            .unwrap_or(&config::CompaniesConfig::default()),
-        flags.predicate,
-        flags.stale_after,
-        flags.limit,
-        flags.concurrency,
-    )?;
+    let opts = EnrichOptions::resolve(cfg.companies.as_ref(), flags)?;
     if !cli.lake.contains("://") && !std::path::Path::new(&cli.lake).exists() {
         return Err(anyhow::anyhow!(
             "there is no lake at {} yet: run `joblake refresh` first, the companies are \

@@ -4,8 +4,9 @@
 use joblake_sync::Task;
 
 use crate::args::{Cli, EnrichArgs};
+use crate::config::EnrichFlags;
 use crate::outcome::CmdResult;
-use crate::run::{EnrichFlags, RunRequest, run};
+use crate::run::{RunRequest, run};
 
 /// Runs `enrich companies` (`--dry-run`: says which it would fetch).
 pub async fn enrich(cli: &Cli, args: &EnrichArgs, dry_run: bool) -> CmdResult {

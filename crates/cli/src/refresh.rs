@@ -4,8 +4,9 @@ use chrono::NaiveDate;
 use joblake_sync::Task;
 
 use crate::args::{Cli, SourceArg};
+use crate::config::EnrichFlags;
 use crate::outcome::CmdResult;
-use crate::run::{EnrichFlags, RunRequest, run};
+use crate::run::{RunRequest, run};
 
 /// The flags of `refresh`.
 pub struct RefreshFlags<'a> {

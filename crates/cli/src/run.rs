@@ -16,7 +16,7 @@ use joblake_views::session;
 use joblake_writer::{Lake, LakeLocation, LakeLock, layout};
 
 use crate::args::Cli;
-use crate::config::{self, EnrichOptions, FileConfig, read_key};
+use crate::config::{self, EnrichFlags, EnrichOptions, FileConfig, read_key};
 use crate::outcome::{CmdResult, EXIT_INTERRUPTED, Failure, Outcome};
 use crate::output;
 
@@ -34,19 +34,6 @@ pub struct RunRequest<'a> {
     /// The profiles to fetch after the feeds: what the flags said (resolved over
     /// `[companies]`), or `None`.
     pub enrich: Option<EnrichFlags<'a>>,
-}
-
-/// `enrich companies`' flags (`refresh --enrich` gives none: `[companies]` decides).
-#[derive(Default)]
-pub struct EnrichFlags<'a> {
-    /// `--where`.
-    pub predicate: Option<&'a str>,
-    /// `--stale-after`.
-    pub stale_after: Option<&'a str>,
-    /// `--limit`.
-    pub limit: Option<u64>,
-    /// `--concurrency`.
-    pub concurrency: Option<usize>,
 }
 
 /// The feeds of `tables` whose key is set, and why the others were skipped.
@@ -85,15 +72,7 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
             );
             None
         }
-        (Some(flags), companies) => Some(EnrichOptions::new(
-            companies
-                .as_ref()
-                .unwrap_or(&config::CompaniesConfig::default()),
-            flags.predicate,
-            flags.stale_after,
-            flags.limit,
-            flags.concurrency,
-        )?),
+        (Some(flags), companies) => Some(EnrichOptions::resolve(companies.as_ref(), flags)?),
         (None, _) => None,
     };
     let jobo_key = read_key(Api::Jobo.key_env());
