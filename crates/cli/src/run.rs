@@ -128,6 +128,11 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
         progress: (!cli.quiet && std::io::stderr().is_terminal())
             .then(indicatif::MultiProgress::new),
         lock: Arc::clone(&lock),
+        notice: if cli.quiet {
+            |_| ()
+        } else {
+            |m| eprint!("{m}")
+        },
     };
     // The two APIs have separate budgets and separate tables: fetch them side by side.
     let task = &req.task;

@@ -83,23 +83,25 @@ pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 /// Continues the backfill of `range` that `checkpoint` holds, or plans a new one (asking the
-/// API for its totals) and puts it in `checkpoint`. Returns whether a new plan was made, which the
+/// API for its totals) and puts it in `checkpoint`; says which (the plan itself, when new) to
+/// `notice`. Returns whether a new plan was made, which the
 /// caller commits before the first page.
 pub async fn resume_or_plan(
     source: &Source,
     range: &Range,
     checkpoint: &mut Checkpoint,
     run_id: &str,
+    notice: fn(&str),
 ) -> Result<bool> {
     if let Some(bf) = &checkpoint.backfill {
         if bf.from == range.from && bf.to == range.to {
-            eprintln!(
-                "{}: resuming the backfill {}: {} of {} windows left",
+            notice(&format!(
+                "{}: resuming the backfill {}: {} of {} windows left\n",
                 source.table,
                 span(bf.from, bf.to),
                 bf.windows.len(),
                 bf.planned
-            );
+            ));
             return Ok(false);
         }
         tracing::warn!(
@@ -110,7 +112,7 @@ pub async fn resume_or_plan(
         );
     }
     let plan = plan(source, range, run_id).await?;
-    eprint!("{}", describe(source, &plan));
+    notice(&describe(source, &plan));
     checkpoint.backfill = (!plan.windows.is_empty()).then_some(plan);
     Ok(true)
 }

@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub progress: Option<MultiProgress>,
     /// The lake lock this run holds; confirmed before every commit.
     pub lock: Arc<LakeLock>,
+    /// Where what the user should see as a run goes (a backfill's plan, before its first
+    /// page) is said: stderr, or nowhere with `--quiet`.
+    pub notice: fn(&str),
 }
 
 /// Runs `task` on `source` to the end of its scan (or to an error, a page limit, a credit
@@ -98,7 +101,8 @@ async fn feed_source(
         }),
         Task::Backfill(range) => {
             let planned =
-                crate::backfill::resume_or_plan(source, range, &mut committed, run_id).await?;
+                crate::backfill::resume_or_plan(source, range, &mut committed, run_id, opts.notice)
+                    .await?;
             if planned {
                 // The plan is committed before its first page, so a crash never plans again.
                 let value = serde_json::to_value(&committed).expect("checkpoints serialise");

@@ -53,6 +53,7 @@ async fn run(lake: &Lake, source: &Source, max_pages: Option<u64>) -> SourceSumm
         stop: Arc::new(AtomicBool::new(false)),
         progress: None,
         lock: Arc::new(lock),
+        notice: |_| (),
     };
     let run_id = joblake_writer::layout::new_run_id();
     let summary = run_source(lake, &run_id, source, &REFRESH, &opts).await;
