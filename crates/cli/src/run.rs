@@ -206,8 +206,8 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
     ))
 }
 
-/// The lake `joblake` is about to write to: opened (created for a local lake), locked, and
-/// with what killed runs left committed; for `compact`.
+/// An existing lake `joblake` is about to rewrite: opened, locked, and with what killed runs
+/// left committed; for `compact`.
 pub async fn open_for_writing(cli: &Cli, command: &str) -> Result<(Lake, LakeLock)> {
     let lake = Lake::open(&cli.lake, false)?;
     let holder = format!(

@@ -89,8 +89,15 @@ pub fn checkpoint<S: serde::de::DeserializeOwned + Default>(
     writer: &TableWriter,
     table: Table,
 ) -> Result<S> {
-    match writer.state() {
-        Some(v) => serde_json::from_value(v.clone())
+    parse_checkpoint(writer.state().cloned(), table)
+}
+
+fn parse_checkpoint<S: serde::de::DeserializeOwned + Default>(
+    value: Option<serde_json::Value>,
+    table: Table,
+) -> Result<S> {
+    match value {
+        Some(v) => serde_json::from_value(v)
             .with_context(|| format!("{table}: the checkpoint in the state file is not readable")),
         None => Ok(S::default()),
     }
@@ -134,9 +141,6 @@ pub async fn committed_checkpoint<S: serde::de::DeserializeOwned + Default>(
     lake: &Lake,
     table: Table,
 ) -> Result<S> {
-    match joblake_writer::layout::read_checkpoint(lake, table.name()).await? {
-        Some(v) => serde_json::from_value(v)
-            .with_context(|| format!("{table}: the checkpoint in the state file is not readable")),
-        None => Ok(S::default()),
-    }
+    let value = joblake_writer::layout::read_checkpoint(lake, table.name()).await?;
+    parse_checkpoint(value, table)
 }

@@ -32,16 +32,6 @@ pub async fn query(lake: &Lake, db: &Path, sql: &str) -> Result<Vec<arrow::array
 /// after.
 const BUILT: &str = "_joblake_views";
 
-/// The last run in `lake`'s ledger (killed runs included: they wrote `running` before their
-/// first page).
-async fn last_run(lake: &Lake) -> Result<Option<String>> {
-    Ok(joblake_writer::read_ledger(lake)
-        .await?
-        .into_iter()
-        .map(|r| r.run_id)
-        .max())
-}
-
 /// Whether the views in `db` were built before the lake's last run (or cannot tell): a run
 /// killed after its commit but before the views, say, left them behind, and the next run
 /// rebuilds them even with nothing new to fetch.
@@ -49,7 +39,7 @@ pub async fn views_behind(lake: &Lake, db: &Path) -> bool {
     if !db.exists() {
         return true;
     }
-    let Ok(last) = last_run(lake).await else {
+    let Ok(last) = joblake_writer::last_ledger_run(lake).await else {
         return true;
     };
     let sql = format!("SELECT through_run FROM {BUILT}");
@@ -69,7 +59,9 @@ pub async fn views_behind(lake: &Lake, db: &Path) -> bool {
 /// Writes the views of `lake` into the DuckDB file `db` (see [`crate::rebuild`]), noting the
 /// last run they were built after (see [`views_behind`]).
 pub async fn rebuild_views(lake: &Lake, db: &Path) -> Result<()> {
-    let through = last_run(lake).await?.unwrap_or_default();
+    let through = joblake_writer::last_ledger_run(lake)
+        .await?
+        .unwrap_or_default();
     let mut sql = crate::catalog::view_sql(lake).await?;
     sql.push_str(&format!(
         "\nCREATE OR REPLACE TABLE {BUILT} AS SELECT {} AS through_run;\n",

@@ -117,6 +117,12 @@ pub const TOOL_DIR: &str = "_joblake";
 /// A local lake's lock file, under [`TOOL_DIR`] (an S3 lake has a [`lease`] instead).
 pub const LOCK_FILE: &str = "lock";
 
+/// The run of a ledger entry (see [`ledger`]).
+pub fn ledger_run(path: &Path) -> Option<&str> {
+    let name = path.filename()?.strip_suffix(".parquet")?;
+    name.split_once('-').map(|(run, _)| run)
+}
+
 /// An S3 lake's lease (a local lake locks `_joblake/lock`).
 pub fn lease() -> Path {
     Path::from("_joblake/lease.json")
@@ -151,5 +157,11 @@ mod tests {
         );
         assert_eq!(file_run(&p), Some("20261128T090507004Z"));
         assert_eq!(file_run(&Path::from("jobs/dt=x/other.parquet")), None);
+    }
+
+    #[test]
+    fn a_ledger_entry_names_its_run() {
+        let p = ledger("20261128T090507004Z", "career_sites");
+        assert_eq!(ledger_run(&p), Some("20261128T090507004Z"));
     }
 }

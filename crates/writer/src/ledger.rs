@@ -172,6 +172,17 @@ pub async fn write_ledger(lake: &Lake, record: &RunRecord) -> Result<()> {
         .await
 }
 
+/// The last run with a ledger entry (a killed run's too: it wrote `running` before its first
+/// page), from the entries' names alone.
+pub async fn last_ledger_run(lake: &Lake) -> Result<Option<String>> {
+    Ok(lake
+        .list(&layout::ledger_root())
+        .await?
+        .iter()
+        .filter_map(|m| layout::ledger_run(&m.location).map(str::to_string))
+        .max())
+}
+
 /// Reads every ledger entry, oldest run first.
 pub async fn read_ledger(lake: &Lake) -> Result<Vec<RunRecord>> {
     let mut metas = lake.list(&layout::ledger_root()).await?;
