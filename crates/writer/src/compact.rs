@@ -1,11 +1,13 @@
 //! Compaction: each partition's files merged into one (or into files of `roll_rows`), every
 //! row version kept with its metadata, so the views read exactly the same rows after.
 //!
-//! The swap is made crash-safe by a manifest written before any output can be seen:
-//! `_joblake/compact/<table>/<partition>.json` names the inputs, the outputs' name prefix and
-//! how many rows the inputs hold. Whoever finds a manifest (the next `compact`, or any run
-//! opening the table) finishes the swap if the outputs hold every row (the inputs go), or
-//! undoes it otherwise (the partial outputs go); either way no row is lost or doubled.
+//! The swap is one Delta commit (remove the inputs, add the outputs), so a Delta reader sees
+//! the partition's files before or after it, never both. A manifest written before any
+//! output exists, `_joblake/compact/<table>/<partition>.json`, names the inputs and the
+//! outputs' name prefix (and how many rows the inputs hold), so that whoever finds one (the
+//! next `compact`, or any run opening the table) finishes what a crash interrupted: after the
+//! commit, the inputs (no version of the table needs them any more) are deleted; before it,
+//! the outputs, whole or partial, are. Either way no row is lost or doubled.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use serde::{Deserialize, Serialize};
 
+use crate::delta::{Commit, DeltaLog, Operation};
 use crate::sink::{LakeFile, ParquetSink};
 use crate::{Error, Lake, LakeLock, Result, WriterOptions};
 
@@ -67,21 +70,27 @@ pub async fn compact_table(
 ) -> Result<CompactReport> {
     finish_compactions(lake, table).await?;
     lake.clear_uploads(table).await?;
+    let log = DeltaLog::new(lake, table)?;
+    crate::upgrade::register_existing_files(lake, &log, table, &schema).await?;
     let mut report = CompactReport {
         table: table.to_string(),
         ..Default::default()
     };
+    let Some(snapshot) = log.snapshot().await? else {
+        return Ok(report);
+    };
     let mut partitions: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
-    for meta in lake.list(&Path::from(table)).await? {
-        if !meta.location.as_ref().ends_with(".parquet") {
-            continue;
-        }
-        if let Some(dt) = meta.location.parts().nth(1) {
-            partitions
-                .entry(dt.as_ref().to_string())
-                .or_default()
-                .push(meta);
-        }
+    for file in log.files(&snapshot).await? {
+        partitions
+            .entry(format!("dt={}", file.dt))
+            .or_default()
+            .push(ObjectMeta {
+                location: Path::from(file.path.as_str()),
+                last_modified: chrono::Utc::now(),
+                size: file.bytes,
+                e_tag: None,
+                version: None,
+            });
     }
     for (dir, mut inputs) in partitions {
         if inputs.len() < 2 {
@@ -89,7 +98,14 @@ pub async fn compact_table(
         }
         inputs.sort_by(|a, b| a.location.cmp(&b.location));
         let dt = dir.trim_start_matches("dt=").to_string();
-        match compact_partition(lake, lock, table, &dt, &schema, run_id, opts, &inputs).await? {
+        let target = Target {
+            lake,
+            lock,
+            log: &log,
+            table,
+            schema: &schema,
+        };
+        match compact_partition(&target, &dt, run_id, opts, &inputs).await? {
             Some(outputs) => {
                 report.partitions += 1;
                 report.files_before += inputs.len();
@@ -159,24 +175,36 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-async fn reader(
+pub(crate) async fn reader(
     lake: &Lake,
     meta: &ObjectMeta,
 ) -> Result<ParquetRecordBatchStreamBuilder<LakeFile>> {
     Ok(ParquetRecordBatchStreamBuilder::new(LakeFile::new(lake, meta)).await?)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The table a compaction rewrites, and under which lock.
+struct Target<'a> {
+    lake: &'a Lake,
+    lock: &'a LakeLock,
+    log: &'a DeltaLog,
+    table: &'a str,
+    schema: &'a SchemaRef,
+}
+
 async fn compact_partition(
-    lake: &Lake,
-    lock: &LakeLock,
-    table: &str,
+    target: &Target<'_>,
     dt: &str,
-    schema: &SchemaRef,
     run_id: &str,
     opts: &WriterOptions,
     inputs: &[ObjectMeta],
 ) -> Result<Option<Vec<crate::FileInfo>>> {
+    let Target {
+        lake,
+        lock,
+        log,
+        table,
+        schema,
+    } = *target;
     let mut schemas = Vec::new();
     let mut rows = 0u64;
     for meta in inputs {
@@ -270,6 +298,21 @@ async fn compact_partition(
         });
     }
     crate::crash_point("compact:after-outputs");
+    lock.confirm(lake).await?;
+    let swap = Commit {
+        adds: outputs.iter().map(crate::FileInfo::to_add).collect(),
+        removes: inputs.iter().map(|m| m.location.to_string()).collect(),
+        state: None,
+        operation: Operation::Optimize,
+    };
+    if let Err(e) = log.commit(Arc::clone(schema), swap).await {
+        // The inputs are still the table's files: the outputs go.
+        let done = outputs.iter().map(|f| Path::from(f.path.as_str())).collect();
+        lake.delete_all(done).await?;
+        lake.delete_all(vec![mpath]).await?;
+        return Err(e);
+    }
+    crate::crash_point("compact:after-commit");
     lake.delete_all(inputs.iter().map(|m| m.location.clone()).collect())
         .await?;
     crate::crash_point("compact:after-inputs");
@@ -281,7 +324,23 @@ async fn compact_partition(
 /// docs). The lake lock must be held.
 pub async fn finish_compactions(lake: &Lake, table: &str) -> Result<()> {
     let root = crate::layout::compact_root(table);
-    for meta in lake.list(&root).await? {
+    let manifests = lake.list(&root).await?;
+    if manifests.is_empty() {
+        return Ok(());
+    }
+    // The table's files now, when it has a Delta log: the swap happened if they hold outputs.
+    let log = DeltaLog::new(lake, table)?;
+    let live: Option<Vec<String>> = match log.snapshot().await? {
+        Some(snapshot) => Some(
+            log.files(&snapshot)
+                .await?
+                .into_iter()
+                .map(|f| f.path)
+                .collect(),
+        ),
+        None => None,
+    };
+    for meta in manifests {
         let Some(bytes) = lake.get_opt(&meta.location).await? else {
             continue;
         };
@@ -302,11 +361,18 @@ pub async fn finish_compactions(lake: &Lake, table: &str) -> Result<()> {
                 outputs.push(m);
             }
         }
-        let mut written = 0u64;
-        for m in &outputs {
-            written += reader(lake, m).await?.metadata().file_metadata().num_rows() as u64;
-        }
-        if written == manifest.rows {
+        let swapped = match &live {
+            Some(live) => live.iter().any(|p| p.starts_with(&manifest.output_prefix)),
+            // A lake written before its tables were Delta tables: the outputs hold every row.
+            None => {
+                let mut written = 0u64;
+                for m in &outputs {
+                    written += reader(lake, m).await?.metadata().file_metadata().num_rows() as u64;
+                }
+                written == manifest.rows
+            }
+        };
+        if swapped {
             tracing::info!(
                 table,
                 "finishing an interrupted compaction: its outputs are complete"

@@ -27,6 +27,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The Delta kernel could not read or commit a table's log.
+    #[error("the Delta log of {table}: {detail}")]
+    Delta {
+        /// The table.
+        table: String,
+        /// The kernel's message.
+        detail: String,
+    },
     /// The state file exists but cannot be read.
     #[error(
         "the state file {path} is corrupt ({detail}); move it aside to let joblake rebuild it \

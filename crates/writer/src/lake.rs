@@ -35,6 +35,9 @@ pub struct Lake {
     store: Arc<dyn ObjectStore>,
     location: LakeLocation,
     s3_access: Option<Arc<S3Access>>,
+    /// The store the Delta kernel resolves table URLs through (the bucket, or `/`).
+    root_store: Arc<dyn ObjectStore>,
+    delta: Arc<std::sync::OnceLock<Arc<crate::delta::Engine>>>,
 }
 
 /// The settings an S3 lake was opened with, for readers other than `object_store` (DuckDB's
@@ -100,10 +103,15 @@ impl Lake {
             .map_err(|e| bad(e.to_string()))?
             .with_automatic_cleanup(true)
             .with_fsync(true);
+        let root_store = LocalFileSystem::new()
+            .with_automatic_cleanup(true)
+            .with_fsync(true);
         Ok(Lake {
             store: Arc::new(store),
             location: LakeLocation::Local(abs),
             s3_access: None,
+            root_store: Arc::new(root_store),
+            delta: Arc::default(),
         })
     }
 
@@ -132,10 +140,11 @@ impl Lake {
                 url: format!("s3://{bucket}/{prefix}"),
                 detail: format!("{e}; check the AWS_* variables"),
             })?;
+        let s3 = Arc::new(s3);
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            Arc::new(s3)
+            s3.clone()
         } else {
-            Arc::new(PrefixStore::new(s3, prefix.as_str()))
+            Arc::new(PrefixStore::new(Arc::clone(&s3), prefix.as_str()))
         };
         Ok(Lake {
             store,
@@ -144,6 +153,8 @@ impl Lake {
                 prefix,
             },
             s3_access: Some(Arc::new(access)),
+            root_store: s3,
+            delta: Arc::default(),
         })
     }
 
@@ -184,6 +195,29 @@ impl Lake {
     /// The store, rooted at the lake.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// The engine through which the Delta kernel reaches this lake (made on first use).
+    pub(crate) fn delta_engine(&self) -> Arc<crate::delta::Engine> {
+        Arc::clone(
+            self.delta
+                .get_or_init(|| crate::delta::engine(Arc::clone(&self.root_store))),
+        )
+    }
+
+    /// The URL of `table`'s root, as the Delta kernel takes it (`file:///…/` or
+    /// `s3://bucket/prefix/table/`).
+    pub fn table_url(&self, table: &str) -> Result<url::Url> {
+        let bad = |detail: String| Error::BadLake {
+            url: self.url(),
+            detail,
+        };
+        match &self.location {
+            LakeLocation::Local(root) => url::Url::from_directory_path(root.join(table))
+                .map_err(|()| bad(format!("{} is not an absolute path", root.display()))),
+            LakeLocation::S3 { .. } => url::Url::parse(&format!("{}/", self.reader_path(table)))
+                .map_err(|e| bad(e.to_string())),
+        }
     }
 
     /// Where the lake is.

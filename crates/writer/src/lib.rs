@@ -22,6 +22,7 @@
 mod compact;
 mod cpu;
 mod crash;
+pub mod delta;
 mod error;
 mod lake;
 pub mod layout;
@@ -30,6 +31,7 @@ mod lock;
 mod sink;
 mod stage;
 mod table;
+mod upgrade;
 
 pub use compact::{CompactReport, LatestRows, compact_table, finish_compactions, write_latest};
 pub use crash::crash_point;

@@ -12,6 +12,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::delta::{AddFile, Commit, DeltaLog};
 use crate::layout;
 use crate::sink::ParquetSink;
 use crate::stage::{Decoder, RawPage, StagedAt, Stager};
@@ -50,6 +51,19 @@ pub struct FileInfo {
     pub rows: u64,
     /// Size in bytes.
     pub bytes: u64,
+}
+
+impl FileInfo {
+    /// The file as a Delta `add`.
+    pub(crate) fn to_add(&self) -> AddFile {
+        AddFile {
+            path: self.path.clone(),
+            dt: self.dt.clone(),
+            bytes: self.bytes,
+            rows: self.rows,
+            stats: None,
+        }
+    }
 }
 
 /// What one commit published.
@@ -117,6 +131,8 @@ pub struct TableWriter {
     /// The first write that failed, if one did: from then on the open files may lack rows
     /// the staged pages hold, so [`Self::commit`] refuses and only [`Self::abort`] is left.
     failed: Option<String>,
+    /// The table's Delta log, which each commit goes to.
+    log: DeltaLog,
 }
 
 impl TableWriter {
@@ -130,6 +146,9 @@ impl TableWriter {
         opts: WriterOptions,
         decoder: Decoder,
     ) -> Result<(TableWriter, Recovery)> {
+        let log = DeltaLog::new(lake, table)?;
+        crate::compact::finish_compactions(lake, table).await?;
+        crate::upgrade::register_existing_files(lake, &log, table, &schema).await?;
         let committed = read_state(lake, table).await?;
         let mut writer = TableWriter {
             lake: lake.clone(),
@@ -145,6 +164,7 @@ impl TableWriter {
             last_staged: None,
             committed,
             failed: None,
+            log,
         };
         let recovery = writer.recover().await?;
         Ok((writer, recovery))
@@ -340,6 +360,10 @@ impl TableWriter {
             files: self.publish().await?,
         };
         crate::crash_point("commit:after-publish");
+        let mut delta = Commit {
+            adds: report.files.iter().map(FileInfo::to_add).collect(),
+            ..Commit::default()
+        };
         let source = match (state, &self.last_staged) {
             (Some(s), _) => Some(s),
             (None, Some((_, s))) => Some(s.clone()),
@@ -363,11 +387,12 @@ impl TableWriter {
                 flushed_through,
                 written_at: Utc::now().to_rfc3339(),
             };
-            let bytes = serde_json::to_vec_pretty(&file).expect("state serialises");
-            self.lake
-                .put(&layout::state(&self.table), bytes.into())
-                .await?;
+            delta.state = Some(serde_json::to_string(&file).expect("state serialises"));
             self.committed = Some(file);
+        }
+        if !delta.adds.is_empty() || delta.state.is_some() {
+            // Files and checkpoint land together, in one Delta commit, or not at all.
+            self.log.commit(Arc::clone(&self.schema), delta).await?;
             crate::crash_point("commit:after-state");
         }
         self.lake
@@ -418,9 +443,8 @@ impl TableWriter {
 
     async fn recover(&mut self) -> Result<Recovery> {
         let mut recovery = Recovery::default();
-        // A compaction that was interrupted is finished or undone first, then files an
-        // interrupted run was still writing go: their rows are in its staged pages.
-        crate::compact::finish_compactions(&self.lake, &self.table).await?;
+        // Files an interrupted run was still writing go: their rows are in its staged pages
+        // (an interrupted compaction was finished or undone by `open`).
         self.lake.clear_uploads(&self.table).await?;
         // Every staged page, wherever it is kept, in the order the pages were fetched.
         let mut staged: BTreeMap<PagePos, (StagedAt, Option<(RawPage, Value)>)> = BTreeMap::new();
@@ -513,7 +537,25 @@ impl TableWriter {
     }
 }
 
+/// The table's checkpoint: the domain metadata of its Delta log's last commit, or, in a lake
+/// written before its tables were Delta tables (and not yet upgraded), its state file.
 pub(crate) async fn read_state(lake: &Lake, table: &str) -> Result<Option<StateFile>> {
+    let log = DeltaLog::new(lake, table)?;
+    if let Some(snapshot) = log.snapshot().await? {
+        let Some(json) = log.state(&snapshot).await? else {
+            return Ok(None);
+        };
+        let file: StateFile = serde_json::from_str(&json).map_err(|e| Error::CorruptState {
+            path: format!("{table}/_delta_log ({})", crate::delta::STATE_DOMAIN),
+            detail: e.to_string(),
+        })?;
+        return Ok(Some(file));
+    }
+    read_legacy_state(lake, table).await
+}
+
+/// The state file of a table written before it was a Delta table.
+pub(crate) async fn read_legacy_state(lake: &Lake, table: &str) -> Result<Option<StateFile>> {
     let path = layout::state(table);
     let Some(bytes) = lake.get_opt(&path).await? else {
         return Ok(None);

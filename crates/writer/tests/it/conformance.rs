@@ -92,11 +92,40 @@ async fn open_with(
         .unwrap()
 }
 
+/// The data files in table `t`'s partitions (its Delta log aside).
+async fn data_files(lake: &Lake) -> Vec<object_store::ObjectMeta> {
+    lake.list(&Path::from("t"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| !m.location.as_ref().starts_with("t/_delta_log/"))
+        .collect()
+}
+
+/// Asserts that table `t`'s Delta log names exactly the files in its partitions.
+async fn assert_log_matches(lake: &Lake) {
+    let mut logged: Vec<String> = joblake_writer::delta::live_files(lake, "t")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    let mut listed: Vec<String> = data_files(lake)
+        .await
+        .iter()
+        .map(|m| m.location.to_string())
+        .collect();
+    logged.sort();
+    listed.sort();
+    assert_eq!(logged, listed, "the Delta log and the partitions disagree");
+}
+
 /// Every published data file of table `t`, with the ids it holds, read back through the
 /// lake's own store.
 async fn published(lake: &Lake) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
-    for meta in lake.list(&Path::from("t")).await.unwrap() {
+    for meta in data_files(lake).await {
         let bytes: Bytes = lake.get_opt(&meta.location).await.unwrap().unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
@@ -130,7 +159,10 @@ fn reader_visible_files(lake: &TestLake) -> Option<Vec<std::path::PathBuf>> {
         joblake_writer::LakeLocation::Local(root) => Some(
             crate::support::files_under(root)
                 .into_iter()
-                .filter(|p| !p.strip_prefix(root).unwrap().starts_with("_joblake"))
+                .filter(|p| {
+                    let rel = p.strip_prefix(root).unwrap();
+                    !rel.starts_with("_joblake") && !rel.to_string_lossy().contains("_delta_log")
+                })
                 .collect(),
         ),
         _ => None,
@@ -258,6 +290,8 @@ async fn a_crash_before_commit_loses_nothing_and_publishes_once(lake: TestLake) 
     if let Some(files) = reader_visible_files(&lake) {
         assert_eq!(files.len(), 2, "only the two published files: {files:?}");
     }
+
+    assert_log_matches(&lake).await;
 
     // Opening again finds nothing more to do.
     let (_, rec) = open(&lake, "R3").await;
@@ -581,10 +615,6 @@ async fn an_interrupted_compaction_is_finished_or_undone_by_the_next_run(lake: T
             lake.get_opt(&meta.location).await.unwrap().unwrap(),
         ));
     }
-    let lock = LakeLock::acquire(&lake, "compact").await.unwrap();
-    compact_table(&lake, &lock, "t", schema(), "C1", &WriterOptions::default())
-        .await
-        .unwrap();
     let output = Path::from("t/dt=2026-11-01/part-C1-c00000.parquet");
     let manifest = Path::from("_joblake/compact/t/2026-11-01.json");
     let plant = |rows: u64| {
@@ -597,7 +627,25 @@ async fn an_interrupted_compaction_is_finished_or_undone_by_the_next_run(lake: T
         .to_string()
     };
 
-    // Killed after its output was complete, before the inputs went: the next run finishes.
+    // Killed before its Delta commit, output written (whole or not): the next run (here:
+    // opening the table) undoes it, as the log still names the inputs.
+    lake.put(&output, inputs[0].1.clone()).await.unwrap();
+    lake.put(&manifest, plant(45).into()).await.unwrap();
+    open(&lake, "R4").await;
+    assert_eq!(all_rows(&lake).await, before);
+    assert_eq!(
+        published(&lake).await.len(),
+        4,
+        "the inputs stay, the uncommitted output went"
+    );
+    assert_eq!(lake.get_opt(&manifest).await.unwrap(), None);
+    assert_log_matches(&lake).await;
+
+    // Killed after its commit, before the inputs went: the next run finishes.
+    let lock = LakeLock::acquire(&lake, "compact").await.unwrap();
+    compact_table(&lake, &lock, "t", schema(), "C1", &WriterOptions::default())
+        .await
+        .unwrap();
     for (path, bytes) in &inputs {
         lake.put(path, bytes.clone()).await.unwrap();
     }
@@ -606,23 +654,7 @@ async fn an_interrupted_compaction_is_finished_or_undone_by_the_next_run(lake: T
     assert_eq!(all_rows(&lake).await, before);
     assert_eq!(published(&lake).await.len(), 2);
     assert_eq!(lake.get_opt(&manifest).await.unwrap(), None);
-
-    // Killed while its output was partial: the next run (here: opening the table) undoes it.
-    lake.delete_all(vec![output.clone()]).await.unwrap();
-    for (path, bytes) in &inputs {
-        lake.put(path, bytes.clone()).await.unwrap();
-    }
-    let partial = Path::from("t/dt=2026-11-01/part-C1-c00000.parquet");
-    lake.put(&partial, inputs[0].1.clone()).await.unwrap();
-    lake.put(&manifest, plant(45).into()).await.unwrap();
-    open(&lake, "R4").await;
-    assert_eq!(all_rows(&lake).await, before);
-    assert_eq!(
-        published(&lake).await.len(),
-        4,
-        "the inputs stay, the partial output went"
-    );
-    assert_eq!(lake.get_opt(&manifest).await.unwrap(), None);
+    assert_log_matches(&lake).await;
     lock.release().await;
 }
 

@@ -64,7 +64,16 @@ async fn throttling_server_errors_and_resets_are_retried_until_the_commit_lands(
     assert_eq!(write_three_pages(&lake).await, 3);
     assert_eq!(proxy.injected(), 5, "every fault was met and got past");
     let direct = s3_lake(&moto.endpoint, &bucket, "lake");
-    assert_eq!(direct.list(&Path::from("t")).await.unwrap().len(), 1);
+    let data: Vec<_> = direct
+        .list(&Path::from("t"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| !m.location.as_ref().contains("_delta_log"))
+        .collect();
+    assert_eq!(data.len(), 1);
+    let logged = joblake_writer::delta::live_files(&direct, "t").await.unwrap();
+    assert_eq!(logged.map(|f| f.len()), Some(1), "the commit landed in the Delta log");
 }
 
 #[tokio::test]

@@ -1,0 +1,449 @@
+//! The lake's tables as Delta Lake tables, written through the Delta protocol's own Rust
+//! kernel (`delta_kernel`): each commit of a run is one Delta commit carrying the files it
+//! publishes, the table's checkpoint (as the domain metadata [`STATE_DOMAIN`]) and a `txn`
+//! (application [`APP_ID`], one version per commit), so data and cursor land together or not
+//! at all, and any Delta reader sees exactly the files the log names.
+//!
+//! The kernel's calls block; they run on tokio's blocking threads, the kernel's own I/O on
+//! one runtime kept for the process.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{Array, AsArray, StructArray};
+use arrow::datatypes::{Schema, SchemaRef};
+use chrono::{NaiveDate, Utc};
+use delta_kernel::committer::FileSystemCommitter;
+use delta_kernel::engine::arrow_conversion::TryFromArrow;
+use delta_kernel::engine::arrow_data::ArrowEngineData;
+use delta_kernel::expressions::Scalar;
+use delta_kernel::schema::{DataType as KernelType, StructField, StructType};
+use delta_kernel::transaction::create_table::create_table;
+use delta_kernel::transaction::data_layout::DataLayout;
+use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
+use delta_kernel::{EngineData, FileMeta, FilteredEngineData, KernelError, Snapshot, SnapshotRef};
+use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
+use delta_kernel_default_engine::parquet::DataFileMetadata;
+use delta_kernel_default_engine::{DefaultEngine, DefaultEngineBuilder, build_add_file_metadata};
+use object_store::path::Path;
+use url::Url;
+
+use crate::{Error, Lake, Result};
+
+/// The engine through which joblake reads and writes a lake's Delta logs.
+pub(crate) type Engine = DefaultEngine<TokioMultiThreadExecutor>;
+
+/// The domain metadata holding the table's checkpoint (see `table.rs`'s `StateFile`).
+pub const STATE_DOMAIN: &str = "joblake.state";
+
+/// The `txn` application id of joblake's commits; its version counts them.
+pub const APP_ID: &str = "joblake";
+
+/// Who wrote a commit, as its `commitInfo` says.
+const ENGINE_INFO: &str = concat!("joblake/", env!("CARGO_PKG_VERSION"));
+
+/// The history's partition column.
+pub const PARTITION: &str = "dt";
+
+/// A checkpoint of the log every so many versions, so a reader replays a few commits at most.
+const CHECKPOINT_EVERY: u64 = 20;
+
+/// The kernel's I/O runs here: one runtime for the process (never dropped, so never dropped
+/// inside an async context either).
+static EXECUTOR: LazyLock<Arc<TokioMultiThreadExecutor>> = LazyLock::new(|| {
+    Arc::new(
+        TokioMultiThreadExecutor::new_owned_runtime(Some(1), None)
+            .expect("the Delta engine's runtime starts"),
+    )
+});
+
+/// An engine for the store a lake's Delta logs are reached through (rooted at `/` for a
+/// local lake, at the bucket for S3, as the kernel resolves table URLs).
+pub(crate) fn engine(store: Arc<dyn object_store::ObjectStore>) -> Arc<Engine> {
+    Arc::new(
+        DefaultEngineBuilder::new(store)
+            .with_task_executor(Arc::clone(&EXECUTOR))
+            .build(),
+    )
+}
+
+/// A file to add to a table in a commit.
+#[derive(Debug, Clone)]
+pub struct AddFile {
+    /// Lake-relative path (`<table>/dt=YYYY-MM-DD/part-….parquet`).
+    pub path: String,
+    /// The `dt` partition (`YYYY-MM-DD`).
+    pub dt: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Statistics for readers that skip files; only the row count when `None` (the
+    /// table's `delta.dataSkippingNumIndexedCols` is 0: no column's min and max is due).
+    pub stats: Option<StructArray>,
+}
+
+/// One commit to a table's log.
+#[derive(Debug, Default)]
+pub(crate) struct Commit {
+    /// Files the commit adds.
+    pub adds: Vec<AddFile>,
+    /// Lake-relative paths of files the commit removes.
+    pub removes: Vec<String>,
+    /// The table's checkpoint after the commit (JSON), when it moves.
+    pub state: Option<String>,
+    /// What the commit does, for the log's `commitInfo`.
+    pub operation: Operation,
+}
+
+/// What a commit does.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    /// A run's pages.
+    #[default]
+    Write,
+    /// A compaction: the same rows in fewer files.
+    Optimize,
+}
+
+/// A table's Delta log.
+#[derive(Clone)]
+pub(crate) struct DeltaLog {
+    engine: Arc<Engine>,
+    lake: Lake,
+    table: String,
+    /// The table's root URL, with a trailing slash.
+    root: Url,
+}
+
+impl DeltaLog {
+    pub(crate) fn new(lake: &Lake, table: &str) -> Result<DeltaLog> {
+        Ok(DeltaLog {
+            engine: lake.delta_engine(),
+            lake: lake.clone(),
+            table: table.to_string(),
+            root: lake.table_url(table)?,
+        })
+    }
+
+    /// The table's newest snapshot, or `None` while it has no log.
+    pub(crate) async fn snapshot(&self) -> Result<Option<SnapshotRef>> {
+        let log = Path::from(format!("{}/_delta_log", self.table));
+        if self.lake.list(&log).await?.is_empty() {
+            return Ok(None);
+        }
+        let (engine, root) = (Arc::clone(&self.engine), self.root.clone());
+        let snapshot = self
+            .blocking(move || Snapshot::builder_for(root.as_str()).build(engine.as_ref()))
+            .await?;
+        Ok(Some(snapshot))
+    }
+
+    /// The table's checkpoint as its last commit wrote it.
+    pub(crate) async fn state(&self, snapshot: &SnapshotRef) -> Result<Option<String>> {
+        let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
+        self.blocking(move || snapshot.get_domain_metadata(STATE_DOMAIN, engine.as_ref()))
+            .await
+    }
+
+    /// The files of a snapshot: lake-relative path, size and `dt`, in path order.
+    pub(crate) async fn files(&self, snapshot: &SnapshotRef) -> Result<Vec<LiveFile>> {
+        let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
+        let table = self.table.clone();
+        let mut files = self
+            .blocking(move || {
+                let scan = snapshot.scan_builder().build()?;
+                let mut files = Vec::new();
+                for meta in scan.scan_metadata(engine.as_ref())? {
+                    let (data, selected) = meta?.scan_files.into_parts();
+                    let batch = ArrowEngineData::try_from_engine_data(data)?;
+                    let batch = batch.record_batch();
+                    let column = |name: &str| {
+                        batch.column_by_name(name).ok_or_else(|| {
+                            KernelError::generic(format!("scan files lack {name}"))
+                        })
+                    };
+                    let paths = column("path")?.as_string::<i32>().clone();
+                    let sizes = column("size")?
+                        .as_primitive::<arrow::datatypes::Int64Type>()
+                        .clone();
+                    for row in 0..batch.num_rows() {
+                        if selected.get(row).copied().unwrap_or(true) {
+                            let rel = decode_path(paths.value(row));
+                            files.push(LiveFile {
+                                dt: partition_of(&rel).unwrap_or_default(),
+                                path: format!("{table}/{rel}"),
+                                bytes: sizes.value(row).max(0) as u64,
+                            });
+                        }
+                    }
+                }
+                Ok(files)
+            })
+            .await?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    /// Commits `commit` on top of the table's newest version (creating the table, with
+    /// `schema`, when it has no log yet). Returns the version committed.
+    pub(crate) async fn commit(&self, schema: SchemaRef, commit: Commit) -> Result<u64> {
+        let snapshot = self.snapshot().await?;
+        if snapshot.is_none()
+            && let crate::LakeLocation::Local(lake_root) = self.lake.location()
+        {
+            // The kernel creates a table only in a directory that exists.
+            let dir = lake_root.join(&self.table);
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|source| Error::Io {
+                    context: format!("cannot create the table directory {}", dir.display()),
+                    source,
+                })?;
+        }
+        let (engine, root, table) = (
+            Arc::clone(&self.engine),
+            self.root.clone(),
+            self.table.clone(),
+        );
+        let version = self
+            .blocking(move || commit_blocking(&engine, &root, &table, snapshot, schema, commit))
+            .await?;
+        if version > 0 && version % CHECKPOINT_EVERY == 0 {
+            // A checkpoint only saves readers time: one that fails changes nothing.
+            if let Err(e) = self.checkpoint().await {
+                tracing::warn!(table = %self.table, error = %e, "could not checkpoint the Delta log");
+            }
+        }
+        Ok(version)
+    }
+
+    async fn checkpoint(&self) -> Result<()> {
+        let Some(snapshot) = self.snapshot().await? else {
+            return Ok(());
+        };
+        let engine = Arc::clone(&self.engine);
+        self.blocking(move || snapshot.checkpoint(engine.as_ref(), None).map(|_| ()))
+            .await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> delta_kernel::KernelResult<T> + Send + 'static,
+    ) -> Result<T> {
+        let table = self.table.clone();
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Error::Delta {
+                table: table.clone(),
+                detail: format!("the Delta kernel's task failed: {e}"),
+            })?
+            .map_err(|e| Error::Delta {
+                table,
+                detail: e.to_string(),
+            })
+    }
+}
+
+/// The files of `table`'s current version, as any Delta reader sees them (in path order), or
+/// `None` while the table has no Delta log.
+pub async fn live_files(lake: &Lake, table: &str) -> Result<Option<Vec<LiveFile>>> {
+    let log = DeltaLog::new(lake, table)?;
+    match log.snapshot().await? {
+        Some(snapshot) => Ok(Some(log.files(&snapshot).await?)),
+        None => Ok(None),
+    }
+}
+
+/// A file of a table's current version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveFile {
+    /// Lake-relative path.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// The `dt` partition, when the table has one.
+    pub dt: String,
+}
+
+fn commit_blocking(
+    engine: &Arc<Engine>,
+    root: &Url,
+    table: &str,
+    snapshot: Option<SnapshotRef>,
+    schema: SchemaRef,
+    commit: Commit,
+) -> delta_kernel::KernelResult<u64> {
+    let engine_ref: &Engine = engine.as_ref();
+    let txn_version = match &snapshot {
+        Some(s) => s.get_app_id_version(APP_ID, engine_ref)?.unwrap_or(0) + 1,
+        None => 1,
+    };
+    let committed = match snapshot {
+        None => {
+            if !commit.removes.is_empty() {
+                return Err(KernelError::generic(
+                    "cannot remove files from a table with no log",
+                ));
+            }
+            let kernel_schema = Arc::new(table_schema(&schema)?);
+            let mut builder = create_table(root.as_str(), kernel_schema, ENGINE_INFO, true)
+                .with_table_properties([
+                    ("delta.feature.domainMetadata", "supported"),
+                    ("delta.dataSkippingNumIndexedCols", "0"),
+                ])
+                .with_data_layout(DataLayout::partitioned([PARTITION]))
+                .with_transaction_id(APP_ID, txn_version);
+            if let Some(state) = commit.state {
+                builder = builder.with_domain_metadata(STATE_DOMAIN, state);
+            }
+            let mut txn = builder.build(engine_ref, Box::new(FileSystemCommitter::new()))?;
+            let write_state = txn.write_state()?;
+            for add in &commit.adds {
+                txn.add_files(add_action(&write_state, root, table, add)?);
+            }
+            finish(table, txn.commit(engine_ref)?)?
+        }
+        Some(snapshot) => {
+            let operation = match commit.operation {
+                Operation::Write => UpdateTableOperation::Write,
+                Operation::Optimize => UpdateTableOperation::Optimize,
+            };
+            let data_change = commit.operation == Operation::Write;
+            let mut builder = Arc::clone(&snapshot)
+                .update_table(operation, ENGINE_INFO, data_change)
+                .with_transaction_id(APP_ID, txn_version);
+            if let Some(state) = commit.state {
+                builder = builder.with_domain_metadata(STATE_DOMAIN, state);
+            }
+            let mut txn = builder.build(engine_ref, Box::new(FileSystemCommitter::new()))?;
+            let write_state = txn.write_state()?;
+            for add in &commit.adds {
+                txn.add_files(add_action(&write_state, root, table, add)?);
+            }
+            if !commit.removes.is_empty() {
+                let wanted: HashSet<String> = commit
+                    .removes
+                    .iter()
+                    .map(|p| p.strip_prefix(&format!("{table}/")).unwrap_or(p).to_string())
+                    .collect();
+                let mut found = 0;
+                let scan = snapshot.scan_builder().build()?;
+                for meta in scan.scan_metadata(engine_ref)? {
+                    let (data, selected) = meta?.scan_files.into_parts();
+                    let batch = ArrowEngineData::try_from_engine_data(data)?;
+                    let paths = batch
+                        .record_batch()
+                        .column_by_name("path")
+                        .ok_or_else(|| KernelError::generic("scan files lack path"))?
+                        .as_string::<i32>()
+                        .clone();
+                    let selection: Vec<bool> = (0..paths.len())
+                        .map(|row| {
+                            selected.get(row).copied().unwrap_or(true)
+                                && wanted.contains(&decode_path(paths.value(row)))
+                        })
+                        .collect();
+                    let n = selection.iter().filter(|s| **s).count();
+                    if n > 0 {
+                        found += n;
+                        txn.remove_files(FilteredEngineData::try_new(batch, selection)?);
+                    }
+                }
+                if found != wanted.len() {
+                    return Err(KernelError::generic(format!(
+                        "{} of the {} files to remove are not in the table",
+                        wanted.len() - found,
+                        wanted.len()
+                    )));
+                }
+            }
+            finish(table, txn.commit(engine_ref)?)?
+        }
+    };
+    Ok(committed)
+}
+
+fn finish<S>(table: &str, result: CommitResult<S>) -> delta_kernel::KernelResult<u64> {
+    match result {
+        CommitResult::Committed(c) => Ok(c.commit_version()),
+        CommitResult::Conflicted(c) => Err(KernelError::generic(format!(
+            "another writer committed version {} of {table} first",
+            c.conflict_version()
+        ))),
+        CommitResult::Retryable(r) => Err(KernelError::generic(format!(
+            "the commit to {table} failed and may be retried: {}",
+            r.error
+        ))),
+    }
+}
+
+/// The Delta schema of a history table: the files' columns plus the `dt` partition.
+fn table_schema(schema: &Schema) -> delta_kernel::KernelResult<StructType> {
+    let data = StructType::try_from_arrow(schema)?;
+    let fields = data
+        .fields()
+        .filter(|f| f.name() != PARTITION)
+        .cloned()
+        .chain([StructField::nullable(PARTITION, KernelType::DATE)]);
+    StructType::try_new(fields)
+}
+
+fn add_action(
+    write_state: &Arc<delta_kernel::transaction::WriteState>,
+    root: &Url,
+    table: &str,
+    add: &AddFile,
+) -> delta_kernel::KernelResult<Box<dyn EngineData>> {
+    let day = NaiveDate::parse_from_str(&add.dt, "%Y-%m-%d")
+        .map_err(|e| KernelError::generic(format!("partition {:?}: {e}", add.dt)))?;
+    let days = (day - NaiveDate::default()).num_days() as i32;
+    let context = write_state
+        .write_context_builder()
+        .with_partition_values(HashMap::from([(PARTITION.to_string(), Scalar::Date(days))]))
+        .build()?;
+    let rel = add
+        .path
+        .strip_prefix(&format!("{table}/"))
+        .unwrap_or(&add.path);
+    let location = root.join(rel)?;
+    let stats = add.stats.clone().unwrap_or_else(|| count_stats(add.rows));
+    let meta = FileMeta::new(location, Utc::now().timestamp_millis(), add.bytes);
+    build_add_file_metadata(DataFileMetadata::new(meta, stats), &context)
+}
+
+/// Statistics that give the row count.
+fn count_stats(rows: u64) -> StructArray {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field};
+    StructArray::from(vec![(
+        Arc::new(Field::new("numRecords", DataType::Int64, true)),
+        Arc::new(Int64Array::from(vec![rows as i64])) as Arc<dyn Array>,
+    )])
+}
+
+/// A path as the log writes it (relative, URL-encoded) as a plain relative path.
+fn decode_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `dt` of a table-relative path (`dt=YYYY-MM-DD/…`).
+fn partition_of(rel: &str) -> Option<String> {
+    rel.split('/')
+        .find_map(|p| p.strip_prefix("dt="))
+        .map(str::to_string)
+}
