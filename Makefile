@@ -15,15 +15,16 @@ JOBLAKE_CACHE ?= $(HOME)/.cache/joblake
 # its own pip, so nothing installed on the machine by hand is seen (`make py-check` proves it).
 # The stock DuckDB releases analysts run (the .duckdb file must open in them) go into the venv
 # side by side (pip --target, one directory each, which the tests put on PYTHONPATH); pyarrow
-# and polars (the notebooks' readers) and moto's S3 server into its site-packages.
+# and polars (the notebooks' readers), deltalake (delta-rs, a Delta reader) and moto's S3 server
+# into its site-packages.
 PY_DIR ?= $(JOBLAKE_CACHE)/py
 VENV := $(PY_DIR)/venv
 VENV_PY := $(VENV)/bin/python
 PIP := $(VENV_PY) -m pip --disable-pip-version-check --quiet --no-input
 PY_DUCKDB_VERSIONS := 1.4.5 1.5.6
 PY_DUCKDB_DIRS := $(foreach v,$(PY_DUCKDB_VERSIONS),$(VENV)/duckdb-$(v))
-PY_TOOLS := pyarrow==26.0.1 polars==2.1.0 moto[server]==5.2.5
-PY_STAMP := $(VENV)/.installed-1
+PY_TOOLS := pyarrow==26.0.1 polars==2.1.0 deltalake==1.6.6 moto[server]==5.2.5
+PY_STAMP := $(VENV)/.installed-2
 export JOBLAKE_PYTHON := $(VENV_PY)
 # The venv stands alone: nothing from the caller's Python settings reaches it.
 unexport PYTHONPATH PYTHONHOME PYTHONUSERBASE

@@ -30,6 +30,9 @@ enum Cmd {
     /// run left, or merge its published files away for the next refresh to write again),
     /// then a refresh.
     CompactAfterKill,
+    /// A refresh of a lake written before its tables were Delta tables, which registers
+    /// each table's files in a new Delta log first.
+    Upgrade,
 }
 
 /// (moment, phase, command): `point[:n]` is the n-th pass through the point.
@@ -54,6 +57,7 @@ const MOMENTS: &[(&str, &str, Cmd)] = &[
     ("backfill:after-plan", "backfill plan", Cmd::Backfill),
     ("compact:after-manifest", "compaction", Cmd::Compact),
     ("compact:after-outputs", "compaction", Cmd::Compact),
+    ("compact:after-commit", "compaction", Cmd::Compact),
     ("compact:after-inputs", "compaction", Cmd::Compact),
     ("latest:after-copy", "compaction", Cmd::Compact),
     ("fetch:after-page:3", "enrichment", Cmd::Enrich),
@@ -73,6 +77,9 @@ const MOMENTS: &[(&str, &str, Cmd)] = &[
         "compact after a kill",
         Cmd::CompactAfterKill,
     ),
+    ("upgrade:before-commit", "upgrade to Delta", Cmd::Upgrade),
+    ("upgrade:after-commit", "upgrade to Delta", Cmd::Upgrade),
+    ("commit:after-publish", "upgrade to Delta", Cmd::Upgrade),
 ];
 
 const SMALL_PAGES: &str = "[career_sites]\npage_size = 10\nrequests_per_minute = 0\n\
@@ -227,13 +234,19 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
             killed(lake, &["refresh", "--source", "career_sites"], moment).await;
             lake.run(&["compact"]).await.assert_code(0);
         }
+        Cmd::Upgrade => {
+            lake.refresh_ok(&[]).await;
+            make_legacy(lake).await;
+            sim.advance(3).await;
+            killed(lake, &["refresh", "--source", "career_sites"], moment).await;
+        }
     }
     let readable = readable(lake).await;
     match cmd {
         Cmd::Backfill => lake.run(&backfill).await.assert_code(0),
         Cmd::Compact => lake.run(&["compact"]).await.assert_code(0),
         Cmd::Enrich => lake.run(&["enrich", "companies"]).await.assert_code(0),
-        Cmd::Refresh | Cmd::Recover | Cmd::Latest | Cmd::CompactAfterKill => {
+        Cmd::Refresh | Cmd::Recover | Cmd::Latest | Cmd::CompactAfterKill | Cmd::Upgrade => {
             lake.refresh_ok(&[]).await;
         }
     }
@@ -257,6 +270,52 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
         readable,
         doubled: doubled_versions,
         refetched,
+    }
+}
+
+/// Turns `lake` into what joblake wrote before its tables were Delta tables: each table's
+/// checkpoint in `_joblake/state/<table>.json` (as its Delta log's domain metadata holds it),
+/// and no Delta log.
+async fn make_legacy(lake: &Lake) {
+    use object_store::path::Path;
+    let store = match &lake.s3 {
+        None => joblake_writer::Lake::open(lake.root().to_str().unwrap(), false).unwrap(),
+        Some(s3) => {
+            let mut builder = object_store::aws::AmazonS3Builder::new();
+            for (k, v) in joblake_testkit::aws_env(&s3.endpoint) {
+                builder = builder.with_config(k.to_lowercase().parse().unwrap(), v);
+            }
+            joblake_writer::Lake::open_s3(builder, &s3.bucket, "team/lake").unwrap()
+        }
+    };
+    for table in ["career_sites", "jobs", "companies"] {
+        let mut commits = store
+            .list(&Path::from(format!("{table}/_delta_log")))
+            .await
+            .unwrap();
+        commits.sort_by(|a, b| a.location.cmp(&b.location));
+        let mut state = None;
+        for meta in &commits {
+            if !meta.location.as_ref().ends_with(".json") {
+                continue;
+            }
+            let bytes = store.get_opt(&meta.location).await.unwrap().unwrap();
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                let action: serde_json::Value = serde_json::from_str(line).unwrap();
+                let dm = &action["domainMetadata"];
+                if dm["domain"] == "joblake.state" {
+                    state = dm["configuration"].as_str().map(str::to_string);
+                }
+            }
+        }
+        if let Some(state) = state {
+            let path = Path::from(format!("_joblake/state/{table}.json"));
+            store.put(&path, state.into_bytes().into()).await.unwrap();
+        }
+        store
+            .delete_all(commits.into_iter().map(|m| m.location).collect())
+            .await
+            .unwrap();
     }
 }
 

@@ -1,4 +1,4 @@
-//! Local faults: a disk that fills up mid-write, a read-only lake, a corrupt state file, a
+//! Local faults: a disk that fills up mid-write, a read-only lake, a corrupt Delta commit, a
 //! lock left by a dead process, a lake path full of quotes; and no key anywhere after any of
 //! them.
 
@@ -119,29 +119,42 @@ async fn corrupt_state() -> String {
     let sim = Sim::start(&["--rows", "100"]).await;
     let lake = lake_on_disk(&sim);
     lake.refresh_ok(&[]).await;
-    let state = lake.root().join("_joblake/state/jobs.json");
-    std::fs::write(&state, b"{\"format\": 1, \"table\": \"jobs\", \"sour").unwrap();
+    lake.refresh_ok(&[]).await;
+    // The newest commit of jobs' Delta log (where its checkpoint lives), cut short: a disk
+    // fault, or a hand edit.
+    let log = lake.root().join("jobs/_delta_log");
+    let mut commits: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    commits.sort();
+    let newest = commits.pop().expect("jobs has a Delta log");
+    let whole = std::fs::read(&newest).unwrap();
+    let cut = &whole[..whole.len() / 2];
+    std::fs::write(&newest, cut).unwrap();
     let first = lake.run(&["--json", "refresh"]).await;
     first.assert_code(1);
     assert!(
-        first.stderr().contains("jobs.json") && first.stderr().contains("move it aside"),
+        first.stderr().contains("jobs/_delta_log") && first.stderr().contains("moved aside"),
         "{}",
         first.stderr()
     );
     assert_eq!(
-        std::fs::read(&state).unwrap(),
-        b"{\"format\": 1, \"table\": \"jobs\", \"sour",
-        "the corrupt file is left for inspection"
+        std::fs::read(&newest).unwrap(),
+        cut,
+        "the corrupt commit is left for inspection"
     );
-    // As the message says: move it aside; the next run scans jobs from the start.
-    std::fs::rename(&state, state.with_extension("json.bad")).unwrap();
+    // As the message says: move it aside; the next run fetches its rows again.
+    std::fs::rename(&newest, lake.root().join("corrupt-commit.json")).unwrap();
     let second = lake.run(&["--json", "refresh"]).await;
     second.assert_code(0);
     assert_views_match_truth(&lake, &sim).await;
     let (files, bytes) = assert_no_keys(&lake, &sim, &outputs(&[&first, &second])).await;
     format!(
-        "| corrupt state file | jobs: exit 1, names the file and says to move it aside; career \
-         sites went on | after moving it aside: finished, views = truth | {files} files, {bytes} bytes: 0 keys |\n"
+        "| corrupt Delta commit (jobs' newest, cut short) | jobs: exit 1, names its `_delta_log` \
+         and says to move the commit aside; career sites went on | after moving it aside: \
+         finished, views = truth | {files} files, {bytes} bytes: 0 keys |\n"
     )
 }
 

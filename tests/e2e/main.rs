@@ -448,6 +448,44 @@ async fn stock_duckdb_pyarrow_and_polars_read_the_lake_from_anywhere() {
             }
         }
     }
+    // The Delta tables, as any Delta reader sees them: every version the views hold, row by
+    // row.
+    assert_delta_readers_match_views(&lake, &lake.root().display().to_string(), &[]).await;
+}
+
+/// delta-rs (`deltalake`) and polars' `scan_delta` read each history table of `url` with
+/// exactly the row versions (`id`, `_run_id`, `_page`, `_row`) its view holds.
+pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(String, String)]) {
+    let mut views = serde_json::Map::new();
+    for t in ["career_sites", "jobs"] {
+        let rows = lake
+            .query(&format!(
+                "SELECT id, _run_id, _page, _row FROM {t}_history ORDER BY ALL"
+            ))
+            .await;
+        let versions: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                Value::Array(vec![
+                    r["id"].clone(),
+                    r["_run_id"].clone(),
+                    r["_page"].clone(),
+                    r["_row"].clone(),
+                ])
+            })
+            .collect();
+        views.insert(t.to_string(), Value::Array(versions));
+    }
+    for reader in ["deltalake", "polars-delta"] {
+        let got = reader_counts(None, reader, url, env).await;
+        for t in ["career_sites", "jobs"] {
+            assert_eq!(
+                got[format!("{t}_versions")],
+                views[t],
+                "{reader}: {t} as a Delta table is not the {t}_history view"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -550,4 +588,36 @@ filters = { jobs_locations = [{ country = "Germany" }] }
         lake.count("SELECT count(*) FROM jobs").await as usize,
         jobs.len()
     );
+}
+
+#[tokio::test]
+async fn a_lake_of_a_newer_format_is_refused_and_left_untouched() {
+    let sim = Sim::start(&["--rows", "50"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&[]).await;
+    let marker = lake.root().join("_joblake/format.json");
+    let recorded: Value = serde_json::from_slice(&std::fs::read(&marker).unwrap()).unwrap();
+    assert_eq!(recorded["format"], 2, "{recorded}");
+    // As a later joblake would leave it.
+    std::fs::write(&marker, r#"{"format": 99, "written_by": "joblake 9.0.0"}"#).unwrap();
+    let before = lake.files();
+    for args in [
+        &["refresh"][..],
+        &["compact"],
+        &["views"],
+        &["status"],
+        &["query", "SELECT 1"],
+        &["enrich", "companies"],
+    ] {
+        let run = lake.run(args).await;
+        run.assert_code(2);
+        assert!(
+            run.stderr().contains("format 99")
+                && run.stderr().contains("joblake 9.0.0")
+                && run.stderr().contains("format 2 at most"),
+            "{args:?}: {}",
+            run.stderr()
+        );
+    }
+    assert!(lake.files() == before, "a newer lake changed");
 }

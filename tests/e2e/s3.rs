@@ -66,6 +66,9 @@ async fn an_s3_lake_holds_the_truth_for_duckdb_pyarrow_and_status_and_no_secret(
         );
     }
 
+    // Any Delta reader, with its own S3 client, reads the same tables.
+    crate::assert_delta_readers_match_views(&lake, &s3.url, &lake.env).await;
+
     // status reads the lake on S3.
     let status = lake.run(&["status", "--json"]).await;
     status.assert_code(0);

@@ -3,6 +3,8 @@
     python3 counts.py duckdb  <lake.duckdb>   # the views, in whatever DuckDB is on PYTHONPATH
     python3 counts.py pyarrow <lake dir>      # the Parquet, as a pyarrow hive dataset
     python3 counts.py polars  <lake dir>      # the Parquet, as a polars lazy scan
+    python3 counts.py deltalake <lake dir|s3://bucket/prefix>   # the Delta tables (delta-rs)
+    python3 counts.py polars-delta <lake dir|s3://…>  # the Delta tables, polars' scan_delta
     python3 counts.py pyarrow-s3 s3://bucket/prefix   # the Parquet on S3 (AWS_* settings),
                                               # with the list of ids
 
@@ -69,16 +71,74 @@ def by_polars(lake):
 
     out = {}
     for t in TABLES:
-        frame = pl.scan_parquet(os.path.join(lake, t, "**", "*.parquet"), hive_partitioning=True)
+        # dt=*/: the Delta log's own Parquet checkpoints lie in _delta_log/, beside them.
+        frame = pl.scan_parquet(os.path.join(lake, t, "dt=*", "*.parquet"), hive_partitioning=True)
         counts = frame.select(pl.len().alias("rows"), pl.col("id").n_unique().alias("ids")).collect()
         out[t + "_history"] = counts["rows"][0]
         out[t + "_ids"] = counts["ids"][0]
     return out
 
 
+def storage_options():
+    """delta-rs' S3 settings, from the AWS_* variables (none for a local lake)."""
+    options = {}
+    for var, key in (
+        ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+        ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        ("AWS_REGION", "AWS_REGION"),
+    ):
+        if os.environ.get(var):
+            options[key] = os.environ[var]
+    if os.environ.get("AWS_ALLOW_HTTP") in ("true", "1"):
+        options["AWS_ALLOW_HTTP"] = "true"
+    return options
+
+
+def delta_tables(lake):
+    for t in TABLES:
+        yield t, f"{lake.rstrip('/')}/{t}"
+
+
+def summary(t, ids):
+    """Counts, plus the sorted (id, _run_id, _page, _row) of every version, compared row by
+    row with what the views hold."""
+    return {t + "_history": len(ids), t + "_ids": len({i[0] for i in ids}), t + "_versions": sorted(ids)}
+
+
+def by_deltalake(lake):
+    from deltalake import DeltaTable
+
+    out = {}
+    for t, uri in delta_tables(lake):
+        table = DeltaTable(uri, storage_options=storage_options() or None)
+        data = table.to_pyarrow_table(columns=["id", "_run_id", "_page", "_row"])
+        out.update(summary(t, list(zip(*(data.column(c).to_pylist() for c in data.column_names)))))
+        out[t + "_version"] = table.version()
+    return out
+
+
+def by_polars_delta(lake):
+    import polars as pl
+
+    out = {}
+    for t, uri in delta_tables(lake):
+        frame = pl.scan_delta(uri, storage_options=storage_options() or None)
+        data = frame.select("id", "_run_id", "_page", "_row").collect()
+        out.update(summary(t, list(data.iter_rows())))
+    return out
+
+
 if __name__ == "__main__":
     reader, target = sys.argv[1], sys.argv[2]
     os.chdir("/")
-    readers = {"duckdb": by_duckdb, "pyarrow": by_pyarrow, "pyarrow-s3": by_pyarrow_s3, "polars": by_polars}
+    readers = {
+        "duckdb": by_duckdb,
+        "pyarrow": by_pyarrow,
+        "pyarrow-s3": by_pyarrow_s3,
+        "polars": by_polars,
+        "deltalake": by_deltalake,
+        "polars-delta": by_polars_delta,
+    }
     result = readers[reader](target)
     print(json.dumps(result))

@@ -24,6 +24,7 @@ pub async fn enrich_plan(cli: &Cli, flags: EnrichFlags<'_>) -> CmdResult {
         .into());
     }
     let lake = Lake::open(&cli.lake, false)?;
+    joblake_writer::format::check(&lake).await?;
     // The 404s of the last commit, less those old enough to be asked again.
     let mut committed: ProfilesCheckpoint =
         joblake_sync::open::committed_checkpoint(&lake, Table::Companies).await?;

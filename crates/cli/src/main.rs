@@ -82,7 +82,12 @@ fn init_tracing(cli: &Cli) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOBLAKE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,reqwest=warn"))
+        // The Delta kernel logs its own errors, which joblake reports itself, once.
+        let kernel = if cli.verbose >= 2 { "info" } else { "off" };
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},hyper=warn,reqwest=warn,delta_kernel={kernel},\
+             delta_kernel_default_engine={kernel}"
+        ))
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

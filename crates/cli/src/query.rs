@@ -10,6 +10,7 @@ use crate::output;
 /// Runs `query`: the rows as a table, CSV or JSON (`--json` wins).
 pub async fn query(cli: &Cli, sql: &str, format: Format) -> CmdResult {
     let lake = Lake::open(&cli.lake, false)?;
+    joblake_writer::format::check(&lake).await?;
     let db = session::duckdb_path(&lake, cli.duckdb.as_deref());
     let batches = session::query(&lake, &db, sql).await?;
     output::batches(&batches, if cli.json { Format::Json } else { format })?;

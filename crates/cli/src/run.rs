@@ -109,6 +109,7 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
     };
     let new_lake = !cli.lake.contains("://") && !std::path::Path::new(&cli.lake).exists();
     let lake = Lake::open(&cli.lake, true)?;
+    joblake_writer::format::check(&lake).await?;
     let holder = format!(
         "joblake {command}, pid {}, started {}",
         std::process::id(),
@@ -210,6 +211,7 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
 /// left committed; for `compact`.
 pub async fn open_for_writing(cli: &Cli, command: &str) -> Result<(Lake, LakeLock)> {
     let lake = Lake::open(&cli.lake, false)?;
+    joblake_writer::format::check(&lake).await?;
     let holder = format!(
         "joblake {command}, pid {}, started {}",
         std::process::id(),

@@ -33,6 +33,7 @@ struct TableStatus {
 /// Runs `status`: a table, or JSON with `--json`.
 pub async fn status(cli: &Cli) -> CmdResult {
     let lake = Lake::open(&cli.lake, false)?;
+    joblake_writer::format::check(&lake).await?;
     let tables = joblake_views::catalog::tables_in(&lake).await?;
     let counts = joblake_views::status::history_counts(&lake, &tables).await?;
     let ledger = read_ledger(&lake).await?;

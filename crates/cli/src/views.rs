@@ -9,6 +9,7 @@ use crate::outcome::{CmdResult, Failure, Outcome};
 /// Runs `views`.
 pub async fn views(cli: &Cli) -> CmdResult {
     let lake = Lake::open(&cli.lake, false)?;
+    joblake_writer::format::check(&lake).await?;
     let db = session::duckdb_path(&lake, cli.duckdb.as_deref());
     session::rebuild_views(&lake, &db)
         .await

@@ -21,13 +21,34 @@ const VIEWS_SQL: &str = include_str!("../../../queries/views.sql");
 /// The order in which a later version beats an earlier one.
 pub const LATEST_FIRST: &str = "_run_id DESC, _page DESC, _row DESC";
 
-/// The Parquet files of `table`'s history (every `dt=` partition), in path order.
+/// The Parquet files of `table`'s history (every `dt=` partition), in path order: those its
+/// Delta log names, so the views read exactly what any Delta reader does (a file a crash left
+/// before its commit, or a compaction's input not yet deleted, is not among them). A lake
+/// written before its tables were Delta tables, and not written to since, is listed.
 pub async fn history_files(lake: &Lake, table: Table) -> Result<Vec<ObjectMeta>> {
+    if let Some(live) = joblake_writer::delta::live_files(lake, table.name()).await? {
+        return Ok(live
+            .into_iter()
+            .map(|f| ObjectMeta {
+                location: Path::from(f.path.as_str()),
+                last_modified: chrono::Utc::now(),
+                size: f.bytes,
+                e_tag: None,
+                version: None,
+            })
+            .collect());
+    }
     let mut files: Vec<ObjectMeta> = lake
         .list(&Path::from(table.name()))
         .await?
         .into_iter()
-        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .filter(|m| {
+            m.location.as_ref().ends_with(".parquet")
+                && m.location
+                    .parts()
+                    .nth(1)
+                    .is_some_and(|d| d.as_ref().starts_with("dt="))
+        })
         .collect();
     files.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(files)
@@ -68,6 +89,9 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
             }
         };
         sql = sql.replace(&format!("{{{name}_latest}}"), &latest);
+        // A glob, not the log's list of files: a session holding these views keeps reading
+        // the table's rows while a compaction swaps its files (the log and the partitions
+        // name the same files once each command ends; see `history_files`).
         let source = if !files.is_empty() {
             read_parquet(&lake.reader_path(&format!("{name}/dt=*/*.parquet")), true)
         } else {
@@ -115,11 +139,13 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
 /// The tables a user of `lake` sees: both feeds, and company profiles once enriched.
 pub async fn tables_in(lake: &Lake) -> Result<Vec<Table>> {
     let mut tables = Table::feeds().to_vec();
-    let enriched = lake
-        .get_opt(&layout::state(Table::Companies.name()))
-        .await?
-        .is_some()
-        || has_parquet(lake, Table::Companies.name()).await?;
+    let companies = Table::Companies.name();
+    let enriched = lake.get_opt(&layout::state(companies)).await?.is_some()
+        || has_parquet(lake, companies).await?
+        || !lake
+            .list(&Path::from(format!("{companies}/_delta_log")))
+            .await?
+            .is_empty();
     if enriched {
         tables.push(Table::Companies);
     }

@@ -6,8 +6,9 @@
 //! output exists, `_joblake/compact/<table>/<partition>.json`, names the inputs and the
 //! outputs' name prefix (and how many rows the inputs hold), so that whoever finds one (the
 //! next `compact`, or any run opening the table) finishes what a crash interrupted: after the
-//! commit, the inputs (no version of the table needs them any more) are deleted; before it,
-//! the outputs, whole or partial, are. Either way no row is lost or doubled.
+//! commit, the inputs (the table's current version no longer needs them) are deleted; before
+//! it, the outputs, whole or partial, are. Either way no row is lost or doubled, and readers
+//! of the plain Parquet see each version once again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -307,7 +308,10 @@ async fn compact_partition(
     };
     if let Err(e) = log.commit(Arc::clone(schema), swap).await {
         // The inputs are still the table's files: the outputs go.
-        let done = outputs.iter().map(|f| Path::from(f.path.as_str())).collect();
+        let done = outputs
+            .iter()
+            .map(|f| Path::from(f.path.as_str()))
+            .collect();
         lake.delete_all(done).await?;
         lake.delete_all(vec![mpath]).await?;
         return Err(e);

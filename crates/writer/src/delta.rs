@@ -135,7 +135,18 @@ impl DeltaLog {
         let (engine, root) = (Arc::clone(&self.engine), self.root.clone());
         let snapshot = self
             .blocking(move || Snapshot::builder_for(root.as_str()).build(engine.as_ref()))
-            .await?;
+            .await
+            .map_err(|e| match e {
+                Error::Delta { table, detail } => Error::Delta {
+                    detail: format!(
+                        "it cannot be read ({detail}); a commit file under \
+                         {table}/_delta_log/ that cannot be read can be moved aside, and the \
+                         next run then fetches its rows again"
+                    ),
+                    table,
+                },
+                e => e,
+            })?;
         Ok(Some(snapshot))
     }
 
@@ -159,9 +170,9 @@ impl DeltaLog {
                     let batch = ArrowEngineData::try_from_engine_data(data)?;
                     let batch = batch.record_batch();
                     let column = |name: &str| {
-                        batch.column_by_name(name).ok_or_else(|| {
-                            KernelError::generic(format!("scan files lack {name}"))
-                        })
+                        batch
+                            .column_by_name(name)
+                            .ok_or_else(|| KernelError::generic(format!("scan files lack {name}")))
                     };
                     let paths = column("path")?.as_string::<i32>().clone();
                     let sizes = column("size")?
@@ -188,6 +199,7 @@ impl DeltaLog {
     /// Commits `commit` on top of the table's newest version (creating the table, with
     /// `schema`, when it has no log yet). Returns the version committed.
     pub(crate) async fn commit(&self, schema: SchemaRef, commit: Commit) -> Result<u64> {
+        self.lake.record_format().await?;
         let snapshot = self.snapshot().await?;
         if snapshot.is_none()
             && let crate::LakeLocation::Local(lake_root) = self.lake.location()
@@ -240,7 +252,7 @@ impl DeltaLog {
             })?
             .map_err(|e| Error::Delta {
                 table,
-                detail: e.to_string(),
+                detail: e.without_backtrace().to_string(),
             })
     }
 }
@@ -325,7 +337,11 @@ fn commit_blocking(
                 let wanted: HashSet<String> = commit
                     .removes
                     .iter()
-                    .map(|p| p.strip_prefix(&format!("{table}/")).unwrap_or(p).to_string())
+                    .map(|p| {
+                        p.strip_prefix(&format!("{table}/"))
+                            .unwrap_or(p)
+                            .to_string()
+                    })
                     .collect();
                 let mut found = 0;
                 let scan = snapshot.scan_builder().build()?;
@@ -428,15 +444,21 @@ fn decode_path(path: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16) {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
                 out.push(b);
                 i += 3;
-                continue;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
             }
         }
-        out.push(bytes[i]);
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -446,4 +468,26 @@ fn partition_of(rel: &str) -> Option<String> {
     rel.split('/')
         .find_map(|p| p.strip_prefix("dt="))
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_decode_to_lake_paths() {
+        assert_eq!(
+            decode_path("dt=2026-11-28/part-20261128T000000000Z-000001.parquet"),
+            "dt=2026-11-28/part-20261128T000000000Z-000001.parquet"
+        );
+        assert_eq!(
+            decode_path("a%20b%3Dc/%E2%82%AC.parquet"),
+            "a b=c/€.parquet"
+        );
+        assert_eq!(decode_path("bad%zz%4"), "bad%zz%4");
+        assert_eq!(
+            partition_of("dt=2026-01-02/x.parquet").as_deref(),
+            Some("2026-01-02")
+        );
+    }
 }

@@ -27,6 +27,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The lake was written by a newer joblake, in a format this one does not know.
+    #[error(
+        "the lake {lake} is in format {found} (written by {written_by}); this joblake knows \
+         format {known} at most: use a joblake that writes format {found} or later"
+    )]
+    NewerLake {
+        /// The lake.
+        lake: String,
+        /// Its format.
+        found: u32,
+        /// The newest format this joblake knows.
+        known: u32,
+        /// Who wrote it.
+        written_by: String,
+    },
     /// The Delta kernel could not read or commit a table's log.
     #[error("the Delta log of {table}: {detail}")]
     Delta {

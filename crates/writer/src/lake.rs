@@ -38,6 +38,8 @@ pub struct Lake {
     /// The store the Delta kernel resolves table URLs through (the bucket, or `/`).
     root_store: Arc<dyn ObjectStore>,
     delta: Arc<std::sync::OnceLock<Arc<crate::delta::Engine>>>,
+    /// Whether this process recorded the lake's format yet (before its first commit).
+    format_recorded: Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// The settings an S3 lake was opened with, for readers other than `object_store` (DuckDB's
@@ -112,6 +114,7 @@ impl Lake {
             s3_access: None,
             root_store: Arc::new(root_store),
             delta: Arc::default(),
+            format_recorded: Arc::default(),
         })
     }
 
@@ -155,6 +158,7 @@ impl Lake {
             s3_access: Some(Arc::new(access)),
             root_store: s3,
             delta: Arc::default(),
+            format_recorded: Arc::default(),
         })
     }
 
@@ -203,6 +207,14 @@ impl Lake {
             self.delta
                 .get_or_init(|| crate::delta::engine(Arc::clone(&self.root_store))),
         )
+    }
+
+    /// Records the lake's format (see `format.rs`) before this process first commits to it.
+    pub(crate) async fn record_format(&self) -> Result<()> {
+        self.format_recorded
+            .get_or_try_init(|| crate::format::record(self))
+            .await
+            .map(|_| ())
     }
 
     /// The URL of `table`'s root, as the Delta kernel takes it (`file:///…/` or

@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! <table>/dt=<YYYY-MM-DD>/part-<run>-<first page>.parquet   the history (readers' data)
-//! _joblake/state/<table>.json          the checkpoint of the table's last commit
+//! <table>/_delta_log/                  the table's Delta log: its files and checkpoint
+//! _joblake/format.json                 the lake's format version
+//! _joblake/state/<table>.json          a table's checkpoint, in a lake written before format 2
 //! _joblake/staging/<table>/<run>.log   a run's staged pages (local lake)
 //! _joblake/staging/<table>/<run>/<page>.page   one staged page (S3 lake)
 //! _joblake/uploads/<table>/...         Parquet files being written (local lake)
@@ -99,6 +101,11 @@ pub fn latest_file(table: &str, run_id: &str) -> Path {
 /// The pointer naming the latest files the views read.
 pub fn latest_pointer(table: &str) -> Path {
     Path::from(format!("_joblake/latest/{table}.json"))
+}
+
+/// The lake's format version (see `format.rs`).
+pub fn format() -> Path {
+    Path::from("_joblake/format.json")
 }
 
 /// The run ledger.

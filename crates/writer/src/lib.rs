@@ -24,6 +24,7 @@ mod cpu;
 mod crash;
 pub mod delta;
 mod error;
+pub mod format;
 mod lake;
 pub mod layout;
 mod ledger;

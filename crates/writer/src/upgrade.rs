@@ -63,6 +63,7 @@ pub(crate) async fn register_existing_files(
         files = adds.len(),
         "registering the table's files in a new Delta log"
     );
+    crate::crash_point("upgrade:before-commit");
     let commit = Commit {
         adds,
         state: state.map(|s| serde_json::to_string(&s).expect("state serialises")),

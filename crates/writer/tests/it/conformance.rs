@@ -586,6 +586,7 @@ async fn compaction_merges_each_partition_and_keeps_every_row_version(lake: Test
         (1, 3, 1)
     );
     assert_eq!(report.rows, 45);
+    assert_log_matches(&lake).await;
     let files = published(&lake).await;
     let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(

@@ -72,8 +72,14 @@ async fn throttling_server_errors_and_resets_are_retried_until_the_commit_lands(
         .filter(|m| !m.location.as_ref().contains("_delta_log"))
         .collect();
     assert_eq!(data.len(), 1);
-    let logged = joblake_writer::delta::live_files(&direct, "t").await.unwrap();
-    assert_eq!(logged.map(|f| f.len()), Some(1), "the commit landed in the Delta log");
+    let logged = joblake_writer::delta::live_files(&direct, "t")
+        .await
+        .unwrap();
+    assert_eq!(
+        logged.map(|f| f.len()),
+        Some(1),
+        "the commit landed in the Delta log"
+    );
 }
 
 #[tokio::test]
