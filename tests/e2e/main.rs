@@ -621,3 +621,80 @@ async fn a_lake_of_a_newer_format_is_refused_and_left_untouched() {
     }
     assert!(lake.files() == before, "a newer lake changed");
 }
+
+#[tokio::test]
+async fn the_runs_view_names_the_delta_version_to_read_the_lake_as_of_a_run() {
+    let sim = Sim::start(&["--rows", "200"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&[]).await;
+    sim.advance(6).await;
+    lake.refresh_ok(&[]).await;
+    let runs = lake
+        .query("SELECT source, run_id, delta_version FROM runs ORDER BY run_id, source")
+        .await;
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    let first_run = runs[0]["run_id"].as_str().unwrap().to_string();
+    let mut versions = serde_json::Map::new();
+    for r in runs.iter().filter(|r| r["run_id"] == first_run.as_str()) {
+        versions.insert(
+            r["source"].as_str().unwrap().into(),
+            r["delta_version"].clone(),
+        );
+    }
+    for r in runs.iter().filter(|r| r["run_id"] != first_run.as_str()) {
+        let source = r["source"].as_str().unwrap();
+        assert!(
+            r["delta_version"].as_i64() > versions[source].as_i64(),
+            "the later run committed a later version: {runs:?}"
+        );
+    }
+    // Any Delta reader reads the lake as the first run left it: the version the runs view
+    // names for it.
+    let script = crate::harness::repo_root().join("tests/readers/counts.py");
+    let out = tokio::process::Command::new(joblake_testkit::python())
+        .env_remove("PYTHONPATH")
+        .arg(script)
+        .arg("deltalake-as-of")
+        .arg(lake.root())
+        .arg(Value::Object(versions).to_string())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for t in ["career_sites", "jobs"] {
+        let rows = lake
+            .query(&format!(
+                "SELECT id, _run_id, _page, _row FROM {t}_history \
+                 WHERE _run_id <= '{first_run}' ORDER BY ALL"
+            ))
+            .await;
+        let want: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                Value::Array(vec![
+                    r["id"].clone(),
+                    r["_run_id"].clone(),
+                    r["_page"].clone(),
+                    r["_row"].clone(),
+                ])
+            })
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(
+            got[format!("{t}_versions")],
+            Value::Array(want),
+            "{t} as of the first run"
+        );
+        assert!(
+            lake.count(&format!("SELECT count(*) FROM {t}_history"))
+                .await
+                > got[format!("{t}_history")].as_i64().unwrap(),
+            "{t}: the second run added versions"
+        );
+    }
+}

@@ -5,6 +5,7 @@
     python3 counts.py polars  <lake dir>      # the Parquet, as a polars lazy scan
     python3 counts.py deltalake <lake dir|s3://bucket/prefix>   # the Delta tables (delta-rs)
     python3 counts.py polars-delta <lake dir|s3://…>  # the Delta tables, polars' scan_delta
+    python3 counts.py deltalake-as-of <lake> '{"jobs": 3, …}'  # the Delta tables at versions
     python3 counts.py pyarrow-s3 s3://bucket/prefix   # the Parquet on S3 (AWS_* settings),
                                               # with the list of ids
 
@@ -118,6 +119,18 @@ def by_deltalake(lake):
     return out
 
 
+def by_deltalake_as_of(lake, versions):
+    """The Delta tables as of the versions given per table (time travel)."""
+    from deltalake import DeltaTable
+
+    out = {}
+    for t, uri in delta_tables(lake):
+        table = DeltaTable(uri, version=versions[t], storage_options=storage_options() or None)
+        data = table.to_pyarrow_table(columns=["id", "_run_id", "_page", "_row"])
+        out.update(summary(t, list(zip(*(data.column(c).to_pylist() for c in data.column_names)))))
+    return out
+
+
 def by_polars_delta(lake):
     import polars as pl
 
@@ -140,5 +153,8 @@ if __name__ == "__main__":
         "deltalake": by_deltalake,
         "polars-delta": by_polars_delta,
     }
-    result = readers[reader](target)
+    if reader == "deltalake-as-of":
+        result = by_deltalake_as_of(target, json.loads(sys.argv[3]))
+    else:
+        result = readers[reader](target)
     print(json.dumps(result))

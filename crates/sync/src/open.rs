@@ -80,6 +80,7 @@ pub async fn open_table(
     summary.recovered_rows = recovery.rows;
     summary.files += recovery.files.len() as u64;
     summary.bytes += recovery.files.iter().map(|f| f.bytes).sum::<u64>();
+    summary.delta_version = writer.delta_version();
     Ok((writer, recovery, stats))
 }
 

@@ -244,6 +244,7 @@ pub async fn land(
         Ok(report) => {
             summary.files += report.files.len() as u64;
             summary.bytes += report.files.iter().map(|f| f.bytes).sum::<u64>();
+            summary.delta_version = writer.delta_version().or(summary.delta_version);
             crash_point("run:after-commit");
             // Every page this run staged is committed now.
             if let Err(e) = stager.discard().await {

@@ -25,6 +25,8 @@ pub struct SourceSummary {
     pub files: u64,
     /// Bytes published.
     pub bytes: u64,
+    /// The version of the table's Delta log the source committed last.
+    pub delta_version: Option<u64>,
     /// Decode counters (values kept in `_extra`, rows rejected).
     pub type_mismatches: u64,
     /// Unknown fields kept in `_extra`.
@@ -95,6 +97,7 @@ impl SourceSummary {
         record.credits_balance = self.credits_balance;
         record.files = self.files as i64;
         record.bytes = self.bytes as i64;
+        record.delta_version = self.delta_version.map(|v| v as i64);
         if self.touched_lake()
             && let Err(e) = write_ledger(lake, &record).await
         {
@@ -113,6 +116,7 @@ impl SourceSummary {
             recovered_rows: 0,
             files: 0,
             bytes: 0,
+            delta_version: None,
             type_mismatches: 0,
             unknown_fields: 0,
             rejected_rows: 0,

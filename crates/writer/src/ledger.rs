@@ -91,6 +91,11 @@ pub struct RunRecord {
     pub files: i64,
     /// Bytes of Parquet published.
     pub bytes: i64,
+    /// The version of the table's Delta log this run committed last: the table as of this
+    /// run is that version (absent in ledgers written before the tables were Delta tables,
+    /// and when the run committed nothing).
+    #[serde(default)]
+    pub delta_version: Option<i64>,
 }
 
 impl RunRecord {
@@ -118,6 +123,7 @@ impl RunRecord {
             credits_balance: None,
             files: 0,
             bytes: 0,
+            delta_version: None,
         }
     }
 }
@@ -151,6 +157,7 @@ pub fn ledger_schema() -> SchemaRef {
                 f("credits_balance", DataType::Float64, true),
                 f("files", DataType::Int64, false),
                 f("bytes", DataType::Int64, false),
+                f("delta_version", DataType::Int64, true),
             ]))
         })
         .clone()

@@ -75,6 +75,8 @@ pub struct CommitReport {
     pub pages: u64,
     /// Rows the commit covered.
     pub rows: u64,
+    /// The version of the table's Delta log it committed (none when it had nothing to record).
+    pub version: Option<u64>,
 }
 
 /// What opening a table found and finished from an earlier, interrupted run.
@@ -133,6 +135,8 @@ pub struct TableWriter {
     failed: Option<String>,
     /// The table's Delta log, which each commit goes to.
     log: DeltaLog,
+    /// The last version this writer committed.
+    version: Option<u64>,
 }
 
 impl TableWriter {
@@ -165,6 +169,7 @@ impl TableWriter {
             committed,
             failed: None,
             log,
+            version: None,
         };
         let recovery = writer.recover().await?;
         Ok((writer, recovery))
@@ -173,6 +178,12 @@ impl TableWriter {
     /// The source checkpoint of the last commit (after any recovery), if there was one.
     pub fn state(&self) -> Option<&Value> {
         self.committed.as_ref().map(|s| &s.source)
+    }
+
+    /// The last version of the table's Delta log this writer committed (a recovery's
+    /// included).
+    pub fn delta_version(&self) -> Option<u64> {
+        self.version
     }
 
     /// Rows staged since the last commit.
@@ -354,10 +365,11 @@ impl TableWriter {
     }
 
     async fn commit_pending(&mut self, state: Option<Value>) -> Result<CommitReport> {
-        let report = CommitReport {
+        let mut report = CommitReport {
             pages: self.pending_pages,
             rows: self.staged_rows,
             files: self.publish().await?,
+            version: None,
         };
         crate::crash_point("commit:after-publish");
         let mut delta = Commit {
@@ -392,7 +404,9 @@ impl TableWriter {
         }
         if !delta.adds.is_empty() || delta.state.is_some() {
             // Files and checkpoint land together, in one Delta commit, or not at all.
-            self.log.commit(Arc::clone(&self.schema), delta).await?;
+            let version = self.log.commit(Arc::clone(&self.schema), delta).await?;
+            self.version = Some(version);
+            report.version = Some(version);
             crate::crash_point("commit:after-state");
         }
         self.lake

@@ -35,6 +35,7 @@ conformance!(
     one_lock_holder_at_a_time,
     compaction_merges_each_partition_and_keeps_every_row_version,
     an_interrupted_compaction_is_finished_or_undone_by_the_next_run,
+    the_delta_log_is_checkpointed_and_reads_the_same,
 );
 
 fn batch(page: i64, rows: usize) -> RecordBatch {
@@ -686,4 +687,28 @@ async fn a_record_torn_by_a_crash_is_the_page_in_flight() {
     assert_eq!(w2.state(), Some(&json!({"cursor": 3})));
     assert!(!log.exists(), "the log goes once its pages are committed");
     assert_eq!(all_rows(&lake).await.len(), 15);
+}
+
+/// Every 20th version of a table's Delta log gets a checkpoint, so readers replay a few
+/// commits at most; the table reads the same through it.
+async fn the_delta_log_is_checkpointed_and_reads_the_same(lake: TestLake) {
+    for n in 1..=21 {
+        let (mut w, _) = open(&lake, &format!("R{n:02}")).await;
+        w.stage(1, day(1), &batch(n, 2), &json!({"n": n}))
+            .await
+            .unwrap();
+        w.commit(None).await.unwrap();
+    }
+    let log = lake.list(&Path::from("t/_delta_log")).await.unwrap();
+    assert!(
+        log.iter().any(|m| m
+            .location
+            .as_ref()
+            .ends_with("00000000000000000020.checkpoint.parquet")),
+        "{log:?}"
+    );
+    assert_log_matches(&lake).await;
+    assert_eq!(published(&lake).await.len(), 21);
+    let (w, _) = open(&lake, "R99").await;
+    assert_eq!(w.state(), Some(&json!({"n": 21})));
 }
