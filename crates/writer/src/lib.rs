@@ -10,9 +10,9 @@
 //!    [`Decoder`]) and streams its rows into an open Parquet upload for its `dt=` partition,
 //!    which no reader can see until it completes (a multipart upload on S3, a file under
 //!    `_joblake/uploads/` on disk);
-//! 3. a *commit* completes the uploads (renaming them into place on disk), then writes
-//!    `_joblake/state/<table>.json` naming the last page it covers, then drops the staged
-//!    pages.
+//! 3. a *commit* completes the uploads (renaming them into place on disk), then
+//!    makes one Delta commit ([`delta`]) of their `add` actions and the checkpoint naming the
+//!    last page it covers, then drops the staged pages.
 //!
 //! A crash at any point leaves staged pages that the next [`TableWriter::open`] turns into
 //! the very same files (names derive from the first page they hold), so nothing fetched is
