@@ -52,11 +52,13 @@ build: duckdb-lib duckdb-extensions
 duckdb-lib:
 	@tools/duckdb-fetch lib $(DUCKDB_DIR)
 
-# DuckDB's httpfs extension, which joblake loads to read S3 lakes, is never downloaded at run
-# time: tools/duckdb-fetch takes the signed build from its PyPI wheel (with the venv's pip), and
-# `build` lays it out beside the binary, where joblake looks for extensions first.
+# DuckDB's httpfs extension, which joblake loads to read S3 lakes, and its delta extension
+# (`delta_scan` in `joblake query`) are never downloaded at run time: tools/duckdb-fetch takes
+# the signed builds from their PyPI wheels (with the venv's pip), and `build` lays them out
+# beside the binary, where joblake looks for extensions first.
 duckdb-extensions: $(VENV_PY)
 	@tools/duckdb-fetch httpfs $(DUCKDB_DIR) $(VENV_PY)
+	@tools/duckdb-fetch delta $(DUCKDB_DIR) $(VENV_PY)
 
 venv: $(VENV_PY)
 

@@ -453,8 +453,9 @@ async fn stock_duckdb_pyarrow_and_polars_read_the_lake_from_anywhere() {
     assert_delta_readers_match_views(&lake, &lake.root().display().to_string(), &[]).await;
 }
 
-/// delta-rs (`deltalake`) and polars' `scan_delta` read each history table of `url` with
-/// exactly the row versions (`id`, `_run_id`, `_page`, `_row`) its view holds.
+/// DuckDB's `delta_scan`, delta-rs (`deltalake`) and polars' `scan_delta` read each history
+/// table of `url` with exactly the row versions (`id`, `_run_id`, `_page`, `_row`) its view
+/// holds.
 pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(String, String)]) {
     let mut views = serde_json::Map::new();
     for t in ["career_sites", "jobs"] {
@@ -475,6 +476,30 @@ pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(St
             })
             .collect();
         views.insert(t.to_string(), Value::Array(versions));
+    }
+    // DuckDB 1.5.5's own Delta reader (its delta extension, laid out beside joblake).
+    for t in ["career_sites", "jobs"] {
+        let rows = lake
+            .query(&format!(
+                "SELECT id, _run_id, _page, _row FROM delta_scan('{url}/{t}') ORDER BY ALL"
+            ))
+            .await;
+        let got: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                Value::Array(vec![
+                    r["id"].clone(),
+                    r["_run_id"].clone(),
+                    r["_page"].clone(),
+                    r["_row"].clone(),
+                ])
+            })
+            .collect();
+        assert_eq!(
+            Value::Array(got),
+            views[t],
+            "delta_scan: {t} as a Delta table is not the {t}_history view"
+        );
     }
     for reader in ["deltalake", "polars-delta"] {
         let got = reader_counts(None, reader, url, env).await;
