@@ -92,11 +92,16 @@ async fn layout(
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir.join("lake").join(table))? {
         let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        // The table's Delta log lies beside its partitions.
+        if !name.starts_with("dt=") {
+            continue;
+        }
         let n = std::fs::read_dir(entry.path())?.count() as u64;
-        files.push((entry.file_name().to_string_lossy().to_string(), n));
+        files.push((name, n));
     }
     files.sort();
-    let glob = dir.join("lake").join(table).join("*/*.parquet");
+    let glob = dir.join("lake").join(table).join("dt=*/*.parquet");
     let sql = format!(
         "SELECT count(*) AS groups, min(n) FILTER (WHERE NOT last) AS smallest, max(n) AS largest \
          FROM (SELECT file_name, row_group_id, any_value(row_group_num_rows) AS n, \

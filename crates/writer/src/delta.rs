@@ -473,6 +473,87 @@ fn partition_of(rel: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::datatypes::{DataType, Field};
+    use object_store::aws::AmazonS3Builder;
+
+    /// Two writers that skip the lake lock and commit at once, on moto's S3: each version is
+    /// written once (put-if-absent), the loser of a race is told so, and the log holds exactly
+    /// the winners' files.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_never_commit_the_same_version() {
+        let moto = joblake_testkit::Moto::shared();
+        let bucket = moto.bucket("delta-race");
+        let mut builder = AmazonS3Builder::new();
+        for (k, v) in joblake_testkit::aws_env(&moto.endpoint) {
+            builder = builder.with_config(k.to_lowercase().parse().unwrap(), v);
+        }
+        let lake = Lake::open_s3(builder, &bucket, "lake").unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, true)]));
+        let log = DeltaLog::new(&lake, "t").unwrap();
+        log.commit(Arc::clone(&schema), Commit::default())
+            .await
+            .unwrap();
+        let writer = |w: usize| {
+            let (log, schema) = (log.clone(), Arc::clone(&schema));
+            tokio::spawn(async move {
+                let mut won = Vec::new();
+                for n in 0..8 {
+                    let add = AddFile {
+                        path: format!("t/dt=2026-11-28/part-w{w}-{n}.parquet"),
+                        dt: "2026-11-28".into(),
+                        bytes: 1,
+                        rows: 1,
+                        stats: None,
+                    };
+                    let commit = Commit {
+                        adds: vec![add.clone()],
+                        ..Commit::default()
+                    };
+                    match log.commit(Arc::clone(&schema), commit).await {
+                        Ok(v) => won.push((v, add.path)),
+                        Err(e) => assert!(e.to_string().contains("committed version"), "{e}"),
+                    }
+                }
+                won
+            })
+        };
+        let (a, b) = (writer(1), writer(2));
+        let mut won: Vec<(u64, String)> = a.await.unwrap();
+        won.extend(b.await.unwrap());
+        let mut versions: Vec<u64> = won.iter().map(|(v, _)| *v).collect();
+        versions.sort();
+        let n = versions.len();
+        versions.dedup();
+        assert_eq!(versions.len(), n, "a version was committed twice: {won:?}");
+        let mut logged: Vec<String> = live_files(&lake, "t")
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        let mut winners: Vec<String> = won.into_iter().map(|(_, p)| p).collect();
+        logged.sort();
+        winners.sort();
+        assert_eq!(
+            logged, winners,
+            "the log holds exactly the commits that won"
+        );
+
+        // A race lost for certain: a commit built on a version another writer moved past.
+        let stale = log.snapshot().await.unwrap().unwrap();
+        log.commit(Arc::clone(&schema), Commit::default())
+            .await
+            .unwrap();
+        let (engine, root) = (Arc::clone(&log.engine), log.root.clone());
+        let lost = tokio::task::spawn_blocking(move || {
+            commit_blocking(&engine, &root, "t", Some(stale), schema, Commit::default())
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert!(lost.to_string().contains("committed version"), "{lost}");
+    }
 
     #[test]
     fn log_paths_decode_to_lake_paths() {
