@@ -8,7 +8,7 @@
 //! one runtime kept for the process.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, StructArray};
 use arrow::datatypes::{Schema, SchemaRef};
@@ -50,21 +50,33 @@ const CHECKPOINT_EVERY: u64 = 20;
 
 /// The kernel's I/O runs here: one runtime for the process (never dropped, so never dropped
 /// inside an async context either).
-static EXECUTOR: LazyLock<Arc<TokioMultiThreadExecutor>> = LazyLock::new(|| {
-    Arc::new(
-        TokioMultiThreadExecutor::new_owned_runtime(Some(1), None)
-            .expect("the Delta engine's runtime starts"),
-    )
-});
+static EXECUTOR: Mutex<Option<Arc<TokioMultiThreadExecutor>>> = Mutex::new(None);
 
 /// An engine for the store a lake's Delta logs are reached through (rooted at `/` for a
 /// local lake, at the bucket for S3, as the kernel resolves table URLs).
-pub(crate) fn engine(store: Arc<dyn object_store::ObjectStore>) -> Arc<Engine> {
-    Arc::new(
+pub(crate) fn engine(store: Arc<dyn object_store::ObjectStore>) -> Result<Arc<Engine>> {
+    // Made under the lock, so a runtime is never made twice (and one dropped in a task).
+    let mut slot = EXECUTOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let executor = match slot.as_ref() {
+        Some(e) => Arc::clone(e),
+        None => {
+            let made = TokioMultiThreadExecutor::new_owned_runtime(Some(1), None).map_err(|e| {
+                Error::Delta {
+                    table: "(every table)".into(),
+                    detail: format!("cannot start the Delta engine's runtime: {e}"),
+                }
+            })?;
+            Arc::clone(slot.insert(Arc::new(made)))
+        }
+    };
+    drop(slot);
+    Ok(Arc::new(
         DefaultEngineBuilder::new(store)
-            .with_task_executor(Arc::clone(&EXECUTOR))
+            .with_task_executor(executor)
             .build(),
-    )
+    ))
 }
 
 /// A file to add to a table in a commit.
@@ -119,7 +131,7 @@ pub(crate) struct DeltaLog {
 impl DeltaLog {
     pub(crate) fn new(lake: &Lake, table: &str) -> Result<DeltaLog> {
         Ok(DeltaLog {
-            engine: lake.delta_engine(),
+            engine: lake.delta_engine()?,
             lake: lake.clone(),
             table: table.to_string(),
             root: lake.table_url(table)?,

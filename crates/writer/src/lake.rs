@@ -202,11 +202,12 @@ impl Lake {
     }
 
     /// The engine through which the Delta kernel reaches this lake (made on first use).
-    pub(crate) fn delta_engine(&self) -> Arc<crate::delta::Engine> {
-        Arc::clone(
-            self.delta
-                .get_or_init(|| crate::delta::engine(Arc::clone(&self.root_store))),
-        )
+    pub(crate) fn delta_engine(&self) -> Result<Arc<crate::delta::Engine>> {
+        if let Some(engine) = self.delta.get() {
+            return Ok(Arc::clone(engine));
+        }
+        let made = crate::delta::engine(Arc::clone(&self.root_store))?;
+        Ok(Arc::clone(self.delta.get_or_init(|| made)))
     }
 
     /// Records the lake's format (see `format.rs`) before this process first commits to it.
