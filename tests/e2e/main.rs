@@ -453,48 +453,37 @@ async fn stock_duckdb_pyarrow_and_polars_read_the_lake_from_anywhere() {
     assert_delta_readers_match_views(&lake, &lake.root().display().to_string(), &[]).await;
 }
 
+/// Every row version `source` holds, as `[id, _run_id, _page, _row]` in sorted order: what
+/// the Delta readers (`tests/readers/counts.py`) are compared with.
+async fn row_versions(lake: &Lake, source: &str) -> Vec<Value> {
+    let rows = lake
+        .query(&format!(
+            "SELECT id, _run_id, _page, _row FROM {source} ORDER BY ALL"
+        ))
+        .await;
+    rows.iter()
+        .map(|r| {
+            Value::Array(
+                ["id", "_run_id", "_page", "_row"]
+                    .map(|c| r[c].clone())
+                    .to_vec(),
+            )
+        })
+        .collect()
+}
+
 /// DuckDB's `delta_scan`, delta-rs (`deltalake`) and polars' `scan_delta` read each history
 /// table of `url` with exactly the row versions (`id`, `_run_id`, `_page`, `_row`) its view
 /// holds.
 pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(String, String)]) {
     let mut views = serde_json::Map::new();
     for t in ["career_sites", "jobs"] {
-        let rows = lake
-            .query(&format!(
-                "SELECT id, _run_id, _page, _row FROM {t}_history ORDER BY ALL"
-            ))
-            .await;
-        let versions: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                Value::Array(vec![
-                    r["id"].clone(),
-                    r["_run_id"].clone(),
-                    r["_page"].clone(),
-                    r["_row"].clone(),
-                ])
-            })
-            .collect();
+        let versions = row_versions(lake, &format!("{t}_history")).await;
         views.insert(t.to_string(), Value::Array(versions));
     }
     // DuckDB 1.5.5's own Delta reader (its delta extension, laid out beside joblake).
     for t in ["career_sites", "jobs"] {
-        let rows = lake
-            .query(&format!(
-                "SELECT id, _run_id, _page, _row FROM delta_scan('{url}/{t}') ORDER BY ALL"
-            ))
-            .await;
-        let got: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                Value::Array(vec![
-                    r["id"].clone(),
-                    r["_run_id"].clone(),
-                    r["_page"].clone(),
-                    r["_row"].clone(),
-                ])
-            })
-            .collect();
+        let got = row_versions(lake, &format!("delta_scan('{url}/{t}')")).await;
         assert_eq!(
             Value::Array(got),
             views[t],
@@ -692,23 +681,11 @@ async fn the_runs_view_names_the_delta_version_to_read_the_lake_as_of_a_run() {
     );
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     for t in ["career_sites", "jobs"] {
-        let rows = lake
-            .query(&format!(
-                "SELECT id, _run_id, _page, _row FROM {t}_history \
-                 WHERE _run_id <= '{first_run}' ORDER BY ALL"
-            ))
-            .await;
-        let want: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                Value::Array(vec![
-                    r["id"].clone(),
-                    r["_run_id"].clone(),
-                    r["_page"].clone(),
-                    r["_row"].clone(),
-                ])
-            })
-            .collect();
+        let want = row_versions(
+            &lake,
+            &format!("{t}_history WHERE _run_id <= '{first_run}'"),
+        )
+        .await;
         assert!(!want.is_empty());
         assert_eq!(
             got[format!("{t}_versions")],

@@ -283,12 +283,7 @@ async fn compact_partition(
             s.abort().await;
         }
         // Undo: what was published of the outputs goes, the inputs stay.
-        let done: Vec<Path> = outputs
-            .iter()
-            .map(|f| Path::from(f.path.as_str()))
-            .collect();
-        lake.delete_all(done).await?;
-        lake.delete_all(vec![mpath]).await?;
+        undo(lake, &outputs, mpath).await?;
         return Err(e);
     }
     let moved: u64 = outputs.iter().map(|f| f.rows).sum();
@@ -308,12 +303,7 @@ async fn compact_partition(
     };
     if let Err(e) = log.commit(Arc::clone(schema), swap).await {
         // The inputs are still the table's files: the outputs go.
-        let done = outputs
-            .iter()
-            .map(|f| Path::from(f.path.as_str()))
-            .collect();
-        lake.delete_all(done).await?;
-        lake.delete_all(vec![mpath]).await?;
+        undo(lake, &outputs, mpath).await?;
         return Err(e);
     }
     crate::crash_point("compact:after-commit");
@@ -322,6 +312,16 @@ async fn compact_partition(
     crate::crash_point("compact:after-inputs");
     lake.delete_all(vec![mpath]).await?;
     Ok(Some(outputs))
+}
+
+/// Takes back a swap that did not commit: its outputs, then its manifest.
+async fn undo(lake: &Lake, outputs: &[crate::FileInfo], manifest: Path) -> Result<()> {
+    let done = outputs
+        .iter()
+        .map(|f| Path::from(f.path.as_str()))
+        .collect();
+    lake.delete_all(done).await?;
+    lake.delete_all(vec![manifest]).await
 }
 
 /// Finishes or undoes the swaps an interrupted compaction of `table` left (see the module

@@ -20,7 +20,9 @@ use delta_kernel::expressions::Scalar;
 use delta_kernel::schema::{DataType as KernelType, StructField, StructType};
 use delta_kernel::transaction::create_table::create_table;
 use delta_kernel::transaction::data_layout::DataLayout;
-use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
+use delta_kernel::transaction::{
+    CommitResult, Transaction, TransactionBuilder, TransactionType, UpdateTableOperation,
+};
 use delta_kernel::{EngineData, FileMeta, FilteredEngineData, KernelError, Snapshot, SnapshotRef};
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
 use delta_kernel_default_engine::parquet::DataFileMetadata;
@@ -90,9 +92,6 @@ pub struct AddFile {
     pub bytes: u64,
     /// Rows in the file.
     pub rows: u64,
-    /// Statistics for readers that skip files; only the row count when `None` (the
-    /// table's `delta.dataSkippingNumIndexedCols` is 0: no column's min and max is due).
-    pub stats: Option<StructArray>,
 }
 
 /// One commit to a table's log.
@@ -175,23 +174,15 @@ impl DeltaLog {
         let table = self.table.clone();
         let mut files = self
             .blocking(move || {
-                let scan = snapshot.scan_builder().build()?;
                 let mut files = Vec::new();
-                for meta in scan.scan_metadata(engine.as_ref())? {
-                    let (data, selected) = meta?.scan_files.into_parts();
-                    let batch = ArrowEngineData::try_from_engine_data(data)?;
-                    let batch = batch.record_batch();
-                    let column = |name: &str| {
-                        batch
-                            .column_by_name(name)
-                            .ok_or_else(|| KernelError::generic(format!("scan files lack {name}")))
-                    };
-                    let paths = column("path")?.as_string::<i32>().clone();
-                    let sizes = column("size")?
+                for scanned in scan_files(&snapshot, engine.as_ref())? {
+                    let paths = scanned.paths()?;
+                    let sizes = scanned
+                        .column("size")?
                         .as_primitive::<arrow::datatypes::Int64Type>()
                         .clone();
-                    for row in 0..batch.num_rows() {
-                        if selected.get(row).copied().unwrap_or(true) {
+                    for row in 0..paths.len() {
+                        if scanned.live(row) {
                             let rel = decode_path(paths.value(row));
                             files.push(LiveFile {
                                 dt: partition_of(&rel).unwrap_or_default(),
@@ -311,21 +302,15 @@ fn commit_blocking(
                 ));
             }
             let kernel_schema = Arc::new(table_schema(&schema)?);
-            let mut builder = create_table(root.as_str(), kernel_schema, ENGINE_INFO, true)
+            let builder = create_table(root.as_str(), kernel_schema, ENGINE_INFO, true)
                 .with_table_properties([
                     ("delta.feature.domainMetadata", "supported"),
                     ("delta.dataSkippingNumIndexedCols", "0"),
                 ])
-                .with_data_layout(DataLayout::partitioned([PARTITION]))
-                .with_transaction_id(APP_ID, txn_version);
-            if let Some(state) = commit.state {
-                builder = builder.with_domain_metadata(STATE_DOMAIN, state);
-            }
-            let mut txn = builder.build(engine_ref, Box::new(FileSystemCommitter::new()))?;
-            let write_state = txn.write_state()?;
-            for add in &commit.adds {
-                txn.add_files(add_action(&write_state, root, table, add)?);
-            }
+                .with_data_layout(DataLayout::partitioned([PARTITION]));
+            let mut txn = stamp(builder, txn_version, commit.state)
+                .build(engine_ref, Box::new(FileSystemCommitter::new()))?;
+            add_all(&mut txn, root, table, &commit.adds)?;
             finish(table, txn.commit(engine_ref)?)?
         }
         Some(snapshot) => {
@@ -334,17 +319,10 @@ fn commit_blocking(
                 Operation::Optimize => UpdateTableOperation::Optimize,
             };
             let data_change = commit.operation == Operation::Write;
-            let mut builder = Arc::clone(&snapshot)
-                .update_table(operation, ENGINE_INFO, data_change)
-                .with_transaction_id(APP_ID, txn_version);
-            if let Some(state) = commit.state {
-                builder = builder.with_domain_metadata(STATE_DOMAIN, state);
-            }
-            let mut txn = builder.build(engine_ref, Box::new(FileSystemCommitter::new()))?;
-            let write_state = txn.write_state()?;
-            for add in &commit.adds {
-                txn.add_files(add_action(&write_state, root, table, add)?);
-            }
+            let builder = Arc::clone(&snapshot).update_table(operation, ENGINE_INFO, data_change);
+            let mut txn = stamp(builder, txn_version, commit.state)
+                .build(engine_ref, Box::new(FileSystemCommitter::new()))?;
+            add_all(&mut txn, root, table, &commit.adds)?;
             if !commit.removes.is_empty() {
                 let wanted: HashSet<String> = commit
                     .removes
@@ -356,26 +334,17 @@ fn commit_blocking(
                     })
                     .collect();
                 let mut found = 0;
-                let scan = snapshot.scan_builder().build()?;
-                for meta in scan.scan_metadata(engine_ref)? {
-                    let (data, selected) = meta?.scan_files.into_parts();
-                    let batch = ArrowEngineData::try_from_engine_data(data)?;
-                    let paths = batch
-                        .record_batch()
-                        .column_by_name("path")
-                        .ok_or_else(|| KernelError::generic("scan files lack path"))?
-                        .as_string::<i32>()
-                        .clone();
+                for files in scan_files(&snapshot, engine_ref)? {
+                    let paths = files.paths()?;
                     let selection: Vec<bool> = (0..paths.len())
                         .map(|row| {
-                            selected.get(row).copied().unwrap_or(true)
-                                && wanted.contains(&decode_path(paths.value(row)))
+                            files.live(row) && wanted.contains(&decode_path(paths.value(row)))
                         })
                         .collect();
                     let n = selection.iter().filter(|s| **s).count();
                     if n > 0 {
                         found += n;
-                        txn.remove_files(FilteredEngineData::try_new(batch, selection)?);
+                        txn.remove_files(FilteredEngineData::try_new(files.batch, selection)?);
                     }
                 }
                 if found != wanted.len() {
@@ -390,6 +359,77 @@ fn commit_blocking(
         }
     };
     Ok(committed)
+}
+
+/// One batch of a snapshot's file list, as the kernel's scan gives it: a row per file, and
+/// which rows are files of the snapshot.
+struct ScanFiles {
+    batch: Box<ArrowEngineData>,
+    selected: Vec<bool>,
+}
+
+impl ScanFiles {
+    fn column(&self, name: &str) -> delta_kernel::KernelResult<&arrow::array::ArrayRef> {
+        self.batch
+            .record_batch()
+            .column_by_name(name)
+            .ok_or_else(|| KernelError::generic(format!("scan files lack {name}")))
+    }
+
+    /// Each file's path, as the log writes it.
+    fn paths(&self) -> delta_kernel::KernelResult<arrow::array::StringArray> {
+        Ok(self.column("path")?.as_string::<i32>().clone())
+    }
+
+    /// Whether row `row` is a file of the snapshot (a selection vector shorter than the batch
+    /// selects the rows past its end).
+    fn live(&self, row: usize) -> bool {
+        self.selected.get(row).copied().unwrap_or(true)
+    }
+}
+
+/// The snapshot's file list, batch by batch.
+fn scan_files(
+    snapshot: &SnapshotRef,
+    engine: &Engine,
+) -> delta_kernel::KernelResult<Vec<ScanFiles>> {
+    let scan = Arc::clone(snapshot).scan_builder().build()?;
+    scan.scan_metadata(engine)?
+        .map(|meta| {
+            let (data, selected) = meta?.scan_files.into_parts();
+            Ok(ScanFiles {
+                batch: ArrowEngineData::try_from_engine_data(data)?,
+                selected,
+            })
+        })
+        .collect()
+}
+
+/// What every commit of joblake carries: its `txn`, and the table's checkpoint when it moves.
+fn stamp<T: TransactionType>(
+    builder: TransactionBuilder<T>,
+    txn_version: i64,
+    state: Option<String>,
+) -> TransactionBuilder<T> {
+    let builder = builder.with_transaction_id(APP_ID, txn_version);
+    match state {
+        Some(state) => builder.with_domain_metadata(STATE_DOMAIN, state),
+        None => builder,
+    }
+}
+
+/// Stages an `add` for each of `adds`.
+fn add_all<S>(
+    txn: &mut Transaction<S>,
+    root: &Url,
+    table: &str,
+    adds: &[AddFile],
+) -> delta_kernel::KernelResult<()> {
+    let write_state = txn.write_state()?;
+    for add in adds {
+        txn.add_files(add_action(&write_state, root, table, add)?);
+    }
+    Ok(())
 }
 
 fn finish<S>(table: &str, result: CommitResult<S>) -> delta_kernel::KernelResult<u64> {
@@ -435,7 +475,9 @@ fn add_action(
         .strip_prefix(&format!("{table}/"))
         .unwrap_or(&add.path);
     let location = root.join(rel)?;
-    let stats = add.stats.clone().unwrap_or_else(|| count_stats(add.rows));
+    // The row count only: the table's `delta.dataSkippingNumIndexedCols` is 0, so no
+    // column's min and max is due.
+    let stats = count_stats(add.rows);
     let meta = FileMeta::new(location, Utc::now().timestamp_millis(), add.bytes);
     build_add_file_metadata(DataFileMetadata::new(meta, stats), &context)
 }
@@ -515,7 +557,6 @@ mod tests {
                         dt: "2026-11-28".into(),
                         bytes: 1,
                         rows: 1,
-                        stats: None,
                     };
                     let commit = Commit {
                         adds: vec![add.clone()],

@@ -61,7 +61,6 @@ impl FileInfo {
             dt: self.dt.clone(),
             bytes: self.bytes,
             rows: self.rows,
-            stats: None,
         }
     }
 }

@@ -55,7 +55,6 @@ pub(crate) async fn register_existing_files(
             dt,
             bytes: meta.size,
             rows,
-            stats: None,
         });
     }
     tracing::info!(
