@@ -13,16 +13,17 @@ SELECT * FROM {jobs_source};
 CREATE OR REPLACE VIEW companies_history AS
 SELECT * FROM {companies_source};
 
--- Once the latest files are written (`_joblake/latest/`), the positions of their rows later
--- runs fetched again, one table per such table, worked out here once rather than in every
--- query (see below).
-{superseded}
+-- The rows of each latest table (`<lake>/<table>_latest/`, a Delta table) that its deletion
+-- vectors delete, one table of (filename, file_row_number) per such table, written here once
+-- from its log rather than read in every query (see below).
+{deleted}
 
 -- Latest version per id: later run, then later page, then later row wins. joblake fills in
 --   SELECT * FROM <table>_history
 --   QUALIFY row_number() OVER (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1
--- or, once the latest files are written (by `joblake compact`, or a refresh when due), the
--- same result read from them (plus the latest of any rows fetched since).
+-- or, once the table's latest table is exact for the history read here (every command that
+-- commits rows keeps it so), the same result read from it: its files without the rows
+-- _joblake_deleted_<table> names.
 CREATE OR REPLACE VIEW career_sites AS
 {career_sites_latest};
 

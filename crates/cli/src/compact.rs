@@ -1,5 +1,5 @@
 //! `joblake compact`: each partition's files merged into one, every row version kept, then
-//! the latest files and the views.
+//! the latest tables and the views.
 
 use std::time::Instant;
 
@@ -54,12 +54,12 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
     let mut written = Vec::new();
     if failure.is_none() {
         for &table in &tables {
-            match latest::build_latest(&lake, table, &run_id).await {
-                Ok(Some(l)) => written.push((table, l)),
+            match latest::rewrite(&lake, table).await {
+                Ok(Some(l)) => written.push(l),
                 Ok(None) => {}
                 Err(e) => {
                     failure = Some(e.context(format!(
-                        "{table}: the merged files are in place, but the latest files could \
+                        "{table}: the merged files are in place, but its latest table could \
                          not be written (the views read the history meanwhile)"
                     )));
                     break;
@@ -76,9 +76,7 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
             serde_json::to_string_pretty(&serde_json::json!({
                 "run_id": run_id,
                 "tables": reports,
-                "latest": written.iter().map(|(t, l)| serde_json::json!({
-                    "table": t.name(), "ids": l.rows, "through": l.through, "files": l.files,
-                })).collect::<Vec<_>>(),
+                "latest": written,
                 "seconds": started.elapsed().as_secs_f64(),
             }))
             .expect("the report serialises")
@@ -106,8 +104,8 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
         }
     }
     if !cli.json && !cli.quiet {
-        for (t, l) in &written {
-            println!("{}", output::latest_line(*t, l));
+        for l in &written {
+            println!("{}", output::latest_line(l));
         }
     }
     if let Some(e) = failure {

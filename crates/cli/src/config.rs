@@ -29,16 +29,18 @@ pub struct FileConfig {
     pub views: ViewsConfig,
 }
 
-/// `[views]`: how refreshes keep the latest-version views fast.
+/// `[views]`: how refreshes keep the latest tables (and so the latest-version views) exact.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ViewsConfig {
-    /// Whether a refresh writes new latest files when they are due (default true); `compact`
-    /// always writes them. (`auto_snapshot` before they had one name.)
+    /// Whether a refresh keeps the latest tables exact (default true); with `false` they wait
+    /// for `compact`, and the views are a window over the history meanwhile.
+    /// (`auto_snapshot` before they had one name.)
     #[serde(alias = "auto_snapshot")]
     pub auto_latest: bool,
-    /// The share of the latest files (in Parquet bytes) the rows fetched since them reach
-    /// before a refresh writes new ones (default 0.2; 0: after every run that brought rows).
+    /// The share of a latest table's rows that the rows refreshes deleted from it or added
+    /// to it since it was last written as one file reach before a refresh writes it again
+    /// (default 0.2; 0: after every run that brought rows).
     #[serde(alias = "snapshot_after")]
     pub latest_after: Option<f64>,
 }
@@ -59,8 +61,9 @@ impl ViewsConfig {
             None => Ok(0.2),
             Some(s) if s.is_finite() && s >= 0.0 => Ok(s),
             Some(s) => bail!(
-                "[views] latest_after = {s} in joblake.toml: give a share of the latest files, \
-                 0 or more (0.2 rewrites them once the runs since them hold a fifth of their bytes)"
+                "[views] latest_after = {s} in joblake.toml: give a share of the latest table, \
+                 0 or more (0.2 writes it again once the rows runs replaced or added since \
+                 reach a fifth of its rows)"
             ),
         }
     }

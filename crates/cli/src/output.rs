@@ -1,18 +1,22 @@
-//! What commands print: one summary line (or `--json`) per run, query results, the latest
-//! files written.
+//! What commands print: one summary line (or `--json`) per run, query results, what became
+//! of the latest tables.
 
-use joblake_schema::Table;
 use joblake_sync::SourceSummary;
-use joblake_views::latest::Latest;
+use joblake_views::latest::LatestReport;
 use joblake_writer::RunStatus;
 
 use crate::args::{Cli, Format};
 
-/// The line saying a table's latest files were written.
-pub fn latest_line(table: Table, latest: &Latest) -> String {
+/// The line saying what became of a table's latest table.
+pub fn latest_line(latest: &LatestReport) -> String {
+    let how = if latest.rewritten {
+        "written again as one file".to_string()
+    } else {
+        format!("{} rows added, {} replaced", latest.added, latest.replaced)
+    };
     format!(
-        "{table}: the latest version of {} ids written down through run {}",
-        latest.rows, latest.through
+        "{}_latest: the latest version of {} ids, exact for {} version {} ({how})",
+        latest.table, latest.ids, latest.table, latest.history_version
     )
 }
 

@@ -54,7 +54,7 @@ pub fn configured_sources(
 }
 
 /// Runs `req`: under the lake lock, what killed runs left is committed first, then the feeds
-/// side by side, then the profiles, then the latest files and the views.
+/// side by side, then the profiles, then the latest tables and the views.
 pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
     let started = Instant::now();
     let (cfg, cfg_path) = config::load(cli.config.as_deref())?;
@@ -168,10 +168,9 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
     let db = session::duckdb_path(&lake, cli.duckdb.as_deref());
     let touched = summaries.iter().any(SourceSummary::touched_lake);
     if touched && cfg.views.auto_latest {
-        for (table, latest) in joblake_views::latest::keep_latest_current(&lake, latest_after).await
-        {
-            if !cli.quiet && !cli.json {
-                eprintln!("{}", output::latest_line(table, &latest));
+        for latest in joblake_views::latest::keep_all_exact(&lake, latest_after).await {
+            if latest.rewritten && !cli.quiet && !cli.json {
+                eprintln!("{}", output::latest_line(&latest));
             }
         }
     }

@@ -1,11 +1,10 @@
 //! The view SQL: `queries/views.sql` filled in for one lake.
 //!
-//! The latest-version views keep the last version of every id out of the whole history, a
-//! window over every row. That result is also written down, as the table's *latest* files
-//! under `_joblake/latest/<table>/` (see [`crate::latest`]), with a pointer naming the last
-//! run they cover; the views then read the latest files as they are when no run came after
-//! them, and otherwise the latest files without the ids newer runs fetched again, plus the
-//! latest of those newer rows.
+//! The latest-version views read each table's latest table (`<table>_latest/`, see
+//! [`crate::latest`]) when it is exact for the history version the views read: its files
+//! without the rows its deletion vectors delete, whose positions go into a small table of
+//! the DuckDB file as the views are built. Without one (or while it lags), they are the last
+//! version of every id out of the whole history, a window over every row.
 
 use anyhow::Result;
 use joblake_schema::{Table, columns};
@@ -13,7 +12,6 @@ use joblake_writer::{Lake, layout};
 use object_store::ObjectMeta;
 use object_store::path::Path;
 
-use crate::latest::read_latest;
 use crate::{ident, literal};
 
 const VIEWS_SQL: &str = include_str!("../../../queries/views.sql");
@@ -57,42 +55,40 @@ pub async fn history_files(lake: &Lake, table: Table) -> Result<Vec<ObjectMeta>>
 /// The statements that create every view over `lake`.
 pub async fn view_sql(lake: &Lake) -> Result<String> {
     let mut sql = VIEWS_SQL.to_string();
-    // The superseded-position tables the latest-version views read.
-    let mut superseded = String::new();
+    // The tables of deleted positions the latest-version views skip.
+    let mut deleted = String::new();
     for table in Table::all() {
         let name = table.name();
-        let files = history_files(lake, table).await?;
-        let latest = match read_latest(lake, table).await? {
-            None => latest_of(&format!("{name}_history")),
-            Some(snap) => {
-                let snapshot = snap
-                    .files
-                    .iter()
-                    .map(|f| literal(&lake.reader_path(f)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                // The last run after the snapshot, of those whose files are there now.
-                let last = files
-                    .iter()
-                    .filter_map(|m| layout::file_run(&m.location))
-                    .filter(|run| *run > snap.through.as_str() && *run != snap.made_by)
-                    .max();
-                match last {
-                    None => format!("SELECT * FROM read_parquet([{snapshot}])"),
-                    Some(last) => {
-                        let (prepare, view) =
-                            snapshot_and_newer(name, &snapshot, &snap.through, last);
-                        superseded.push_str(&prepare);
-                        view
-                    }
-                }
+        let history = crate::latest::history_now(lake, table).await?;
+        let latest = match &history {
+            Some((version, _)) => crate::latest::read(lake, table)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(%table, error = %format!("{e:#}"), "the latest table cannot be read; the views read the history");
+                    None
+                })
+                .filter(|l| l.history_version == *version),
+            None => None,
+        };
+        let latest = match latest {
+            // The latest table, exact for the history the views read.
+            Some(latest) => {
+                let (prepare, select) = crate::latest::view_select(lake, table, &latest);
+                deleted.push_str(&prepare);
+                select
             }
+            // None yet, or behind: the last version of every id out of the whole history.
+            None => latest_of(&ident(&format!("{name}_history"))),
         };
         sql = sql.replace(&format!("{{{name}_latest}}"), &latest);
+        let has_files = match &history {
+            Some((_, files)) => !files.is_empty(),
+            None => !history_files(lake, table).await?.is_empty(),
+        };
         // A glob, not the log's list of files: a session holding these views keeps reading
         // the table's rows while a compaction swaps its files (the log and the partitions
         // name the same files once each command ends; see `history_files`).
-        let source = if !files.is_empty() {
+        let source = if has_files {
             read_parquet(&lake.reader_path(&format!("{name}/dt=*/*.parquet")), true)
         } else {
             let cols = columns(table)
@@ -131,7 +127,7 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         .collect::<Vec<_>>()
         .join("\nUNION ALL\n");
     Ok(sql
-        .replace("{superseded}", &superseded)
+        .replace("{deleted}", &deleted)
         .replace("{runs_source}", &runs)
         .replace("{first_seen}", &first_seen))
 }
@@ -150,44 +146,6 @@ pub async fn tables_in(lake: &Lake) -> Result<Vec<Table>> {
         tables.push(Table::Companies);
     }
     Ok(tables)
-}
-
-/// The latest-version view of a table whose snapshot (the files `snapshot`, quoted and
-/// comma-separated) covers runs through `through`, with runs after it up to `last`: the
-/// snapshot without the rows those runs fetched again, plus the latest of their rows. Which
-/// snapshot rows those are is worked out once, as the views are built, into a table of their
-/// positions (`_joblake_superseded_<table>`): a query then skips them by file and row number,
-/// which costs far less than matching every snapshot id against the newer ones, as each
-/// query would otherwise. The newer rows are the history's between the two runs, wherever
-/// they lie: a compaction that merges their files away leaves a session holding these views
-/// reading the same rows. A run after `last` shows once the views are built again. Returns
-/// the statement that fills the table, and the view's SELECT.
-fn snapshot_and_newer(name: &str, snapshot: &str, through: &str, last: &str) -> (String, String) {
-    let superseded = ident(&format!("_joblake_superseded_{name}"));
-    let snapshot = format!("read_parquet([{snapshot}], filename = true, file_row_number = true)");
-    let newer = format!(
-        "{} WHERE _run_id > {} AND _run_id <= {}",
-        ident(&format!("{name}_history")),
-        literal(through),
-        literal(last)
-    );
-    let prepare = format!(
-        "CREATE OR REPLACE TABLE {superseded} AS\n\
-         SELECT filename, file_row_number FROM {snapshot}\n\
-         SEMI JOIN (SELECT DISTINCT id FROM {newer}) USING (id);\n"
-    );
-    // `_keep` leads both sides so that a query needing no column (count(*)) reads none: a
-    // UNION keeps its first column when nothing above asks for any.
-    let view = format!(
-        "SELECT * EXCLUDE (_keep) FROM (\n\
-         SELECT true AS _keep, * EXCLUDE (filename, file_row_number) FROM {snapshot} AS s\n\
-         ANTI JOIN {superseded} AS x\n\
-           ON s.filename = x.filename AND s.file_row_number = x.file_row_number\n\
-         UNION ALL BY NAME\n\
-         SELECT true AS _keep, * FROM {newer}\n\
-         QUALIFY row_number() OVER (PARTITION BY id ORDER BY {LATEST_FIRST}) = 1)"
-    );
-    (prepare, view)
 }
 
 /// The last version of every id of `history`.

@@ -1,221 +1,491 @@
-//! The *latest* files of a table: the latest version of every id, written down under
-//! `_joblake/latest/<table>/` with a pointer (`_joblake/latest/<table>.json`) naming the last
-//! run they cover, so that the latest-version views read them instead of a window over the
-//! whole history (see [`crate::catalog`]). `compact` always writes them; a refresh writes
-//! them when they are due.
+//! The latest tables: `<lake>/<table>_latest/`, a Delta table of its own beside each history
+//! table, holding the latest version of every id, exact for one version of the history (its
+//! [`LatestState`], in the log's domain metadata), so that any Delta reader gets "latest per
+//! id" without a window over every version, and the latest-version views read it.
+//!
+//! A refresh keeps it exact at a cost in proportion to the run, not to the lake: the run's
+//! files are ranked (DuckDB, over four narrow columns), the ids they bring are looked up in the
+//! latest table's files, the rows they replace are deleted with deletion vectors, and the
+//! run's latest rows are added as one file: one Delta commit ([`merge`]). Once the rows those
+//! commits deleted or added reach a share of the table (`[views] latest_after`), or on
+//! `compact`, the table is written again from the history as one file ([`rewrite`]).
 
-use anyhow::{Context, Result};
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
 use joblake_schema::Table;
-use joblake_writer::{Lake, LakeLocation, crash_point, layout};
-use serde::{Deserialize, Serialize};
+use joblake_writer::delta::{Commit, DataFile, DeltaLog, LatestState, LiveFile, Operation};
+use joblake_writer::{FileInfo, Lake, LakeLocation, crash_point, layout};
+use object_store::ObjectMeta;
+use object_store::path::Path;
+use serde::Serialize;
 
 use crate::catalog;
 use crate::session::engine;
 
-/// `_joblake/latest/<table>.json`: the latest files the latest-version view starts from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Latest {
-    /// The format of this pointer.
-    pub format: u32,
-    /// The last run whose rows the latest files cover.
-    pub through: String,
-    /// The run (or compaction) that wrote them: its own files hold only rows they cover.
-    pub made_by: String,
-    /// Lake-relative paths of the latest files.
-    pub files: Vec<String>,
-    /// The latest files before, kept until the next ones so readers holding views of them
-    /// finish.
-    #[serde(default)]
-    pub previous: Vec<String>,
-    /// Rows (ids) in them.
-    pub rows: u64,
+/// Where table `table`'s latest table lies in the lake.
+pub fn table_name(table: Table) -> String {
+    format!("{}_latest", table.name())
 }
 
-/// The table's latest pointer, if its latest files were written.
-pub async fn read_latest(lake: &Lake, table: Table) -> Result<Option<Latest>> {
-    Ok(lake
-        .get_opt(&layout::latest_pointer(table.name()))
-        .await?
-        .and_then(|b| serde_json::from_slice(&b).ok()))
+/// A latest table as its newest version holds it.
+#[derive(Debug, Clone)]
+pub struct LatestTable {
+    /// Its Delta version.
+    pub version: u64,
+    /// The version of the history table it is exact for.
+    pub history_version: u64,
+    /// Its files, with the rows their deletion vectors delete.
+    pub files: Vec<DataFile>,
+    /// Its columns, in order.
+    pub columns: Vec<String>,
 }
 
-/// Whether `table` is due new latest files: it has none and the history holds more than one
-/// run (the views would otherwise be a window over every version), or the runs after them
-/// hold `after` of their bytes (`[views] latest_after`, 0.2 by default). Until then the
-/// views read the latest files without the rows later runs replaced, plus those runs' latest
-/// rows, which costs a little more with every run; new latest files cost a pass over the
-/// latest rows, so rewriting them at a fifth keeps what refreshes pay for them within five
-/// times what they fetch.
-pub async fn latest_due(lake: &Lake, table: Table, after: f64) -> Result<bool> {
-    let files = catalog::history_files(lake, table).await?;
-    let Some(snap) = read_latest(lake, table).await? else {
-        let runs: std::collections::BTreeSet<&str> = files
-            .iter()
-            .filter_map(|m| layout::file_run(&m.location))
-            .collect();
-        return Ok(runs.len() > 1);
-    };
-    let newer: u64 = files
-        .iter()
-        .filter(|m| {
-            layout::file_run(&m.location)
-                .is_some_and(|run| run > snap.through.as_str() && run != snap.made_by)
-        })
-        .map(|m| m.size)
-        .sum();
-    if newer == 0 {
-        return Ok(false);
+impl LatestTable {
+    /// Rows its deletion vectors delete.
+    pub fn deleted(&self) -> u64 {
+        self.files.iter().map(|f| f.deleted.len() as u64).sum()
     }
-    let latest_bytes: u64 = lake
-        .list(&layout::latest_root(table.name()))
-        .await?
-        .iter()
-        .filter(|m| snap.files.iter().any(|f| f.as_str() == m.location.as_ref()))
-        .map(|m| m.size)
-        .sum();
-    Ok(newer as f64 >= after * latest_bytes as f64)
+
+    /// Rows it holds: one per id.
+    pub fn ids(&self) -> u64 {
+        self.files.iter().filter_map(|f| f.rows).sum::<u64>() - self.deleted()
+    }
+
+    /// Whether writing it again is due: the rows merges deleted, and those they added beside
+    /// its largest file, reach `after` of the rows it holds (or it has many files).
+    fn rewrite_due(&self, after: f64) -> bool {
+        let largest = self.files.iter().filter_map(|f| f.rows).max().unwrap_or(0);
+        let total: u64 = self.files.iter().filter_map(|f| f.rows).sum();
+        let churn = self.deleted() + (total - largest);
+        (churn > 0 && churn as f64 >= after * self.ids() as f64) || self.files.len() > MAX_FILES
+    }
 }
 
-/// At the end of a refresh (under its lake lock), writes new latest files for each table
-/// that is due them (see [`latest_due`]), and says which it wrote. The fetched rows are
-/// committed by then: latest files that cannot be written only leave the views reading the
-/// history, and the next refresh tries again (each failure is logged here).
-pub async fn keep_latest_current(lake: &Lake, after: f64) -> Vec<(Table, Latest)> {
+/// Past this many files (one per merge), the latest table is written again whatever its churn.
+const MAX_FILES: usize = 200;
+
+/// What keeping a latest table exact did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatestReport {
+    /// The history table.
+    pub table: String,
+    /// The latest table's version committed.
+    pub version: u64,
+    /// The history's version it is exact for.
+    pub history_version: u64,
+    /// Ids it holds.
+    pub ids: u64,
+    /// Rows added (every id, when written again).
+    pub added: u64,
+    /// Rows deleted because a newer version of their id came.
+    pub replaced: u64,
+    /// Whether it was written again from the history as one file.
+    pub rewritten: bool,
+}
+
+/// The latest table of `table`, or `None` while it has none.
+pub async fn read(lake: &Lake, table: Table) -> Result<Option<LatestTable>> {
+    let log = DeltaLog::latest(lake, &table_name(table))?;
+    let Some(snapshot) = log.snapshot().await? else {
+        return Ok(None);
+    };
+    let state = log
+        .state(&snapshot)
+        .await?
+        .context("the latest table's log does not say which history version it holds")?;
+    let state: LatestState = serde_json::from_str(&state)
+        .context("the latest table's log holds a state joblake cannot read")?;
+    Ok(Some(LatestTable {
+        version: snapshot.version(),
+        history_version: state.history_version,
+        files: log.files_with_deletions(&snapshot).await?,
+        columns: DeltaLog::column_names(&snapshot),
+    }))
+}
+
+/// The history table's newest version and its files, or `None` while it has no Delta log.
+pub async fn history_now(lake: &Lake, table: Table) -> Result<Option<(u64, Vec<LiveFile>)>> {
+    let log = DeltaLog::new(lake, table.name())?;
+    let Some(snapshot) = log.snapshot().await? else {
+        return Ok(None);
+    };
+    Ok(Some((snapshot.version(), log.files(&snapshot).await?)))
+}
+
+/// Makes `table`'s latest table exact for its history's newest version: merging in what the
+/// history gained since, or writing it again when that is due (see [`LatestTable`]) or it has
+/// none. `None` when it already was exact (or the table has no history).
+pub async fn keep_exact(
+    lake: &Lake,
+    table: Table,
+    rewrite_after: f64,
+) -> Result<Option<LatestReport>> {
+    let Some((version, files)) = history_now(lake, table).await? else {
+        return Ok(None);
+    };
+    let current = match read(lake, table).await {
+        Ok(current) => current,
+        Err(e) => {
+            tracing::warn!(%table, error = %format!("{e:#}"), "the latest table cannot be read; writing it again");
+            None
+        }
+    };
+    match current {
+        Some(c) if c.history_version == version => Ok(None),
+        Some(c) if c.history_version < version && !c.rewrite_due(rewrite_after) => {
+            let log = DeltaLog::new(lake, table.name())?;
+            let before = log.snapshot_at(c.history_version).await?;
+            let before: BTreeSet<String> = log
+                .files(&before)
+                .await?
+                .into_iter()
+                .map(|f| f.path)
+                .collect();
+            let new = files
+                .into_iter()
+                .filter(|f| !before.contains(&f.path))
+                .collect();
+            merge(lake, table, version, new, c).await.map(Some)
+        }
+        current => rewrite_at(lake, table, version, files, current).await,
+    }
+}
+
+/// At the end of a command that committed rows (under its lake lock), keeps every table's
+/// latest table exact (see [`keep_exact`]) and says what it did. The fetched rows are
+/// committed by then: a latest table that cannot be kept leaves the views reading the
+/// history, and the next command tries again (each failure is logged here).
+pub async fn keep_all_exact(lake: &Lake, rewrite_after: f64) -> Vec<LatestReport> {
     let tables = match catalog::tables_in(lake).await {
         Ok(t) => t,
         Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "cannot list the lake's tables; no latest files written");
+            tracing::warn!(error = %format!("{e:#}"), "cannot list the lake's tables; no latest table kept");
             return Vec::new();
         }
     };
-    let mut written = Vec::new();
+    let mut done = Vec::new();
     for table in tables {
-        let due = match latest_due(lake, table, after).await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::warn!(%table, error = %format!("{e:#}"), "cannot tell whether the latest files are due");
-                continue;
-            }
-        };
-        if !due {
-            continue;
-        }
-        match build_latest(lake, table, &layout::new_run_id()).await {
-            Ok(Some(latest)) => written.push((table, latest)),
+        match keep_exact(lake, table, rewrite_after).await {
+            Ok(Some(report)) => done.push(report),
             Ok(None) => {}
             Err(e) => tracing::warn!(
                 %table,
                 error = %format!("{e:#}"),
-                "the latest files could not be written (the views read the history meanwhile)"
+                "the latest table could not be kept exact (the views read the history meanwhile)"
             ),
         }
     }
-    written
+    done
 }
 
-/// Writes the latest version of every id of `table` as the latest files the views start
-/// from (see [`crate::catalog`]), points the table at them, and removes latest files no view
-/// reads any more.
-pub async fn build_latest(lake: &Lake, table: Table, run_id: &str) -> Result<Option<Latest>> {
-    let name = table.name();
-    let files = catalog::history_files(lake, table).await?;
+/// Writes `table`'s latest table again from its history's newest version, as one file
+/// (`compact` does, after merging partitions).
+pub async fn rewrite(lake: &Lake, table: Table) -> Result<Option<LatestReport>> {
+    let Some((version, files)) = history_now(lake, table).await? else {
+        return Ok(None);
+    };
+    let current = read(lake, table).await.unwrap_or_default();
+    rewrite_at(lake, table, version, files, current).await
+}
+
+fn metas(files: &[LiveFile]) -> Vec<ObjectMeta> {
+    files
+        .iter()
+        .map(|f| ObjectMeta {
+            location: Path::from(f.path.as_str()),
+            last_modified: chrono::Utc::now(),
+            size: f.bytes,
+            e_tag: None,
+            version: None,
+        })
+        .collect()
+}
+
+fn list(lake: &Lake, paths: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    paths
+        .into_iter()
+        .map(|p| crate::literal(&lake.reader_path(p.as_ref())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A new file of the latest table.
+fn new_file(table: Table) -> Path {
+    Path::from(format!(
+        "{}/part-{}.parquet",
+        table_name(table),
+        layout::new_run_id()
+    ))
+}
+
+/// Runs `setup`, then each of `queries`, in one fresh DuckDB session capped at `memory`.
+async fn duck(
+    lake: &Lake,
+    memory: &str,
+    setup: String,
+    queries: Vec<String>,
+) -> Result<Vec<Vec<RecordBatch>>> {
+    let engine = crate::Engine {
+        memory_limit: Some(memory.into()),
+        ..engine(lake)
+    };
+    Ok(tokio::task::spawn_blocking(move || crate::query_many(&engine, &setup, &queries)).await??)
+}
+
+fn int64s(batches: &[RecordBatch], column: usize) -> Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let Some(a) = b.column(column).as_primitive_opt::<Int64Type>() else {
+            bail!("DuckDB gave column {column} an unexpected type");
+        };
+        out.extend(a.iter().map(|v| v.unwrap_or(-1)));
+    }
+    Ok(out)
+}
+
+fn strings(batches: &[RecordBatch], column: usize) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let Some(a) = b.column(column).as_string_opt::<i32>() else {
+            bail!("DuckDB gave column {column} an unexpected type");
+        };
+        out.extend(a.iter().map(|v| v.unwrap_or_default().to_string()));
+    }
+    Ok(out)
+}
+
+/// Positions (file in `files`, row) as one sorted list per file.
+fn per_file(n: usize, positions: impl IntoIterator<Item = (i64, i64)>) -> Result<Vec<Vec<u64>>> {
+    let mut out = vec![Vec::new(); n];
+    for (f, r) in positions {
+        let rows = usize::try_from(f)
+            .ok()
+            .and_then(|f| out.get_mut(f))
+            .context("DuckDB named a file it was not given")?;
+        rows.push(u64::try_from(r)?);
+    }
+    for rows in &mut out {
+        rows.sort_unstable();
+        rows.dedup();
+    }
+    Ok(out)
+}
+
+/// Merges into `current` what the history's version `version` gained since the version it is
+/// exact for: `new`, the history's files since (a run's, or a compaction's outputs, whose
+/// rows it already has). Their latest version of each id replaces the table's, unless the
+/// table's is later (see [`catalog::LATEST_FIRST`]).
+async fn merge(
+    lake: &Lake,
+    table: Table,
+    version: u64,
+    new: Vec<LiveFile>,
+    current: LatestTable,
+) -> Result<LatestReport> {
+    let name = table_name(table);
+    let log = DeltaLog::latest(lake, &name)?;
+    let mut commit = Commit {
+        state: Some(serde_json::to_string(&LatestState {
+            history_version: version,
+        })?),
+        operation: Operation::Merge,
+        ..Commit::default()
+    };
+    let (mut added, mut replaced) = (0, 0);
+    if !new.is_empty() {
+        let ranked = format!(
+            "CREATE TEMP TABLE ranked AS\n\
+             SELECT id, _run_id, _page::BIGINT AS _page, _row::BIGINT AS _row,\n\
+               file_index::BIGINT AS fi, file_row_number::BIGINT AS fr,\n\
+               row_number() OVER (PARTITION BY id ORDER BY {}) AS rn\n\
+             FROM read_parquet([{}], union_by_name = true, file_row_number = true);",
+            catalog::LATEST_FIRST,
+            list(lake, new.iter().map(|f| &f.path))
+        );
+        let mut queries = vec![
+            "SELECT fi, fr FROM ranked WHERE rn > 1".to_string(),
+            "SELECT count(*)::BIGINT FROM ranked WHERE rn = 1".to_string(),
+        ];
+        if !current.files.is_empty() {
+            queries.push(format!(
+                "SELECT e.file_index::BIGINT, e.file_row_number::BIGINT,\n\
+                   e._run_id, e._page::BIGINT, e._row::BIGINT, c.fi, c.fr, c._run_id, c._page, c._row\n\
+                 FROM read_parquet([{}], union_by_name = true, file_row_number = true) AS e\n\
+                 JOIN (SELECT * FROM ranked WHERE rn = 1) AS c USING (id)",
+                list(lake, current.files.iter().map(|f| &f.path))
+            ));
+        }
+        let results = duck(lake, "64MB", ranked, queries).await?;
+        let older = &results[0];
+        let mut skip: Vec<(i64, i64)> = int64s(older, 0)?
+            .into_iter()
+            .zip(int64s(older, 1)?)
+            .collect();
+        let candidates = int64s(&results[1], 0)?.first().copied().unwrap_or(0) as u64;
+        // Each match of a run's id in the table: deleted already (an earlier version the
+        // table replaced), replaced now, or later than the run's (the run's row is not added).
+        let mut deletes: Vec<(i64, i64)> = Vec::new();
+        let mut lost = BTreeSet::new();
+        if let Some(m) = results.get(2) {
+            let (efi, efr) = (int64s(m, 0)?, int64s(m, 1)?);
+            let (erun, epage, erow) = (strings(m, 2)?, int64s(m, 3)?, int64s(m, 4)?);
+            let (cfi, cfr) = (int64s(m, 5)?, int64s(m, 6)?);
+            let (crun, cpage, crow) = (strings(m, 7)?, int64s(m, 8)?, int64s(m, 9)?);
+            for i in 0..efi.len() {
+                let file = current
+                    .files
+                    .get(usize::try_from(efi[i])?)
+                    .context("DuckDB named a latest file it was not given")?;
+                if file.deleted.binary_search(&u64::try_from(efr[i])?).is_ok() {
+                    continue;
+                }
+                if (&erun[i], epage[i], erow[i]) >= (&crun[i], cpage[i], crow[i]) {
+                    lost.insert((cfi[i], cfr[i]));
+                } else {
+                    deletes.push((efi[i], efr[i]));
+                }
+            }
+        }
+        added = candidates - lost.len() as u64;
+        skip.extend(lost);
+        if added > 0 {
+            let skip = per_file(new.len(), skip)?;
+            let info = write_rows(lake, table, &new, &current.columns, &skip).await?;
+            let Some(info) = info else {
+                // The run's files disagree with the history on a column's type.
+                return rewrite(lake, table)
+                    .await?
+                    .context("the history has no version to write the latest table from");
+            };
+            let columns = file_columns(lake, &info).await?;
+            if columns != current.columns {
+                lake.delete_all(vec![Path::from(info.path.as_str())])
+                    .await?;
+                tracing::info!(%table, "the history's columns changed; the latest table is written again");
+                return rewrite(lake, table)
+                    .await?
+                    .context("the history has no version to write the latest table from");
+            }
+            commit.adds.push(info.to_add());
+        }
+        let deletes = per_file(current.files.len(), deletes)?;
+        for (file, rows) in current.files.iter().zip(deletes) {
+            if rows.is_empty() {
+                continue;
+            }
+            replaced += rows.len() as u64;
+            let mut all = file.deleted.clone();
+            all.extend(rows);
+            all.sort_unstable();
+            all.dedup();
+            commit.deletions.insert(file.path.clone(), all);
+        }
+    }
+    crash_point("latest:before-commit");
+    let schema = current_schema(table);
+    let committed = log.commit(schema, commit).await?;
+    crash_point("latest:after-commit");
+    Ok(LatestReport {
+        table: table.name().to_string(),
+        version: committed,
+        history_version: version,
+        ids: current.ids() + added - replaced,
+        added,
+        replaced,
+        rewritten: false,
+    })
+}
+
+/// The schema a latest table is made with: the history's columns with `dt` among them, as its
+/// first file has them (only used when the table is created).
+fn current_schema(table: Table) -> arrow::datatypes::SchemaRef {
+    joblake_schema::arrow_schema(table)
+}
+
+/// Writes the rows of `files` but those at `skip` (per file) as one new latest file, the
+/// columns in the order `columns` gives; `None` when two files disagree on a column's type.
+async fn write_rows(
+    lake: &Lake,
+    table: Table,
+    files: &[LiveFile],
+    columns: &[String],
+    skip: &[Vec<u64>],
+) -> Result<Option<FileInfo>> {
+    let metas = metas(files);
+    let run = layout::new_run_id();
+    Ok(joblake_writer::write_latest(
+        lake,
+        &table_name(table),
+        &joblake_schema::arrow_schema(table),
+        joblake_writer::LatestRows {
+            files: &metas,
+            columns,
+            superseded: skip,
+        },
+        new_file(table),
+        &joblake_writer::WriterOptions::default(),
+        vec![("joblake.run_id".to_string(), run)],
+    )
+    .await?)
+}
+
+/// The columns of a file written, in order.
+async fn file_columns(lake: &Lake, info: &FileInfo) -> Result<Vec<String>> {
+    let schema = joblake_writer::parquet_schema(lake, &info.path).await?;
+    Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+}
+
+/// Writes `table`'s latest table again from the history's version `version` (its `files`),
+/// as one file, in one commit that removes every file `current` had; then deletes the files
+/// no reader needs any more (those of the version before are kept, for DuckDB sessions
+/// still holding views of them).
+async fn rewrite_at(
+    lake: &Lake,
+    table: Table,
+    version: u64,
+    files: Vec<LiveFile>,
+    current: Option<LatestTable>,
+) -> Result<Option<LatestReport>> {
     if files.is_empty() {
         return Ok(None);
     }
-    let list = files
-        .iter()
-        .map(|m| crate::literal(&lake.reader_path(m.location.as_ref())))
-        .collect::<Vec<_>>()
-        .join(", ");
-    // The history as its view reads it, over exactly these files.
-    let history = format!("read_parquet([{list}], union_by_name = true, hive_partitioning = true)");
-    let through_sql = format!("SELECT max(_run_id) FROM {history}");
+    let all = list(lake, files.iter().map(|f| &f.path));
     // Which versions lost to a later one, by file (its place in `files`) and row: a window
     // over four narrow columns, which DuckDB spills rather than hold whole rows (job
     // descriptions and all).
     let superseded_sql = format!(
         "SELECT file_index::BIGINT, file_row_number::BIGINT FROM (\n\
            SELECT id, _run_id, _page, _row, file_index, file_row_number\n\
-           FROM read_parquet([{list}], union_by_name = true, file_row_number = true))\n\
+           FROM read_parquet([{all}], union_by_name = true, file_row_number = true))\n\
          QUALIFY row_number() OVER (PARTITION BY id ORDER BY {}) > 1",
         catalog::LATEST_FIRST
     );
+    let history = format!("read_parquet([{all}], union_by_name = true, hive_partitioning = true)");
     let describe_sql = format!("SELECT column_name FROM (DESCRIBE SELECT * FROM {history})");
-    let narrow = crate::Engine {
-        memory_limit: Some("128MB".into()),
-        ..engine(lake)
-    };
-    let (through, positions, described) = tokio::task::spawn_blocking(move || {
-        let q = |sql: &str| crate::query_fresh(&narrow, "", sql);
-        Ok::<_, crate::Error>((q(&through_sql)?, q(&superseded_sql)?, q(&describe_sql)?))
-    })
-    .await??;
-    let through = through.first().and_then(|b| {
-        b.column(0)
-            .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
-            .filter(|a| arrow::array::Array::len(*a) > 0 && arrow::array::Array::is_valid(*a, 0))
-            .map(|a| a.value(0).to_string())
-    });
-    let Some(through) = through else {
-        return Ok(None);
-    };
-    let mut columns = Vec::new();
-    for b in &described {
-        let Some(names) = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
-        else {
-            anyhow::bail!("DuckDB described the history's columns in an unexpected type");
-        };
-        columns.extend(names.iter().flatten().map(str::to_string));
-    }
-    let mut superseded: Vec<Vec<u64>> = vec![Vec::new(); files.len()];
-    for b in &positions {
-        let (Some(file), Some(row)) = (
-            b.column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::Int64Array>(),
-            b.column(1)
-                .as_any()
-                .downcast_ref::<arrow::array::Int64Array>(),
-        ) else {
-            anyhow::bail!("DuckDB gave the superseded rows' positions an unexpected type");
-        };
-        for (f, r) in file.values().iter().zip(row.values()) {
-            let rows = usize::try_from(*f)
-                .ok()
-                .and_then(|f| superseded.get_mut(f))
-                .context("DuckDB named a file the history does not have")?;
-            rows.push(u64::try_from(*r)?);
-        }
-    }
-    drop(positions);
-    superseded.iter_mut().for_each(|rows| rows.sort_unstable());
-    let rel = layout::latest_file(name, run_id);
-    let written = joblake_writer::write_latest(
+    let results = duck(
         lake,
-        name,
-        &joblake_schema::arrow_schema(table),
-        joblake_writer::LatestRows {
-            files: &files,
-            columns: &columns,
-            superseded: &superseded,
-        },
-        rel.clone(),
-        &joblake_writer::WriterOptions::default(),
-        vec![
-            ("joblake.run_id".to_string(), run_id.to_string()),
-            ("joblake.latest_through".to_string(), through.clone()),
-        ],
+        "128MB",
+        String::new(),
+        vec![superseded_sql, describe_sql],
     )
     .await?;
-    let rows = match written {
-        Some(rows) => rows,
+    let superseded = per_file(
+        files.len(),
+        int64s(&results[0], 0)?
+            .into_iter()
+            .zip(int64s(&results[0], 1)?),
+    )?;
+    let columns = strings(&results[1], 0)?;
+    drop(results);
+    let info = match write_rows(lake, table, &files, &columns, &superseded).await? {
+        Some(info) => info,
         None => {
             // Files that disagree on a column's type: DuckDB's union of them, a window over
             // whole rows (spilling beyond 1 GB).
+            let rel = new_file(table);
             let target = lake.reader_path(rel.as_ref());
             if let LakeLocation::Local(_) = lake.location()
                 && let Some(dir) = std::path::Path::new(&target).parent()
@@ -227,38 +497,139 @@ pub async fn build_latest(lake: &Lake, table: Table, run_id: &str) -> Result<Opt
                 ..engine(lake)
             };
             let select = catalog::latest_of(&history);
-            tokio::task::spawn_blocking(move || {
+            let rows = tokio::task::spawn_blocking(move || {
                 crate::copy_to_parquet(&engine, "", &select, &target)
             })
-            .await??
+            .await??;
+            let bytes = lake.head(&rel).await?.size;
+            FileInfo {
+                path: rel.to_string(),
+                dt: String::new(),
+                rows,
+                bytes,
+            }
         }
     };
-    let previous = read_latest(lake, table)
-        .await?
-        .map(|s| s.files)
-        .unwrap_or_default();
-    let snap = Latest {
-        format: 1,
-        through,
-        made_by: run_id.to_string(),
-        files: vec![rel.to_string()],
-        previous,
-        rows,
+    let name = table_name(table);
+    let new_columns = file_columns(lake, &info).await?;
+    let mut current = current;
+    if let Some(c) = &current
+        && c.columns != new_columns
+    {
+        // A table's columns are fixed when it is made: one whose history gained or changed
+        // columns is made again.
+        tracing::info!(%table, "the history's columns changed; the latest table is made again");
+        let log = Path::from(format!("{name}/_delta_log"));
+        let old: Vec<Path> = lake
+            .list(&log)
+            .await?
+            .into_iter()
+            .map(|m| m.location)
+            .collect();
+        lake.delete_all(old).await?;
+        current = None;
+    }
+    let schema = joblake_writer::parquet_schema(lake, &info.path).await?;
+    let commit = Commit {
+        adds: vec![info.to_add()],
+        removes: current
+            .iter()
+            .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
+            .collect(),
+        state: Some(serde_json::to_string(&LatestState {
+            history_version: version,
+        })?),
+        operation: Operation::Write,
+        ..Commit::default()
     };
-    crash_point("latest:after-copy");
-    lake.put(
-        &layout::latest_pointer(name),
-        serde_json::to_vec_pretty(&snap)?.into(),
-    )
-    .await?;
-    let keep: Vec<&String> = snap.files.iter().chain(&snap.previous).collect();
-    let stale = lake
-        .list(&layout::latest_root(name))
+    crash_point("latest:before-commit");
+    let committed = DeltaLog::latest(lake, &name)?
+        .commit(schema, commit)
+        .await?;
+    crash_point("latest:after-commit");
+    // Nothing but the log, the new file and the files of the version before.
+    let mut keep: BTreeSet<String> = current
+        .iter()
+        .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
+        .collect();
+    keep.insert(info.path.clone());
+    let stale: Vec<Path> = lake
+        .list(&Path::from(name.as_str()))
         .await?
         .into_iter()
         .map(|m| m.location)
-        .filter(|p| !keep.iter().any(|k| k.as_str() == p.as_ref()))
+        .filter(|p| {
+            p.parts().nth(1).is_some_and(|d| d.as_ref() != "_delta_log")
+                && !keep.contains(p.as_ref())
+        })
         .collect();
     lake.delete_all(stale).await?;
-    Ok(Some(snap))
+    // What joblake kept before its latest files were a Delta table.
+    let legacy: Vec<Path> = lake
+        .list(&layout::latest_root(table.name()))
+        .await?
+        .into_iter()
+        .map(|m| m.location)
+        .chain([layout::latest_pointer(table.name())])
+        .collect();
+    lake.delete_all(legacy).await?;
+    Ok(Some(LatestReport {
+        table: table.name().to_string(),
+        version: committed,
+        history_version: version,
+        ids: info.rows,
+        added: info.rows,
+        replaced: 0,
+        rewritten: true,
+    }))
+}
+
+/// The latest-version view's SELECT over `latest` (every row of its files but those their
+/// deletion vectors delete), and the statement that fills the table of deleted positions it
+/// skips (`_joblake_deleted_<table>`), empty when there are none.
+pub fn view_select(lake: &Lake, table: Table, latest: &LatestTable) -> (String, String) {
+    let name = table.name();
+    if latest.files.is_empty() {
+        return (
+            String::new(),
+            format!(
+                "SELECT * FROM {} WHERE false",
+                crate::ident(&format!("{name}_history"))
+            ),
+        );
+    }
+    let files = list(lake, latest.files.iter().map(|f| &f.path));
+    if latest.deleted() == 0 {
+        return (
+            String::new(),
+            format!("SELECT * FROM read_parquet([{files}], union_by_name = true)"),
+        );
+    }
+    let deleted = crate::ident(&format!("_joblake_deleted_{name}"));
+    let rows = latest
+        .files
+        .iter()
+        .filter(|f| !f.deleted.is_empty())
+        .map(|f| {
+            let rows = f
+                .deleted
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            format!(
+                "SELECT {} AS filename, unnest([{rows}])::BIGINT AS file_row_number",
+                crate::literal(&lake.reader_path(&f.path))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\nUNION ALL ");
+    let prepare = format!("CREATE OR REPLACE TABLE {deleted} AS\n{rows};\n");
+    let view = format!(
+        "SELECT * EXCLUDE (filename, file_row_number)\n\
+         FROM read_parquet([{files}], union_by_name = true, filename = true, file_row_number = true) AS s\n\
+         ANTI JOIN {deleted} AS x\n\
+           ON s.filename = x.filename AND s.file_row_number = x.file_row_number"
+    );
+    (prepare, view)
 }

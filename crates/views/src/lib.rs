@@ -311,6 +311,23 @@ pub fn query_fresh(engine: &Engine, setup: &str, sql: &str) -> Result<Vec<Record
     run(&conn, sql).map_err(|e| engine.explain(e))
 }
 
+/// Runs `setup` on a fresh in-memory database, then each of `queries` in turn in the same
+/// session (temporary tables `setup` made among what they read).
+pub fn query_many(
+    engine: &Engine,
+    setup: &str,
+    queries: &[String],
+) -> Result<Vec<Vec<RecordBatch>>> {
+    let conn = Connection::open_in_memory()?;
+    engine.prepare(&conn)?;
+    conn.execute_batch(setup)
+        .map_err(|e| engine.explain(e.into()))?;
+    queries
+        .iter()
+        .map(|sql| run(&conn, sql).map_err(|e| engine.explain(e)))
+        .collect()
+}
+
 /// Runs `setup` (e.g. the view statements) on a fresh in-memory database, then writes the
 /// rows of `select` as one zstd Parquet file at `target` (a local path or an `s3://` URL),
 /// in row groups of 122 880 rows; returns the rows written. DuckDB may spill to a temporary

@@ -183,6 +183,12 @@ pub(crate) async fn reader(
     Ok(ParquetRecordBatchStreamBuilder::new(LakeFile::new(lake, meta)).await?)
 }
 
+/// The schema of the Parquet file at lake-relative `path`, from its footer.
+pub async fn parquet_schema(lake: &Lake, path: &str) -> Result<SchemaRef> {
+    let meta = lake.head(&Path::from(path)).await?;
+    Ok(Arc::clone(reader(lake, &meta).await?.schema()))
+}
+
 /// The table a compaction rewrites, and under which lock.
 struct Target<'a> {
     lake: &'a Lake,
@@ -298,8 +304,8 @@ async fn compact_partition(
     let swap = Commit {
         adds: outputs.iter().map(crate::FileInfo::to_add).collect(),
         removes: inputs.iter().map(|m| m.location.to_string()).collect(),
-        state: None,
         operation: Operation::Optimize,
+        ..Commit::default()
     };
     if let Err(e) = log.commit(Arc::clone(schema), swap).await {
         // The inputs are still the table's files: the outputs go.
@@ -416,7 +422,7 @@ pub struct LatestRows<'a> {
 /// Writes the `rows` of `table` as one Parquet file at `path`. This is how the latest version
 /// of every id is written down (by `compact`, and by a refresh when one is due): which rows lost to a later version is worked out
 /// apart (DuckDB, over four narrow columns), and the rows themselves stream from file to file
-/// here, so the memory it takes does not grow with the width of the rows. Returns the rows
+/// here, so the memory it takes does not grow with the width of the rows. Returns the file
 /// written, or `None` (nothing written) when two files give a column different types.
 pub async fn write_latest(
     lake: &Lake,
@@ -426,7 +432,7 @@ pub async fn write_latest(
     path: Path,
     opts: &WriterOptions,
     metadata: Vec<(String, String)>,
-) -> Result<Option<u64>> {
+) -> Result<Option<crate::FileInfo>> {
     let LatestRows {
         files,
         columns,
@@ -510,7 +516,7 @@ pub async fn write_latest(
     }
     .await;
     match result {
-        Ok(()) => Ok(Some(sink.publish().await?.rows)),
+        Ok(()) => Ok(Some(sink.publish().await?)),
         Err(e) => {
             sink.abort().await;
             Err(e)

@@ -7,12 +7,15 @@
 //! The kernel's calls block; they run on tokio's blocking threads, the kernel's own I/O on
 //! one runtime kept for the process.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, StructArray};
 use arrow::datatypes::{Schema, SchemaRef};
 use chrono::{NaiveDate, Utc};
+use delta_kernel::actions::deletion_vector_writer::{
+    KernelDeletionVector, StreamingDeletionVectorWriter,
+};
 use delta_kernel::committer::FileSystemCommitter;
 use delta_kernel::engine::arrow_conversion::TryFromArrow;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
@@ -35,8 +38,12 @@ use crate::{Error, Lake, Result};
 /// The engine through which joblake reads and writes a lake's Delta logs.
 pub(crate) type Engine = DefaultEngine<TokioMultiThreadExecutor>;
 
-/// The domain metadata holding the table's checkpoint (see `table.rs`'s `StateFile`).
+/// The domain metadata holding a history table's checkpoint (see `table.rs`'s `StateFile`).
 pub const STATE_DOMAIN: &str = "joblake.state";
+
+/// The domain metadata of a latest table: which version of its history table it is exact for
+/// (see [`LatestState`]).
+pub const LATEST_DOMAIN: &str = "joblake.latest";
 
 /// The `txn` application id of joblake's commits; its version counts them.
 pub const APP_ID: &str = "joblake";
@@ -96,12 +103,17 @@ pub struct AddFile {
 
 /// One commit to a table's log.
 #[derive(Debug, Default)]
-pub(crate) struct Commit {
+pub struct Commit {
     /// Files the commit adds.
     pub adds: Vec<AddFile>,
     /// Lake-relative paths of files the commit removes.
     pub removes: Vec<String>,
-    /// The table's checkpoint after the commit (JSON), when it moves.
+    /// Rows of the table's files that the commit deletes, by lake-relative path: every row
+    /// deleted from the file so far, not only the new ones (a file's deletion vector replaces
+    /// the one before). Latest tables only.
+    pub deletions: BTreeMap<String, Vec<u64>>,
+    /// The table's own domain metadata after the commit (JSON), when it moves: a history
+    /// table's checkpoint ([`STATE_DOMAIN`]), a latest table's [`LatestState`].
     pub state: Option<String>,
     /// What the commit does, for the log's `commitInfo`.
     pub operation: Operation,
@@ -109,36 +121,72 @@ pub(crate) struct Commit {
 
 /// What a commit does.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Operation {
+pub enum Operation {
     /// A run's pages.
     #[default]
     Write,
     /// A compaction: the same rows in fewer files.
     Optimize,
+    /// A latest table taking in a run's rows: the ids it replaced deleted, its latest rows
+    /// added.
+    Merge,
+}
+
+/// The two kinds of Delta table in a lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Every row version, partitioned by `dt`, its checkpoint in [`STATE_DOMAIN`].
+    History,
+    /// The latest version of every id, unpartitioned, with deletion vectors, its
+    /// [`LatestState`] in [`LATEST_DOMAIN`].
+    Latest,
 }
 
 /// A table's Delta log.
 #[derive(Clone)]
-pub(crate) struct DeltaLog {
+pub struct DeltaLog {
     engine: Arc<Engine>,
     lake: Lake,
     table: String,
+    kind: Kind,
     /// The table's root URL, with a trailing slash.
     root: Url,
 }
 
 impl DeltaLog {
-    pub(crate) fn new(lake: &Lake, table: &str) -> Result<DeltaLog> {
+    /// The log of history table `table`.
+    pub fn new(lake: &Lake, table: &str) -> Result<DeltaLog> {
+        Self::of_kind(lake, table, Kind::History)
+    }
+
+    /// The log of the latest table at `<lake>/<name>/`.
+    pub fn latest(lake: &Lake, name: &str) -> Result<DeltaLog> {
+        Self::of_kind(lake, name, Kind::Latest)
+    }
+
+    fn of_kind(lake: &Lake, table: &str, kind: Kind) -> Result<DeltaLog> {
         Ok(DeltaLog {
             engine: lake.delta_engine()?,
             lake: lake.clone(),
             table: table.to_string(),
+            kind,
             root: lake.table_url(table)?,
         })
     }
 
+    /// The table's version `version`.
+    pub async fn snapshot_at(&self, version: u64) -> Result<SnapshotRef> {
+        let (engine, root) = (Arc::clone(&self.engine), self.root.clone());
+        self.blocking(move || {
+            Snapshot::builder_for(root.as_str())
+                .at_version(version)
+                .build(engine.as_ref())
+        })
+        .await
+    }
+
     /// The table's newest snapshot, or `None` while it has no log.
-    pub(crate) async fn snapshot(&self) -> Result<Option<SnapshotRef>> {
+    pub async fn snapshot(&self) -> Result<Option<SnapshotRef>> {
         let log = Path::from(format!("{}/_delta_log", self.table));
         if self.lake.list(&log).await?.is_empty() {
             return Ok(None);
@@ -161,15 +209,61 @@ impl DeltaLog {
         Ok(Some(snapshot))
     }
 
-    /// The table's checkpoint as its last commit wrote it.
-    pub(crate) async fn state(&self, snapshot: &SnapshotRef) -> Result<Option<String>> {
+    /// The table's own domain metadata (see [`Commit::state`]) as `snapshot` has it.
+    pub async fn state(&self, snapshot: &SnapshotRef) -> Result<Option<String>> {
         let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
-        self.blocking(move || snapshot.get_domain_metadata(STATE_DOMAIN, engine.as_ref()))
+        let domain = match self.kind {
+            Kind::History => STATE_DOMAIN,
+            Kind::Latest => LATEST_DOMAIN,
+        };
+        self.blocking(move || snapshot.get_domain_metadata(domain, engine.as_ref()))
             .await
     }
 
+    /// The files of a snapshot with their rows and the rows their deletion vectors delete,
+    /// in path order.
+    pub async fn files_with_deletions(&self, snapshot: &SnapshotRef) -> Result<Vec<DataFile>> {
+        let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
+        let (table, root) = (self.table.clone(), self.root.clone());
+        let mut files = self
+            .blocking(move || {
+                let scan = Arc::clone(&snapshot).scan_builder().build()?;
+                let mut scanned = Vec::new();
+                for meta in scan.scan_metadata(engine.as_ref())? {
+                    scanned = meta?.visit_scan_files(scanned, |files, file| files.push(file))?;
+                }
+                scanned
+                    .into_iter()
+                    .map(|file| {
+                        let deleted = file
+                            .dv_info
+                            .get_row_indexes(engine.as_ref(), &root)?
+                            .unwrap_or_default();
+                        Ok(DataFile {
+                            path: format!("{table}/{}", decode_path(&file.path)),
+                            bytes: file.size.max(0) as u64,
+                            rows: file.stats.map(|s| s.num_records),
+                            deleted,
+                        })
+                    })
+                    .collect::<delta_kernel::KernelResult<Vec<_>>>()
+            })
+            .await?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    /// The table's schema as `snapshot` has it: its columns' names, in order.
+    pub fn column_names(snapshot: &SnapshotRef) -> Vec<String> {
+        snapshot
+            .schema()
+            .fields()
+            .map(|f| f.name().to_string())
+            .collect()
+    }
+
     /// The files of a snapshot: lake-relative path, size and `dt`, in path order.
-    pub(crate) async fn files(&self, snapshot: &SnapshotRef) -> Result<Vec<LiveFile>> {
+    pub async fn files(&self, snapshot: &SnapshotRef) -> Result<Vec<LiveFile>> {
         let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
         let table = self.table.clone();
         let mut files = self
@@ -201,7 +295,7 @@ impl DeltaLog {
 
     /// Commits `commit` on top of the table's newest version (creating the table, with
     /// `schema`, when it has no log yet). Returns the version committed.
-    pub(crate) async fn commit(&self, schema: SchemaRef, commit: Commit) -> Result<u64> {
+    pub async fn commit(&self, schema: SchemaRef, commit: Commit) -> Result<u64> {
         self.lake.record_format().await?;
         let snapshot = self.snapshot().await?;
         if snapshot.is_none()
@@ -216,13 +310,16 @@ impl DeltaLog {
                     source,
                 })?;
         }
-        let (engine, root, table) = (
-            Arc::clone(&self.engine),
-            self.root.clone(),
-            self.table.clone(),
-        );
+        let target = Target {
+            engine: Arc::clone(&self.engine),
+            lake: self.lake.clone(),
+            root: self.root.clone(),
+            table: self.table.clone(),
+            kind: self.kind,
+        };
+        let runtime = tokio::runtime::Handle::current();
         let version = self
-            .blocking(move || commit_blocking(&engine, &root, &table, snapshot, schema, commit))
+            .blocking(move || target.commit(&runtime, snapshot, schema, commit))
             .await?;
         if version > 0 && version % CHECKPOINT_EVERY == 0 {
             // A checkpoint only saves readers time: one that fails changes nothing.
@@ -281,84 +378,198 @@ pub struct LiveFile {
     pub dt: String,
 }
 
-fn commit_blocking(
-    engine: &Arc<Engine>,
-    root: &Url,
-    table: &str,
-    snapshot: Option<SnapshotRef>,
-    schema: SchemaRef,
-    commit: Commit,
-) -> delta_kernel::KernelResult<u64> {
-    let engine_ref: &Engine = engine.as_ref();
-    let txn_version = match &snapshot {
-        Some(s) => s.get_app_id_version(APP_ID, engine_ref)?.unwrap_or(0) + 1,
-        None => 1,
-    };
-    let committed = match snapshot {
-        None => {
-            if !commit.removes.is_empty() {
-                return Err(KernelError::generic(
-                    "cannot remove files from a table with no log",
-                ));
+/// A file of a latest table's version: its rows, and which of them its deletion vector
+/// deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// Lake-relative path.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Rows in the file, as its `add` says.
+    pub rows: Option<u64>,
+    /// The rows its deletion vector deletes, in order (none without one).
+    pub deleted: Vec<u64>,
+}
+
+/// A latest table's [`LATEST_DOMAIN`]: the version of its history table whose every id's
+/// latest version it holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LatestState {
+    /// The version of the history table it is exact for.
+    pub history_version: u64,
+}
+
+/// Where a commit goes, moved onto a blocking thread.
+struct Target {
+    engine: Arc<Engine>,
+    lake: Lake,
+    root: Url,
+    table: String,
+    kind: Kind,
+}
+
+impl Target {
+    fn commit(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        snapshot: Option<SnapshotRef>,
+        schema: SchemaRef,
+        commit: Commit,
+    ) -> delta_kernel::KernelResult<u64> {
+        let engine: &Engine = self.engine.as_ref();
+        let (root, table) = (&self.root, self.table.as_str());
+        let txn_version = match &snapshot {
+            Some(s) => s.get_app_id_version(APP_ID, engine)?.unwrap_or(0) + 1,
+            None => 1,
+        };
+        let snapshot = match snapshot {
+            Some(snapshot) => snapshot,
+            None => {
+                if !commit.removes.is_empty() || !commit.deletions.is_empty() {
+                    return Err(KernelError::generic(
+                        "cannot remove or delete from a table with no log",
+                    ));
+                }
+                let builder = match self.kind {
+                    Kind::History => create_table(
+                        root.as_str(),
+                        Arc::new(table_schema(&schema)?),
+                        ENGINE_INFO,
+                        true,
+                    )
+                    .with_table_properties([
+                        ("delta.feature.domainMetadata", "supported"),
+                        ("delta.dataSkippingNumIndexedCols", "0"),
+                    ])
+                    .with_data_layout(DataLayout::partitioned([PARTITION])),
+                    Kind::Latest => create_table(
+                        root.as_str(),
+                        Arc::new(StructType::try_from_arrow(schema.as_ref())?),
+                        ENGINE_INFO,
+                        true,
+                    )
+                    .with_table_properties([
+                        ("delta.feature.domainMetadata", "supported"),
+                        ("delta.enableDeletionVectors", "true"),
+                        ("delta.dataSkippingNumIndexedCols", "0"),
+                    ]),
+                };
+                let domain = self.domain();
+                let mut txn = stamp(builder, txn_version, domain, commit.state)
+                    .build(engine, Box::new(FileSystemCommitter::new()))?;
+                add_all(&mut txn, root, table, self.kind, &commit.adds)?;
+                return finish(table, txn.commit(engine)?);
             }
-            let kernel_schema = Arc::new(table_schema(&schema)?);
-            let builder = create_table(root.as_str(), kernel_schema, ENGINE_INFO, true)
-                .with_table_properties([
-                    ("delta.feature.domainMetadata", "supported"),
-                    ("delta.dataSkippingNumIndexedCols", "0"),
-                ])
-                .with_data_layout(DataLayout::partitioned([PARTITION]));
-            let mut txn = stamp(builder, txn_version, commit.state)
-                .build(engine_ref, Box::new(FileSystemCommitter::new()))?;
-            add_all(&mut txn, root, table, &commit.adds)?;
-            finish(table, txn.commit(engine_ref)?)?
-        }
-        Some(snapshot) => {
-            let operation = match commit.operation {
-                Operation::Write => UpdateTableOperation::Write,
-                Operation::Optimize => UpdateTableOperation::Optimize,
-            };
-            let data_change = commit.operation == Operation::Write;
-            let builder = Arc::clone(&snapshot).update_table(operation, ENGINE_INFO, data_change);
-            let mut txn = stamp(builder, txn_version, commit.state)
-                .build(engine_ref, Box::new(FileSystemCommitter::new()))?;
-            add_all(&mut txn, root, table, &commit.adds)?;
-            if !commit.removes.is_empty() {
-                let wanted: HashSet<String> = commit
-                    .removes
-                    .iter()
-                    .map(|p| {
-                        p.strip_prefix(&format!("{table}/"))
-                            .unwrap_or(p)
-                            .to_string()
-                    })
+        };
+        let operation = match commit.operation {
+            Operation::Write => UpdateTableOperation::Write,
+            Operation::Optimize => UpdateTableOperation::Optimize,
+            Operation::Merge => UpdateTableOperation::Merge,
+        };
+        let data_change = commit.operation != Operation::Optimize;
+        let builder = Arc::clone(&snapshot).update_table(operation, ENGINE_INFO, data_change);
+        let mut txn = stamp(builder, txn_version, self.domain(), commit.state)
+            .build(engine, Box::new(FileSystemCommitter::new()))?;
+        add_all(&mut txn, root, table, self.kind, &commit.adds)?;
+        let relative = |p: &String| {
+            p.strip_prefix(&format!("{table}/"))
+                .unwrap_or(p)
+                .to_string()
+        };
+        if !commit.removes.is_empty() {
+            let wanted: HashSet<String> = commit.removes.iter().map(relative).collect();
+            let mut found = 0;
+            for files in scan_files(&snapshot, engine)? {
+                let paths = files.paths()?;
+                let selection: Vec<bool> = (0..paths.len())
+                    .map(|row| files.live(row) && wanted.contains(&decode_path(paths.value(row))))
                     .collect();
-                let mut found = 0;
-                for files in scan_files(&snapshot, engine_ref)? {
-                    let paths = files.paths()?;
-                    let selection: Vec<bool> = (0..paths.len())
-                        .map(|row| {
-                            files.live(row) && wanted.contains(&decode_path(paths.value(row)))
-                        })
-                        .collect();
-                    let n = selection.iter().filter(|s| **s).count();
-                    if n > 0 {
-                        found += n;
-                        txn.remove_files(FilteredEngineData::try_new(files.batch, selection)?);
-                    }
-                }
-                if found != wanted.len() {
-                    return Err(KernelError::generic(format!(
-                        "{} of the {} files to remove are not in the table",
-                        wanted.len() - found,
-                        wanted.len()
-                    )));
+                let n = selection.iter().filter(|s| **s).count();
+                if n > 0 {
+                    found += n;
+                    txn.remove_files(FilteredEngineData::try_new(files.batch, selection)?);
                 }
             }
-            finish(table, txn.commit(engine_ref)?)?
+            if found != wanted.len() {
+                return Err(KernelError::generic(format!(
+                    "{} of the {} files to remove are not in the table",
+                    wanted.len() - found,
+                    wanted.len()
+                )));
+            }
         }
-    };
-    Ok(committed)
+        if !commit.deletions.is_empty() {
+            let deletions: HashMap<String, &Vec<u64>> = commit
+                .deletions
+                .iter()
+                .map(|(path, rows)| (relative(path), rows))
+                .collect();
+            self.delete_rows(runtime, &snapshot, &mut txn, deletions)?;
+        }
+        finish(table, txn.commit(engine)?)
+    }
+
+    /// Stages new deletion vectors: every one written into one new file beside the data, then
+    /// put in place of the files' old ones.
+    fn delete_rows(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        snapshot: &SnapshotRef,
+        txn: &mut Transaction,
+        deletions: HashMap<String, &Vec<u64>>,
+    ) -> delta_kernel::KernelResult<()> {
+        let write_state = txn.write_state()?;
+        let context = write_state.write_context_builder().build()?;
+        let dv_path = context.new_deletion_vector_path(String::new());
+        // The log names a file as it was added (URL-encoded); the scan gives that name.
+        let mut by_log_path = HashMap::new();
+        let mut scanned = Vec::new();
+        for files in scan_files(snapshot, self.engine.as_ref())? {
+            let paths = files.paths()?;
+            for row in 0..paths.len() {
+                let raw = paths.value(row);
+                if files.live(row) && deletions.contains_key(&decode_path(raw)) {
+                    by_log_path.insert(decode_path(raw), raw.to_string());
+                }
+            }
+            let (batch, selected) = (files.batch, files.selected);
+            scanned.push(FilteredEngineData::try_new(batch, selected));
+        }
+        let mut bytes = Vec::new();
+        let mut descriptors = HashMap::new();
+        {
+            let mut writer = StreamingDeletionVectorWriter::new(&mut bytes);
+            for (path, rows) in &deletions {
+                let log_path = by_log_path.get(path).ok_or_else(|| {
+                    KernelError::generic(format!("{path} is not a file of the table"))
+                })?;
+                let mut dv = KernelDeletionVector::new();
+                dv.add_deleted_row_indexes(rows.iter().copied());
+                let written = writer.write_deletion_vector(dv)?;
+                descriptors.insert(log_path.clone(), written.to_descriptor(&dv_path));
+            }
+            writer.finalize()?;
+        }
+        let url = dv_path.absolute_path()?;
+        let rel = url
+            .as_str()
+            .strip_prefix(self.root.as_str())
+            .ok_or_else(|| KernelError::generic(format!("{url} is outside the table")))?;
+        let location = Path::from(format!("{}/{rel}", self.table));
+        let lake = self.lake.clone();
+        runtime
+            .block_on(async move { lake.put(&location, bytes.into()).await })
+            .map_err(|e| KernelError::generic(format!("cannot write a deletion vector: {e}")))?;
+        txn.update_deletion_vectors(descriptors, scanned.into_iter())
+    }
+
+    fn domain(&self) -> &'static str {
+        match self.kind {
+            Kind::History => STATE_DOMAIN,
+            Kind::Latest => LATEST_DOMAIN,
+        }
+    }
 }
 
 /// One batch of a snapshot's file list, as the kernel's scan gives it: a row per file, and
@@ -409,11 +620,12 @@ fn scan_files(
 fn stamp<T: TransactionType>(
     builder: TransactionBuilder<T>,
     txn_version: i64,
+    domain: &str,
     state: Option<String>,
 ) -> TransactionBuilder<T> {
     let builder = builder.with_transaction_id(APP_ID, txn_version);
     match state {
-        Some(state) => builder.with_domain_metadata(STATE_DOMAIN, state),
+        Some(state) => builder.with_domain_metadata(domain, state),
         None => builder,
     }
 }
@@ -423,11 +635,12 @@ fn add_all<S>(
     txn: &mut Transaction<S>,
     root: &Url,
     table: &str,
+    kind: Kind,
     adds: &[AddFile],
 ) -> delta_kernel::KernelResult<()> {
     let write_state = txn.write_state()?;
     for add in adds {
-        txn.add_files(add_action(&write_state, root, table, add)?);
+        txn.add_files(add_action(&write_state, root, table, kind, add)?);
     }
     Ok(())
 }
@@ -461,15 +674,21 @@ fn add_action(
     write_state: &Arc<delta_kernel::transaction::WriteState>,
     root: &Url,
     table: &str,
+    kind: Kind,
     add: &AddFile,
 ) -> delta_kernel::KernelResult<Box<dyn EngineData>> {
-    let day = NaiveDate::parse_from_str(&add.dt, "%Y-%m-%d")
-        .map_err(|e| KernelError::generic(format!("partition {:?}: {e}", add.dt)))?;
-    let days = (day - NaiveDate::default()).num_days() as i32;
-    let context = write_state
-        .write_context_builder()
-        .with_partition_values(HashMap::from([(PARTITION.to_string(), Scalar::Date(days))]))
-        .build()?;
+    let context = match kind {
+        Kind::History => {
+            let day = NaiveDate::parse_from_str(&add.dt, "%Y-%m-%d")
+                .map_err(|e| KernelError::generic(format!("partition {:?}: {e}", add.dt)))?;
+            let days = (day - NaiveDate::default()).num_days() as i32;
+            write_state
+                .write_context_builder()
+                .with_partition_values(HashMap::from([(PARTITION.to_string(), Scalar::Date(days))]))
+                .build()?
+        }
+        Kind::Latest => write_state.write_context_builder().build()?,
+    };
     let rel = add
         .path
         .strip_prefix(&format!("{table}/"))
@@ -598,9 +817,16 @@ mod tests {
         log.commit(Arc::clone(&schema), Commit::default())
             .await
             .unwrap();
-        let (engine, root) = (Arc::clone(&log.engine), log.root.clone());
+        let target = Target {
+            engine: Arc::clone(&log.engine),
+            lake: lake.clone(),
+            root: log.root.clone(),
+            table: "t".into(),
+            kind: Kind::History,
+        };
+        let runtime = tokio::runtime::Handle::current();
         let lost = tokio::task::spawn_blocking(move || {
-            commit_blocking(&engine, &root, "t", Some(stale), schema, Commit::default())
+            target.commit(&runtime, Some(stale), schema, Commit::default())
         })
         .await
         .unwrap()

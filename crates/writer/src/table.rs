@@ -55,7 +55,7 @@ pub struct FileInfo {
 
 impl FileInfo {
     /// The file as a Delta `add`.
-    pub(crate) fn to_add(&self) -> AddFile {
+    pub fn to_add(&self) -> AddFile {
         AddFile {
             path: self.path.clone(),
             dt: self.dt.clone(),
