@@ -23,8 +23,8 @@ VENV_PY := $(VENV)/bin/python
 PIP := $(VENV_PY) -m pip --disable-pip-version-check --quiet --no-input
 PY_DUCKDB_VERSIONS := 1.4.5 1.5.6
 PY_DUCKDB_DIRS := $(foreach v,$(PY_DUCKDB_VERSIONS),$(VENV)/duckdb-$(v))
-PY_TOOLS := pyarrow==26.0.1 polars==2.1.0 deltalake==1.6.6 moto[server]==5.2.5
-PY_STAMP := $(VENV)/.installed-2
+PY_TOOLS := pyarrow==26.0.1 polars==2.1.0 deltalake==1.6.6 moto[server]==5.2.5 pysail==0.7.2 pyspark-client==4.2.0
+PY_STAMP := $(VENV)/.installed-3
 export JOBLAKE_PYTHON := $(VENV_PY)
 # The venv stands alone: nothing from the caller's Python settings reaches it.
 unexport PYTHONPATH PYTHONHOME PYTHONUSERBASE

@@ -15,7 +15,7 @@ import sys
 import sysconfig
 
 # The modules the tests import, in the venv's site-packages.
-TOOLS = ("pip", "pyarrow", "polars", "deltalake", "moto", "werkzeug", "boto3")
+TOOLS = ("pip", "pyarrow", "polars", "deltalake", "pysail", "pyspark", "moto", "werkzeug", "boto3")
 
 
 def inside(path, root):

@@ -47,23 +47,70 @@ async fn assert_views_equal_their_definition(lake: &Lake) {
     }
 }
 
-/// The pointer to `table`'s latest files, once they were written.
-fn latest_pointer(lake: &Lake, table: &str) -> Option<Value> {
-    let path = lake
-        .files()
-        .into_keys()
-        .find(|p| p.ends_with(format!("_joblake/latest/{table}.json")))?;
-    Some(serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
+/// The commits of `table`'s latest table (`<table>_latest/_delta_log/`), oldest first, each as
+/// its list of actions.
+fn latest_commits(lake: &Lake, table: &str) -> Vec<Vec<Value>> {
+    let log = lake.root().join(format!("{table}_latest/_delta_log"));
+    let mut files: Vec<_> = std::fs::read_dir(&log)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        })
+        .collect()
 }
 
-/// Refreshes that leave the latest files to `compact`.
+/// The history version a latest table commit says it is exact for.
+fn exact_for(commit: &[Value]) -> Option<u64> {
+    commit.iter().find_map(|a| {
+        let d = a.get("domainMetadata")?;
+        (d["domain"] == "joblake.latest")
+            .then(|| serde_json::from_str::<Value>(d["configuration"].as_str()?).ok())??
+            ["history_version"]
+            .as_u64()
+    })
+}
+
+/// The newest version of `table`'s history (its last commit file).
+fn history_version(lake: &Lake, table: &str) -> u64 {
+    std::fs::read_dir(lake.root().join(format!("{table}/_delta_log")))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".json")?.parse::<u64>().ok()
+        })
+        .max()
+        .unwrap()
+}
+
+fn operation(commit: &[Value]) -> String {
+    commit
+        .iter()
+        .find_map(|a| {
+            a.get("commitInfo")?["operation"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// Refreshes that leave the latest tables to `compact`.
 pub const NO_AUTO_LATEST: &str = "[views]\nauto_latest = false\n";
 
 #[tokio::test]
 async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_rows() {
     let sim = Sim::start(&["--rows", "300"]).await;
     let mut lake = Lake::new(&sim);
-    // Only `compact` writes the latest files here, so runs pile up on top of them.
+    // Only `compact` writes the latest tables here, so runs pile up in the history.
     lake.set_config(NO_AUTO_LATEST);
     lake.refresh_ok(&[]).await;
     for _ in 0..3 {
@@ -98,7 +145,7 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // The latest versions were written down: the views read those latest files.
+    // The latest tables were written again: one row per id.
     let latest = report["latest"].as_array().unwrap();
     assert_eq!(latest.len(), 2, "{report}");
     for s in latest {
@@ -110,20 +157,22 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
         );
     }
 
-    // A second compaction finds nothing to merge; a later refresh appends beside the merged
-    // file, and the views (latest files plus newer rows) still equal their definition.
+    // A second compaction finds nothing to merge; a later refresh (keeping the latest table
+    // now) appends beside the merged file, and the views still equal their definition.
     let run = lake.run(&["--json", "compact", "--source", "jobs"]).await;
     run.assert_code(0);
     let report: Value = serde_json::from_str(&run.stdout()).unwrap();
     assert_eq!(report["tables"][0]["partitions"], 0);
+    lake.set_config("[views]\nlatest_after = 1000\n");
     sim.advance(3).await;
     lake.refresh_ok(&[]).await;
     assert_eq!(data_files(&lake, "jobs"), 2);
-    // The refresh fetched changed jobs again: their latest rows are skipped by position.
-    let superseded = lake
-        .query("SELECT count(*) AS n FROM _joblake_superseded_jobs")
+    // The refresh fetched changed jobs again: their latest rows are deleted from the latest
+    // table, and the views skip them by position.
+    let deleted = lake
+        .count("SELECT count(*) FROM _joblake_deleted_jobs")
         .await;
-    assert!(superseded[0]["n"].as_i64().unwrap() > 0, "{superseded:?}");
+    assert!(deleted > 0);
     assert_views_equal_their_definition(&lake).await;
     assert_views_match_truth(&lake, &sim).await;
 
@@ -154,33 +203,53 @@ async fn compact_merges_each_partition_and_the_views_return_exactly_the_same_row
 }
 
 #[tokio::test]
-async fn refreshes_write_the_latest_files_themselves_once_superseded_versions_appear() {
+async fn every_refresh_keeps_the_latest_table_exact_with_deletion_vectors() {
     let sim = Sim::start(&["--rows", "300"]).await;
-    let lake = Lake::new(&sim);
+    let mut lake = Lake::new(&sim);
+    // Far above what any run here brings: the latest table is merged into, never written again.
+    lake.set_config("[views]\nlatest_after = 1000\n");
     lake.refresh_ok(&[]).await;
-    assert_eq!(
-        latest_pointer(&lake, "jobs"),
-        None,
-        "one run: nothing to supersede yet"
-    );
-
-    // A second run fetches changed jobs again: the refresh writes the latest versions down,
-    // through its own run, and the views read them.
-    sim.advance(3).await;
-    let summary = lake.refresh_ok(&[]).await;
-    let run_id = summary["run_id"].as_str().unwrap().to_string();
-    let latest = latest_pointer(&lake, "jobs").expect("the second refresh wrote the latest files");
-    assert_eq!(latest["through"], run_id.as_str(), "{latest}");
+    let commits = latest_commits(&lake, "jobs");
+    assert_eq!(commits.len(), 1, "the first refresh makes the latest table");
+    assert_eq!(exact_for(&commits[0]), Some(history_version(&lake, "jobs")));
     let view = lake
         .query("SELECT sql FROM duckdb_views() WHERE view_name = 'jobs'")
         .await;
     assert!(
-        view[0]["sql"]
-            .as_str()
-            .unwrap()
-            .contains("_joblake/latest/jobs/"),
+        view[0]["sql"].as_str().unwrap().contains("/jobs_latest/"),
         "{view:?}"
     );
+
+    for round in 0..2 {
+        // Changed jobs fetched again: the refresh deletes their rows from the latest table
+        // with deletion vectors and adds their new versions, in one commit.
+        sim.advance(3).await;
+        lake.refresh_ok(&[]).await;
+        let commits = latest_commits(&lake, "jobs");
+        let last = commits.last().unwrap();
+        assert_eq!(operation(last), "MERGE", "round {round}: {last:?}");
+        assert_eq!(exact_for(last), Some(history_version(&lake, "jobs")));
+        assert!(
+            last.iter().any(|a| a
+                .get("add")
+                .is_some_and(|add| add.get("deletionVector").is_some())),
+            "round {round}: replaced rows are deleted with a deletion vector: {last:?}"
+        );
+        let deleted = lake
+            .count("SELECT count(*) FROM _joblake_deleted_jobs")
+            .await;
+        assert!(deleted > 0);
+        assert_views_equal_their_definition(&lake).await;
+        assert_views_match_truth(&lake, &sim).await;
+    }
+    crate::assert_delta_readers_match_views(&lake, &lake.root().display().to_string(), &[]).await;
+
+    // `compact` writes it again as one file, without deletion vectors.
+    lake.run(&["compact"]).await.assert_code(0);
+    let last = latest_commits(&lake, "jobs").pop().unwrap();
+    let adds: Vec<&Value> = last.iter().filter_map(|a| a.get("add")).collect();
+    assert_eq!(adds.len(), 1, "{last:?}");
+    assert!(adds[0].get("deletionVector").is_none_or(Value::is_null));
     assert_views_equal_their_definition(&lake).await;
     assert_views_match_truth(&lake, &sim).await;
 }
@@ -193,50 +262,31 @@ async fn with_auto_latest_off_only_compact_writes_them() {
     lake.refresh_ok(&[]).await;
     sim.advance(3).await;
     lake.refresh_ok(&[]).await;
-    let latest = |lake: &Lake| {
-        lake.files()
-            .into_keys()
-            .filter(|p| p.to_string_lossy().contains("_joblake/latest"))
-            .count()
-    };
-    assert_eq!(latest(&lake), 0);
+    assert!(latest_commits(&lake, "jobs").is_empty());
+    assert_views_equal_their_definition(&lake).await;
     lake.run(&["compact"]).await.assert_code(0);
-    assert!(latest(&lake) > 0);
+    assert_eq!(
+        exact_for(latest_commits(&lake, "jobs").last().unwrap()),
+        Some(history_version(&lake, "jobs"))
+    );
     assert_views_match_truth(&lake, &sim).await;
 }
 
 #[tokio::test]
-async fn latest_after_zero_keeps_the_latest_files_through_every_run() {
+async fn latest_after_zero_writes_the_latest_table_again_after_every_run() {
     let sim = Sim::start(&["--rows", "200"]).await;
     let mut lake = Lake::new(&sim);
     lake.set_config("[views]\nlatest_after = 0\n");
     lake.refresh_ok(&[]).await;
     for _ in 0..2 {
         sim.advance(3).await;
-        let summary = lake.refresh_ok(&[]).await;
-        let latest = latest_pointer(&lake, "jobs").expect("latest files");
-        assert_eq!(latest["through"], summary["run_id"], "{latest}");
+        lake.refresh_ok(&[]).await;
+        let last = latest_commits(&lake, "jobs").pop().unwrap();
+        assert_eq!(operation(&last), "WRITE", "{last:?}");
+        assert!(last.iter().any(|a| a.get("remove").is_some()), "{last:?}");
+        assert_eq!(exact_for(&last), Some(history_version(&lake, "jobs")));
+        // The file of the version before stays, for sessions holding views of it; older ones go.
+        assert!(data_files(&lake, "jobs_latest") <= 2);
         assert_views_match_truth(&lake, &sim).await;
     }
-}
-
-#[tokio::test]
-async fn runs_under_latest_after_are_read_on_top_of_the_latest_files() {
-    let sim = Sim::start(&["--rows", "200"]).await;
-    let mut lake = Lake::new(&sim);
-    // Far above what any run here brings: only the first latest files (none yet) are due.
-    lake.set_config("[views]\nlatest_after = 1000\n");
-    lake.refresh_ok(&[]).await;
-    sim.advance(3).await;
-    let second = lake.refresh_ok(&[]).await;
-    sim.advance(3).await;
-    lake.refresh_ok(&[]).await;
-    let latest = latest_pointer(&lake, "jobs").expect("latest files");
-    assert_eq!(latest["through"], second["run_id"], "{latest}");
-    let superseded = lake
-        .query("SELECT count(*) AS n FROM _joblake_superseded_jobs")
-        .await;
-    assert!(superseded[0]["n"].as_i64().unwrap() > 0, "{superseded:?}");
-    assert_views_equal_their_definition(&lake).await;
-    assert_views_match_truth(&lake, &sim).await;
 }

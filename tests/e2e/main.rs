@@ -399,7 +399,10 @@ async fn api_keys_never_reach_an_output_or_a_file() {
 #[tokio::test]
 async fn stock_duckdb_pyarrow_and_polars_read_the_lake_from_anywhere() {
     let sim = Sim::start(&["--rows", "300"]).await;
-    let lake = Lake::new(&sim);
+    let mut lake = Lake::new(&sim);
+    // The latest tables merged into with deletion vectors, never written again, so that the
+    // Delta readers below read them.
+    lake.set_config("[views]\nlatest_after = 1000\n");
     lake.refresh_ok(&[]).await;
     sim.advance(6).await;
     lake.refresh_ok(&[]).await;
@@ -449,7 +452,12 @@ async fn stock_duckdb_pyarrow_and_polars_read_the_lake_from_anywhere() {
         }
     }
     // The Delta tables, as any Delta reader sees them: every version the views hold, row by
-    // row.
+    // row, and the latest tables (with their deletion vectors) as the latest-version views.
+    assert!(
+        lake.count("SELECT count(*) FROM _joblake_deleted_jobs")
+            .await
+            > 0
+    );
     assert_delta_readers_match_views(&lake, &lake.root().display().to_string(), &[]).await;
 }
 
@@ -472,31 +480,35 @@ async fn row_versions(lake: &Lake, source: &str) -> Vec<Value> {
         .collect()
 }
 
-/// DuckDB's `delta_scan`, delta-rs (`deltalake`) and polars' `scan_delta` read each history
-/// table of `url` with exactly the row versions (`id`, `_run_id`, `_page`, `_row`) its view
-/// holds.
+/// DuckDB's `delta_scan`, delta-rs (`deltalake`), polars' `scan_delta` and Spark's API (Sail,
+/// over Spark Connect) read each history table of `url` with exactly the row versions (`id`,
+/// `_run_id`, `_page`, `_row`) its `*_history` view holds, and each latest table
+/// (`<table>_latest`, with its deletion vectors) with exactly those of its latest-version view.
 pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(String, String)]) {
     let mut views = serde_json::Map::new();
     for t in ["career_sites", "jobs"] {
         let versions = row_versions(lake, &format!("{t}_history")).await;
         views.insert(t.to_string(), Value::Array(versions));
+        let latest = row_versions(lake, t).await;
+        views.insert(format!("{t}_latest"), Value::Array(latest));
     }
+    let tables: Vec<String> = views.keys().cloned().collect();
     // DuckDB 1.5.5's own Delta reader (its delta extension, laid out beside joblake).
-    for t in ["career_sites", "jobs"] {
+    for t in &tables {
         let got = row_versions(lake, &format!("delta_scan('{url}/{t}')")).await;
         assert_eq!(
             Value::Array(got),
             views[t],
-            "delta_scan: {t} as a Delta table is not the {t}_history view"
+            "delta_scan: {t} as a Delta table is not its view"
         );
     }
-    for reader in ["deltalake", "polars-delta"] {
+    for reader in ["deltalake", "polars-delta", "sail"] {
         let got = reader_counts(None, reader, url, env).await;
-        for t in ["career_sites", "jobs"] {
+        for t in &tables {
             assert_eq!(
                 got[format!("{t}_versions")],
                 views[t],
-                "{reader}: {t} as a Delta table is not the {t}_history view"
+                "{reader}: {t} as a Delta table is not its view"
             );
         }
     }

@@ -32,7 +32,10 @@ async fn truth_ids(sim: &Sim, table: Table) -> Vec<Value> {
 #[tokio::test]
 async fn an_s3_lake_holds_the_truth_for_duckdb_pyarrow_and_status_and_no_secret() {
     let sim = Sim::start(&["--rows", "300"]).await;
-    let lake = s3_lake(&sim, "s3-refresh");
+    let mut lake = s3_lake(&sim, "s3-refresh");
+    // The latest tables merged into with deletion vectors, never written again, so that the
+    // Delta readers below read them.
+    lake.set_config("[views]\nlatest_after = 1000\n");
     let mut outputs = Vec::new();
     let summary = lake.refresh_ok(&[]).await;
     outputs.push(summary.to_string());
@@ -264,10 +267,10 @@ async fn installed_elsewhere_it_finds_duckdb_and_httpfs_beside_itself() {
 }
 
 #[tokio::test]
-async fn compact_on_an_s3_lake_keeps_the_views_and_writes_the_latest_files_there() {
+async fn compact_on_an_s3_lake_keeps_the_views_and_writes_the_latest_tables_there() {
     let sim = Sim::start(&["--rows", "200"]).await;
     let mut lake = s3_lake(&sim, "s3-compact");
-    // Only `compact` writes the latest files here, so a run lands on top of them.
+    // Only `compact` writes the latest tables here, so runs pile up in the history.
     lake.set_config(super::compact::NO_AUTO_LATEST);
     lake.refresh_ok(&[]).await;
     sim.advance(4).await;
@@ -279,14 +282,15 @@ async fn compact_on_an_s3_lake_keeps_the_views_and_writes_the_latest_files_there
     assert_eq!(report["latest"].as_array().unwrap().len(), 2, "{report}");
     assert_eq!(lake.query("SELECT * FROM jobs ORDER BY id").await, before);
     assert_views_match_truth(&lake, &sim).await;
-    // A later run on top: the latest rows it replaced are skipped by position, read over
-    // S3 like the rest.
+    // A later run, keeping the latest table: the latest rows it replaced are deleted with
+    // deletion vectors on S3, and the views skip them by position, read over S3 like the rest.
+    lake.set_config("[views]\nlatest_after = 1000\n");
     sim.advance(3).await;
     lake.refresh_ok(&[]).await;
-    let superseded = lake
-        .query("SELECT count(*) AS n FROM _joblake_superseded_jobs")
+    let deleted = lake
+        .count("SELECT count(*) FROM _joblake_deleted_jobs")
         .await;
-    assert!(superseded[0]["n"].as_i64().unwrap() > 0, "{superseded:?}");
+    assert!(deleted > 0);
     let by_definition = lake
         .query(
             "SELECT * FROM jobs_history QUALIFY row_number() OVER \
@@ -305,7 +309,10 @@ async fn compact_on_an_s3_lake_keeps_the_views_and_writes_the_latest_files_there
         .map(|k| k.display().to_string())
         .collect();
     assert!(
-        keys.iter().any(|k| k.contains("/_joblake/latest/jobs/")),
+        keys.iter().any(|k| k.contains("/jobs_latest/_delta_log/"))
+            && keys
+                .iter()
+                .any(|k| k.contains("/jobs_latest/deletion_vector_")),
         "{keys:?}"
     );
 }

@@ -5,6 +5,7 @@
     python3 counts.py polars  <lake dir>      # the Parquet, as a polars lazy scan
     python3 counts.py deltalake <lake dir|s3://bucket/prefix>   # the Delta tables (delta-rs)
     python3 counts.py polars-delta <lake dir|s3://…>  # the Delta tables, polars' scan_delta
+    python3 counts.py sail <lake dir|s3://…>  # the Delta tables through Spark Connect (pysail)
     python3 counts.py deltalake-as-of <lake> '{"jobs": 3, …}'  # the Delta tables at versions
     python3 counts.py pyarrow-s3 s3://bucket/prefix   # the Parquet on S3 (AWS_* settings),
                                               # with the list of ids
@@ -96,9 +97,13 @@ def storage_options():
     return options
 
 
-def delta_tables(lake):
+def delta_tables(lake, latest=True):
+    """Each history table, and each latest table (`<table>_latest`)."""
     for t in TABLES:
         yield t, f"{lake.rstrip('/')}/{t}"
+    if latest:
+        for t in TABLES:
+            yield t + "_latest", f"{lake.rstrip('/')}/{t}_latest"
 
 
 def summary(t, ids):
@@ -107,15 +112,48 @@ def summary(t, ids):
     return {t + "_history": len(ids), t + "_ids": len({i[0] for i in ids}), t + "_versions": sorted(ids)}
 
 
+def rows_of(data):
+    return list(zip(*(data.column(c).to_pylist() for c in data.column_names)))
+
+
 def by_deltalake(lake):
-    from deltalake import DeltaTable
+    import pyarrow as pa
+    from deltalake import DeltaTable, QueryBuilder
 
     out = {}
     for t, uri in delta_tables(lake):
         table = DeltaTable(uri, storage_options=storage_options() or None)
-        data = table.to_pyarrow_table(columns=["id", "_run_id", "_page", "_row"])
-        out.update(summary(t, list(zip(*(data.column(c).to_pylist() for c in data.column_names)))))
+        if t.endswith("_latest"):
+            # Its deletion vectors: delta-rs reads them through its query engine (DataFusion);
+            # its pyarrow path refuses the table.
+            result = QueryBuilder().register("t", table).execute("SELECT id, _run_id, _page, _row FROM t")
+            data = pa.table(result.read_all())
+        else:
+            data = table.to_pyarrow_table(columns=["id", "_run_id", "_page", "_row"])
+        out.update(summary(t, rows_of(data)))
         out[t + "_version"] = table.version()
+    return out
+
+
+def by_sail(lake):
+    """Spark's DataFrame API over Spark Connect, served in-process by Sail (pysail)."""
+    from pysail.spark import SparkConnectServer
+    from pyspark.sql import SparkSession
+
+    server = SparkConnectServer("127.0.0.1", 0)
+    server.start(background=True)
+    _, port = server.listening_address
+    spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
+    out = {}
+    try:
+        for t, uri in delta_tables(lake):
+            if "://" not in uri:
+                uri = "file://" + os.path.abspath(uri)
+            frame = spark.read.format("delta").load(uri).select("id", "_run_id", "_page", "_row")
+            out.update(summary(t, [tuple(r) for r in frame.collect()]))
+    finally:
+        spark.stop()
+        server.stop()
     return out
 
 
@@ -124,10 +162,10 @@ def by_deltalake_as_of(lake, versions):
     from deltalake import DeltaTable
 
     out = {}
-    for t, uri in delta_tables(lake):
+    for t, uri in delta_tables(lake, latest=False):
         table = DeltaTable(uri, version=versions[t], storage_options=storage_options() or None)
         data = table.to_pyarrow_table(columns=["id", "_run_id", "_page", "_row"])
-        out.update(summary(t, list(zip(*(data.column(c).to_pylist() for c in data.column_names)))))
+        out.update(summary(t, rows_of(data)))
     return out
 
 
@@ -152,6 +190,7 @@ if __name__ == "__main__":
         "polars": by_polars,
         "deltalake": by_deltalake,
         "polars-delta": by_polars_delta,
+        "sail": by_sail,
     }
     if reader == "deltalake-as-of":
         result = by_deltalake_as_of(target, json.loads(sys.argv[3]))

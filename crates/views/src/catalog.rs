@@ -61,13 +61,13 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         let name = table.name();
         let history = crate::latest::history_now(lake, table).await?;
         let latest = match &history {
-            Some((version, _)) => crate::latest::read(lake, table)
+            Some(history) => crate::latest::read(lake, table)
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(%table, error = %format!("{e:#}"), "the latest table cannot be read; the views read the history");
                     None
                 })
-                .filter(|l| l.history_version == *version),
+                .filter(|l| l.exact_for(history)),
             None => None,
         };
         let latest = match latest {
@@ -82,7 +82,7 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         };
         sql = sql.replace(&format!("{{{name}_latest}}"), &latest);
         let has_files = match &history {
-            Some((_, files)) => !files.is_empty(),
+            Some(history) => !history.files.is_empty(),
             None => !history_files(lake, table).await?.is_empty(),
         };
         // A glob, not the log's list of files: a session holding these views keeps reading

@@ -30,13 +30,24 @@ pub fn table_name(table: Table) -> String {
     format!("{}_latest", table.name())
 }
 
+/// A version of a history table: its number, when it was committed, and its files.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// The Delta version.
+    pub version: u64,
+    /// When it was committed (milliseconds since 1970).
+    pub committed_at: i64,
+    /// Its files.
+    pub files: Vec<LiveFile>,
+}
+
 /// A latest table as its newest version holds it.
 #[derive(Debug, Clone)]
 pub struct LatestTable {
     /// Its Delta version.
     pub version: u64,
     /// The version of the history table it is exact for.
-    pub history_version: u64,
+    pub history: LatestState,
     /// Its files, with the rows their deletion vectors delete.
     pub files: Vec<DataFile>,
     /// Its columns, in order.
@@ -44,6 +55,12 @@ pub struct LatestTable {
 }
 
 impl LatestTable {
+    /// Whether it is exact for `history`.
+    pub fn exact_for(&self, history: &History) -> bool {
+        self.history.history_version == history.version
+            && self.history.history_committed_at == history.committed_at
+    }
+
     /// Rows its deletion vectors delete.
     pub fn deleted(&self) -> u64 {
         self.files.iter().map(|f| f.deleted.len() as u64).sum()
@@ -54,13 +71,16 @@ impl LatestTable {
         self.files.iter().filter_map(|f| f.rows).sum::<u64>() - self.deleted()
     }
 
-    /// Whether writing it again is due: the rows merges deleted, and those they added beside
-    /// its largest file, reach `after` of the rows it holds (or it has many files).
+    /// Whether writing it again (rather than merging a run in) is due: the rows merges
+    /// deleted, and those they added beside its largest file, reach `after` of the rows it
+    /// holds, or it has many files; always when `after` is 0.
     fn rewrite_due(&self, after: f64) -> bool {
         let largest = self.files.iter().filter_map(|f| f.rows).max().unwrap_or(0);
         let total: u64 = self.files.iter().filter_map(|f| f.rows).sum();
         let churn = self.deleted() + (total - largest);
-        (churn > 0 && churn as f64 >= after * self.ids() as f64) || self.files.len() > MAX_FILES
+        after <= 0.0
+            || (churn > 0 && churn as f64 >= after * self.ids() as f64)
+            || self.files.len() > MAX_FILES
     }
 }
 
@@ -100,19 +120,23 @@ pub async fn read(lake: &Lake, table: Table) -> Result<Option<LatestTable>> {
         .context("the latest table's log holds a state joblake cannot read")?;
     Ok(Some(LatestTable {
         version: snapshot.version(),
-        history_version: state.history_version,
+        history: state,
         files: log.files_with_deletions(&snapshot).await?,
         columns: DeltaLog::column_names(&snapshot),
     }))
 }
 
-/// The history table's newest version and its files, or `None` while it has no Delta log.
-pub async fn history_now(lake: &Lake, table: Table) -> Result<Option<(u64, Vec<LiveFile>)>> {
+/// The history table's newest version, or `None` while it has no Delta log.
+pub async fn history_now(lake: &Lake, table: Table) -> Result<Option<History>> {
     let log = DeltaLog::new(lake, table.name())?;
     let Some(snapshot) = log.snapshot().await? else {
         return Ok(None);
     };
-    Ok(Some((snapshot.version(), log.files(&snapshot).await?)))
+    Ok(Some(History {
+        version: snapshot.version(),
+        committed_at: log.committed_at(&snapshot).await?,
+        files: log.files(&snapshot).await?,
+    }))
 }
 
 /// Makes `table`'s latest table exact for its history's newest version: merging in what the
@@ -123,7 +147,7 @@ pub async fn keep_exact(
     table: Table,
     rewrite_after: f64,
 ) -> Result<Option<LatestReport>> {
-    let Some((version, files)) = history_now(lake, table).await? else {
+    let Some(history) = history_now(lake, table).await? else {
         return Ok(None);
     };
     let current = match read(lake, table).await {
@@ -133,25 +157,40 @@ pub async fn keep_exact(
             None
         }
     };
-    match current {
-        Some(c) if c.history_version == version => Ok(None),
-        Some(c) if c.history_version < version && !c.rewrite_due(rewrite_after) => {
-            let log = DeltaLog::new(lake, table.name())?;
-            let before = log.snapshot_at(c.history_version).await?;
-            let before: BTreeSet<String> = log
-                .files(&before)
-                .await?
-                .into_iter()
-                .map(|f| f.path)
-                .collect();
-            let new = files
-                .into_iter()
-                .filter(|f| !before.contains(&f.path))
-                .collect();
-            merge(lake, table, version, new, c).await.map(Some)
-        }
-        current => rewrite_at(lake, table, version, files, current).await,
+    let Some(current) = current else {
+        return rewrite_at(lake, table, history, None).await;
+    };
+    if current.exact_for(&history) {
+        return Ok(None);
     }
+    if current.rewrite_due(rewrite_after) {
+        return rewrite_at(lake, table, history, Some(current)).await;
+    }
+    // The history as the latest table last saw it: the files since are what it lacks. A log
+    // that no longer has that version, or not as it was, calls for writing it again.
+    let log = DeltaLog::new(lake, table.name())?;
+    let then = current.history.history_version;
+    let before = match log.snapshot_at(then).await {
+        Ok(before) if then < history.version => Some(before),
+        _ => None,
+    };
+    let before = match before {
+        Some(b) if log.committed_at(&b).await? == current.history.history_committed_at => b,
+        _ => return rewrite_at(lake, table, history, Some(current)).await,
+    };
+    let before: BTreeSet<String> = log
+        .files(&before)
+        .await?
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    let new: Vec<LiveFile> = history
+        .files
+        .iter()
+        .filter(|f| !before.contains(&f.path))
+        .cloned()
+        .collect();
+    merge(lake, table, &history, new, current).await.map(Some)
 }
 
 /// At the end of a command that committed rows (under its lake lock), keeps every table's
@@ -184,11 +223,18 @@ pub async fn keep_all_exact(lake: &Lake, rewrite_after: f64) -> Vec<LatestReport
 /// Writes `table`'s latest table again from its history's newest version, as one file
 /// (`compact` does, after merging partitions).
 pub async fn rewrite(lake: &Lake, table: Table) -> Result<Option<LatestReport>> {
-    let Some((version, files)) = history_now(lake, table).await? else {
+    let Some(history) = history_now(lake, table).await? else {
         return Ok(None);
     };
     let current = read(lake, table).await.unwrap_or_default();
-    rewrite_at(lake, table, version, files, current).await
+    rewrite_at(lake, table, history, current).await
+}
+
+fn state_of(history: &History) -> Result<String> {
+    Ok(serde_json::to_string(&LatestState {
+        history_version: history.version,
+        history_committed_at: history.committed_at,
+    })?)
 }
 
 fn metas(files: &[LiveFile]) -> Vec<ObjectMeta> {
@@ -274,23 +320,21 @@ fn per_file(n: usize, positions: impl IntoIterator<Item = (i64, i64)>) -> Result
     Ok(out)
 }
 
-/// Merges into `current` what the history's version `version` gained since the version it is
+/// Merges into `current` what the history's version `history` gained since the version it is
 /// exact for: `new`, the history's files since (a run's, or a compaction's outputs, whose
 /// rows it already has). Their latest version of each id replaces the table's, unless the
 /// table's is later (see [`catalog::LATEST_FIRST`]).
 async fn merge(
     lake: &Lake,
     table: Table,
-    version: u64,
+    history: &History,
     new: Vec<LiveFile>,
     current: LatestTable,
 ) -> Result<LatestReport> {
     let name = table_name(table);
     let log = DeltaLog::latest(lake, &name)?;
     let mut commit = Commit {
-        state: Some(serde_json::to_string(&LatestState {
-            history_version: version,
-        })?),
+        state: Some(state_of(history)?),
         operation: Operation::Merge,
         ..Commit::default()
     };
@@ -391,7 +435,7 @@ async fn merge(
     Ok(LatestReport {
         table: table.name().to_string(),
         version: committed,
-        history_version: version,
+        history_version: history.version,
         ids: current.ids() + added - replaced,
         added,
         replaced,
@@ -438,17 +482,17 @@ async fn file_columns(lake: &Lake, info: &FileInfo) -> Result<Vec<String>> {
     Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
 }
 
-/// Writes `table`'s latest table again from the history's version `version` (its `files`),
+/// Writes `table`'s latest table again from the history's version `history`,
 /// as one file, in one commit that removes every file `current` had; then deletes the files
 /// no reader needs any more (those of the version before are kept, for DuckDB sessions
 /// still holding views of them).
 async fn rewrite_at(
     lake: &Lake,
     table: Table,
-    version: u64,
-    files: Vec<LiveFile>,
+    history: History,
     current: Option<LatestTable>,
 ) -> Result<Option<LatestReport>> {
+    let files = &history.files;
     if files.is_empty() {
         return Ok(None);
     }
@@ -463,8 +507,8 @@ async fn rewrite_at(
          QUALIFY row_number() OVER (PARTITION BY id ORDER BY {}) > 1",
         catalog::LATEST_FIRST
     );
-    let history = format!("read_parquet([{all}], union_by_name = true, hive_partitioning = true)");
-    let describe_sql = format!("SELECT column_name FROM (DESCRIBE SELECT * FROM {history})");
+    let read_all = format!("read_parquet([{all}], union_by_name = true, hive_partitioning = true)");
+    let describe_sql = format!("SELECT column_name FROM (DESCRIBE SELECT * FROM {read_all})");
     let results = duck(
         lake,
         "128MB",
@@ -480,7 +524,7 @@ async fn rewrite_at(
     )?;
     let columns = strings(&results[1], 0)?;
     drop(results);
-    let info = match write_rows(lake, table, &files, &columns, &superseded).await? {
+    let info = match write_rows(lake, table, files, &columns, &superseded).await? {
         Some(info) => info,
         None => {
             // Files that disagree on a column's type: DuckDB's union of them, a window over
@@ -496,7 +540,7 @@ async fn rewrite_at(
                 memory_limit: Some("1GB".into()),
                 ..engine(lake)
             };
-            let select = catalog::latest_of(&history);
+            let select = catalog::latest_of(&read_all);
             let rows = tokio::task::spawn_blocking(move || {
                 crate::copy_to_parquet(&engine, "", &select, &target)
             })
@@ -536,9 +580,7 @@ async fn rewrite_at(
             .iter()
             .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
             .collect(),
-        state: Some(serde_json::to_string(&LatestState {
-            history_version: version,
-        })?),
+        state: Some(state_of(&history)?),
         operation: Operation::Write,
         ..Commit::default()
     };
@@ -576,7 +618,7 @@ async fn rewrite_at(
     Ok(Some(LatestReport {
         table: table.name().to_string(),
         version: committed,
-        history_version: version,
+        history_version: history.version,
         ids: info.rows,
         added: info.rows,
         replaced: 0,

@@ -253,6 +253,13 @@ impl DeltaLog {
         Ok(files)
     }
 
+    /// When `snapshot`'s version was committed (milliseconds since 1970).
+    pub async fn committed_at(&self, snapshot: &SnapshotRef) -> Result<i64> {
+        let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
+        self.blocking(move || snapshot.get_timestamp(engine.as_ref()))
+            .await
+    }
+
     /// The table's schema as `snapshot` has it: its columns' names, in order.
     pub fn column_names(snapshot: &SnapshotRef) -> Vec<String> {
         snapshot
@@ -398,6 +405,9 @@ pub struct DataFile {
 pub struct LatestState {
     /// The version of the history table it is exact for.
     pub history_version: u64,
+    /// When that version was committed (milliseconds since 1970), so that a history log made
+    /// again from its first version is not taken for the one it replaced.
+    pub history_committed_at: i64,
 }
 
 /// Where a commit goes, moved onto a blocking thread.
