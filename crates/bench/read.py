@@ -4,13 +4,10 @@
         writes <lake>/jobs/ as a joblake lake would hold it: <ids> jobs fetched by one run and
         <superseded> of them fetched again, changed, by a later run; real rows from
         <base.parquet> (a joblake jobs file), ids made unique per copy
-    python3 read.py delta <lake> <base.parquet> <rows>
-        adds one run, now, of <rows> versions of existing ids
     python3 read.py time <lake.duckdb>
         times the queries over the history and the latest-version view (best of 5), as JSON
 """
 
-import datetime
 import json
 import os
 import sys
@@ -70,24 +67,6 @@ def grow(lake, base, ids, superseded):
     )
 
 
-def delta(lake, base, rows):
-    con = duckdb.connect()
-    con.sql(
-        f"CREATE VIEW h AS SELECT * EXCLUDE (dt) FROM read_parquet('{lake}/jobs/*/*.parquet', "
-        "union_by_name = true, hive_partitioning = true)"
-    )
-    # A run now, as a real one would be: after every run the lake holds (a refresh's too).
-    now = datetime.datetime.now(datetime.timezone.utc)
-    rid = now.strftime("%Y%m%dT%H%M%S000Z")
-    write(
-        con,
-        f"SELECT * REPLACE ('{rid}' AS _run_id) FROM h USING SAMPLE reservoir({rows} ROWS) REPEATABLE (3)",
-        lake,
-        now.strftime("%Y-%m-%d"),
-        rid,
-    )
-
-
 def timed(con, sql):
     con.sql(sql).fetchall()  # warm: footers and OS cache, as for an analyst's second query
     best = None
@@ -114,7 +93,5 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "grow":
         grow(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
-    elif cmd == "delta":
-        delta(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "time":
         print(json.dumps(time_views(sys.argv[2])))

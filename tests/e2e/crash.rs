@@ -21,7 +21,7 @@ enum Cmd {
     Recover,
     Backfill,
     Compact,
-    /// A second refresh (career sites), which writes the latest files: an earlier
+    /// A second refresh (career sites), which keeps the latest table exact: an earlier
     /// run's ids came again.
     Latest,
     /// `enrich companies` after a refresh: the enrichment loop killed, then run again.
@@ -231,7 +231,7 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
             // Two runs' files in today's partitions, so that compact has files to merge.
             lake.refresh_ok(&[]).await;
             sim.advance(3).await;
-            // Career sites only, as for the latest files: a jobs refresh repeats the day before's
+            // Career sites only, as for the latest table: a jobs refresh repeats the day before's
             // pages by design, which would count as paid again.
             killed(lake, &["refresh", "--source", "career_sites"], moment).await;
             lake.run(&["compact"]).await.assert_code(0);

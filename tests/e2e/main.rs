@@ -114,14 +114,27 @@ async fn first_run_loads_exactly_the_truth_and_says_so() {
         assert_eq!(r["rows"], r["new_ids"], "{r}");
     }
 
-    // Partitions are by fetch date, and nothing half-written is visible.
+    // Partitions are by fetch date, and nothing half-written is visible; each latest table is
+    // one file (the first run makes it).
     for path in lake.files().keys() {
         let rel = path
             .strip_prefix(lake.root())
             .unwrap()
             .to_string_lossy()
             .to_string();
-        if rel.ends_with(".parquet") && !rel.starts_with("_joblake") {
+        if rel.contains("_latest/") {
+            assert!(
+                [
+                    "career_sites_latest/part-",
+                    "jobs_latest/part-",
+                    "career_sites_latest/_delta_log/",
+                    "jobs_latest/_delta_log/"
+                ]
+                .iter()
+                .any(|p| rel.starts_with(p)),
+                "unexpected latest table file {rel}"
+            );
+        } else if rel.ends_with(".parquet") && !rel.starts_with("_joblake") {
             let today = chrono::Utc::now().date_naive();
             assert!(
                 rel.contains(&format!("/dt={today}/part-")),

@@ -1,6 +1,7 @@
 //! Reading: the latest-version view beside the plain history over a large lake with
-//! superseded versions (as refreshes leave it, after `compact` writes its latest files, and
-//! with a later run on top), and a lake of many small runs before and after `compact`.
+//! superseded versions (before it has a latest table, as refreshes of a page leave it, after
+//! `compact`, and after a bigger run), and a lake of many small runs before and after
+//! `compact`; and what keeping the latest table exact costs each of those commands.
 //! Timed in-process by the stock DuckDB analysts run (`read.py`), best of five.
 
 use std::path::{Path, PathBuf};
@@ -63,22 +64,59 @@ fn lake_cmd(joblake_bin: &Path, lake: &Path, args: &[&str]) -> Result<(f64, u64)
     measured(&mut cmd, &[0])
 }
 
-/// One real `joblake refresh` of a single page of jobs from `sim` onto the lake in `dir` (so
-/// it ends as any refresh does, writing the latest files when they are due), its
-/// seconds and peak RSS.
-fn refresh_a_page(joblake_bin: &Path, sim: &Sim, dir: &Path) -> Result<(f64, u64)> {
+/// One real `joblake refresh` of `pages` pages of jobs from `sim` onto the lake in `dir` (so
+/// it ends as any refresh does, keeping the latest table exact), its seconds and peak RSS.
+fn refresh_pages(joblake_bin: &Path, sim: &Sim, dir: &Path, pages: usize) -> Result<(f64, u64)> {
     std::fs::write(
         dir.join("joblake.toml"),
         "[jobs]\nrequests_per_minute = 0\n",
     )?;
+    let pages = pages.to_string();
     let mut cmd = joblake(
         joblake_bin,
         sim,
         dir,
-        &["-q", "refresh", "--source", "jobs", "--max-pages", "1"],
+        &["-q", "refresh", "--source", "jobs", "--max-pages", &pages],
     );
     // 3: stopped at --max-pages, as asked.
     measured(cmd.as_std_mut(), &[0, 3])
+}
+
+/// What the latest table's last commit did: its operation, rows added, rows deleted.
+fn last_latest_commit(lake: &Path) -> Result<(String, u64, u64)> {
+    let log = lake.join("jobs_latest/_delta_log");
+    let last = std::fs::read_dir(&log)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .max()
+        .context("the latest table has no commit")?;
+    let (mut op, mut added, mut deleted) = (String::new(), 0, 0);
+    let mut dvs_before = std::collections::HashMap::new();
+    for line in std::fs::read_to_string(&last)?.lines() {
+        let action: Value = serde_json::from_str(line)?;
+        if let Some(o) = action["commitInfo"]["operation"].as_str() {
+            op = o.to_string();
+        }
+        if let Some(remove) = action.get("remove") {
+            let had = remove["deletionVector"]["cardinality"]
+                .as_u64()
+                .unwrap_or(0);
+            dvs_before.insert(remove["path"].to_string(), had);
+        }
+        if let Some(add) = action.get("add") {
+            match add["deletionVector"]["cardinality"].as_u64() {
+                Some(now) => {
+                    deleted += now - dvs_before.get(&add["path"].to_string()).unwrap_or(&0)
+                }
+                None => {
+                    let stats: Value = serde_json::from_str(add["stats"].as_str().unwrap_or("{}"))?;
+                    added += stats["numRecords"].as_u64().unwrap_or(0);
+                }
+            }
+        }
+    }
+    Ok((op, added, deleted))
 }
 
 /// Runs `cmd` to its end, insisting on one of the exit `codes`; its seconds and peak RSS.
@@ -156,42 +194,69 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
     ])?;
     lake_cmd(joblake_bin, &lake, &["views"])?;
     read.states.push((
-        format!("{versions} versions, views over the history (no latest files)"),
+        format!("{versions} versions, views over the history (no latest table)"),
         time_views(&lake)?,
     ));
-    // A refresh lands on it: the lake has no latest files and more than one run, so the refresh
-    // ends by writing one.
-    let sim = Sim::start(joblake_bin, &big_sim(2_000, 10)).await?;
-    let (secs, rss) = refresh_a_page(joblake_bin, &sim, big.path())?;
-    drop(sim);
+    // A refresh lands on it: it upgrades the lake to Delta tables and makes the latest table,
+    // one pass over every version.
+    let sim = Sim::start(joblake_bin, &big_sim(20_000, 10)).await?;
+    let (secs, rss) = refresh_pages(joblake_bin, &sim, big.path(), 1)?;
     read.compactions.push((
         format!(
-            "`joblake refresh` of one page onto the {versions} versions (writes the latest files)"
+            "`joblake refresh` of one page onto the {versions} versions (upgrades the lake, makes the latest table)"
         ),
         secs,
         rss,
     ));
     read.states.push((
-        "then one `joblake refresh` of a page (as refreshes leave it)".into(),
+        "then one `joblake refresh` of a page (the latest table made)".into(),
+        time_views(&lake)?,
+    ));
+    // Refreshes of a page each, hours apart: each merges its rows into the latest table (the
+    // rows it replaces deleted by deletion vectors), in proportion to the page, not the lake.
+    for n in 1..=3 {
+        sim.advance(6).await?;
+        let (secs, rss) = refresh_pages(joblake_bin, &sim, big.path(), 1)?;
+        let (op, added, deleted) = last_latest_commit(&lake)?;
+        ensure!(op == "MERGE", "the latest table was not merged into: {op}");
+        read.compactions.push((
+            format!(
+                "then `joblake refresh` of one page ({n}): merged into the latest table ({added} rows added, {deleted} deleted)"
+            ),
+            secs,
+            rss,
+        ));
+    }
+    read.states.push((
+        "then three more refreshes of a page (merged into the latest table)".into(),
         time_views(&lake)?,
     ));
     let (secs, rss) = lake_cmd(joblake_bin, &lake, &["compact"])?;
     read.compactions.push((
-        format!("`joblake compact` of the {versions} versions"),
+        format!("`joblake compact` of the {versions} versions (writes the latest table again)"),
         secs,
         rss,
     ));
     read.states.push((
-        "after `joblake compact` (its latest files)".into(),
+        "after `joblake compact` (the latest table as one file)".into(),
         time_views(&lake)?,
     ));
-    run_py(&["delta", lake.to_str().unwrap(), &base, "10000"])?;
-    lake_cmd(joblake_bin, &lake, &["views"])?;
+    sim.advance(24).await?;
+    let (secs, rss) = refresh_pages(joblake_bin, &sim, big.path(), 100)?;
+    let (op, added, deleted) = last_latest_commit(&lake)?;
+    read.compactions.push((
+        format!(
+            "then `joblake refresh` of 100 pages: {} the latest table ({added} rows added, {deleted} deleted)",
+            if op == "MERGE" { "merged into" } else { "wrote again" }
+        ),
+        secs,
+        rss,
+    ));
     read.states.push((
-        "then one more run of 10 000 versions (under a fifth of the latest files: read on top)"
-            .into(),
+        "then a refresh of 100 pages (merged into the latest table)".into(),
         time_views(&lake)?,
     ));
+    drop(sim);
 
     // Many small runs, each a real `joblake refresh` that stops after a few pages.
     let per_run_pages = 25;
@@ -259,7 +324,7 @@ pub fn section(read: &Read) -> String {
             v["rows:jobs_history"], v["rows:jobs"], cj / ch, aj / ah
         ));
     }
-    s.push_str("\nWriting the latest files: a refresh writes them when the table has none and more than one run, or when the runs since the last hold a fifth of their bytes; `joblake compact` merges partitions, then writes them:\n\n| command | seconds | peak RSS |\n|---|---|---|\n");
+    s.push_str("\nKeeping the latest table (`jobs_latest/`, a Delta table) exact: every refresh merges its rows in (the rows they replace deleted with deletion vectors, the new ones added as one file), and writes it again as one file when it has none, when the rows merges deleted or added reach a fifth of it, or on `joblake compact`. Goal: a refresh of one page onto the big lake within 5 s and 150 MB peak RSS:\n\n| command | seconds | peak RSS |\n|---|---|---|\n");
     for (label, secs, rss) in &read.compactions {
         s.push_str(&format!(
             "| {label} | {secs:.1} | {:.0} MB |\n",

@@ -48,6 +48,16 @@ impl Sim {
         })
     }
 
+    /// Moves the simulator's clock on by `hours`: jobs are posted and changed meanwhile.
+    pub async fn advance(&self, hours: u32) -> Result<()> {
+        self.http
+            .post(format!("{}/_sim/advance?hours={hours}", self.url))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     /// Every request the simulator answered.
     pub async fn log(&self) -> Result<Vec<Value>> {
         let v: Value = self

@@ -27,7 +27,7 @@ use crate::session::engine;
 
 /// Where table `table`'s latest table lies in the lake.
 pub fn table_name(table: Table) -> String {
-    format!("{}_latest", table.name())
+    layout::latest_table(table.name())
 }
 
 /// A version of a history table: its number, when it was committed, and its files.
@@ -260,11 +260,7 @@ fn list(lake: &Lake, paths: impl IntoIterator<Item = impl AsRef<str>>) -> String
 
 /// A new file of the latest table.
 fn new_file(table: Table) -> Path {
-    Path::from(format!(
-        "{}/part-{}.parquet",
-        table_name(table),
-        layout::new_run_id()
-    ))
+    layout::latest_file(table.name(), &layout::new_run_id())
 }
 
 /// Runs `setup`, then each of `queries`, in one fresh DuckDB session capped at `memory`.
@@ -606,13 +602,13 @@ async fn rewrite_at(
         })
         .collect();
     lake.delete_all(stale).await?;
-    // What joblake kept before its latest files were a Delta table.
+    // What joblake kept before its latest tables.
     let legacy: Vec<Path> = lake
-        .list(&layout::latest_root(table.name()))
+        .list(&layout::legacy_latest_root(table.name()))
         .await?
         .into_iter()
         .map(|m| m.location)
-        .chain([layout::latest_pointer(table.name())])
+        .chain([layout::legacy_latest_pointer(table.name())])
         .collect();
     lake.delete_all(legacy).await?;
     Ok(Some(LatestReport {

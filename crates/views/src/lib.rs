@@ -1,5 +1,5 @@
 //! Everything DuckDB: sessions for a lake ([`session`]), the view SQL ([`catalog`]), the
-//! latest files the views start from ([`latest`]), choosing which companies to enrich
+//! latest tables the views read ([`latest`]), choosing which companies to enrich
 //! ([`companies`]), the status figures ([`status`]) and queries. The one crate that links
 //! DuckDB; everything else in joblake builds and tests without it.
 #![deny(missing_docs)]

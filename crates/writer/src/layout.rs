@@ -4,6 +4,9 @@
 //! ```text
 //! <table>/dt=<YYYY-MM-DD>/part-<run>-<first page>.parquet   the history (readers' data)
 //! <table>/_delta_log/                  the table's Delta log: its files and checkpoint
+//! <table>_latest/part-<run>.parquet    the latest version of every id: a Delta table of its
+//! <table>_latest/deletion_vector_<uuid>.bin   own, its rows replaced since deleted by
+//! <table>_latest/_delta_log/           deletion vectors
 //! _joblake/format.json                 the lake's format version
 //! _joblake/state/<table>.json          a table's checkpoint, in a lake written before format 2
 //! _joblake/staging/<table>/<run>.log   a run's staged pages (local lake)
@@ -11,8 +14,7 @@
 //! _joblake/uploads/<table>/...         Parquet files being written (local lake)
 //! _joblake/rejects/<table>/<run>/<page>.jsonl  rows that could not load, with why
 //! _joblake/compact/<table>/<dt>.json   a compaction's swap under way
-//! _joblake/latest/<table>/<run>.parquet  the latest version of every id, written down
-//! _joblake/latest/<table>.json         which latest files the views read
+//! _joblake/latest/<table>/, <table>.json  the latest files of a lake before format 2
 //! _joblake/runs/<run>-<table>.parquet  the run ledger
 //! _joblake/lock, _joblake/lease.json   who is writing (local, S3)
 //! ```
@@ -88,18 +90,23 @@ pub fn compact_root(table: &str) -> Path {
     Path::from(format!("_joblake/compact/{table}"))
 }
 
-/// The table's latest files (the latest version of every id, written down).
-pub fn latest_root(table: &str) -> Path {
+/// The latest table of history table `table` (a Delta table of its own).
+pub fn latest_table(table: &str) -> String {
+    format!("{table}_latest")
+}
+
+/// A new data file of `table`'s latest table, written by run (or step) `run_id`.
+pub fn latest_file(table: &str, run_id: &str) -> Path {
+    Path::from(format!("{table}_latest/part-{run_id}.parquet"))
+}
+
+/// The latest files of a lake written before format 2 (deleted once its latest table is made).
+pub fn legacy_latest_root(table: &str) -> Path {
     Path::from(format!("_joblake/latest/{table}"))
 }
 
-/// One latest file, written by run `run_id`.
-pub fn latest_file(table: &str, run_id: &str) -> Path {
-    Path::from(format!("_joblake/latest/{table}/{run_id}.parquet"))
-}
-
-/// The pointer naming the latest files the views read.
-pub fn latest_pointer(table: &str) -> Path {
+/// The pointer to them.
+pub fn legacy_latest_pointer(table: &str) -> Path {
     Path::from(format!("_joblake/latest/{table}.json"))
 }
 
