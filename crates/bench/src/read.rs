@@ -197,23 +197,24 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
         format!("{versions} versions, views over the history (no latest table)"),
         time_views(&lake)?,
     ));
-    // A refresh lands on it: it upgrades the lake to Delta tables and makes the latest table,
-    // one pass over every version.
+    // A refresh of a feed of 20 000 jobs lands on it: it upgrades the lake to Delta tables and
+    // makes the latest table, one pass over every version.
     let sim = Sim::start(joblake_bin, &big_sim(20_000, 10)).await?;
-    let (secs, rss) = refresh_pages(joblake_bin, &sim, big.path(), 1)?;
+    let (secs, rss) = refresh_pages(joblake_bin, &sim, big.path(), 1_000)?;
     read.compactions.push((
         format!(
-            "`joblake refresh` of one page onto the {versions} versions (upgrades the lake, makes the latest table)"
+            "`joblake refresh` of 20 000 jobs onto the {versions} versions (upgrades the lake, makes the latest table)"
         ),
         secs,
         rss,
     ));
     read.states.push((
-        "then one `joblake refresh` of a page (the latest table made)".into(),
+        "then one `joblake refresh` of 20 000 jobs (the latest table made)".into(),
         time_views(&lake)?,
     ));
     // Refreshes of a page each, hours apart: each merges its rows into the latest table (the
-    // rows it replaces deleted by deletion vectors), in proportion to the page, not the lake.
+    // changed jobs' rows they replace deleted by deletion vectors), in proportion to the page,
+    // not the lake.
     for n in 1..=3 {
         sim.advance(6).await?;
         let (secs, rss) = refresh_pages(joblake_bin, &sim, big.path(), 1)?;
@@ -241,7 +242,7 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
         "after `joblake compact` (the latest table as one file)".into(),
         time_views(&lake)?,
     ));
-    sim.advance(24).await?;
+    sim.advance(48).await?;
     let (secs, rss) = refresh_pages(joblake_bin, &sim, big.path(), 100)?;
     let (op, added, deleted) = last_latest_commit(&lake)?;
     read.compactions.push((

@@ -10,7 +10,7 @@ use crate::args::{Cli, Format};
 /// The line saying what became of a table's latest table.
 pub fn latest_line(latest: &LatestReport) -> String {
     let how = if latest.rewritten {
-        "written again as one file".to_string()
+        "written again from the history".to_string()
     } else {
         format!("{} rows added, {} replaced", latest.added, latest.replaced)
     };

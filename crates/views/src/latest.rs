@@ -17,7 +17,7 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use joblake_schema::Table;
 use joblake_writer::delta::{Commit, DataFile, DeltaLog, LatestState, LiveFile, Operation};
-use joblake_writer::{FileInfo, Lake, LakeLocation, crash_point, layout};
+use joblake_writer::{FileInfo, Lake, crash_point, layout};
 use object_store::ObjectMeta;
 use object_store::path::Path;
 use serde::Serialize;
@@ -50,8 +50,6 @@ pub struct LatestTable {
     pub history: LatestState,
     /// Its files, with the rows their deletion vectors delete.
     pub files: Vec<DataFile>,
-    /// Its columns, in order.
-    pub columns: Vec<String>,
 }
 
 impl LatestTable {
@@ -122,7 +120,6 @@ pub async fn read(lake: &Lake, table: Table) -> Result<Option<LatestTable>> {
         version: snapshot.version(),
         history: state,
         files: log.files_with_deletions(&snapshot).await?,
-        columns: DeltaLog::column_names(&snapshot),
     }))
 }
 
@@ -258,11 +255,6 @@ fn list(lake: &Lake, paths: impl IntoIterator<Item = impl AsRef<str>>) -> String
         .join(", ")
 }
 
-/// A new file of the latest table.
-fn new_file(table: Table) -> Path {
-    layout::latest_file(table.name(), &layout::new_run_id())
-}
-
 /// Runs `setup`, then each of `queries`, in one fresh DuckDB session capped at `memory`.
 async fn duck(
     lake: &Lake,
@@ -393,23 +385,8 @@ async fn merge(
         skip.extend(lost);
         if added > 0 {
             let skip = per_file(new.len(), skip)?;
-            let info = write_rows(lake, table, &new, &current.columns, &skip).await?;
-            let Some(info) = info else {
-                // The run's files disagree with the history on a column's type.
-                return rewrite(lake, table)
-                    .await?
-                    .context("the history has no version to write the latest table from");
-            };
-            let columns = file_columns(lake, &info).await?;
-            if columns != current.columns {
-                lake.delete_all(vec![Path::from(info.path.as_str())])
-                    .await?;
-                tracing::info!(%table, "the history's columns changed; the latest table is written again");
-                return rewrite(lake, table)
-                    .await?
-                    .context("the history has no version to write the latest table from");
-            }
-            commit.adds.push(info.to_add());
+            let written = write_rows(lake, table, &new, &skip).await?;
+            commit.adds.extend(written.iter().map(FileInfo::to_add));
         }
         let deletes = per_file(current.files.len(), deletes)?;
         for (file, rows) in current.files.iter().zip(deletes) {
@@ -439,43 +416,28 @@ async fn merge(
     })
 }
 
-/// The schema a latest table is made with: the history's columns with `dt` among them, as its
-/// first file has them (only used when the table is created).
+/// The schema a latest table is made with: the history's (only used when it is created).
 fn current_schema(table: Table) -> arrow::datatypes::SchemaRef {
     joblake_schema::arrow_schema(table)
 }
 
-/// Writes the rows of `files` but those at `skip` (per file) as one new latest file, the
-/// columns in the order `columns` gives; `None` when two files disagree on a column's type.
+/// Writes the rows of history `files` but those at `skip` (per file) into the latest table,
+/// each file copied as it is when it loses none (see [`joblake_writer::write_latest`]).
 async fn write_rows(
     lake: &Lake,
     table: Table,
     files: &[LiveFile],
-    columns: &[String],
     skip: &[Vec<u64>],
-) -> Result<Option<FileInfo>> {
-    let metas = metas(files);
-    let run = layout::new_run_id();
+) -> Result<Vec<FileInfo>> {
     Ok(joblake_writer::write_latest(
         lake,
         &table_name(table),
-        &joblake_schema::arrow_schema(table),
-        joblake_writer::LatestRows {
-            files: &metas,
-            columns,
-            superseded: skip,
-        },
-        new_file(table),
+        &metas(files),
+        skip,
+        &layout::new_run_id(),
         &joblake_writer::WriterOptions::default(),
-        vec![("joblake.run_id".to_string(), run)],
     )
     .await?)
-}
-
-/// The columns of a file written, in order.
-async fn file_columns(lake: &Lake, info: &FileInfo) -> Result<Vec<String>> {
-    let schema = joblake_writer::parquet_schema(lake, &info.path).await?;
-    Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
 }
 
 /// Writes `table`'s latest table again from the history's version `history`,
@@ -503,75 +465,19 @@ async fn rewrite_at(
          QUALIFY row_number() OVER (PARTITION BY id ORDER BY {}) > 1",
         catalog::LATEST_FIRST
     );
-    let read_all = format!("read_parquet([{all}], union_by_name = true, hive_partitioning = true)");
-    let describe_sql = format!("SELECT column_name FROM (DESCRIBE SELECT * FROM {read_all})");
-    let results = duck(
-        lake,
-        "128MB",
-        String::new(),
-        vec![superseded_sql, describe_sql],
-    )
-    .await?;
+    let results = duck(lake, "64MB", String::new(), vec![superseded_sql]).await?;
     let superseded = per_file(
         files.len(),
         int64s(&results[0], 0)?
             .into_iter()
             .zip(int64s(&results[0], 1)?),
     )?;
-    let columns = strings(&results[1], 0)?;
     drop(results);
-    let info = match write_rows(lake, table, files, &columns, &superseded).await? {
-        Some(info) => info,
-        None => {
-            // Files that disagree on a column's type: DuckDB's union of them, a window over
-            // whole rows (spilling beyond 1 GB).
-            let rel = new_file(table);
-            let target = lake.reader_path(rel.as_ref());
-            if let LakeLocation::Local(_) = lake.location()
-                && let Some(dir) = std::path::Path::new(&target).parent()
-            {
-                std::fs::create_dir_all(dir)?;
-            }
-            let engine = crate::Engine {
-                memory_limit: Some("1GB".into()),
-                ..engine(lake)
-            };
-            let select = catalog::latest_of(&read_all);
-            let rows = tokio::task::spawn_blocking(move || {
-                crate::copy_to_parquet(&engine, "", &select, &target)
-            })
-            .await??;
-            let bytes = lake.head(&rel).await?.size;
-            FileInfo {
-                path: rel.to_string(),
-                dt: String::new(),
-                rows,
-                bytes,
-            }
-        }
-    };
     let name = table_name(table);
-    let new_columns = file_columns(lake, &info).await?;
-    let mut current = current;
-    if let Some(c) = &current
-        && c.columns != new_columns
-    {
-        // A table's columns are fixed when it is made: one whose history gained or changed
-        // columns is made again.
-        tracing::info!(%table, "the history's columns changed; the latest table is made again");
-        let log = Path::from(format!("{name}/_delta_log"));
-        let old: Vec<Path> = lake
-            .list(&log)
-            .await?
-            .into_iter()
-            .map(|m| m.location)
-            .collect();
-        lake.delete_all(old).await?;
-        current = None;
-    }
-    let schema = joblake_writer::parquet_schema(lake, &info.path).await?;
+    let written = write_rows(lake, table, files, &superseded).await?;
+    let schema = current_schema(table);
     let commit = Commit {
-        adds: vec![info.to_add()],
+        adds: written.iter().map(FileInfo::to_add).collect(),
         removes: current
             .iter()
             .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
@@ -585,12 +491,13 @@ async fn rewrite_at(
         .commit(schema, commit)
         .await?;
     crash_point("latest:after-commit");
-    // Nothing but the log, the new file and the files of the version before.
+    // Nothing but the log, the new files and the files of the version before.
     let mut keep: BTreeSet<String> = current
         .iter()
         .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
         .collect();
-    keep.insert(info.path.clone());
+    keep.extend(written.iter().map(|f| f.path.clone()));
+    let rows: u64 = written.iter().map(|f| f.rows).sum();
     let stale: Vec<Path> = lake
         .list(&Path::from(name.as_str()))
         .await?
@@ -615,8 +522,8 @@ async fn rewrite_at(
         table: table.name().to_string(),
         version: committed,
         history_version: history.version,
-        ids: info.rows,
-        added: info.rows,
+        ids: rows,
+        added: rows,
         replaced: 0,
         rewritten: true,
     }))
@@ -640,7 +547,9 @@ pub fn view_select(lake: &Lake, table: Table, latest: &LatestTable) -> (String, 
     if latest.deleted() == 0 {
         return (
             String::new(),
-            format!("SELECT * FROM read_parquet([{files}], union_by_name = true)"),
+            format!(
+                "SELECT * FROM read_parquet([{files}], union_by_name = true, hive_partitioning = true)"
+            ),
         );
     }
     let deleted = crate::ident(&format!("_joblake_deleted_{name}"));
@@ -665,9 +574,71 @@ pub fn view_select(lake: &Lake, table: Table, latest: &LatestTable) -> (String, 
     let prepare = format!("CREATE OR REPLACE TABLE {deleted} AS\n{rows};\n");
     let view = format!(
         "SELECT * EXCLUDE (filename, file_row_number)\n\
-         FROM read_parquet([{files}], union_by_name = true, filename = true, file_row_number = true) AS s\n\
+         FROM read_parquet([{files}], union_by_name = true, hive_partitioning = true,\n\
+           filename = true, file_row_number = true) AS s\n\
          ANTI JOIN {deleted} AS x\n\
            ON s.filename = x.filename AND s.file_row_number = x.file_row_number"
     );
     (prepare, view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(files: &[(u64, &[u64])]) -> LatestTable {
+        LatestTable {
+            version: 3,
+            history: LatestState {
+                history_version: 7,
+                history_committed_at: 1,
+            },
+            files: files
+                .iter()
+                .enumerate()
+                .map(|(i, (rows, deleted))| DataFile {
+                    path: format!("jobs_latest/part-{i}.parquet"),
+                    bytes: 1,
+                    rows: Some(*rows),
+                    deleted: deleted.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_latest_table_is_written_again_once_merges_changed_a_share_of_it() {
+        // 1 000 ids, nothing merged yet: only `latest_after = 0` writes it again.
+        let fresh = table(&[(1_000, &[])]);
+        assert_eq!(fresh.ids(), 1_000);
+        assert!(!fresh.rewrite_due(0.2));
+        assert!(fresh.rewrite_due(0.0));
+        // 100 rows added, 100 deleted: 200 of 1 000 ids.
+        let deleted: Vec<u64> = (0..100).collect();
+        let merged = table(&[(1_000, &deleted), (100, &[])]);
+        assert_eq!(merged.ids(), 1_000);
+        assert!(merged.rewrite_due(0.2));
+        assert!(!merged.rewrite_due(0.25));
+        // Many small files, whatever their churn.
+        let many: Vec<(u64, &[u64])> = (0..=MAX_FILES).map(|_| (1, &[][..])).collect();
+        assert!(table(&many).rewrite_due(1000.0));
+    }
+
+    #[test]
+    fn the_view_skips_exactly_the_rows_the_deletion_vectors_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), false).unwrap();
+        let plain = table(&[(10, &[]), (5, &[])]);
+        let (prepare, view) = view_select(&lake, Table::Jobs, &plain);
+        assert!(prepare.is_empty(), "{prepare}");
+        assert!(view.contains("part-0.parquet") && view.contains("part-1.parquet"));
+        assert!(!view.contains("ANTI JOIN"), "{view}");
+
+        let with_dvs = table(&[(10, &[2, 7]), (5, &[])]);
+        let (prepare, view) = view_select(&lake, Table::Jobs, &with_dvs);
+        assert!(prepare.contains("_joblake_deleted_jobs"), "{prepare}");
+        assert!(prepare.contains("unnest([2,7])"), "{prepare}");
+        assert!(!prepare.contains("part-1.parquet"), "{prepare}");
+        assert!(view.contains("ANTI JOIN"), "{view}");
+    }
 }

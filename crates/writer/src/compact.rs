@@ -406,87 +406,66 @@ pub async fn finish_compactions(lake: &Lake, table: &str) -> Result<()> {
     Ok(())
 }
 
-/// What a snapshot holds: every row of `files` (read in this order) but those at the
-/// positions `superseded` names (for each file, its row numbers in ascending order), with
-/// each file's partition date as its `dt` column (DATE) and the columns in the order
-/// `columns` gives: as a reader of the hive-partitioned history sees them.
-pub struct LatestRows<'a> {
-    /// The history's files.
-    pub files: &'a [ObjectMeta],
-    /// The history's column names, in its readers' order.
-    pub columns: &'a [String],
-    /// The rows of each file (same places as `files`) a later version replaced.
-    pub superseded: &'a [Vec<u64>],
-}
-
-/// Writes the `rows` of `table` as one Parquet file at `path`. This is how the latest version
-/// of every id is written down (by `compact`, and by a refresh when one is due): which rows lost to a later version is worked out
-/// apart (DuckDB, over four narrow columns), and the rows themselves stream from file to file
-/// here, so the memory it takes does not grow with the width of the rows. Returns the file
-/// written, or `None` (nothing written) when two files give a column different types.
+/// Writes the rows of history `files` but those at the positions `skip` names (for each file,
+/// its row numbers in ascending order) into the latest table `latest` (`<table>_latest`),
+/// each into the same `dt=` partition: a file none of whose rows is skipped is copied as it is
+/// (the store copies it: no row is decoded), a file with rows skipped is written again
+/// without them (streamed, so the memory it takes does not grow with the file), a file all of
+/// whose rows are skipped leaves nothing. Returns the files written, named after their
+/// sources (a copy keeps its source's name, so copying it again writes the same bytes; a file
+/// written again adds `run_id`).
 pub async fn write_latest(
     lake: &Lake,
-    table: &str,
-    schema: &SchemaRef,
-    rows: LatestRows<'_>,
-    path: Path,
+    latest: &str,
+    files: &[ObjectMeta],
+    skip: &[Vec<u64>],
+    run_id: &str,
     opts: &WriterOptions,
-    metadata: Vec<(String, String)>,
-) -> Result<Option<crate::FileInfo>> {
-    let LatestRows {
-        files,
-        columns,
-        superseded,
-    } = rows;
-    let mut schemas = Vec::new();
-    for meta in files {
-        schemas.push(Arc::clone(reader(lake, meta).await?.schema()));
-    }
-    let rows_schema = match union_schema(schema, &schemas) {
-        Ok(s) => s,
-        Err(why) => {
-            tracing::info!(
-                table,
-                "{why}; the latest versions are written by DuckDB instead"
-            );
-            return Ok(None);
-        }
-    };
-    // The partition's date is the one a reader sees, as for the history (hive partitioning),
-    // and the columns go in the order the history's readers see them.
-    let mut fields: Vec<Field> = rows_schema
-        .fields()
-        .iter()
-        .filter(|f| f.name() != "dt")
-        .map(|f| f.as_ref().clone())
-        .chain([Field::new("dt", DataType::Date32, false)])
-        .collect();
-    fields.sort_by_key(|f| {
-        columns
-            .iter()
-            .position(|c| c == f.name())
-            .unwrap_or(usize::MAX)
-    });
-    let out_schema: SchemaRef = Arc::new(Schema::new(fields));
-    let mut sink = ParquetSink::create(
-        lake,
-        table,
-        path,
-        "",
-        Arc::clone(&out_schema),
-        opts,
-        metadata,
-    )?;
-    let result: Result<()> = async {
-        for (i, meta) in files.iter().enumerate() {
-            let days = partition_days(&meta.location).ok_or_else(|| Error::Compaction {
+) -> Result<Vec<crate::FileInfo>> {
+    let mut written = Vec::new();
+    for (i, meta) in files.iter().enumerate() {
+        let gone = skip.get(i).map_or(&[][..], Vec::as_slice);
+        let (Some(dt), Some(name)) = (
+            partition_of(&meta.location),
+            meta.location
+                .filename()
+                .and_then(|n| n.strip_suffix(".parquet")),
+        ) else {
+            return Err(Error::Compaction {
                 partition: meta.location.to_string(),
-                detail: "the file is not under a dt=YYYY-MM-DD partition".into(),
-            })?;
-            let gone = superseded.get(i).map_or(&[][..], Vec::as_slice);
+                detail: "the file is not a Parquet file under a dt=YYYY-MM-DD partition".into(),
+            });
+        };
+        let builder = reader(lake, meta).await?;
+        let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        if gone.len() as u64 >= rows {
+            continue;
+        }
+        if gone.is_empty() {
+            let to = Path::from(format!("{latest}/dt={dt}/{name}.parquet"));
+            lake.copy(&meta.location, &to).await?;
+            written.push(crate::FileInfo {
+                path: to.to_string(),
+                dt,
+                rows,
+                bytes: meta.size,
+            });
+            continue;
+        }
+        let to = Path::from(format!("{latest}/dt={dt}/{name}-{run_id}.parquet"));
+        let mut sink = ParquetSink::create(
+            lake,
+            latest,
+            to,
+            &dt,
+            Arc::clone(builder.schema()),
+            opts,
+            vec![("joblake.run_id".to_string(), run_id.to_string())],
+        )?;
+        let result: Result<()> = async {
             let mut next_gone = 0;
             let mut offset = 0u64;
-            let mut stream = reader(lake, meta).await?.build()?;
+            let mut stream = builder.build()?;
             while let Some(batch) = stream.try_next().await? {
                 let n = batch.num_rows() as u64;
                 let end = offset + n;
@@ -505,54 +484,28 @@ pub async fn write_latest(
                     &batch,
                     &arrow::array::BooleanArray::from(keep),
                 )?;
-                if batch.num_rows() == 0 {
-                    continue;
+                if batch.num_rows() > 0 {
+                    sink.write(vec![batch]).await?;
                 }
-                let batch = conform(&with_partition_date(&batch, days)?, &out_schema)?;
-                sink.write(vec![batch]).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => written.push(sink.publish().await?),
+            Err(e) => {
+                sink.abort().await;
+                return Err(e);
             }
         }
-        Ok(())
     }
-    .await;
-    match result {
-        Ok(()) => Ok(Some(sink.publish().await?)),
-        Err(e) => {
-            sink.abort().await;
-            Err(e)
-        }
-    }
+    Ok(written)
 }
 
-/// `batch` with `dt` (days since 1970-01-01) as its partition date column, in place of any
-/// `dt` column the file itself held.
-fn with_partition_date(batch: &RecordBatch, days: i32) -> Result<RecordBatch> {
-    let mut fields = Vec::new();
-    let mut columns = Vec::new();
-    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
-        if f.name() != "dt" {
-            fields.push(Arc::clone(f));
-            columns.push(Arc::clone(c));
-        }
-    }
-    fields.push(Arc::new(Field::new("dt", DataType::Date32, false)));
-    columns.push(Arc::new(arrow::array::Date32Array::from_value(
-        days,
-        batch.num_rows(),
-    )));
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
-
-/// Days since 1970-01-01 of the partition (`.../dt=YYYY-MM-DD/...`) a file lies in.
-fn partition_days(path: &Path) -> Option<i32> {
-    let dt = path
-        .parts()
-        .find_map(|p| p.as_ref().strip_prefix("dt=").map(str::to_string))?;
-    let date = chrono::NaiveDate::parse_from_str(&dt, "%Y-%m-%d").ok()?;
-    Some(date.to_epoch_days())
+/// The `dt` of a path under a `dt=YYYY-MM-DD` partition.
+fn partition_of(path: &Path) -> Option<String> {
+    path.parts()
+        .find_map(|p| p.as_ref().strip_prefix("dt=").map(str::to_string))
 }
 
 #[cfg(test)]
@@ -613,16 +566,9 @@ mod tests {
     }
 
     #[test]
-    fn a_file_s_partition_date_comes_from_its_path() {
+    fn a_file_s_partition_comes_from_its_path() {
         let p = Path::from("jobs/dt=2026-11-02/part-20261102T000001000Z-000001.parquet");
-        assert_eq!(
-            partition_days(&p),
-            Some(
-                chrono::NaiveDate::from_ymd_opt(2026, 11, 2)
-                    .unwrap()
-                    .to_epoch_days()
-            )
-        );
-        assert_eq!(partition_days(&Path::from("jobs/part-1.parquet")), None);
+        assert_eq!(partition_of(&p).as_deref(), Some("2026-11-02"));
+        assert_eq!(partition_of(&Path::from("jobs/part-1.parquet")), None);
     }
 }

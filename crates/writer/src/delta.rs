@@ -137,7 +137,7 @@ pub enum Operation {
 pub(crate) enum Kind {
     /// Every row version, partitioned by `dt`, its checkpoint in [`STATE_DOMAIN`].
     History,
-    /// The latest version of every id, unpartitioned, with deletion vectors, its
+    /// The latest version of every id, partitioned by `dt` too, with deletion vectors, its
     /// [`LatestState`] in [`LATEST_DOMAIN`].
     Latest,
 }
@@ -258,15 +258,6 @@ impl DeltaLog {
         let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
         self.blocking(move || snapshot.get_timestamp(engine.as_ref()))
             .await
-    }
-
-    /// The table's schema as `snapshot` has it: its columns' names, in order.
-    pub fn column_names(snapshot: &SnapshotRef) -> Vec<String> {
-        snapshot
-            .schema()
-            .fields()
-            .map(|f| f.name().to_string())
-            .collect()
     }
 
     /// The files of a snapshot: lake-relative path, size and `dt`, in path order.
@@ -455,7 +446,7 @@ impl Target {
                     .with_data_layout(DataLayout::partitioned([PARTITION])),
                     Kind::Latest => create_table(
                         root.as_str(),
-                        Arc::new(StructType::try_from_arrow(schema.as_ref())?),
+                        Arc::new(table_schema(&schema)?),
                         ENGINE_INFO,
                         true,
                     )
@@ -463,12 +454,13 @@ impl Target {
                         ("delta.feature.domainMetadata", "supported"),
                         ("delta.enableDeletionVectors", "true"),
                         ("delta.dataSkippingNumIndexedCols", "0"),
-                    ]),
+                    ])
+                    .with_data_layout(DataLayout::partitioned([PARTITION])),
                 };
                 let domain = self.domain();
                 let mut txn = stamp(builder, txn_version, domain, commit.state)
                     .build(engine, Box::new(FileSystemCommitter::new()))?;
-                add_all(&mut txn, root, table, self.kind, &commit.adds)?;
+                add_all(&mut txn, root, table, &commit.adds)?;
                 return finish(table, txn.commit(engine)?);
             }
         };
@@ -481,7 +473,7 @@ impl Target {
         let builder = Arc::clone(&snapshot).update_table(operation, ENGINE_INFO, data_change);
         let mut txn = stamp(builder, txn_version, self.domain(), commit.state)
             .build(engine, Box::new(FileSystemCommitter::new()))?;
-        add_all(&mut txn, root, table, self.kind, &commit.adds)?;
+        add_all(&mut txn, root, table, &commit.adds)?;
         let relative = |p: &String| {
             p.strip_prefix(&format!("{table}/"))
                 .unwrap_or(p)
@@ -530,7 +522,18 @@ impl Target {
         deletions: HashMap<String, &Vec<u64>>,
     ) -> delta_kernel::KernelResult<()> {
         let write_state = txn.write_state()?;
-        let context = write_state.write_context_builder().build()?;
+        // Deletion vectors lie at the table's root whatever the partition; a context needs one.
+        let dt = deletions
+            .keys()
+            .find_map(|p| partition_of(p))
+            .ok_or_else(|| KernelError::generic("no file to delete rows from"))?;
+        let day = NaiveDate::parse_from_str(&dt, "%Y-%m-%d")
+            .map_err(|e| KernelError::generic(format!("partition {dt:?}: {e}")))?;
+        let days = (day - NaiveDate::default()).num_days() as i32;
+        let context = write_state
+            .write_context_builder()
+            .with_partition_values(HashMap::from([(PARTITION.to_string(), Scalar::Date(days))]))
+            .build()?;
         let dv_path = context.new_deletion_vector_path(String::new());
         // The log names a file as it was added (URL-encoded); the scan gives that name.
         let mut by_log_path = HashMap::new();
@@ -645,12 +648,11 @@ fn add_all<S>(
     txn: &mut Transaction<S>,
     root: &Url,
     table: &str,
-    kind: Kind,
     adds: &[AddFile],
 ) -> delta_kernel::KernelResult<()> {
     let write_state = txn.write_state()?;
     for add in adds {
-        txn.add_files(add_action(&write_state, root, table, kind, add)?);
+        txn.add_files(add_action(&write_state, root, table, add)?);
     }
     Ok(())
 }
@@ -684,21 +686,15 @@ fn add_action(
     write_state: &Arc<delta_kernel::transaction::WriteState>,
     root: &Url,
     table: &str,
-    kind: Kind,
     add: &AddFile,
 ) -> delta_kernel::KernelResult<Box<dyn EngineData>> {
-    let context = match kind {
-        Kind::History => {
-            let day = NaiveDate::parse_from_str(&add.dt, "%Y-%m-%d")
-                .map_err(|e| KernelError::generic(format!("partition {:?}: {e}", add.dt)))?;
-            let days = (day - NaiveDate::default()).num_days() as i32;
-            write_state
-                .write_context_builder()
-                .with_partition_values(HashMap::from([(PARTITION.to_string(), Scalar::Date(days))]))
-                .build()?
-        }
-        Kind::Latest => write_state.write_context_builder().build()?,
-    };
+    let day = NaiveDate::parse_from_str(&add.dt, "%Y-%m-%d")
+        .map_err(|e| KernelError::generic(format!("partition {:?}: {e}", add.dt)))?;
+    let days = (day - NaiveDate::default()).num_days() as i32;
+    let context = write_state
+        .write_context_builder()
+        .with_partition_values(HashMap::from([(PARTITION.to_string(), Scalar::Date(days))]))
+        .build()?;
     let rel = add
         .path
         .strip_prefix(&format!("{table}/"))

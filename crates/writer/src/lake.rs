@@ -283,6 +283,16 @@ impl Lake {
         }
     }
 
+    /// Copies an object (a hard link on a local lake; on S3, within the bucket: no byte
+    /// leaves the store).
+    pub async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+        // A local store links the file (no byte copied) and makes the directories.
+        self.store
+            .copy(from, to)
+            .await
+            .map_err(|e| Error::store(to, e))
+    }
+
     /// An object's size and date.
     pub async fn head(&self, path: &Path) -> Result<ObjectMeta> {
         self.store

@@ -4,9 +4,12 @@
 //! ```text
 //! <table>/dt=<YYYY-MM-DD>/part-<run>-<first page>.parquet   the history (readers' data)
 //! <table>/_delta_log/                  the table's Delta log: its files and checkpoint
-//! <table>_latest/part-<run>.parquet    the latest version of every id: a Delta table of its
-//! <table>_latest/deletion_vector_<uuid>.bin   own, its rows replaced since deleted by
-//! <table>_latest/_delta_log/           deletion vectors
+//! <table>_latest/dt=<YYYY-MM-DD>/part-<run>-<first page>[-<run>].parquet
+//!                                      the latest version of every id: a Delta table of its
+//! <table>_latest/deletion_vector_<uuid>.bin   own, partitioned as the history, its files
+//! <table>_latest/_delta_log/           copies of the history's (or those without the rows
+//!                                      a later version replaced), rows replaced since
+//!                                      deleted by deletion vectors
 //! _joblake/format.json                 the lake's format version
 //! _joblake/state/<table>.json          a table's checkpoint, in a lake written before format 2
 //! _joblake/staging/<table>/<run>.log   a run's staged pages (local lake)
@@ -93,11 +96,6 @@ pub fn compact_root(table: &str) -> Path {
 /// The latest table of history table `table` (a Delta table of its own).
 pub fn latest_table(table: &str) -> String {
     format!("{table}_latest")
-}
-
-/// A new data file of `table`'s latest table, written by run (or step) `run_id`.
-pub fn latest_file(table: &str, run_id: &str) -> Path {
-    Path::from(format!("{table}_latest/part-{run_id}.parquet"))
 }
 
 /// The latest files of a lake written before format 2 (deleted once its latest table is made).
