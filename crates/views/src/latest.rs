@@ -11,13 +11,14 @@
 //! `compact`, the table is written again from the history as one file ([`rewrite`]).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use joblake_schema::Table;
 use joblake_writer::delta::{Commit, DataFile, DeltaLog, LatestState, LiveFile, Operation};
-use joblake_writer::{FileInfo, Lake, crash_point, layout};
+use joblake_writer::{Lake, LatestFile, crash_point, layout};
 use object_store::ObjectMeta;
 use object_store::path::Path;
 use serde::Serialize;
@@ -55,7 +56,8 @@ pub struct LatestTable {
 impl LatestTable {
     /// Whether it is exact for `history`.
     pub fn exact_for(&self, history: &History) -> bool {
-        self.history.history_version == history.version
+        self.history.complete
+            && self.history.history_version == history.version
             && self.history.history_committed_at == history.committed_at
     }
 
@@ -227,11 +229,62 @@ pub async fn rewrite(lake: &Lake, table: Table) -> Result<Option<LatestReport>> 
     rewrite_at(lake, table, history, current).await
 }
 
-fn state_of(history: &History) -> Result<String> {
-    Ok(serde_json::to_string(&LatestState {
+fn state_of(history: &History) -> LatestState {
+    LatestState {
         history_version: history.version,
         history_committed_at: history.committed_at,
-    })?)
+        complete: true,
+    }
+}
+
+/// Up to this share of a history file's rows lost to later versions, the file is copied into
+/// the latest table as it is and those rows deleted by a deletion vector; past it, the file is
+/// written again without them.
+const COPY_UP_TO: f64 = 0.05;
+
+/// Commits `first` (the files `written` added, the rows it deletes from the table's files)
+/// and, when copies among `written` hold rows to delete, a second commit deleting them (the
+/// kernel puts a deletion vector only on a file a version already has). Only the last commit
+/// says the table is exact for `history`; the first says `before` (incomplete), so a crash
+/// between them leaves a table the next command merges into again (the copies' rows then
+/// match themselves and are deleted as they should be). Returns the last version.
+async fn commit_exact(
+    log: &DeltaLog,
+    table: Table,
+    mut first: Commit,
+    written: &[LatestFile],
+    history: &History,
+    before: LatestState,
+) -> Result<u64> {
+    first.adds = written.iter().map(|f| f.file.to_add()).collect();
+    let pending: std::collections::BTreeMap<String, Vec<u64>> = written
+        .iter()
+        .filter(|f| !f.deleted.is_empty())
+        .map(|f| (f.file.path.clone(), f.deleted.clone()))
+        .collect();
+    let schema = current_schema(table);
+    crash_point("latest:before-commit");
+    if pending.is_empty() {
+        first.state = Some(serde_json::to_string(&state_of(history))?);
+        let committed = log.commit(schema, first).await?;
+        crash_point("latest:after-commit");
+        return Ok(committed);
+    }
+    first.state = Some(serde_json::to_string(&LatestState {
+        complete: false,
+        ..before
+    })?);
+    log.commit(Arc::clone(&schema), first).await?;
+    crash_point("latest:between-commits");
+    let second = Commit {
+        deletions: pending,
+        state: Some(serde_json::to_string(&state_of(history))?),
+        operation: Operation::Merge,
+        ..Commit::default()
+    };
+    let committed = log.commit(schema, second).await?;
+    crash_point("latest:after-commit");
+    Ok(committed)
 }
 
 fn metas(files: &[LiveFile]) -> Vec<ObjectMeta> {
@@ -322,10 +375,10 @@ async fn merge(
     let name = table_name(table);
     let log = DeltaLog::latest(lake, &name)?;
     let mut commit = Commit {
-        state: Some(state_of(history)?),
         operation: Operation::Merge,
         ..Commit::default()
     };
+    let mut written = Vec::new();
     let (mut added, mut replaced) = (0, 0);
     if !new.is_empty() {
         let ranked = format!(
@@ -385,8 +438,9 @@ async fn merge(
         skip.extend(lost);
         if added > 0 {
             let skip = per_file(new.len(), skip)?;
-            let written = write_rows(lake, table, &new, &skip).await?;
-            commit.adds.extend(written.iter().map(FileInfo::to_add));
+            written = write_rows(lake, table, &new, &skip).await?;
+            // A copy's rows to delete were not added.
+            added -= written.iter().map(|f| f.deleted.len() as u64).sum::<u64>();
         }
         let deletes = per_file(current.files.len(), deletes)?;
         for (file, rows) in current.files.iter().zip(deletes) {
@@ -401,10 +455,8 @@ async fn merge(
             commit.deletions.insert(file.path.clone(), all);
         }
     }
-    crash_point("latest:before-commit");
-    let schema = current_schema(table);
-    let committed = log.commit(schema, commit).await?;
-    crash_point("latest:after-commit");
+    let before = current.history.clone();
+    let committed = commit_exact(&log, table, commit, &written, history, before).await?;
     Ok(LatestReport {
         table: table.name().to_string(),
         version: committed,
@@ -428,12 +480,13 @@ async fn write_rows(
     table: Table,
     files: &[LiveFile],
     skip: &[Vec<u64>],
-) -> Result<Vec<FileInfo>> {
+) -> Result<Vec<LatestFile>> {
     Ok(joblake_writer::write_latest(
         lake,
         &table_name(table),
         &metas(files),
         skip,
+        COPY_UP_TO,
         &layout::new_run_id(),
         &joblake_writer::WriterOptions::default(),
     )
@@ -475,29 +528,33 @@ async fn rewrite_at(
     drop(results);
     let name = table_name(table);
     let written = write_rows(lake, table, files, &superseded).await?;
-    let schema = current_schema(table);
     let commit = Commit {
-        adds: written.iter().map(FileInfo::to_add).collect(),
         removes: current
             .iter()
             .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
             .collect(),
-        state: Some(state_of(&history)?),
         operation: Operation::Write,
         ..Commit::default()
     };
-    crash_point("latest:before-commit");
-    let committed = DeltaLog::latest(lake, &name)?
-        .commit(schema, commit)
-        .await?;
-    crash_point("latest:after-commit");
+    let log = DeltaLog::latest(lake, &name)?;
+    let before = LatestState {
+        complete: false,
+        ..state_of(&history)
+    };
+    let committed = commit_exact(&log, table, commit, &written, &history, before).await?;
     // Nothing but the log, the new files and the files of the version before.
     let mut keep: BTreeSet<String> = current
         .iter()
         .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
         .collect();
-    keep.extend(written.iter().map(|f| f.path.clone()));
-    let rows: u64 = written.iter().map(|f| f.rows).sum();
+    keep.extend(written.iter().map(|f| f.file.path.clone()));
+    if let Some(now) = log.snapshot().await? {
+        keep.extend(log.deletion_vector_files(&now).await?);
+    }
+    let rows: u64 = written
+        .iter()
+        .map(|f| f.file.rows - f.deleted.len() as u64)
+        .sum();
     let stale: Vec<Path> = lake
         .list(&Path::from(name.as_str()))
         .await?
@@ -592,6 +649,7 @@ mod tests {
             history: LatestState {
                 history_version: 7,
                 history_committed_at: 1,
+                complete: true,
             },
             files: files
                 .iter()

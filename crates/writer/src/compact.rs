@@ -408,20 +408,21 @@ pub async fn finish_compactions(lake: &Lake, table: &str) -> Result<()> {
 
 /// Writes the rows of history `files` but those at the positions `skip` names (for each file,
 /// its row numbers in ascending order) into the latest table `latest` (`<table>_latest`),
-/// each into the same `dt=` partition: a file none of whose rows is skipped is copied as it is
-/// (the store copies it: no row is decoded), a file with rows skipped is written again
-/// without them (streamed, so the memory it takes does not grow with the file), a file all of
-/// whose rows are skipped leaves nothing. Returns the files written, named after their
-/// sources (a copy keeps its source's name, so copying it again writes the same bytes; a file
-/// written again adds `run_id`).
+/// each into the same `dt=` partition: a file with at most `copy_up_to` (a share) of its rows
+/// skipped is copied as it is (the store copies it: no row is decoded), the skipped rows left
+/// for a deletion vector; one with more is written again without them (streamed, so the
+/// memory it takes does not grow with the file); one all of whose rows are skipped leaves
+/// nothing. Returns the files written, named after their sources (a copy keeps its source's
+/// name, so copying it again writes the same bytes; a file written again adds `run_id`).
 pub async fn write_latest(
     lake: &Lake,
     latest: &str,
     files: &[ObjectMeta],
     skip: &[Vec<u64>],
+    copy_up_to: f64,
     run_id: &str,
     opts: &WriterOptions,
-) -> Result<Vec<crate::FileInfo>> {
+) -> Result<Vec<LatestFile>> {
     let mut written = Vec::new();
     for (i, meta) in files.iter().enumerate() {
         let gone = skip.get(i).map_or(&[][..], Vec::as_slice);
@@ -441,14 +442,17 @@ pub async fn write_latest(
         if gone.len() as u64 >= rows {
             continue;
         }
-        if gone.is_empty() {
+        if gone.len() as f64 <= copy_up_to * rows as f64 {
             let to = Path::from(format!("{latest}/dt={dt}/{name}.parquet"));
             lake.copy(&meta.location, &to).await?;
-            written.push(crate::FileInfo {
-                path: to.to_string(),
-                dt,
-                rows,
-                bytes: meta.size,
+            written.push(LatestFile {
+                file: crate::FileInfo {
+                    path: to.to_string(),
+                    dt,
+                    rows,
+                    bytes: meta.size,
+                },
+                deleted: gone.to_vec(),
             });
             continue;
         }
@@ -492,7 +496,10 @@ pub async fn write_latest(
         }
         .await;
         match result {
-            Ok(()) => written.push(sink.publish().await?),
+            Ok(()) => written.push(LatestFile {
+                file: sink.publish().await?,
+                deleted: Vec::new(),
+            }),
             Err(e) => {
                 sink.abort().await;
                 return Err(e);
@@ -500,6 +507,16 @@ pub async fn write_latest(
         }
     }
     Ok(written)
+}
+
+/// A file [`write_latest`] put in a latest table, and the rows of it a deletion vector is to
+/// delete (those a later version replaced, when it was copied with them).
+#[derive(Debug, Clone)]
+pub struct LatestFile {
+    /// The file.
+    pub file: crate::FileInfo,
+    /// Its rows to delete, in order.
+    pub deleted: Vec<u64>,
 }
 
 /// The `dt` of a path under a `dt=YYYY-MM-DD` partition.

@@ -253,6 +253,42 @@ impl DeltaLog {
         Ok(files)
     }
 
+    /// The deletion vector files `snapshot`'s files use (lake-relative paths).
+    pub async fn deletion_vector_files(&self, snapshot: &SnapshotRef) -> Result<Vec<String>> {
+        let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
+        let table = self.table.clone();
+        self.blocking(move || {
+            let mut out = Vec::new();
+            for files in scan_files(&snapshot, engine.as_ref())? {
+                let Some(dv) = files
+                    .column("deletionVector")
+                    .ok()
+                    .and_then(|c| c.as_struct_opt())
+                else {
+                    continue;
+                };
+                let (Some(kind), Some(path)) = (
+                    dv.column_by_name("storageType")
+                        .and_then(|c| c.as_string_opt::<i32>()),
+                    dv.column_by_name("pathOrInlineDv")
+                        .and_then(|c| c.as_string_opt::<i32>()),
+                ) else {
+                    continue;
+                };
+                for row in 0..dv.len() {
+                    if !files.live(row) || dv.is_null(row) || kind.value(row) != "u" {
+                        continue;
+                    }
+                    if let Some(rel) = dv_file(path.value(row)) {
+                        out.push(format!("{table}/{rel}"));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// When `snapshot`'s version was committed (milliseconds since 1970).
     pub async fn committed_at(&self, snapshot: &SnapshotRef) -> Result<i64> {
         let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
@@ -399,6 +435,14 @@ pub struct LatestState {
     /// When that version was committed (milliseconds since 1970), so that a history log made
     /// again from its first version is not taken for the one it replaced.
     pub history_committed_at: i64,
+    /// False between the two commits of a merge whose copied files hold rows to delete (see
+    /// `views/latest.rs`): the table is not exact until the second.
+    #[serde(default = "complete")]
+    pub complete: bool,
+}
+
+fn complete() -> bool {
+    true
 }
 
 /// Where a commit goes, moved onto a blocking thread.
@@ -742,6 +786,19 @@ fn decode_path(path: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The table-relative file of a deletion vector stored as `u` (`<prefix><z85 of its uuid>`),
+/// as the Delta protocol names it: `<prefix>/deletion_vector_<uuid>.bin`.
+fn dv_file(encoded: &str) -> Option<String> {
+    let split = encoded.len().checked_sub(20)?;
+    let (prefix, id) = (encoded.get(..split)?, encoded.get(split..)?);
+    let uuid = uuid::Uuid::from_slice(&z85::decode(id).ok()?).ok()?;
+    Some(if prefix.is_empty() {
+        format!("deletion_vector_{uuid}.bin")
+    } else {
+        format!("{prefix}/deletion_vector_{uuid}.bin")
+    })
+}
+
 /// The `dt` of a table-relative path (`dt=YYYY-MM-DD/…`).
 fn partition_of(rel: &str) -> Option<String> {
     rel.split('/')
@@ -851,6 +908,12 @@ mod tests {
             "a b=c/€.parquet"
         );
         assert_eq!(decode_path("bad%zz%4"), "bad%zz%4");
+        // The kernel's own test table's deletion vector.
+        assert_eq!(
+            dv_file("vBn[lx{q8@P<9BNH/isA").as_deref(),
+            Some("deletion_vector_61d16c75-6994-46b7-a15b-8b538852e50e.bin")
+        );
+        assert_eq!(dv_file("short"), None);
         assert_eq!(
             partition_of("dt=2026-01-02/x.parquet").as_deref(),
             Some("2026-01-02")
