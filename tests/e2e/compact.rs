@@ -307,3 +307,56 @@ async fn latest_after_zero_writes_the_latest_table_again_after_every_run() {
         assert_views_match_truth(&lake, &sim).await;
     }
 }
+
+#[tokio::test]
+async fn a_run_that_fetched_ids_twice_is_copied_and_their_older_rows_deleted() {
+    // The scan restarts once (a dead cursor on the third page): its first pages come twice,
+    // under 5 % of the run's rows.
+    let sim = Sim::start(&["--rows", "2000", "--faults", "sentrion:dead_cursor@3"]).await;
+    let mut lake = Lake::new(&sim);
+    lake.set_config("[jobs]\npage_size = 50\nrequests_per_minute = 0\n");
+    lake.refresh_ok(&[]).await;
+    let twice = lake
+        .count("SELECT count(*) - count(DISTINCT id) FROM jobs_history")
+        .await;
+    assert!(twice > 0, "the restart fetched pages again");
+
+    // The run's file is in the latest table as it is (same name, no row decoded), and a
+    // second commit deletes its older rows: only that one says the table is exact.
+    let commits = latest_commits(&lake, "jobs");
+    let (first, last) = (&commits[commits.len() - 2], &commits[commits.len() - 1]);
+    assert_eq!(exact_for(last), Some(history_version(&lake, "jobs")));
+    let state = |c: &[Value]| {
+        c.iter()
+            .find_map(|a| a["domainMetadata"]["configuration"].as_str())
+            .map(|s| serde_json::from_str::<Value>(s).unwrap())
+            .unwrap()
+    };
+    assert_eq!(state(first)["complete"], false, "{first:?}");
+    assert_eq!(state(last)["complete"], true, "{last:?}");
+    let history_file = lake
+        .files()
+        .into_keys()
+        .find(|p| p.starts_with(lake.root().join("jobs/dt=")))
+        .unwrap();
+    let name = history_file
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let deleted: u64 = last
+        .iter()
+        .filter_map(|a| a.get("add"))
+        .filter(|add| add["path"].as_str().unwrap().ends_with(&name))
+        .map(|add| add["deletionVector"]["cardinality"].as_u64().unwrap())
+        .sum();
+    assert_eq!(deleted, twice as u64, "{last:?}");
+    assert_eq!(
+        lake.count("SELECT count(*) FROM _joblake_deleted_jobs")
+            .await,
+        twice
+    );
+    assert_views_equal_their_definition(&lake).await;
+    assert_views_match_truth(&lake, &sim).await;
+    crate::assert_delta_readers_match_views(&lake, &lake.root().display().to_string(), &[]).await;
+}

@@ -315,8 +315,10 @@ async fn duck(
     setup: String,
     queries: Vec<String>,
 ) -> Result<Vec<Vec<RecordBatch>>> {
+    // One thread: DuckDB's memory grows with its threads, and these are narrow columns.
     let engine = crate::Engine {
         memory_limit: Some(memory.into()),
+        single_thread: true,
         ..engine(lake)
     };
     Ok(tokio::task::spawn_blocking(move || crate::query_many(&engine, &setup, &queries)).await??)
@@ -403,7 +405,7 @@ async fn merge(
                 list(lake, current.files.iter().map(|f| &f.path))
             ));
         }
-        let results = duck(lake, "64MB", ranked, queries).await?;
+        let results = duck(lake, "32MB", ranked, queries).await?;
         let older = &results[0];
         let mut skip: Vec<(i64, i64)> = int64s(older, 0)?
             .into_iter()
@@ -518,7 +520,7 @@ async fn rewrite_at(
          QUALIFY row_number() OVER (PARTITION BY id ORDER BY {}) > 1",
         catalog::LATEST_FIRST
     );
-    let results = duck(lake, "64MB", String::new(), vec![superseded_sql]).await?;
+    let results = duck(lake, "32MB", String::new(), vec![superseded_sql]).await?;
     let superseded = per_file(
         files.len(),
         int64s(&results[0], 0)?
