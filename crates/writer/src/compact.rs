@@ -183,12 +183,6 @@ pub(crate) async fn reader(
     Ok(ParquetRecordBatchStreamBuilder::new(LakeFile::new(lake, meta)).await?)
 }
 
-/// The schema of the Parquet file at lake-relative `path`, from its footer.
-pub async fn parquet_schema(lake: &Lake, path: &str) -> Result<SchemaRef> {
-    let meta = lake.head(&Path::from(path)).await?;
-    Ok(Arc::clone(reader(lake, &meta).await?.schema()))
-}
-
 /// The table a compaction rewrites, and under which lock.
 struct Target<'a> {
     lake: &'a Lake,

@@ -293,14 +293,6 @@ impl Lake {
             .map_err(|e| Error::store(to, e))
     }
 
-    /// An object's size and date.
-    pub async fn head(&self, path: &Path) -> Result<ObjectMeta> {
-        self.store
-            .head(path)
-            .await
-            .map_err(|e| Error::store(path, e))
-    }
-
     /// Lists every object under a prefix (recursively).
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
         self.store
