@@ -71,21 +71,13 @@ impl LatestTable {
         self.files.iter().filter_map(|f| f.rows).sum::<u64>() - self.deleted()
     }
 
-    /// Whether writing it again (rather than merging a run in) is due: the rows merges
-    /// deleted, and those they added beside its largest file, reach `after` of the rows it
-    /// holds, or it has many files; always when `after` is 0.
+    /// Whether writing it again (rather than merging a run in) is due: the rows merges added
+    /// or deleted since it was last written reach `after` of the rows it holds; always when
+    /// `after` is 0.
     fn rewrite_due(&self, after: f64) -> bool {
-        let largest = self.files.iter().filter_map(|f| f.rows).max().unwrap_or(0);
-        let total: u64 = self.files.iter().filter_map(|f| f.rows).sum();
-        let churn = self.deleted() + (total - largest);
-        after <= 0.0
-            || (churn > 0 && churn as f64 >= after * self.ids() as f64)
-            || self.files.len() > MAX_FILES
+        after <= 0.0 || self.history.merged as f64 >= after * self.ids() as f64
     }
 }
-
-/// Past this many files (one per merge), the latest table is written again whatever its churn.
-const MAX_FILES: usize = 200;
 
 /// What keeping a latest table exact did.
 #[derive(Debug, Clone, Serialize)]
@@ -229,11 +221,12 @@ pub async fn rewrite(lake: &Lake, table: Table) -> Result<Option<LatestReport>> 
     rewrite_at(lake, table, history, current).await
 }
 
-fn state_of(history: &History) -> LatestState {
+fn state_of(history: &History, merged: u64) -> LatestState {
     LatestState {
         history_version: history.version,
         history_committed_at: history.committed_at,
         complete: true,
+        merged,
     }
 }
 
@@ -255,6 +248,7 @@ async fn commit_exact(
     written: &[LatestFile],
     history: &History,
     before: LatestState,
+    merged: u64,
 ) -> Result<u64> {
     first.adds = written.iter().map(|f| f.file.to_add()).collect();
     let pending: std::collections::BTreeMap<String, Vec<u64>> = written
@@ -265,7 +259,7 @@ async fn commit_exact(
     let schema = current_schema(table);
     crash_point("latest:before-commit");
     if pending.is_empty() {
-        first.state = Some(serde_json::to_string(&state_of(history))?);
+        first.state = Some(serde_json::to_string(&state_of(history, merged))?);
         let committed = log.commit(schema, first).await?;
         crash_point("latest:after-commit");
         return Ok(committed);
@@ -278,7 +272,7 @@ async fn commit_exact(
     crash_point("latest:between-commits");
     let second = Commit {
         deletions: pending,
-        state: Some(serde_json::to_string(&state_of(history))?),
+        state: Some(serde_json::to_string(&state_of(history, merged))?),
         operation: Operation::Merge,
         ..Commit::default()
     };
@@ -308,20 +302,34 @@ fn list(lake: &Lake, paths: impl IntoIterator<Item = impl AsRef<str>>) -> String
         .join(", ")
 }
 
-/// Runs `setup`, then each of `queries`, in one fresh DuckDB session capped at `memory`.
-async fn duck(
-    lake: &Lake,
-    memory: &str,
-    setup: String,
-    queries: Vec<String>,
-) -> Result<Vec<Vec<RecordBatch>>> {
-    // One thread: DuckDB's memory grows with its threads, and these are narrow columns.
-    let engine = crate::Engine {
-        memory_limit: Some(memory.into()),
-        single_thread: true,
-        ..engine(lake)
-    };
-    Ok(tokio::task::spawn_blocking(move || crate::query_many(&engine, &setup, &queries)).await??)
+/// DuckDB's memory for ranking narrow columns: the least first (a run's rows fit), more only
+/// when DuckDB runs out (its window over millions of ids needs more than it can spill to).
+const MEMORY_STEPS: [&str; 3] = ["32MB", "128MB", "512MB"];
+
+/// Runs `setup`, then each of `queries`, in one fresh DuckDB session on one thread (DuckDB's
+/// memory grows with its threads, and these are narrow columns), capped at each of
+/// [`MEMORY_STEPS`] in turn until it does not run out of memory.
+async fn duck(lake: &Lake, setup: String, queries: Vec<String>) -> Result<Vec<Vec<RecordBatch>>> {
+    let mut last = None;
+    for memory in MEMORY_STEPS {
+        let engine = crate::Engine {
+            memory_limit: Some(memory.into()),
+            single_thread: true,
+            ..engine(lake)
+        };
+        let (setup, queries) = (setup.clone(), queries.clone());
+        match tokio::task::spawn_blocking(move || crate::query_many(&engine, &setup, &queries))
+            .await?
+        {
+            Ok(results) => return Ok(results),
+            Err(e) if e.to_string().contains("Out of Memory") => {
+                tracing::debug!(memory, "DuckDB ran out of memory; trying with more");
+                last = Some(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.expect("a step ran").into())
 }
 
 fn int64s(batches: &[RecordBatch], column: usize) -> Result<Vec<i64>> {
@@ -405,7 +413,7 @@ async fn merge(
                 list(lake, current.files.iter().map(|f| &f.path))
             ));
         }
-        let results = duck(lake, "32MB", ranked, queries).await?;
+        let results = duck(lake, ranked, queries).await?;
         let older = &results[0];
         let mut skip: Vec<(i64, i64)> = int64s(older, 0)?
             .into_iter()
@@ -458,7 +466,8 @@ async fn merge(
         }
     }
     let before = current.history.clone();
-    let committed = commit_exact(&log, table, commit, &written, history, before).await?;
+    let merged = before.merged + added + replaced;
+    let committed = commit_exact(&log, table, commit, &written, history, before, merged).await?;
     Ok(LatestReport {
         table: table.name().to_string(),
         version: committed,
@@ -520,7 +529,7 @@ async fn rewrite_at(
          QUALIFY row_number() OVER (PARTITION BY id ORDER BY {}) > 1",
         catalog::LATEST_FIRST
     );
-    let results = duck(lake, "32MB", String::new(), vec![superseded_sql]).await?;
+    let results = duck(lake, String::new(), vec![superseded_sql]).await?;
     let superseded = per_file(
         files.len(),
         int64s(&results[0], 0)?
@@ -541,9 +550,9 @@ async fn rewrite_at(
     let log = DeltaLog::latest(lake, &name)?;
     let before = LatestState {
         complete: false,
-        ..state_of(&history)
+        ..state_of(&history, 0)
     };
-    let committed = commit_exact(&log, table, commit, &written, &history, before).await?;
+    let committed = commit_exact(&log, table, commit, &written, &history, before, 0).await?;
     // Nothing but the log, the new files and the files of the version before.
     let mut keep: BTreeSet<String> = current
         .iter()
@@ -652,6 +661,7 @@ mod tests {
                 history_version: 7,
                 history_committed_at: 1,
                 complete: true,
+                merged: 0,
             },
             files: files
                 .iter()
@@ -669,19 +679,18 @@ mod tests {
     #[test]
     fn a_latest_table_is_written_again_once_merges_changed_a_share_of_it() {
         // 1 000 ids, nothing merged yet: only `latest_after = 0` writes it again.
-        let fresh = table(&[(1_000, &[])]);
-        assert_eq!(fresh.ids(), 1_000);
-        assert!(!fresh.rewrite_due(0.2));
-        assert!(fresh.rewrite_due(0.0));
-        // 100 rows added, 100 deleted: 200 of 1 000 ids.
+        let mut t = table(&[(1_000, &[])]);
+        assert_eq!(t.ids(), 1_000);
+        assert!(!t.rewrite_due(0.2));
+        assert!(t.rewrite_due(0.0));
+        // Merges added 100 rows and deleted 100: 200 of 1 000 ids. Files and partitions do
+        // not count: a partitioned table has many.
         let deleted: Vec<u64> = (0..100).collect();
-        let merged = table(&[(1_000, &deleted), (100, &[])]);
-        assert_eq!(merged.ids(), 1_000);
-        assert!(merged.rewrite_due(0.2));
-        assert!(!merged.rewrite_due(0.25));
-        // Many small files, whatever their churn.
-        let many: Vec<(u64, &[u64])> = (0..=MAX_FILES).map(|_| (1, &[][..])).collect();
-        assert!(table(&many).rewrite_due(1000.0));
+        t = table(&[(900, &deleted), (100, &[]), (100, &[])]);
+        t.history.merged = 200;
+        assert_eq!(t.ids(), 1_000);
+        assert!(t.rewrite_due(0.2));
+        assert!(!t.rewrite_due(0.25));
     }
 
     #[test]

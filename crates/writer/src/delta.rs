@@ -439,6 +439,9 @@ pub struct LatestState {
     /// `views/latest.rs`): the table is not exact until the second.
     #[serde(default = "complete")]
     pub complete: bool,
+    /// Rows merges added or deleted since the table was last written again from the history.
+    #[serde(default)]
+    pub merged: u64,
 }
 
 fn complete() -> bool {
