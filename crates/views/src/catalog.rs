@@ -25,16 +25,7 @@ pub const LATEST_FIRST: &str = "_run_id DESC, _page DESC, _row DESC";
 /// written before its tables were Delta tables, and not written to since, is listed.
 pub async fn history_files(lake: &Lake, table: Table) -> Result<Vec<ObjectMeta>> {
     if let Some(live) = joblake_writer::delta::live_files(lake, table.name()).await? {
-        return Ok(live
-            .into_iter()
-            .map(|f| ObjectMeta {
-                location: Path::from(f.path.as_str()),
-                last_modified: chrono::Utc::now(),
-                size: f.bytes,
-                e_tag: None,
-                version: None,
-            })
-            .collect());
+        return Ok(live.iter().map(|f| f.object_meta()).collect());
     }
     let mut files: Vec<ObjectMeta> = lake
         .list(&Path::from(table.name()))

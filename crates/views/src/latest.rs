@@ -282,16 +282,7 @@ async fn commit_exact(
 }
 
 fn metas(files: &[LiveFile]) -> Vec<ObjectMeta> {
-    files
-        .iter()
-        .map(|f| ObjectMeta {
-            location: Path::from(f.path.as_str()),
-            last_modified: chrono::Utc::now(),
-            size: f.bytes,
-            e_tag: None,
-            version: None,
-        })
-        .collect()
+    files.iter().map(LiveFile::object_meta).collect()
 }
 
 fn list(lake: &Lake, paths: impl IntoIterator<Item = impl AsRef<str>>) -> String {

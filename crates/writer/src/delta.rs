@@ -142,6 +142,16 @@ pub(crate) enum Kind {
     Latest,
 }
 
+impl Kind {
+    /// The domain metadata the table's own state lies in.
+    fn domain(self) -> &'static str {
+        match self {
+            Kind::History => STATE_DOMAIN,
+            Kind::Latest => LATEST_DOMAIN,
+        }
+    }
+}
+
 /// A table's Delta log.
 #[derive(Clone)]
 pub struct DeltaLog {
@@ -212,10 +222,7 @@ impl DeltaLog {
     /// The table's own domain metadata (see [`Commit::state`]) as `snapshot` has it.
     pub async fn state(&self, snapshot: &SnapshotRef) -> Result<Option<String>> {
         let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
-        let domain = match self.kind {
-            Kind::History => STATE_DOMAIN,
-            Kind::Latest => LATEST_DOMAIN,
-        };
+        let domain = self.kind.domain();
         self.blocking(move || snapshot.get_domain_metadata(domain, engine.as_ref()))
             .await
     }
@@ -412,6 +419,19 @@ pub struct LiveFile {
     pub dt: String,
 }
 
+impl LiveFile {
+    /// The file as the store lists it (its date unknown: now).
+    pub fn object_meta(&self) -> object_store::ObjectMeta {
+        object_store::ObjectMeta {
+            location: Path::from(self.path.as_str()),
+            last_modified: Utc::now(),
+            size: self.bytes,
+            e_tag: None,
+            version: None,
+        }
+    }
+}
+
 /// A file of a latest table's version: its rows, and which of them its deletion vector
 /// deletes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -479,32 +499,23 @@ impl Target {
                         "cannot remove or delete from a table with no log",
                     ));
                 }
-                let builder = match self.kind {
-                    Kind::History => create_table(
-                        root.as_str(),
-                        Arc::new(table_schema(&schema)?),
-                        ENGINE_INFO,
-                        true,
-                    )
-                    .with_table_properties([
-                        ("delta.feature.domainMetadata", "supported"),
-                        ("delta.dataSkippingNumIndexedCols", "0"),
-                    ])
-                    .with_data_layout(DataLayout::partitioned([PARTITION])),
-                    Kind::Latest => create_table(
-                        root.as_str(),
-                        Arc::new(table_schema(&schema)?),
-                        ENGINE_INFO,
-                        true,
-                    )
-                    .with_table_properties([
-                        ("delta.feature.domainMetadata", "supported"),
-                        ("delta.enableDeletionVectors", "true"),
-                        ("delta.dataSkippingNumIndexedCols", "0"),
-                    ])
-                    .with_data_layout(DataLayout::partitioned([PARTITION])),
-                };
-                let domain = self.domain();
+                // Both kinds partitioned by `dt`; a latest table deletes with deletion vectors.
+                let mut properties = vec![
+                    ("delta.feature.domainMetadata", "supported"),
+                    ("delta.dataSkippingNumIndexedCols", "0"),
+                ];
+                if self.kind == Kind::Latest {
+                    properties.push(("delta.enableDeletionVectors", "true"));
+                }
+                let builder = create_table(
+                    root.as_str(),
+                    Arc::new(table_schema(&schema)?),
+                    ENGINE_INFO,
+                    true,
+                )
+                .with_table_properties(properties)
+                .with_data_layout(DataLayout::partitioned([PARTITION]));
+                let domain = self.kind.domain();
                 let mut txn = stamp(builder, txn_version, domain, commit.state)
                     .build(engine, Box::new(FileSystemCommitter::new()))?;
                 add_all(&mut txn, root, table, &commit.adds)?;
@@ -518,7 +529,7 @@ impl Target {
         };
         let data_change = commit.operation != Operation::Optimize;
         let builder = Arc::clone(&snapshot).update_table(operation, ENGINE_INFO, data_change);
-        let mut txn = stamp(builder, txn_version, self.domain(), commit.state)
+        let mut txn = stamp(builder, txn_version, self.kind.domain(), commit.state)
             .build(engine, Box::new(FileSystemCommitter::new()))?;
         add_all(&mut txn, root, table, &commit.adds)?;
         let relative = |p: &String| {
@@ -622,13 +633,6 @@ impl Target {
             .block_on(async move { lake.put(&location, bytes.into()).await })
             .map_err(|e| KernelError::generic(format!("cannot write a deletion vector: {e}")))?;
         txn.update_deletion_vectors(descriptors, scanned.into_iter())
-    }
-
-    fn domain(&self) -> &'static str {
-        match self.kind {
-            Kind::History => STATE_DOMAIN,
-            Kind::Latest => LATEST_DOMAIN,
-        }
     }
 }
 
