@@ -33,6 +33,20 @@ enum Cmd {
     /// A refresh of a lake written before its tables were Delta tables, which registers
     /// each table's files in a new Delta log first.
     Upgrade,
+    /// A first refresh (career sites) whose scan the API restarted on its second page (409
+    /// restart required), so the run's file holds its first page twice: the latest table
+    /// copies that file, then deletes its older rows in a second commit.
+    LatestRepeat,
+}
+
+impl Cmd {
+    /// What the simulator serves beyond its rows.
+    fn faults(self) -> &'static [&'static str] {
+        match self {
+            Cmd::LatestRepeat => &["--faults", "jobo:restart@2"],
+            _ => &[],
+        }
+    }
 }
 
 /// (moment, phase, command): `point[:n]` is the n-th pass through the point.
@@ -50,6 +64,7 @@ const MOMENTS: &[(&str, &str, Cmd)] = &[
     ("run:after-commit", "committing", Cmd::Refresh),
     ("ledger:before-final", "committing", Cmd::Refresh),
     ("latest:before-commit", "views", Cmd::Latest),
+    ("latest:between-commits", "views", Cmd::LatestRepeat),
     ("latest:after-commit", "views", Cmd::Latest),
     ("views:before", "views", Cmd::Refresh),
     ("views:before-rename", "views", Cmd::Refresh),
@@ -82,6 +97,18 @@ const MOMENTS: &[(&str, &str, Cmd)] = &[
     ("upgrade:before-commit", "upgrade to Delta", Cmd::Upgrade),
     ("upgrade:after-commit", "upgrade to Delta", Cmd::Upgrade),
     ("commit:after-publish", "upgrade to Delta", Cmd::Upgrade),
+];
+
+/// The moments after whose rerun every Delta reader (delta-rs, polars, DuckDB's `delta_scan`,
+/// Sail) reads the history and latest tables as the views do: one per kind of commit a kill
+/// can interrupt (a run's, the latest table's two, a compaction's, an upgrade's). Each
+/// reader takes seconds to start, too long for every moment.
+const DELTA_READERS_AFTER: &[(&str, Cmd)] = &[
+    ("commit:after-publish", Cmd::Refresh),
+    ("latest:between-commits", Cmd::LatestRepeat),
+    ("compact:after-commit", Cmd::Compact),
+    ("commit:after-publish", Cmd::CompactAfterKill),
+    ("upgrade:after-commit", Cmd::Upgrade),
 ];
 
 const SMALL_PAGES: &str = "[career_sites]\npage_size = 10\nrequests_per_minute = 0\n\
@@ -187,6 +214,8 @@ async fn profiles_paid_again(sim: &Sim) -> usize {
 
 struct Outcome {
     readable: bool,
+    /// Whether the Delta readers were compared with the views after the rerun.
+    delta_readers: bool,
     doubled: i64,
     refetched: [usize; 2],
 }
@@ -242,13 +271,31 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
             sim.advance(3).await;
             killed(lake, &["refresh", "--source", "career_sites"], moment).await;
         }
+        Cmd::LatestRepeat => {
+            killed(lake, &["refresh", "--source", "career_sites"], moment).await;
+        }
     }
+    // Pages the killed command itself fetched twice, by the API's own restart, are not the
+    // kill's doing.
+    let by_the_api = match cmd {
+        Cmd::LatestRepeat => refetches(sim).await,
+        _ => [0, 0],
+    };
+    assert!(
+        cmd != Cmd::LatestRepeat || by_the_api[0] > 0,
+        "{moment}: no page came twice"
+    );
     let readable = readable(lake).await;
     match cmd {
         Cmd::Backfill => lake.run(&backfill).await.assert_code(0),
         Cmd::Compact => lake.run(&["compact"]).await.assert_code(0),
         Cmd::Enrich => lake.run(&["enrich", "companies"]).await.assert_code(0),
-        Cmd::Refresh | Cmd::Recover | Cmd::Latest | Cmd::CompactAfterKill | Cmd::Upgrade => {
+        Cmd::Refresh
+        | Cmd::Recover
+        | Cmd::Latest
+        | Cmd::CompactAfterKill
+        | Cmd::Upgrade
+        | Cmd::LatestRepeat => {
             lake.refresh_ok(&[]).await;
         }
     }
@@ -260,7 +307,16 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
     } else {
         assert_views_match_truth(lake, sim).await;
     }
+    let delta_readers = DELTA_READERS_AFTER
+        .iter()
+        .any(|&(m, c)| m == moment && c == cmd);
+    if delta_readers {
+        crate::assert_delta_readers_match_views(lake, &lake.url(), &lake.env).await;
+    }
     let mut refetched = refetches(sim).await;
+    for (n, api) in refetched.iter_mut().zip(by_the_api) {
+        *n -= api;
+    }
     let mut doubled_versions = doubled(lake, "jobs").await + doubled(lake, "career_sites").await;
     if cmd == Cmd::Enrich {
         assert_profiles_match_truth(lake, sim).await;
@@ -270,6 +326,7 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
     assert_no_keys(lake, sim, &[]).await;
     Outcome {
         readable,
+        delta_readers,
         doubled: doubled_versions,
         refetched,
     }
@@ -324,7 +381,8 @@ async fn make_legacy(lake: &Lake) {
 async fn matrix(backend: &str) -> String {
     let mut rows = String::new();
     for &(moment, phase, cmd) in MOMENTS {
-        let sim = Sim::start(&["--rows", "300", "--history-days", "60"]).await;
+        let args = [&["--rows", "300", "--history-days", "60"][..], cmd.faults()].concat();
+        let sim = Sim::start(&args).await;
         let mut lake = match backend {
             "S3" => {
                 let moto = Moto::shared();
@@ -349,8 +407,15 @@ async fn matrix(backend: &str) -> String {
             o.refetched
         );
         rows.push_str(&format!(
-            "| `{moment}` | {phase} | {crashes} | yes | 0 | {} | {} | {} |\n",
-            o.doubled, o.refetched[0], o.refetched[1]
+            "| `{moment}` | {phase} | {crashes} | yes | 0 | {} | {} | {} | {} |\n",
+            o.doubled,
+            o.refetched[0],
+            o.refetched[1],
+            if o.delta_readers {
+                "same as the views"
+            } else {
+                ""
+            }
         ));
     }
     rows
@@ -364,10 +429,14 @@ fn section(backend: &str, rows: &str) -> String {
          n-th pass), then the same command runs again to the end. *Lost* compares the views \
          with the simulator's truth row by row; *doubled* counts versions stored twice; \
          *re-fetched* counts paid pages served twice (`/_sim/log`) per API (company profiles, \
-         fetched one at a time here, count as Jobo's); the two sources run side by side, so \
-         each may have its page in flight at a kill.\n\n\
-         | moment | phase | kills | lake read after the kill | rows lost | versions doubled | pages re-fetched: Jobo | pages re-fetched: Sentrion |\n\
-         |---|---|---|---|---|---|---|---|\n{rows}"
+         fetched one at a time here, count as Jobo's), less those the API's own restart had \
+         the killed command fetch twice (`latest:between-commits`); the two sources run side \
+         by side, so each may have its page in flight at a kill. *Delta readers*: after the \
+         rerun, DuckDB's `delta_scan`, delta-rs, polars and Sail (Spark Connect) read every \
+         history and latest table with the views' rows, row by row (one moment per kind of \
+         commit: each reader takes seconds to start).\n\n\
+         | moment | phase | kills | lake read after the kill | rows lost | versions doubled | pages re-fetched: Jobo | pages re-fetched: Sentrion | Delta readers |\n\
+         |---|---|---|---|---|---|---|---|---|\n{rows}"
     )
 }
 

@@ -204,6 +204,8 @@ pub struct Lake {
     pub config: Option<PathBuf>,
     /// `s3://bucket/prefix` for a lake on S3.
     pub s3: Option<S3Lake>,
+    /// The local lake's directory name, in `dir` (`lake`).
+    pub root_name: String,
 }
 
 /// Where an S3 lake is and how to reach it.
@@ -237,6 +239,7 @@ impl Lake {
             env,
             config: None,
             s3: None,
+            root_name: "lake".to_string(),
         }
     }
 
@@ -272,7 +275,7 @@ impl Lake {
 
     /// The lake directory (it may not exist yet).
     pub fn root(&self) -> PathBuf {
-        self.dir.path().join("lake")
+        self.dir.path().join(&self.root_name)
     }
 
     /// Writes a `joblake.toml` the following commands use.
@@ -643,6 +646,45 @@ pub fn reliability_section(name: &str, body: &str) {
     let tmp = path.with_extension("md.tmp");
     std::fs::write(&tmp, new).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
+    lock.unlock().unwrap();
+}
+
+/// Puts `row` (a Markdown table row, its first cell the key) into the table of section `name`
+/// of `RELIABILITY.md`, replacing the row with the same first cell, rows in key order: tests
+/// that each try one thing write one table together. `head` is the section's text up to and
+/// including the table's header lines.
+pub fn reliability_row(name: &str, head: &str, row: &str) {
+    let path = repo_root().join("RELIABILITY.md");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("joblake-reliability-rows.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let first_cell = |r: &str| r.split('|').nth(1).unwrap_or_default().trim().to_string();
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let mut rows: std::collections::BTreeMap<String, String> =
+        match (old.find(&begin), old.find(&end)) {
+            (Some(a), Some(b)) if a < b => old[a + begin.len()..b]
+                .lines()
+                .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+                .skip(1)
+                .map(|l| (first_cell(l), l.to_string()))
+                .collect(),
+            _ => Default::default(),
+        };
+    rows.insert(first_cell(row), row.trim_end().to_string());
+    let body = format!(
+        "{}\n{}",
+        head.trim_end(),
+        rows.into_values().collect::<Vec<_>>().join("\n")
+    );
+    reliability_section(name, &body);
     lock.unlock().unwrap();
 }
 

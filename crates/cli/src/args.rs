@@ -53,7 +53,7 @@ pub enum Command {
         since: Option<NaiveDate>,
         /// Stop a source before its credit balance could fall under N (what was fetched is
         /// committed; the next run resumes).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = credits)]
         min_credits: Option<f64>,
         /// Estimate the rows and credits the run would cost, without fetching the data.
         #[arg(long)]
@@ -94,7 +94,7 @@ pub enum Command {
         #[arg(long)]
         max_pages: Option<u64>,
         /// Stop before the credit balance could fall under N.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = credits)]
         min_credits: Option<f64>,
         /// Show the plan (windows, rows, credits, time) and stop.
         #[arg(long)]
@@ -209,6 +209,14 @@ pub struct SimulateArgs {
     /// Write the base URL into this file once listening.
     #[arg(long)]
     pub url_file: Option<PathBuf>,
+}
+
+/// A number of credits: finite, 0 or more.
+fn credits(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of credits (0 or more)")),
+    }
 }
 
 impl SourceArg {

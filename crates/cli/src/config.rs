@@ -12,6 +12,9 @@ use joblake_sync::{SourceSettings, api_of, base_url_env, page_sizes};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+/// The most `overlap_minutes` may be: a day of changes asked for again each run.
+const MAX_OVERLAP_MINUTES: u64 = 24 * 60;
+
 /// The whole config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +128,19 @@ impl SourceConfig {
 }
 
 impl FileConfig {
+    /// Checks every value in the file, whichever command reads it and whichever sources have
+    /// a key: a value out of range is an error naming it, before anything runs.
+    pub fn check(&self) -> Result<()> {
+        self.views.latest_after()?;
+        for table in [Table::CareerSites, Table::Jobs] {
+            self.settings(table, SecretString::from("not a key: checking settings"))?;
+        }
+        if let Some(companies) = &self.companies {
+            EnrichOptions::resolve(Some(companies), EnrichFlags::default())?;
+        }
+        Ok(())
+    }
+
     /// The settings of `table`'s API (company profiles are Jobo's, paced as its feed).
     pub fn source(&self, table: Table) -> &SourceConfig {
         match table {
@@ -138,8 +154,30 @@ impl FileConfig {
     pub fn settings(&self, table: Table, key: SecretString) -> Result<SourceSettings> {
         let api = api_of(table);
         let cfg = self.source(table);
+        let section = match table {
+            Table::Jobs => "jobs",
+            Table::CareerSites | Table::Companies => "career_sites",
+        };
+        let within = |name: &str, value: u64, lo: u64, hi: u64, unit: &str| -> Result<u64> {
+            if !(lo..=hi).contains(&value) {
+                bail!(
+                    "[{section}] {name} = {value} in joblake.toml is out of range: give {lo} to \
+                     {hi}{unit}"
+                );
+            }
+            Ok(value)
+        };
         let mut s = SourceSettings::defaults(api, key);
         if let Ok(url) = std::env::var(base_url_env(api)) {
+            let allowed = std::env::var("JOBLAKE_ALLOW_HTTP").is_ok_and(|v| v.trim() == "1");
+            if joblake_fetcher::sends_key_in_clear(&url) && !allowed {
+                bail!(
+                    "{} is a plain http:// URL to another machine: the API key would cross the \
+                     network in clear text. Use https, or set JOBLAKE_ALLOW_HTTP=1 if that is \
+                     what you mean",
+                    base_url_env(api)
+                );
+            }
             s.base_url = url;
         }
         s.filters = cfg.filters_json()?;
@@ -147,7 +185,7 @@ impl FileConfig {
             let range = page_sizes(api);
             if !range.contains(&size) {
                 bail!(
-                    "[{table}] page_size = {size} is out of range: the API takes {} to {} rows per page",
+                    "[{section}] page_size = {size} is out of range: the API takes {} to {} rows per page",
                     range.start(),
                     range.end()
                 );
@@ -158,27 +196,57 @@ impl FileConfig {
             s.requests_per_minute = rpm;
         }
         if let Some(m) = cfg.overlap_minutes {
-            s.overlap = chrono::Duration::minutes(m);
+            // A negative overlap would skip the changes between two runs.
+            let m = u64::try_from(m).unwrap_or(u64::MAX);
+            let m = within(
+                "overlap_minutes",
+                m,
+                0,
+                MAX_OVERLAP_MINUTES,
+                " minutes (a day at most; 15 by default)",
+            )?;
+            s.overlap = chrono::Duration::minutes(m as i64);
         }
         if let Some(t) = cfg.timeout_secs {
-            s.timeout = Duration::from_secs(t);
+            s.timeout = Duration::from_secs(within("timeout_secs", t, 1, 600, " seconds")?);
         }
         let defaults = RetryPolicy::default();
         s.retry = RetryPolicy {
-            max_attempts: cfg.max_attempts.unwrap_or(defaults.max_attempts),
-            base: cfg
-                .retry_base_ms
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.base),
-            cap: cfg
-                .retry_cap_secs
-                .map(Duration::from_secs)
-                .unwrap_or(defaults.cap),
+            max_attempts: match cfg.max_attempts {
+                Some(n) => within("max_attempts", n.into(), 1, 20, " attempts")? as u32,
+                None => defaults.max_attempts,
+            },
+            base: match cfg.retry_base_ms {
+                Some(ms) => {
+                    Duration::from_millis(within("retry_base_ms", ms, 1, 60_000, " milliseconds")?)
+                }
+                None => defaults.base,
+            },
+            cap: match cfg.retry_cap_secs {
+                Some(secs) => {
+                    Duration::from_secs(within("retry_cap_secs", secs, 1, 3_600, " seconds")?)
+                }
+                None => defaults.cap,
+            },
         };
+        if s.retry.cap < s.retry.base {
+            bail!(
+                "[{section}] retry_cap_secs ({} s) is shorter than retry_base_ms ({} ms) in \
+                 joblake.toml: the longest wait between attempts cannot be shorter than the first",
+                s.retry.cap.as_secs(),
+                s.retry.base.as_millis()
+            );
+        }
         if let Some(rows) = cfg.backfill_window_rows {
-            s.backfill_window_rows = rows;
+            s.backfill_window_rows = within("backfill_window_rows", rows, 1, 10_000_000, " rows")?;
         }
         if let Some(w) = cfg.warn_below_credits {
+            if !(w.is_finite() && w >= 0.0) {
+                bail!(
+                    "[{section}] warn_below_credits = {w} in joblake.toml: give a number of \
+                     credits, 0 or more (0 never warns)"
+                );
+            }
             s.warn_below_credits = w;
         }
         Ok(s)
@@ -223,16 +291,26 @@ impl EnrichOptions {
             Some(s) => parse_age(s).map_err(|e| anyhow::anyhow!("--stale-after: {e}"))?,
             None => chrono::Duration::days(30),
         };
+        let predicate = predicate
+            .map(str::to_string)
+            .or_else(|| cfg.predicate.clone())
+            .filter(|p| !p.trim().is_empty());
+        if let Some(p) = &predicate {
+            joblake_views::companies::check_predicate(p).map_err(|why| {
+                anyhow::anyhow!(
+                    "--where (or [companies] where) must be one SQL condition on the \
+                     career_sites view, such as \"country = 'Germany' AND company_size > 50\": \
+                     {why}"
+                )
+            })?;
+        }
         let concurrency = concurrency.or(cfg.concurrency).unwrap_or(4);
-        if concurrency == 0 {
-            bail!("--concurrency must be at least 1");
+        if !(1..=64).contains(&concurrency) {
+            bail!("--concurrency {concurrency} is out of range: give 1 to 64 profiles at once");
         }
         Ok(EnrichOptions {
             choice: joblake_views::companies::Choice {
-                predicate: predicate
-                    .map(str::to_string)
-                    .or_else(|| cfg.predicate.clone())
-                    .filter(|p| !p.trim().is_empty()),
+                predicate,
                 stale_after,
                 limit: limit.or(cfg.limit),
             },
@@ -241,7 +319,10 @@ impl EnrichOptions {
     }
 }
 
-/// Parses `30d`, `12h` or a number of days.
+/// The oldest an age may be (ten years): older than any profile.
+const MAX_AGE_DAYS: i64 = 3_650;
+
+/// Parses `30d`, `12h` or a number of days, up to ten years.
 pub fn parse_age(s: &str) -> Result<chrono::Duration, String> {
     let s = s.trim();
     let (n, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -251,10 +332,16 @@ pub fn parse_age(s: &str) -> Result<chrono::Duration, String> {
     let n: i64 = n
         .parse()
         .map_err(|_| format!("{s:?} is not an age like 30d or 12h"))?;
-    match unit {
-        "d" => Ok(chrono::Duration::days(n)),
-        "h" => Ok(chrono::Duration::hours(n)),
-        _ => Err(format!("{s:?}: the unit must be d (days) or h (hours)")),
+    let age = match unit {
+        "d" => chrono::Duration::try_days(n),
+        "h" => chrono::Duration::try_hours(n),
+        _ => return Err(format!("{s:?}: the unit must be d (days) or h (hours)")),
+    };
+    match age {
+        Some(age) if age <= chrono::Duration::days(MAX_AGE_DAYS) => Ok(age),
+        _ => Err(format!(
+            "{s:?} is longer than {MAX_AGE_DAYS} days: give an age like 30d or 12h"
+        )),
     }
 }
 
@@ -278,8 +365,10 @@ pub fn load(path: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    let cfg = toml::from_str(&text)
+    let cfg: FileConfig = toml::from_str(&text)
         .with_context(|| format!("the config file {} is not valid", path.display()))?;
+    cfg.check()
+        .with_context(|| format!("in the config file {}", path.display()))?;
     Ok((cfg, Some(path)))
 }
 
@@ -345,12 +434,73 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_out_of_range_is_refused_naming_it() {
+        for (text, names) in [
+            (
+                "[career_sites]\noverlap_minutes = -5\n",
+                "[career_sites] overlap_minutes",
+            ),
+            (
+                "[career_sites]\noverlap_minutes = 100000\n",
+                "[career_sites] overlap_minutes",
+            ),
+            ("[jobs]\ntimeout_secs = 0\n", "[jobs] timeout_secs"),
+            ("[jobs]\nmax_attempts = 0\n", "[jobs] max_attempts"),
+            ("[jobs]\nretry_base_ms = 0\n", "[jobs] retry_base_ms"),
+            ("[jobs]\nretry_cap_secs = 0\n", "[jobs] retry_cap_secs"),
+            (
+                "[jobs]\nretry_base_ms = 5000\nretry_cap_secs = 2\n",
+                "[jobs] retry_cap_secs",
+            ),
+            (
+                "[jobs]\nbackfill_window_rows = 0\n",
+                "[jobs] backfill_window_rows",
+            ),
+            (
+                "[jobs]\nwarn_below_credits = -1.0\n",
+                "[jobs] warn_below_credits",
+            ),
+            (
+                "[jobs]\nwarn_below_credits = nan\n",
+                "[jobs] warn_below_credits",
+            ),
+        ] {
+            let cfg: FileConfig = toml::from_str(text).unwrap();
+            let table = if text.contains("[jobs]") {
+                Table::Jobs
+            } else {
+                Table::CareerSites
+            };
+            let e = cfg.settings(table, "k".to_string().into()).unwrap_err();
+            assert!(e.to_string().contains(names), "{text}: {e}");
+        }
+        let cfg: FileConfig = toml::from_str(
+            "[career_sites]\noverlap_minutes = 0\ntimeout_secs = 600\nmax_attempts = 1\n",
+        )
+        .unwrap();
+        assert!(
+            cfg.settings(Table::Companies, "k".to_string().into())
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn ages_take_days_hours_or_plain_days() {
         assert_eq!(parse_age("30d").unwrap(), chrono::Duration::days(30));
         assert_eq!(parse_age("12h").unwrap(), chrono::Duration::hours(12));
         assert_eq!(parse_age("7").unwrap(), chrono::Duration::days(7));
         assert!(parse_age("soon").is_err());
         assert!(parse_age("3w").is_err());
+        assert!(parse_age("-3d").is_err());
+        assert_eq!(parse_age("3650d").unwrap(), chrono::Duration::days(3650));
+        for absurd in [
+            "3651d",
+            "99999999999999d",
+            "99999999999999999999999d",
+            "9999999999999h",
+        ] {
+            assert!(parse_age(absurd).is_err(), "{absurd}");
+        }
     }
 
     #[test]

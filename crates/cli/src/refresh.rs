@@ -29,6 +29,15 @@ pub struct RefreshFlags<'a> {
 /// Runs `refresh`.
 pub async fn refresh(cli: &Cli, flags: RefreshFlags<'_>) -> CmdResult {
     let tables = SourceArg::tables(flags.source);
+    let today = chrono::Utc::now().date_naive();
+    if let Some(since) = flags.since
+        && since > today
+    {
+        return Err(anyhow::anyhow!(
+            "--since {since} is in the future (today is {today}): no job is published yet"
+        )
+        .into());
+    }
     let task = Task::Refresh {
         full: flags.full,
         since: flags.since,

@@ -270,7 +270,7 @@ fn spawn_signal_handler(stop: Arc<AtomicBool>) {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("stopping after the current page (press Ctrl-C again to abort at once)...");
+        eprintln!("stopping: committing what was fetched (press Ctrl-C again to abort at once)...");
         stop.store(true, Ordering::SeqCst);
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(i32::from(EXIT_INTERRUPTED));

@@ -42,6 +42,27 @@ pub struct ClientConfig {
     pub pacer: Pacer,
 }
 
+/// Whether a client at `base_url` would send its key in clear text to another machine: plain
+/// `http://` to a host that is not this one (loopback addresses and `localhost` are: a local
+/// proxy, the simulator).
+pub fn sends_key_in_clear(base_url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(base_url.trim()) else {
+        return false;
+    };
+    if url.scheme() != "http" {
+        return false;
+    }
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.to_ascii_lowercase();
+            !(d == "localhost" || d.ends_with(".localhost"))
+        }
+        Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => !ip.is_loopback(),
+        None => true,
+    }
+}
+
 impl ClientConfig {
     /// Config with defaults: 120 s timeout (what Jobo's own client allows), default retries, no pacing.
     pub fn new(base_url: impl Into<String>, key: SecretString) -> Self {
@@ -59,6 +80,28 @@ impl ClientConfig {
         ClientConfig {
             pacer: Pacer::per_minute(api.default_per_minute()),
             ..Self::new(api.default_base_url(), key)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_to_another_machine_sends_the_key_in_clear() {
+        for (url, clear) in [
+            ("https://api.sentrion.ai", false),
+            ("http://api.sentrion.ai", true),
+            ("HTTP://10.0.0.7:8080/", true),
+            ("http://127.0.0.1:4010", false),
+            ("http://127.8.9.1", false),
+            ("http://localhost:4010", false),
+            ("http://[::1]:4010", false),
+            ("http://[2001:db8::1]", true),
+            ("not a url", false),
+        ] {
+            assert_eq!(sends_key_in_clear(url), clear, "{url}");
         }
     }
 }

@@ -155,6 +155,20 @@ pub enum FetchError {
         wait: Duration,
     },
 
+    /// The API said its rate-limit window is spent (`X-RateLimit-Remaining: 0`) until a reset
+    /// further off than the client waits.
+    #[error(
+        "{api} says its rate-limit window is spent for another {}s (X-RateLimit-Remaining: 0 \
+         and X-RateLimit-Reset), longer than this client waits; rerun after that time",
+        wait.as_secs()
+    )]
+    WindowSpent {
+        /// API that answered.
+        api: Api,
+        /// How long until its window resets.
+        wait: Duration,
+    },
+
     /// Successful responses kept arriving with a body that is not the documented envelope.
     #[error(
         "{api} kept answering with a body that is not the expected JSON ({attempts} attempts; last: {detail}); the API may have changed, check its status and report this"
@@ -179,6 +193,22 @@ pub enum FetchError {
         status: u16,
         /// Server's explanation or a short body excerpt (redacted, truncated).
         message: String,
+    },
+
+    /// A response body larger than any page could be (counted after decompression): refused
+    /// rather than held in memory; retrying would only fetch it again.
+    #[error(
+        "{api} sent a response body (HTTP {status}) larger than {limit_mib} MiB once \
+         decompressed, far more than any page; refused rather than read into memory. Report \
+         this to the API's provider"
+    )]
+    TooLarge {
+        /// API that answered.
+        api: Api,
+        /// HTTP status of the response.
+        status: u16,
+        /// The limit, in MiB.
+        limit_mib: usize,
     },
 
     /// The client or the request was invalid before anything was sent.
@@ -210,10 +240,12 @@ impl FetchError {
             | FetchError::Validation { .. }
             | FetchError::Malformed { .. }
             | FetchError::Status { .. }
+            | FetchError::TooLarge { .. }
             | FetchError::Config { .. } => true,
             FetchError::DeadCursor { .. }
             | FetchError::Exhausted { .. }
-            | FetchError::RateLimited { .. } => false,
+            | FetchError::RateLimited { .. }
+            | FetchError::WindowSpent { .. } => false,
         }
     }
 
@@ -230,10 +262,13 @@ impl FetchError {
             FetchError::PaymentRequired { .. } => Some(402),
             FetchError::Validation { status, .. }
             | FetchError::RateLimited { status, .. }
-            | FetchError::Status { status, .. } => Some(*status),
+            | FetchError::Status { status, .. }
+            | FetchError::TooLarge { status, .. } => Some(*status),
             FetchError::DeadCursor { status, .. } => *status,
             FetchError::Exhausted { last_status, .. } => *last_status,
-            FetchError::Malformed { .. } | FetchError::Config { .. } => None,
+            FetchError::Malformed { .. }
+            | FetchError::Config { .. }
+            | FetchError::WindowSpent { .. } => None,
         }
     }
 
@@ -247,8 +282,10 @@ impl FetchError {
             | FetchError::DeadCursor { api, .. }
             | FetchError::Exhausted { api, .. }
             | FetchError::RateLimited { api, .. }
+            | FetchError::WindowSpent { api, .. }
             | FetchError::Malformed { api, .. }
             | FetchError::Status { api, .. }
+            | FetchError::TooLarge { api, .. }
             | FetchError::Config { api, .. } => *api,
         }
     }

@@ -3,7 +3,7 @@
 use std::error::Error as _;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -20,8 +20,26 @@ use crate::{Api, ClientConfig, FetchError, FetchStats, Pacer, Page, RetryPolicy}
 /// through e.g. a daily-quota reset inside one CLI call would look like a hang.
 pub(crate) const MAX_HONOURED_WAIT: Duration = Duration::from_secs(15 * 60);
 
+/// A wait at least this long is said on stderr (what for, and until when).
+const VISIBLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Says that `api` waits `wait` now, and why (a warning: stderr, unless `--quiet`).
+fn announce_wait(api: Api, wait: Duration, why: &str) {
+    let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+    tracing::warn!(
+        "{api}: waiting {}s, until {} UTC: {why} (Ctrl-C stops the run)",
+        wait.as_secs_f64().round(),
+        until.format("%H:%M:%S")
+    );
+}
+
 /// Longest piece of server text carried into an error.
 const MESSAGE_LIMIT: usize = 300;
+
+/// The most a response body may hold, counted after decompression: far above any real page
+/// (a page of 100 jobs with 100 kB descriptions is 10 MB), so a body that would inflate to
+/// gigabytes is refused before it is held in memory.
+pub(crate) const MAX_BODY_BYTES: usize = 32 << 20;
 
 /// How the key travels.
 #[derive(Debug, Clone, Copy)]
@@ -177,6 +195,8 @@ pub(crate) struct Core {
     pacer: Pacer,
     timeout: Duration,
     stats: Arc<FetchStats>,
+    /// Whether a pace slow enough to be a visible wait was said already.
+    pace_announced: AtomicBool,
 }
 
 /// What one request sends.
@@ -269,6 +289,7 @@ impl Core {
             pacer: cfg.pacer,
             timeout: cfg.timeout,
             stats: Arc::new(FetchStats::default()),
+            pace_announced: AtomicBool::new(false),
         })
     }
 
@@ -341,13 +362,17 @@ impl Core {
         .notify(|f, wait| {
             FetchStats::add(&self.stats.retries, 1);
             if let Failure::Retry(t) = f {
-                tracing::warn!(
-                    api = %self.api,
-                    status = t.status,
-                    reason = %t.reason,
-                    wait_ms = wait.as_millis() as u64,
-                    "retrying request"
-                );
+                if wait >= VISIBLE_WAIT {
+                    announce_wait(self.api, wait, &format!("retrying after {}", t.reason));
+                } else {
+                    tracing::warn!(
+                        api = %self.api,
+                        status = t.status,
+                        reason = %t.reason,
+                        wait_ms = wait.as_millis() as u64,
+                        "retrying request"
+                    );
+                }
             }
         })
         .await;
@@ -380,7 +405,37 @@ impl Core {
     where
         P: Fn(&Ctx<'_>, &HeaderMap, &[u8]) -> Result<Page, Failure>,
     {
-        // Retries wait on the pacer too: they spend the same per-key budget.
+        // Retries wait on the pacer too: they spend the same per-key budget. A server's
+        // "window spent" is honoured as a Retry-After is: up to a limit, and said out loud.
+        if let Some(left) = self.pacer.pause_left() {
+            if left > MAX_HONOURED_WAIT {
+                return Err(Failure::Stop(FetchError::WindowSpent {
+                    api: self.api,
+                    wait: left,
+                }));
+            }
+            if left >= VISIBLE_WAIT {
+                announce_wait(
+                    self.api,
+                    left,
+                    "the API says its rate-limit window is spent (X-RateLimit-Remaining: 0)",
+                );
+            }
+        }
+        if let Some(period) = self.pacer.period()
+            && period >= VISIBLE_WAIT
+            && !self.pace_announced.swap(true, Ordering::Relaxed)
+        {
+            announce_wait(
+                self.api,
+                period,
+                &format!(
+                    "pacing at {:.1} requests a minute (requests_per_minute), this long \
+                     before each request",
+                    60.0 / period.as_secs_f64()
+                ),
+            );
+        }
         self.pacer.ready().await;
         FetchStats::add(&self.stats.requests, 1);
         let started = Instant::now();
@@ -468,15 +523,27 @@ impl Core {
         if header_f64(&headers, "x-ratelimit-remaining") == Some(0.0)
             && let Some(wait) = rate_limit_reset(&headers, Utc::now())
         {
-            self.pacer
-                .pause_until(tokio::time::Instant::now() + wait.min(Duration::from_secs(3600)));
+            // Past MAX_HONOURED_WAIT the next attempt refuses to wait (a day bounds the sum).
+            self.pacer.pause_until(
+                tokio::time::Instant::now() + wait.min(Duration::from_secs(24 * 3600)),
+            );
         }
-        let bytes = match response.bytes().await {
+        let bytes = match read_capped(response, MAX_BODY_BYTES).await {
             Ok(b) => b,
-            Err(e) => {
+            Err(BodyError::Read(e)) => {
                 return (
                     Some(status),
                     Err(self.transport_failure(ctx, &e, "reading the response body")),
+                );
+            }
+            Err(BodyError::TooLarge) => {
+                return (
+                    Some(status),
+                    Err(Failure::Stop(FetchError::TooLarge {
+                        api: self.api,
+                        status,
+                        limit_mib: MAX_BODY_BYTES >> 20,
+                    })),
                 );
             }
         };
@@ -511,6 +578,27 @@ impl Core {
             malformed: false,
         })
     }
+}
+
+enum BodyError {
+    Read(reqwest::Error),
+    TooLarge,
+}
+
+/// `response`'s body, decompressed, read chunk by chunk up to `cap` bytes: past it the read
+/// stops (and the connection is dropped) rather than grow the buffer.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// reqwest's Display hides the useful part ("connection reset") in the source chain.
@@ -641,12 +729,37 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
     line.trim().to_owned()
 }
 
-/// Cuts at a char boundary so a multi-byte character never panics the slice.
+/// Server text made inert and cut to [`MESSAGE_LIMIT`] characters (at a char boundary, so a
+/// multi-byte character never panics the slice): control characters (terminal escape
+/// sequences start with one) and the invisible marks that reorder text on a terminal are
+/// written as `\u{..}` escapes, so nothing a server sends moves a cursor, recolours a
+/// terminal or hides text in stderr, a log or the run ledger.
 fn truncate(text: &str) -> String {
+    let text = inert(text);
     match text.char_indices().nth(MESSAGE_LIMIT) {
         Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_owned(),
+        None => text,
     }
+}
+
+/// `text` with control and bidirectional-formatting characters escaped (see [`truncate`]).
+fn inert(text: &str) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.
@@ -769,6 +882,18 @@ mod tests {
         let t = truncate(&long);
         assert_eq!(t.chars().count(), MESSAGE_LIMIT + 1);
         assert!(t.ends_with('…'));
+    }
+
+    #[test]
+    fn server_text_reaches_a_terminal_inert() {
+        let hostile = "bad key\x1b[2J\x1b]0;owned\x07\r\nfake: ok \u{202e}txt.exe\u{9b}31m";
+        let t = truncate(hostile);
+        assert_eq!(
+            t,
+            "bad key\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\u{d}\\u{a}fake: ok \\u{202e}txt.exe\\u{9b}31m"
+        );
+        assert!(!t.chars().any(char::is_control));
+        assert_eq!(truncate("plain 'text' é"), "plain 'text' é");
     }
 
     #[test]

@@ -39,7 +39,7 @@ mod tests;
 
 pub use client::{Client, JoboClient, ScanRequest, SentrionClient};
 pub use company::CompanyClient;
-pub use config::{ClientConfig, RetryPolicy};
+pub use config::{ClientConfig, RetryPolicy, sends_key_in_clear};
 pub use error::{Api, FetchError};
 pub use jobo::{JOBO_MAX_BATCH, JoboScan};
 pub use pacer::Pacer;

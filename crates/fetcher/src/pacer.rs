@@ -125,6 +125,14 @@ impl Pacer {
         }
     }
 
+    /// How long the server's "window spent" still holds requests back, if it does.
+    pub fn pause_left(&self) -> Option<Duration> {
+        let until = self.lock().paused_until?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
     /// The server said its window allows no more requests until `until`: nobody sharing
     /// this budget sends one before then.
     pub fn pause_until(&self, until: Instant) {

@@ -44,6 +44,10 @@ pub(crate) enum FaultKind {
     Restart,
     Problem,
     LegacyHeaders,
+    /// A 422 whose message carries terminal escape sequences and control characters.
+    Escapes,
+    /// A 200 of about 1 MB that inflates to 1 GiB (`Content-Encoding: gzip`).
+    GzipBomb,
     /// Bad data in an otherwise good page (see `mutate.rs`).
     Data(DataFault),
 }
@@ -67,6 +71,11 @@ pub(crate) enum DataFault {
     EmptyMore,
     /// The cursor sent back unchanged.
     RepeatCursor,
+    /// The cursor the request before carried sent back: two pages in a loop (A → B → A).
+    CycleCursor,
+    /// Sentrion only: a `search_after` that starts the scan over, a new one each time (never
+    /// the same twice), so the same rows come forever, past the `total_jobs_found` it gives.
+    Rewind,
 }
 
 impl FaultKind {
@@ -93,6 +102,8 @@ impl FaultKind {
             FaultKind::Restart => "restart".into(),
             FaultKind::Problem => "problem".into(),
             FaultKind::LegacyHeaders => "legacy_headers".into(),
+            FaultKind::Escapes => "escapes".into(),
+            FaultKind::GzipBomb => "gzipbomb".into(),
             FaultKind::Data(d) => format!("{d:?}").to_lowercase(),
         }
     }
@@ -161,6 +172,11 @@ impl FaultPlan {
         fired
     }
 }
+
+/// The message of the `escapes` fault: what a hostile server could write to a terminal (clear
+/// the screen, set the window title, colour, overwrite the line, reverse the text).
+pub(crate) const ESCAPES: &str = "Request rejected\x1b[2J\x1b[H\x1b]0;pwned\x07\x1b[31m \
+                                  red\x1b[0m\r\nerror: none, all fine \u{202e}gnp.exe";
 
 /// The faults that fired on one request.
 #[derive(Debug, Default)]
@@ -266,6 +282,8 @@ fn parse_item(text: &str) -> Result<FaultItem, String> {
         "restart" => no_arg(FaultKind::Restart)?,
         "problem" => no_arg(FaultKind::Problem)?,
         "legacy_headers" => no_arg(FaultKind::LegacyHeaders)?,
+        "escapes" => no_arg(FaultKind::Escapes)?,
+        "gzipbomb" => no_arg(FaultKind::GzipBomb)?,
         "unknown" => no_arg(FaultKind::Data(DataFault::Unknown))?,
         "drift" => no_arg(FaultKind::Data(DataFault::Drift))?,
         "nulls" => no_arg(FaultKind::Data(DataFault::Nulls))?,
@@ -274,15 +292,20 @@ fn parse_item(text: &str) -> Result<FaultItem, String> {
         "odddates" => no_arg(FaultKind::Data(DataFault::OddDates))?,
         "emptymore" => no_arg(FaultKind::Data(DataFault::EmptyMore))?,
         "repeatcursor" => no_arg(FaultKind::Data(DataFault::RepeatCursor))?,
+        "cyclecursor" => no_arg(FaultKind::Data(DataFault::CycleCursor))?,
+        "rewind" => no_arg(FaultKind::Data(DataFault::Rewind))?,
         other => {
             return Err(format!(
                 "unknown kind {other:?} (expected one of 429, 429-bare, 503, 500, 502, 504, 408, \
                  reset, timeout, slow, truncate, nonjson, dead_cursor, restart, 402, 401, 403, \
-                 422, problem, legacy_headers, unknown, drift, nulls, bigtext, badutf8, \
-                 odddates, emptymore, repeatcursor)"
+                 422, problem, legacy_headers, escapes, gzipbomb, unknown, drift, nulls, bigtext, badutf8, \
+                 odddates, emptymore, repeatcursor, cyclecursor, rewind)"
             ));
         }
     };
+    if kind == FaultKind::Data(DataFault::Rewind) && api != Some(Api::Sentrion) {
+        return Err("rewind exists only on the Sentrion API: write sentrion:rewind".into());
+    }
     if kind.jobo_only() && api == Some(Api::Sentrion) {
         return Err(format!("{name} exists only on the Jobo API"));
     }

@@ -114,6 +114,30 @@ pub(crate) fn truncated_response(full: &Value) -> Response {
     resp
 }
 
+/// The `gzipbomb` fault: a 200 of about 1 MB, gzip-encoded, that inflates to 1 GiB (a JSON
+/// envelope whose one string never ends in time). Compressed once, on first use.
+pub(crate) fn gzip_bomb_response() -> Response {
+    static BOMB: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let body = BOMB.get_or_init(|| {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let spaces = vec![b' '; 1 << 20];
+        gz.write_all(b"{\"jobs\": [], \"career_sites\": [], \"padding\": \"")
+            .and_then(|()| (0..1024).try_for_each(|_| gz.write_all(&spaces)))
+            .and_then(|()| gz.write_all(b"\"}"))
+            .expect("writing to memory");
+        Bytes::from(gz.finish().expect("writing to memory"))
+    });
+    let mut resp = (StatusCode::OK, body.clone()).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    resp
+}
+
 /// The `nonjson` fault: what a proxy in front of the API sends when it breaks.
 pub(crate) fn html_response() -> Response {
     let body = "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\

@@ -434,6 +434,13 @@ fn fault(
         FaultKind::Restart => restart_required(),
         FaultKind::Reset => reset_response(),
         FaultKind::NonJson => html_response(),
+        FaultKind::GzipBomb => crate::http::gzip_bomb_response(),
+        FaultKind::Escapes => e(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            crate::fault::ESCAPES,
+            "validation_error",
+            None,
+        ),
         FaultKind::Truncate => {
             let g = sh.lock();
             let all = Compiled::default_filters();
@@ -623,6 +630,13 @@ fn serve(
         && let Some(Value::String(sent)) = body.get("cursor")
     {
         next_cursor = Some(sent.clone());
+    }
+    let sent = body.get("cursor").cloned().unwrap_or(Value::Null);
+    let before = inner.last_cursor.insert(Api::Jobo, sent);
+    if data.contains(&DataFault::CycleCursor)
+        && let Some(Value::String(before)) = before
+    {
+        next_cursor = Some(before);
     }
     let has_more = next_cursor.is_some();
     let mut json_rows: Vec<Value> = rows.iter().map(|s| s.to_json(&sh.base_url)).collect();

@@ -1,6 +1,6 @@
 //! Bad data inside a good page, as the real APIs have been seen to send it (the `--faults`
-//! kinds `unknown`, `drift`, `nulls`, `bigtext`, `badutf8`, `odddates`; `emptymore` and
-//! `repeatcursor` change the page's envelope, in each API's handler).
+//! kinds `unknown`, `drift`, `nulls`, `bigtext`, `badutf8`, `odddates`; `emptymore`,
+//! `repeatcursor` and `cyclecursor` change the page's envelope, in each API's handler).
 
 use serde_json::{Map, Value, json};
 
@@ -153,6 +153,6 @@ fn mutate(api: Api, m: &mut Map<String, Value>, fault: DataFault, i: usize) {
                 );
             }
         }
-        (EmptyMore | RepeatCursor, _) => {}
+        (EmptyMore | RepeatCursor | CycleCursor | Rewind, _) => {}
     }
 }

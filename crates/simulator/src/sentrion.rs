@@ -466,6 +466,12 @@ fn fault(sh: &Shared, kind: FaultKind) -> Response {
         ),
         FaultKind::Reset => reset_response(),
         FaultKind::NonJson => html_response(),
+        FaultKind::GzipBomb => crate::http::gzip_bomb_response(),
+        FaultKind::Escapes => e(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            crate::fault::ESCAPES,
+        ),
         FaultKind::Truncate => {
             let g = sh.lock();
             let today = Utc::now().date_naive();
@@ -577,6 +583,19 @@ fn serve(
         && let Some((t, s)) = after
     {
         next = Some([t, s]);
+    }
+    let sent = after.map_or(Value::Null, |(t, s)| serde_json::json!([t, s]));
+    let before = inner.last_cursor.insert(Api::Sentrion, sent);
+    if data.contains(&DataFault::CycleCursor)
+        && let Some(Value::Array(before)) = before
+        && let [t, s] = before.as_slice()
+        && let (Some(t), Some(s)) = (t.as_i64(), s.as_i64())
+    {
+        next = Some([t, s]);
+    }
+    if data.contains(&DataFault::Rewind) {
+        // Before everything, as a first page's cursor would be, and never the same twice.
+        next = Some([i64::MAX, i64::MAX - inner.log.len() as i64]);
     }
     let Some(wallet) = inner.wallets.get_mut(&(Api::Sentrion, key)) else {
         return error(

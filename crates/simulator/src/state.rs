@@ -58,6 +58,9 @@ pub(crate) struct Inner {
     /// `world.jobs`), so paging through a million jobs does not search them all per page.
     /// Emptied whenever the world changes.
     pub search_cache: HashMap<String, Arc<Vec<usize>>>,
+    /// The cursor each API's last page request carried (`null` for a first page), for the
+    /// `cyclecursor` fault.
+    pub last_cursor: HashMap<Api, Value>,
 }
 
 /// State shared by every handler.
@@ -126,6 +129,7 @@ impl Shared {
                 fault_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xFA17_FA17_0000_0001),
                 counters: HashMap::new(),
                 search_cache: HashMap::new(),
+                last_cursor: HashMap::new(),
                 next_log_seq: 1,
                 log: Vec::new(),
                 wallets,

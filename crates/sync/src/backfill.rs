@@ -45,7 +45,16 @@ impl Range {
                  date it takes today is {oldest}"
             );
         }
+        if since > today {
+            bail!("--since {since} is in the future (today is {today}): no job is published yet");
+        }
         let until = until.unwrap_or(today);
+        if until > today {
+            bail!(
+                "--until {until} is in the future (today is {today}): leave it out to backfill \
+                 through today"
+            );
+        }
         if until < since {
             bail!("--until {until} is before --since {since}");
         }
@@ -61,7 +70,22 @@ impl Range {
         before: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<Range> {
-        let before = before.unwrap_or(now);
+        // A day's grace, for a date written in a time zone ahead of UTC; never past now.
+        if let Some(b) = before
+            && b > now + chrono::Duration::days(1)
+        {
+            bail!(
+                "--discovered-before {b} is in the future (it is {now} now); leave it out to \
+                 backfill up to now"
+            );
+        }
+        if after >= now {
+            bail!(
+                "--discovered-after {after} is not in the past (it is {now} now): nothing has \
+                 been discovered since"
+            );
+        }
+        let before = before.map_or(now, |b| b.min(now));
         if before <= after {
             bail!("--discovered-before {before} is not after --discovered-after {after}");
         }
@@ -252,6 +276,39 @@ mod tests {
         let err = Range::jobs(d("2020-11-25"), None, today).unwrap_err();
         assert!(err.to_string().contains("2020-11-26"), "{err}");
         assert!(Range::jobs(d("2026-02-01"), Some(d("2026-01-01")), today).is_err());
+        // Nothing is published in the future.
+        let err = Range::jobs(d("2026-11-01"), Some(d("2026-12-01")), today).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--until 2026-12-01 is in the future"),
+            "{err}"
+        );
+        let err = Range::jobs(d("2027-01-01"), None, today).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--since 2027-01-01 is in the future"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_career_sites_range_ends_by_now() {
+        let now = parse_instant("2026-11-26T10:00:00Z").unwrap();
+        let at = |s: &str| parse_instant(s).unwrap();
+        // 2999 would plan thousands of empty windows.
+        let err = Range::career_sites(at("2026-01-01"), Some(at("2999-01-01")), now).unwrap_err();
+        assert!(
+            err.to_string().contains("--discovered-before 2999-01-01"),
+            "{err}"
+        );
+        let err = Range::career_sites(at("2026-12-01"), None, now).unwrap_err();
+        assert!(
+            err.to_string().contains("--discovered-after 2026-12-01"),
+            "{err}"
+        );
+        // Tomorrow's date (a day ahead in some time zone) means now.
+        let r = Range::career_sites(at("2026-11-01"), Some(at("2026-11-27")), now).unwrap();
+        assert_eq!(r.to, now);
     }
 
     #[test]

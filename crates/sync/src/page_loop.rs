@@ -71,6 +71,13 @@ pub trait Feed {
     }
 }
 
+/// Resolves once `stop` is set (Ctrl-C, SIGTERM), looking ten times a second.
+async fn stop_requested(stop: &std::sync::atomic::AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Lands `feed`'s pages in `writer`'s table until the feed ends, an error, a page limit, a
 /// credit floor or a signal; returns how the run ended (an error when it failed) and keeps
 /// `summary`'s counts.
@@ -176,7 +183,19 @@ pub async fn land(
             ));
             break Ok(RunStatus::Interrupted);
         }
-        let page = match feed.next_page().await {
+        // A signal ends any wait for the next page (a pacing pause, a backoff, a slow server)
+        // at once: what was fetched is committed below, and at most the page in flight is
+        // asked for again by the next run.
+        let page = tokio::select! {
+            biased;
+            page = feed.next_page() => page,
+            () = stop_requested(&opts.stop) => {
+                summary.message =
+                    Some("interrupted; the next run resumes where this one stopped".into());
+                break Ok(RunStatus::Interrupted);
+            }
+        };
+        let page = match page {
             None => break Ok(RunStatus::Succeeded),
             Some(Err(e)) => break Err(e),
             Some(Ok(page)) => page,

@@ -2,6 +2,8 @@
 //! backfill (a range in windows, newest first), with dead-cursor restarts and the checkpoint
 //! each page leaves.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -17,6 +19,16 @@ use crate::summary::WindowCounts;
 /// restart a dead cursor calls for, never a loop.
 const MAX_RESTARTS: u32 = 2;
 
+/// Pages in a row with no rows yet "more to come" after which a scan stops: an API may send
+/// an empty page now and then, never a run of them.
+const MAX_EMPTY_PAGES: u32 = 3;
+
+/// How far past the API's own total (where it gives one) a scan may run before it stops: it
+/// may grow while the scan runs, never to twice itself plus two pages.
+fn past_total(rows: u64, total: u64, page_size: u32) -> bool {
+    rows > 2 * total + 2 * u64::from(page_size)
+}
+
 /// The pages of `task` from `source`, from the scan under way on.
 pub struct ScanFeed<'a> {
     source: &'a Source,
@@ -28,6 +40,10 @@ pub struct ScanFeed<'a> {
     /// Dead-cursor restarts this run, and of the current scan.
     restarts: u32,
     scan_restarts: u32,
+    /// What the scan (since it last began or restarted) has seen, to tell a server that
+    /// pages forever: the cursors it asked with, empty pages in a row, rows, and the most
+    /// rows the API said the scan holds.
+    seen: Seen,
     /// Credits a row cost on the last page that said.
     cost_per_row: f64,
     windows: Option<WindowCounts>,
@@ -57,6 +73,7 @@ impl<'a> ScanFeed<'a> {
             current: first,
             restarts: 0,
             scan_restarts: 0,
+            seen: Seen::default(),
             cost_per_row: 1.0,
             windows,
             failed: None,
@@ -101,6 +118,7 @@ impl Feed for ScanFeed<'_> {
                     self.current.restarts += 1;
                     self.current.cursor = None;
                     tracing::warn!(source = %table, error = %e, "the cursor died; restarting the scan from the committed watermark");
+                    self.seen = Seen::default();
                     self.pages = self.source.pages(&self.current);
                 }
                 Some(Err(e)) => return Some(Err(anyhow::Error::new(e))),
@@ -111,8 +129,15 @@ impl Feed for ScanFeed<'_> {
                 }
             }
         };
-        let repeated =
-            page.has_more && page.next_cursor.is_some() && page.next_cursor == self.current.cursor;
+        let endless = self
+            .seen
+            .page(&self.current.cursor, &page, self.source.page_size())
+            .map(|why| {
+                anyhow::anyhow!(
+                    "{table}: {why}; stopping rather than paying for pages forever (what was \
+                     fetched is committed)"
+                )
+            });
         let scan_done = !page.has_more;
         self.current.cursor = page.next_cursor.clone();
         self.current.pages += 1;
@@ -124,11 +149,8 @@ impl Feed for ScanFeed<'_> {
         {
             self.cost_per_row = used / page.rows.len() as f64;
         }
-        if repeated {
-            self.failed = Some(anyhow::anyhow!(
-                "{table}: the API returned the same cursor twice; stopping rather than looping \
-                 (what was fetched is committed)"
-            ));
+        if let Some(e) = endless {
+            self.failed = Some(e);
         } else if scan_done {
             if let Some(w) = self.windows.as_mut() {
                 w.done += 1;
@@ -139,6 +161,7 @@ impl Feed for ScanFeed<'_> {
                     self.current = self.source.window_scan(window, &self.run_id);
                     self.pages = self.source.pages(&self.current);
                     self.scan_restarts = 0;
+                    self.seen = Seen::default();
                 }
                 None => self.done = true,
             }
@@ -158,5 +181,161 @@ impl Feed for ScanFeed<'_> {
         self.windows
             .map(|w| format!(", window {} of {}", w.planned - w.left + 1, w.planned))
             .unwrap_or_default()
+    }
+}
+
+/// What one scan has seen of the API, to stop a server that would page forever.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Each cursor asked with, and the page of the scan it was asked for.
+    cursors: HashMap<String, u64>,
+    pages: u64,
+    empty_in_a_row: u32,
+    rows: u64,
+    total: Option<u64>,
+}
+
+impl Seen {
+    /// Takes `page`, asked for with `asked`; says why the scan must stop when the API pages
+    /// forever: a cursor it gave before (a loop, `A → B → A` as well as `A → A`), empty pages
+    /// that keep saying there is more, or rows far past the total it gave.
+    fn page(&mut self, asked: &Option<String>, page: &Page, page_size: u32) -> Option<String> {
+        self.pages += 1;
+        if let Some(asked) = asked {
+            self.cursors.entry(asked.clone()).or_insert(self.pages);
+        }
+        self.rows += page.rows.len() as u64;
+        if let Some(t) = page.total_found {
+            self.total = Some(self.total.map_or(t, |seen| seen.max(t)));
+        }
+        if !page.has_more {
+            return None;
+        }
+        if let Some(next) = &page.next_cursor
+            && let Some(&at) = self.cursors.get(next)
+        {
+            return Some(if Some(next) == asked.as_ref() {
+                "the API returned the same cursor twice".to_string()
+            } else {
+                format!(
+                    "the API returned a cursor it had returned before: page {} of the scan \
+                     leads back to page {at}, a loop",
+                    self.pages
+                )
+            });
+        }
+        if page.rows.is_empty() {
+            self.empty_in_a_row += 1;
+        } else {
+            self.empty_in_a_row = 0;
+        }
+        if self.empty_in_a_row >= MAX_EMPTY_PAGES {
+            return Some(format!(
+                "the API sent {} pages in a row with no rows that each said more was to come",
+                self.empty_in_a_row
+            ));
+        }
+        match self.total {
+            Some(total) if past_total(self.rows, total, page_size) => Some(format!(
+                "the scan has fetched {} rows, far past the {total} the API says it holds",
+                self.rows
+            )),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn page(rows: usize, next: Option<&str>, total: Option<u64>) -> Page {
+        Page {
+            rows: (0..rows)
+                .map(|i| RawValue::from_string(format!("{{\"id\":{i}}}")).unwrap())
+                .collect(),
+            next_cursor: next.map(str::to_string),
+            has_more: next.is_some(),
+            credits: Default::default(),
+            total_found: total,
+            bytes: 0,
+        }
+    }
+
+    fn cursor(c: &str) -> Option<String> {
+        Some(c.to_string())
+    }
+
+    #[test]
+    fn a_cursor_cycle_stops_the_scan_on_the_page_that_closes_it() {
+        let mut seen = Seen::default();
+        assert_eq!(seen.page(&None, &page(10, Some("A"), None), 10), None);
+        assert_eq!(
+            seen.page(&cursor("A"), &page(10, Some("B"), None), 10),
+            None
+        );
+        let why = seen
+            .page(&cursor("B"), &page(10, Some("A"), None), 10)
+            .unwrap();
+        assert!(
+            why.contains("page 3 of the scan leads back to page 2"),
+            "{why}"
+        );
+        let mut seen = Seen::default();
+        let why = seen
+            .page(&cursor("A"), &page(10, Some("A"), None), 10)
+            .unwrap();
+        assert!(why.contains("same cursor twice"), "{why}");
+    }
+
+    #[test]
+    fn empty_pages_that_keep_saying_more_stop_the_scan_after_three() {
+        let mut seen = Seen::default();
+        assert_eq!(seen.page(&None, &page(0, Some("A"), None), 10), None);
+        assert_eq!(seen.page(&cursor("A"), &page(5, Some("B"), None), 10), None);
+        assert_eq!(seen.page(&cursor("B"), &page(0, Some("C"), None), 10), None);
+        assert_eq!(seen.page(&cursor("C"), &page(0, Some("D"), None), 10), None);
+        let why = seen
+            .page(&cursor("D"), &page(0, Some("E"), None), 10)
+            .unwrap();
+        assert!(why.contains("3 pages in a row with no rows"), "{why}");
+        // The last page may be empty.
+        let mut seen = Seen::default();
+        for c in ["A", "B"] {
+            assert_eq!(
+                seen.page(&cursor(c), &page(0, Some(&format!("{c}'")), None), 10),
+                None
+            );
+        }
+        assert_eq!(seen.page(&cursor("C"), &page(0, None, None), 10), None);
+    }
+
+    #[test]
+    fn a_scan_far_past_the_apis_total_stops() {
+        let mut seen = Seen::default();
+        let mut stopped = None;
+        for n in 0..100u64 {
+            let asked = (n > 0).then(|| n.to_string());
+            let next = (n + 1).to_string();
+            if let Some(why) = seen.page(&asked, &page(10, Some(&next), Some(50)), 10) {
+                stopped = Some((n + 1, why));
+                break;
+            }
+        }
+        // 2 × 50 + 2 pages of 10 = 120 rows: the 13th page is past it.
+        let (pages, why) = stopped.unwrap();
+        assert_eq!(pages, 13);
+        assert!(why.contains("130 rows, far past the 50"), "{why}");
+        // No total: no such bound.
+        let mut seen = Seen::default();
+        for n in 0..100u64 {
+            let next = (n + 1).to_string();
+            assert_eq!(
+                seen.page(&Some(n.to_string()), &page(10, Some(&next), None), 10),
+                None
+            );
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! the DuckDB file as the views are built. Without one (or while it lags), they are the last
 //! version of every id out of the whole history, a window over every row.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 use joblake_schema::{Table, columns};
 use joblake_writer::{Lake, layout};
@@ -45,7 +47,7 @@ pub async fn history_files(lake: &Lake, table: Table) -> Result<Vec<ObjectMeta>>
 
 /// The statements that create every view over `lake`.
 pub async fn view_sql(lake: &Lake) -> Result<String> {
-    let mut sql = VIEWS_SQL.to_string();
+    let mut values = BTreeMap::new();
     // The tables of deleted positions the latest-version views skip.
     let mut deleted = String::new();
     for table in Table::all() {
@@ -71,7 +73,7 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
             // None yet, or behind: the last version of every id out of the whole history.
             None => latest_of(&ident(&format!("{name}_history"))),
         };
-        sql = sql.replace(&format!("{{{name}_latest}}"), &latest);
+        values.insert(format!("{name}_latest"), latest);
         let has_files = match &history {
             Some(history) => !history.files.is_empty(),
             None => !history_files(lake, table).await?.is_empty(),
@@ -88,7 +90,7 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
                 .chain(std::iter::once("CAST(NULL AS DATE) AS dt".to_string()));
             empty_select(cols)
         };
-        sql = sql.replace(&format!("{{{name}_source}}"), &source);
+        values.insert(format!("{name}_source"), source);
     }
     let runs = if has_parquet(lake, layout::ledger_root().as_ref()).await? {
         read_parquet(
@@ -117,10 +119,37 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         })
         .collect::<Vec<_>>()
         .join("\nUNION ALL\n");
-    Ok(sql
-        .replace("{deleted}", &deleted)
-        .replace("{runs_source}", &runs)
-        .replace("{first_seen}", &first_seen))
+    values.insert("deleted".into(), deleted);
+    values.insert("runs_source".into(), runs);
+    values.insert("first_seen".into(), first_seen);
+    Ok(fill(VIEWS_SQL, &values))
+}
+
+/// `template` with each `{name}` that `values` has replaced by its value, in one pass: a
+/// value is never searched for placeholders itself, so a lake path such as `lake{runs_source}`
+/// stays what it is. Other braces (a comment's, a struct literal's) are left as they are.
+fn fill(template: &str, values: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after
+            .find('}')
+            .and_then(|close| Some((close, values.get(&after[..close])?)));
+        match value {
+            Some((close, value)) => {
+                out.push_str(value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The tables a user of `lake` sees: both feeds, and company profiles once enriched.
@@ -178,5 +207,22 @@ fn duck_type(t: &arrow::datatypes::DataType) -> &'static str {
         Timestamp(_, None) => "TIMESTAMP",
         Date32 => "DATE",
         _ => "VARCHAR",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_filled_in_one_pass() {
+        let values = BTreeMap::from([
+            ("a".to_string(), "read_parquet('/x/lake{b}/t')".to_string()),
+            ("b".to_string(), "B".to_string()),
+        ]);
+        assert_eq!(
+            fill("{a} {b} {c} {'k': 1} {", &values),
+            "read_parquet('/x/lake{b}/t') B {c} {'k': 1} {"
+        );
     }
 }

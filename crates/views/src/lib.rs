@@ -68,9 +68,20 @@ pub struct S3Secret {
 }
 
 impl Engine {
+    /// `conn` readied by [`Engine::prepare`], with the spill directory it made.
+    fn session(&self, conn: Connection) -> Result<Session> {
+        let spill = self.prepare(&conn)?;
+        Ok(Session {
+            conn,
+            _spill: spill,
+        })
+    }
+
     /// Readies a fresh session: extensions load from the configured directory when a query
     /// first needs them (httpfs for `s3://`) and are never downloaded; the S3 secret is made.
-    fn prepare(&self, conn: &Connection) -> Result<()> {
+    /// With a memory limit, DuckDB spills to a private temporary directory (returned: it is
+    /// removed when dropped).
+    fn prepare(&self, conn: &Connection) -> Result<Option<tempfile::TempDir>> {
         let mut sql = String::from(
             "SET autoinstall_known_extensions = false; SET autoload_known_extensions = true;",
         );
@@ -81,14 +92,16 @@ impl Engine {
             ));
         }
         conn.execute_batch(&sql)?;
+        let mut spill = None;
         if let Some(limit) = &self.memory_limit {
-            let spill = std::env::temp_dir().join(format!("joblake-duckdb-{}", std::process::id()));
+            let dir = spill_dir()?;
             conn.execute_batch(&format!(
                 "SET memory_limit = {}; SET temp_directory = {}; \
                  SET preserve_insertion_order = false;",
                 literal(limit),
-                literal(&spill.display().to_string())
+                literal(&dir.path().display().to_string())
             ))?;
+            spill = Some(dir);
         }
         if self.single_thread {
             conn.execute_batch("SET threads = 1;")?;
@@ -102,7 +115,7 @@ impl Engine {
                     _ => Error::Secret,
                 })?;
         }
-        Ok(())
+        Ok(spill)
     }
 
     /// Turns DuckDB's "extension not found" into what to do about it.
@@ -119,6 +132,33 @@ impl Engine {
         }
         e
     }
+}
+
+/// A DuckDB connection readied by [`Engine::prepare`], and the private directory it spills
+/// to, removed once the connection is closed (fields drop in order).
+struct Session {
+    conn: Connection,
+    _spill: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Session {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// A fresh directory only this process can use (0700), for DuckDB to spill to: never a
+/// predictable path in a shared `/tmp` another user could have put a link at.
+fn spill_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("joblake-duckdb-")
+        .tempdir()
+        .map_err(|source| Error::Io {
+            context: "cannot create a temporary directory for DuckDB".into(),
+            source,
+        })
 }
 
 impl S3Secret {
@@ -233,8 +273,7 @@ pub fn rebuild(
         .unwrap_or("lake")
         .to_string();
     let result = (|| -> Result<()> {
-        let conn = Connection::open_in_memory()?;
-        engine.prepare(&conn)?;
+        let conn = engine.session(Connection::open_in_memory()?)?;
         conn.execute_batch(&format!(
             "ATTACH {} AS {} (STORAGE_VERSION '{STORAGE_VERSION}'); USE {};",
             literal(&tmp.display().to_string()),
@@ -273,8 +312,7 @@ fn wal(p: &Path) -> PathBuf {
 
 /// Runs one SQL statement against the views, read-only, and returns its rows.
 pub fn query(engine: &Engine, db: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
-    let conn = open_read_only(db)?;
-    engine.prepare(&conn)?;
+    let conn = engine.session(open_read_only(db)?)?;
     run(&conn, sql).map_err(|e| engine.explain(e))
 }
 
@@ -304,8 +342,7 @@ fn run(conn: &Connection, sql: &str) -> Result<Vec<RecordBatch>> {
 /// Runs `setup` (e.g. the view statements) on a fresh in-memory database, then `sql`:
 /// for readers such as `status` that must not depend on the DuckDB file being current.
 pub fn query_fresh(engine: &Engine, setup: &str, sql: &str) -> Result<Vec<RecordBatch>> {
-    let conn = Connection::open_in_memory()?;
-    engine.prepare(&conn)?;
+    let conn = engine.session(Connection::open_in_memory()?)?;
     conn.execute_batch(setup)
         .map_err(|e| engine.explain(e.into()))?;
     run(&conn, sql).map_err(|e| engine.explain(e))
@@ -318,8 +355,7 @@ pub fn query_many(
     setup: &str,
     queries: &[String],
 ) -> Result<Vec<Vec<RecordBatch>>> {
-    let conn = Connection::open_in_memory()?;
-    engine.prepare(&conn)?;
+    let conn = engine.session(Connection::open_in_memory()?)?;
     conn.execute_batch(setup)
         .map_err(|e| engine.explain(e.into()))?;
     queries
@@ -333,12 +369,8 @@ pub fn query_many(
 /// in row groups of 122 880 rows; returns the rows written. DuckDB may spill to a temporary
 /// directory of its own while it sorts.
 pub fn copy_to_parquet(engine: &Engine, setup: &str, select: &str, target: &str) -> Result<u64> {
-    let spill = tempfile::tempdir().map_err(|source| Error::Io {
-        context: "cannot create a temporary directory for DuckDB".into(),
-        source,
-    })?;
-    let conn = Connection::open_in_memory()?;
-    engine.prepare(&conn)?;
+    let spill = spill_dir()?;
+    let conn = engine.session(Connection::open_in_memory()?)?;
     conn.execute_batch(&format!(
         "SET temp_directory = {}; SET preserve_insertion_order = false;",
         literal(&spill.path().display().to_string())
@@ -355,6 +387,38 @@ pub fn copy_to_parquet(engine: &Engine, setup: &str, select: &str, target: &str)
         )
         .map_err(|e| engine.explain(e.into()))?;
     Ok(rows as u64)
+}
+
+/// Runs `setup`, then `sql`, in a fresh session that can open no file outside `allowed`
+/// (directories or `s3://` prefixes, each ending in `/`) but its own spill directory, and
+/// cannot be given that access back (`lock_configuration`): for SQL a user put in a setting
+/// (`--where`), which may only read the lake.
+pub fn query_confined(
+    engine: &Engine,
+    allowed: &[String],
+    setup: &str,
+    sql: &str,
+) -> Result<Vec<RecordBatch>> {
+    let spill = spill_dir()?;
+    let conn = engine.session(Connection::open_in_memory()?)?;
+    let spill_path = format!("{}/", spill.path().display());
+    let dirs = allowed
+        .iter()
+        .chain(std::iter::once(&spill_path))
+        .map(|d| literal(d))
+        .collect::<Vec<_>>()
+        .join(", ");
+    conn.execute_batch(&format!(
+        "SET temp_directory = {}; SET allowed_directories = [{dirs}]; \
+         SET enable_external_access = false; SET lock_configuration = true;",
+        literal(&spill_path)
+    ))?;
+    conn.execute_batch(setup)
+        .map_err(|e| engine.explain(e.into()))?;
+    let rows = run(&conn, sql).map_err(|e| engine.explain(e));
+    drop(conn);
+    drop(spill);
+    rows
 }
 
 /// Opens the DuckDB file read-only, so a query never blocks a refresh or another reader.

@@ -64,6 +64,38 @@ pub struct S3Access {
     pub session_token: Option<SecretString>,
 }
 
+/// Refuses a local lake in which `_joblake/` (or anything in it), a table directory or a
+/// partition is a symbolic link: joblake writes and deletes there, and must not do so through
+/// a link to somewhere outside the lake. The lake's root may itself be a link.
+fn refuse_symlinks(root: &std::path::Path) -> std::result::Result<(), String> {
+    /// Looks at `dir`'s entries, and `levels` more levels below (all of them for `_joblake`).
+    fn walk(dir: &std::path::Path, levels: usize) -> std::result::Result<(), String> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_symlink() {
+                return Err(format!(
+                    "{} is a symbolic link: joblake writes and deletes only inside its lake and \
+                     will not follow it there (make it a plain directory or file, or point \
+                     --lake at the place it links to)",
+                    path.display()
+                ));
+            }
+            let own = entry.file_name() == "_joblake";
+            if kind.is_dir() && (own || levels > 0) {
+                walk(&path, if own { usize::MAX } else { levels - 1 })?;
+            }
+        }
+        Ok(())
+    }
+    walk(root, 1)
+}
+
 impl Lake {
     /// Opens the lake at `url` (a path, or `s3://bucket/prefix`); a local lake directory is
     /// created when `create` is set, otherwise it must exist.
@@ -99,6 +131,7 @@ impl Lake {
             context: format!("cannot resolve the lake directory {}", path.display()),
             source: e,
         })?;
+        refuse_symlinks(&abs).map_err(bad)?;
         // fsync: committed files and state must survive a power cut, not just a killed
         // process (staged pages are synced by their log, see `stage.rs`).
         let store = LocalFileSystem::new_with_prefix(&abs)
@@ -327,6 +360,38 @@ mod tests {
         let p = lake.reader_path("jobs/dt=*/*.parquet");
         assert!(std::path::Path::new(&p).is_absolute(), "{p}");
         assert!(p.ends_with("/l/jobs/dt=*/*.parquet"));
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_lake_whose_own_directories_link_elsewhere_is_refused() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let url = |l: &std::path::Path| l.to_str().unwrap().to_string();
+        for linked in [
+            "_joblake/uploads",
+            "_joblake/staging/jobs",
+            "jobs",
+            "jobs/dt=2026-01-01",
+        ] {
+            let lake = dir
+                .path()
+                .join(format!("lake-{}", linked.replace('/', "-")));
+            let link = lake.join(linked);
+            std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+            symlink(&outside, &link).unwrap();
+            let err = Lake::open(&url(&lake), false).unwrap_err().to_string();
+            assert!(err.contains("symbolic link"), "{linked}: {err}");
+            assert!(err.contains(linked), "{linked}: {err}");
+        }
+        // The root itself may be a link (a lake on another disk).
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(real.join("_joblake")).unwrap();
+        let root_link = dir.path().join("root-link");
+        symlink(&real, &root_link).unwrap();
+        assert!(Lake::open(&url(&root_link), false).is_ok());
     }
 
     #[test]
