@@ -154,7 +154,10 @@ pub async fn keep_exact(
     if current.exact_for(&history) {
         return Ok(None);
     }
-    if current.rewrite_due(rewrite_after) {
+    // A command killed between the two commits of a merge or a rewrite (see
+    // `commit_exact`) left copies whose older rows no deletion vector deletes yet, and a
+    // state that need not name the history before them: only writing it again is sure.
+    if !current.history.complete || current.rewrite_due(rewrite_after) {
         return rewrite_at(lake, table, history, Some(current)).await;
     }
     // The history as the latest table last saw it: the files since are what it lacks. A log
@@ -239,8 +242,8 @@ const COPY_UP_TO: f64 = 0.05;
 /// and, when copies among `written` hold rows to delete, a second commit deleting them (the
 /// kernel puts a deletion vector only on a file a version already has). Only the last commit
 /// says the table is exact for `history`; the first says `before` (incomplete), so a crash
-/// between them leaves a table the next command merges into again (the copies' rows then
-/// match themselves and are deleted as they should be). Returns the last version.
+/// between them leaves a table the next command writes again ([`keep_exact`]). Returns the
+/// last version.
 async fn commit_exact(
     log: &DeltaLog,
     table: Table,
