@@ -567,3 +567,75 @@ async fn a_lake_directory_that_links_outside_the_lake_is_refused() {
         "each refused (exit 2) naming the link; nothing outside the lake written or deleted",
     );
 }
+
+/// Debian's libfaketime, which shifts the clock of the process it is preloaded into
+/// (`.ci/run` installs the `faketime` package).
+fn libfaketime() -> String {
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        std::path::Path::new(lib).exists(),
+        "{lib} is missing: install Debian's faketime package (apt-get install faketime; \
+         .ci/run does)"
+    );
+    lib.to_string()
+}
+
+#[tokio::test]
+async fn a_clock_set_back_still_lets_the_rows_fetched_last_win() {
+    let sim = Sim::start(&["--rows", "200"]).await;
+    let mut lake = Lake::new(&sim);
+    // A run on a machine whose clock is three hours ahead...
+    lake.env.push(("LD_PRELOAD".into(), libfaketime()));
+    lake.env.push(("FAKETIME".into(), "+3h".into()));
+    lake.refresh_ok(&["--source", "jobs"]).await;
+    let ahead = lake.query("SELECT max(run_id) AS r FROM runs").await[0]["r"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let three_hours_on = chrono::Utc::now() + chrono::Duration::minutes(170);
+    assert!(
+        ahead > joblake_writer::layout::run_id(three_hours_on),
+        "{ahead}"
+    );
+    // ... then one with the right clock, three hours behind it (a clock set back, or a
+    // second machine sharing the lake).
+    lake.env
+        .retain(|(k, _)| k != "LD_PRELOAD" && k != "FAKETIME");
+    lake.refresh_ok(&["--source", "jobs"]).await;
+    let runs: Vec<String> = lake
+        .query("SELECT DISTINCT run_id FROM runs ORDER BY run_id")
+        .await
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(
+        runs[0], ahead,
+        "the later run sorts after the one before it: {runs:?}"
+    );
+    let last = &runs[1];
+    // Every id the later run fetched again shows the version it fetched.
+    let again = lake
+        .count(&format!(
+            "SELECT count(DISTINCT id) FROM jobs_history WHERE _run_id = '{last}' \
+             AND id IN (SELECT id FROM jobs_history WHERE _run_id = '{ahead}')"
+        ))
+        .await;
+    assert!(again > 0, "the later run fetched no id again");
+    let stale = lake
+        .count(&format!(
+            "SELECT count(*) FROM jobs WHERE id IN \
+             (SELECT id FROM jobs_history WHERE _run_id = '{last}') AND _run_id <> '{last}'"
+        ))
+        .await;
+    assert_eq!(stale, 0, "ids show a version fetched before the last");
+    edge(
+        "a run whose clock is three hours behind the run before it (a clock set back, or two \
+         machines with skewed clocks sharing an S3 lake)",
+        "`refresh` under `faketime +3h`, then `refresh` with the right clock",
+        &format!(
+            "the later run's id sorts after the earlier one's (a millisecond after it), so \
+             the {again} ids it fetched again show its versions: fetched last wins"
+        ),
+    );
+}

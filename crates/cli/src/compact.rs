@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use joblake_views::{catalog, latest, session};
-use joblake_writer::layout;
 
 use crate::args::{Cli, SourceArg};
 use crate::outcome::{CmdResult, Failure, Outcome};
@@ -29,7 +28,7 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
     } else {
         SourceArg::tables(source)
     };
-    let run_id = layout::new_run_id();
+    let run_id = crate::run::run_id_in(&lake).await;
     let mut reports = Vec::new();
     let mut failure = None;
     for &table in &tables {

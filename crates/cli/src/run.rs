@@ -120,7 +120,7 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
 
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_handler(Arc::clone(&stop));
-    let run_id = layout::new_run_id();
+    let run_id = run_id_in(&lake).await;
     let opts = RunOptions {
         max_pages: req.max_pages,
         min_credits: req.min_credits,
@@ -217,7 +217,7 @@ pub async fn open_for_writing(cli: &Cli, command: &str) -> Result<(Lake, LakeLoc
         Utc::now().to_rfc3339()
     );
     let lock = LakeLock::acquire(&lake, &holder).await?;
-    match joblake_sync::finish_killed_runs(&lake, &layout::new_run_id()).await {
+    match joblake_sync::finish_killed_runs(&lake, &run_id_in(&lake).await).await {
         Ok(recovered) => {
             if !cli.quiet && !cli.json {
                 for (table, rows) in recovered {
@@ -229,6 +229,18 @@ pub async fn open_for_writing(cli: &Cli, command: &str) -> Result<(Lake, LakeLoc
         Err(e) => {
             lock.release().await;
             Err(e).context("nothing was changed")
+        }
+    }
+}
+
+/// The id of a run starting now in `lake` (held locked): after every run before it, whatever
+/// the clock says (see [`joblake_writer::next_run_id`]).
+pub async fn run_id_in(lake: &Lake) -> String {
+    match joblake_writer::next_run_id(lake).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the run ledger; the run's id is the clock's");
+            layout::new_run_id()
         }
     }
 }

@@ -34,9 +34,17 @@ pub fn run_id(at: DateTime<Utc>) -> String {
     at.format("%Y%m%dT%H%M%S%3fZ").to_string()
 }
 
-/// The id of a run starting now.
+/// The id of a run starting now by this machine's clock (the ledger's
+/// [`next_run_id`](crate::next_run_id) keeps a lake's runs in order whatever the clock says).
 pub fn new_run_id() -> String {
     run_id(Utc::now())
+}
+
+/// When run `id` started, read back from its id.
+pub fn run_started(id: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(id, "%Y%m%dT%H%M%S%3fZ")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 /// The table's state file: the checkpoint of its last commit.
@@ -158,6 +166,8 @@ mod tests {
         let b: DateTime<Utc> = "2026-11-28T10:00:00.000Z".parse().unwrap();
         assert_eq!(run_id(a), "20261128T090507004Z");
         assert!(run_id(a) < run_id(b));
+        assert_eq!(run_started("20261128T090507004Z"), Some(a));
+        assert_eq!(run_started("not a run"), None);
     }
 
     #[test]

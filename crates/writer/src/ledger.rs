@@ -190,6 +190,24 @@ pub async fn last_ledger_run(lake: &Lake) -> Result<Option<String>> {
         .max())
 }
 
+/// The id of a run starting now in `lake`: the clock's time, or a millisecond after the
+/// newest run in the ledger when the clock says no later (a clock set back, or another
+/// machine's behind on a shared S3 lake). Runs then sort in the order they were made, which
+/// is the order "fetched last wins" follows, whatever the clocks say. Call it holding the
+/// lake's lock.
+pub async fn next_run_id(lake: &Lake) -> Result<String> {
+    let last = last_ledger_run(lake).await?;
+    Ok(layout::run_id(after_run(Utc::now(), last.as_deref())))
+}
+
+/// `now`, or a millisecond after run `last` when that is no earlier.
+fn after_run(now: DateTime<Utc>, last: Option<&str>) -> DateTime<Utc> {
+    match last.and_then(layout::run_started) {
+        Some(last) if last >= now => last + chrono::Duration::milliseconds(1),
+        _ => now,
+    }
+}
+
 /// Reads every ledger entry, oldest run first.
 pub async fn read_ledger(lake: &Lake) -> Result<Vec<RunRecord>> {
     let mut metas = lake.list(&layout::ledger_root()).await?;
@@ -218,4 +236,24 @@ fn decode(bytes: Bytes) -> std::result::Result<Vec<RunRecord>, Box<dyn std::erro
         out.extend(records);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_id_never_sorts_before_the_last_run() {
+        let now: DateTime<Utc> = "2026-11-28T10:00:00.000Z".parse().unwrap();
+        assert_eq!(after_run(now, None), now);
+        // The clock ahead of the last run: the clock.
+        assert_eq!(after_run(now, Some("20261128T095959999Z")), now);
+        // The clock behind it (set back three hours, or another machine's): just after it.
+        let after = layout::run_id(after_run(now, Some("20261128T130000000Z")));
+        assert_eq!(after, "20261128T130000001Z");
+        assert_eq!(
+            layout::run_id(after_run(now, Some("20261128T100000000Z"))),
+            "20261128T100000001Z"
+        );
+    }
 }

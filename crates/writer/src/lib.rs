@@ -38,7 +38,9 @@ pub use compact::{CompactReport, LatestFile, compact_table, finish_compactions, 
 pub use crash::crash_point;
 pub use error::{Error, Result};
 pub use lake::{Lake, LakeLocation, S3Access};
-pub use ledger::{RunRecord, RunStatus, last_ledger_run, ledger_schema, read_ledger, write_ledger};
+pub use ledger::{
+    RunRecord, RunStatus, last_ledger_run, ledger_schema, next_run_id, read_ledger, write_ledger,
+};
 pub use lock::LakeLock;
 pub use stage::{Decoded, Decoder, RawPage, Stager};
 pub use table::{CommitReport, FileInfo, Recovery, TableWriter, WriterOptions};
