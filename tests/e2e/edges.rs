@@ -580,13 +580,27 @@ fn libfaketime() -> String {
     lib.to_string()
 }
 
+/// Runs `lake`'s commands with a wall clock `shift` off (`+3h`, `-3h`): what a machine with a
+/// wrong clock has. Its monotonic clock, which timers run on, keeps time.
+fn shift_clock(lake: &mut Lake, shift: &str) {
+    lake.env.push(("LD_PRELOAD".into(), libfaketime()));
+    lake.env.push(("FAKETIME".into(), shift.into()));
+    lake.env
+        .push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
+}
+
+/// Undoes [`shift_clock`].
+fn right_clock(lake: &mut Lake) {
+    lake.env
+        .retain(|(k, _)| !k.starts_with("FAKETIME") && k != "LD_PRELOAD");
+}
+
 #[tokio::test]
 async fn a_clock_set_back_still_lets_the_rows_fetched_last_win() {
     let sim = Sim::start(&["--rows", "200"]).await;
     let mut lake = Lake::new(&sim);
     // A run on a machine whose clock is three hours ahead...
-    lake.env.push(("LD_PRELOAD".into(), libfaketime()));
-    lake.env.push(("FAKETIME".into(), "+3h".into()));
+    shift_clock(&mut lake, "+3h");
     lake.refresh_ok(&["--source", "jobs"]).await;
     let ahead = lake.query("SELECT max(run_id) AS r FROM runs").await[0]["r"]
         .as_str()
@@ -599,8 +613,7 @@ async fn a_clock_set_back_still_lets_the_rows_fetched_last_win() {
     );
     // ... then one with the right clock, three hours behind it (a clock set back, or a
     // second machine sharing the lake).
-    lake.env
-        .retain(|(k, _)| k != "LD_PRELOAD" && k != "FAKETIME");
+    right_clock(&mut lake);
     lake.refresh_ok(&["--source", "jobs"]).await;
     let runs: Vec<String> = lake
         .query("SELECT DISTINCT run_id FROM runs ORDER BY run_id")
@@ -636,6 +649,37 @@ async fn a_clock_set_back_still_lets_the_rows_fetched_last_win() {
         &format!(
             "the later run's id sorts after the earlier one's (a millisecond after it), so \
              the {again} ids it fetched again show its versions: fetched last wins"
+        ),
+    );
+}
+
+#[tokio::test]
+async fn a_clock_ahead_or_behind_never_skips_a_change() {
+    let mut outcomes = Vec::new();
+    for shift in ["+3h", "-3h"] {
+        let sim = Sim::start(&["--rows", "200"]).await;
+        let mut lake = Lake::new(&sim);
+        // Two runs on a machine whose clock is three hours off, an hour of the API's
+        // changes after each, then a run with the right clock.
+        shift_clock(&mut lake, shift);
+        lake.refresh_ok(&["--source", "career_sites"]).await;
+        sim.advance(1).await;
+        lake.refresh_ok(&["--source", "career_sites"]).await;
+        sim.advance(1).await;
+        right_clock(&mut lake);
+        lake.refresh_ok(&["--source", "career_sites"]).await;
+        let truth = lake.truth(&sim, joblake_schema::Table::CareerSites).await;
+        crate::harness::assert_same(&lake.view("career_sites").await, &truth, shift);
+        outcomes.push(format!("{shift}: all {} career sites", truth.len()));
+    }
+    edge(
+        "a machine whose clock is three hours ahead of the API's, or behind it",
+        "two `refresh --source career_sites` under `faketime +3h` (and `-3h`), an hour of \
+         the API's changes after each, then one with the right clock",
+        &format!(
+            "the watermark is the newest `updated_at` the API sent, not the local clock: no \
+             change skipped ({})",
+            outcomes.join("; ")
         ),
     );
 }

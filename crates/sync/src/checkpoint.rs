@@ -75,6 +75,14 @@ pub struct Scan {
     pub pages: u64,
     /// Restarts after a dead cursor.
     pub restarts: u32,
+    /// Whether the watermark this scan leaves is the server's time (career sites: the
+    /// newest `updated_at` it saw) rather than this machine's at its start (jobs).
+    #[serde(default)]
+    pub server_clock: bool,
+    /// The newest `updated_at` among the rows this scan fetched, when it is on the server's
+    /// clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_updated: Option<DateTime<Utc>>,
 }
 
 impl Scan {
@@ -91,6 +99,23 @@ impl Scan {
             cursor: None,
             pages: 0,
             restarts: 0,
+            server_clock: false,
+            newest_updated: None,
+        }
+    }
+
+    /// The watermark this scan leaves once done, where the last one was `before`. On the
+    /// server's clock: the newest `updated_at` it saw, so a machine whose clock is ahead never
+    /// skips the changes in between, nor one behind asks for them again (no row seen: nothing
+    /// learnt, the watermark stays). A server stamping rows far in the future is held to a
+    /// day past this machine's clock. Otherwise: when the scan started.
+    pub fn watermark(&self, before: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        if !self.server_clock {
+            return Some(self.started_at);
+        }
+        match self.newest_updated {
+            Some(newest) => Some(newest.min(self.started_at + chrono::Duration::days(1))),
+            None => before,
         }
     }
 }
@@ -143,7 +168,7 @@ impl Task {
         match self {
             Task::Refresh { .. } => {
                 if done {
-                    checkpoint.watermark = Some(scan.started_at);
+                    checkpoint.watermark = scan.watermark(checkpoint.watermark);
                     checkpoint.scan = None;
                 } else {
                     checkpoint.scan = Some(scan.clone());
@@ -224,6 +249,59 @@ mod tests {
             "the scan's start, not its end: rows updated while it ran come again"
         );
         assert_eq!(task.next_window(&cp), None);
+    }
+
+    #[test]
+    fn a_career_sites_watermark_is_the_servers_newest_update() {
+        let task = Task::Refresh {
+            full: false,
+            since: None,
+        };
+        let before = Some(t("2026-11-27T10:00:00Z"));
+        let on_server = |newest: Option<&str>, started: &str| Scan {
+            server_clock: true,
+            newest_updated: newest.map(t),
+            ..Scan::starting("r1", t(started))
+        };
+        let mut cp = Checkpoint {
+            watermark: before,
+            ..Default::default()
+        };
+        // This machine's clock three hours ahead of the server's: the server's time.
+        task.record(
+            &mut cp,
+            &on_server(Some("2026-11-28T10:00:00Z"), "2026-11-28T13:00:00Z"),
+            true,
+        );
+        assert_eq!(cp.watermark, Some(t("2026-11-28T10:00:00Z")));
+        // Three hours behind: still the server's, nothing asked for twice.
+        cp.watermark = before;
+        task.record(
+            &mut cp,
+            &on_server(Some("2026-11-28T10:00:00Z"), "2026-11-28T07:00:00Z"),
+            true,
+        );
+        assert_eq!(cp.watermark, Some(t("2026-11-28T10:00:00Z")));
+        // No row seen: the watermark stays.
+        cp.watermark = before;
+        task.record(&mut cp, &on_server(None, "2026-11-28T13:00:00Z"), true);
+        assert_eq!(cp.watermark, before);
+        // A row stamped in 2999: a day past this machine's clock at most.
+        task.record(
+            &mut cp,
+            &on_server(Some("2999-01-01T00:00:00Z"), "2026-11-28T10:00:00Z"),
+            true,
+        );
+        assert_eq!(cp.watermark, Some(t("2026-11-29T10:00:00Z")));
+        // A scan from before (no server clock): its start, as always.
+        let old: Scan = serde_json::from_value(serde_json::json!({
+            "run_id": "r0", "started_at": "2026-11-28T09:00:00Z", "updated_after": null,
+            "published_after": null, "published_before": null, "cursor": "c", "pages": 3,
+            "restarts": 0
+        }))
+        .unwrap();
+        task.record(&mut cp, &old, true);
+        assert_eq!(cp.watermark, Some(t("2026-11-28T09:00:00Z")));
     }
 
     #[test]

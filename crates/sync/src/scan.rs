@@ -5,10 +5,12 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use joblake_fetcher::{FetchError, Page};
 use joblake_schema::Table;
+use serde_json::value::RawValue;
 
 use crate::checkpoint::{Checkpoint, Scan, Task};
 use crate::page_loop::{Feed, FeedPage};
@@ -139,6 +141,10 @@ impl Feed for ScanFeed<'_> {
                 )
             });
         let scan_done = !page.has_more;
+        if self.current.server_clock {
+            let newest = page.rows.iter().filter_map(|r| updated_at(r)).max();
+            self.current.newest_updated = self.current.newest_updated.max(newest);
+        }
         self.current.cursor = page.next_cursor.clone();
         self.current.pages += 1;
         self.task
@@ -182,6 +188,19 @@ impl Feed for ScanFeed<'_> {
             .map(|w| format!(", window {} of {}", w.planned - w.left + 1, w.planned))
             .unwrap_or_default()
     }
+}
+
+/// A row's `updated_at`, when it has a readable one.
+fn updated_at(row: &RawValue) -> Option<DateTime<Utc>> {
+    #[derive(serde::Deserialize)]
+    struct Stamp<'a> {
+        #[serde(borrow, default)]
+        updated_at: Option<std::borrow::Cow<'a, str>>,
+    }
+    let stamp: Stamp<'_> = serde_json::from_str(row.get()).ok()?;
+    DateTime::parse_from_rfc3339(stamp.updated_at?.as_ref())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// What one scan has seen of the API, to stop a server that would page forever.
@@ -247,8 +266,6 @@ impl Seen {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::value::RawValue;
-
     use super::*;
 
     fn page(rows: usize, next: Option<&str>, total: Option<u64>) -> Page {

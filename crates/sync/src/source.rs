@@ -84,6 +84,9 @@ impl Source {
         Scan {
             updated_after,
             published_after,
+            // Career sites are asked for by `updated_at`, the server's clock: so is the
+            // watermark they leave.
+            server_clock: self.api == Api::Jobo,
             ..Scan::starting(run_id, now)
         }
     }
