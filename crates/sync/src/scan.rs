@@ -141,8 +141,11 @@ impl Feed for ScanFeed<'_> {
                 )
             });
         let scan_done = !page.has_more;
+        // The feed comes in `updated_at` order, so a page's last row is its newest: only it is
+        // read (a feed out of order makes the watermark earlier, never later: rows are asked
+        // for again, none skipped).
         if self.current.server_clock {
-            let newest = page.rows.iter().filter_map(|r| updated_at(r)).max();
+            let newest = page.rows.last().and_then(|r| updated_at(r));
             self.current.newest_updated = self.current.newest_updated.max(newest);
         }
         self.current.cursor = page.next_cursor.clone();
