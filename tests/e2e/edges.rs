@@ -356,6 +356,8 @@ async fn a_key_is_never_sent_in_clear_text_to_another_machine() {
 
 /// Runs `joblake <args>` on `lake` to its end; returns its exit code, its stderr and its own
 /// peak RSS in MiB (from `wait4`, which reports on that one process).
+// The child is reaped by `wait4`, which clippy does not see as a wait.
+#[allow(clippy::zombie_processes)]
 fn run_measured(lake: &Lake, args: &[&str]) -> (Option<i32>, String, i64) {
     use std::io::Read;
     let mut cmd = lake.command(args);
