@@ -616,9 +616,9 @@ pub fn repo_root() -> PathBuf {
     crate_dir.join("../..")
 }
 
-/// Replaces section `name` of `RELIABILITY.md` (the repository's) with `body`: the tests
-/// publish what they injected and what came of it themselves. Concurrent tests take turns.
-pub fn reliability_section(name: &str, body: &str) {
+/// Runs `f` on `RELIABILITY.md`'s text, holding a lock every test that writes it takes, and
+/// writes back what `f` returns: concurrent tests take turns.
+fn edit_reliability(f: impl FnOnce(String) -> String) {
     let path = repo_root().join("RELIABILITY.md");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -627,9 +627,6 @@ pub fn reliability_section(name: &str, body: &str) {
         .open(std::env::temp_dir().join("joblake-reliability.lock"))
         .unwrap();
     lock.lock().unwrap();
-    let begin = format!("<!-- {name}:begin -->");
-    let end = format!("<!-- {name}:end -->");
-    let section = format!("{begin}\n{}\n{end}", body.trim_end());
     let old = std::fs::read_to_string(&path).unwrap_or_else(|_| {
         "# Reliability\n\nWhat the end-to-end tests (`tests/e2e`) inject into real runs of \
          `joblake` against `joblake simulate`, how often, and what came of it. Every table \
@@ -637,16 +634,35 @@ pub fn reliability_section(name: &str, body: &str) {
          in.\n"
             .to_string()
     });
-    let new = match (old.find(&begin), old.find(&end)) {
-        (Some(a), Some(b)) if a < b => {
-            format!("{}{section}{}", &old[..a], &old[b + end.len()..])
-        }
-        _ => format!("{}\n\n{section}\n", old.trim_end()),
-    };
     let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, new).unwrap();
+    std::fs::write(&tmp, f(old)).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     lock.unlock().unwrap();
+}
+
+fn markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    )
+}
+
+/// `text` with section `name` replaced by `body` (or added at the end).
+fn with_section(text: &str, name: &str, body: &str) -> String {
+    let (begin, end) = markers(name);
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    match (text.find(&begin), text.find(&end)) {
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{section}{}", &text[..a], &text[b + end.len()..])
+        }
+        _ => format!("{}\n\n{section}\n", text.trim_end()),
+    }
+}
+
+/// Replaces section `name` of `RELIABILITY.md` (the repository's) with `body`: the tests
+/// publish what they injected and what came of it themselves.
+pub fn reliability_section(name: &str, body: &str) {
+    edit_reliability(|text| with_section(&text, name, body));
 }
 
 /// Puts `row` (a Markdown table row, its first cell the key) into the table of section `name`
@@ -654,38 +670,26 @@ pub fn reliability_section(name: &str, body: &str) {
 /// that each try one thing write one table together. `head` is the section's text up to and
 /// including the table's header lines.
 pub fn reliability_row(name: &str, head: &str, row: &str) {
-    let path = repo_root().join("RELIABILITY.md");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("joblake-reliability-rows.lock"))
-        .unwrap();
-    lock.lock().unwrap();
     let first_cell = |r: &str| r.split('|').nth(1).unwrap_or_default().trim().to_string();
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let (begin, end) = (
-        format!("<!-- {name}:begin -->"),
-        format!("<!-- {name}:end -->"),
-    );
-    let mut rows: std::collections::BTreeMap<String, String> =
-        match (old.find(&begin), old.find(&end)) {
-            (Some(a), Some(b)) if a < b => old[a + begin.len()..b]
+    edit_reliability(|text| {
+        let (begin, end) = markers(name);
+        let mut rows: BTreeMap<String, String> = match (text.find(&begin), text.find(&end)) {
+            (Some(a), Some(b)) if a < b => text[a + begin.len()..b]
                 .lines()
                 .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
                 .skip(1)
                 .map(|l| (first_cell(l), l.to_string()))
                 .collect(),
-            _ => Default::default(),
+            _ => BTreeMap::new(),
         };
-    rows.insert(first_cell(row), row.trim_end().to_string());
-    let body = format!(
-        "{}\n{}",
-        head.trim_end(),
-        rows.into_values().collect::<Vec<_>>().join("\n")
-    );
-    reliability_section(name, &body);
-    lock.unlock().unwrap();
+        rows.insert(first_cell(row), row.trim_end().to_string());
+        let body = format!(
+            "{}\n{}",
+            head.trim_end(),
+            rows.into_values().collect::<Vec<_>>().join("\n")
+        );
+        with_section(&text, name, &body)
+    });
 }
 
 /// Asserts neither API key is in `outputs` or any byte of the lake (its objects and its
