@@ -12,7 +12,7 @@ const HEAD: &str = "## Edges: what was tried, what came of it\n\n\
                     run it, against `joblake simulate` where a server is involved.\n\n\
                     | what was tried | how | what came of it |\n|---|---|---|";
 
-fn edge(what: &str, how: &str, outcome: &str) {
+pub(crate) fn edge(what: &str, how: &str, outcome: &str) {
     reliability_row("edges", HEAD, &format!("| {what} | {how} | {outcome} |"));
 }
 

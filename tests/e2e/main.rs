@@ -9,6 +9,7 @@ mod edges;
 mod enrich;
 mod faults;
 mod harness;
+mod lease;
 mod local;
 mod s3;
 mod writes;

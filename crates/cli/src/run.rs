@@ -110,12 +110,7 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
     let new_lake = !cli.lake.contains("://") && !std::path::Path::new(&cli.lake).exists();
     let lake = Lake::open(&cli.lake, true)?;
     joblake_writer::format::check(&lake).await?;
-    let holder = format!(
-        "joblake {command}, pid {}, started {}",
-        std::process::id(),
-        Utc::now().to_rfc3339()
-    );
-    let lock = Arc::new(LakeLock::acquire(&lake, &holder).await?);
+    let lock = Arc::new(lock_lake(&lake, command).await?);
     let last_balance = joblake_sync::mark_crashed_runs(&lake).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -176,7 +171,11 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
     }
     joblake_writer::crash_point("views:before");
     let views = if touched || (!new_lake && session::views_behind(&lake, &db).await) {
-        let views = session::rebuild_views(&lake, &db).await;
+        // A run that lost its S3 lease leaves the views to the run that took the lake.
+        let views = match lock.confirm(&lake).await {
+            Ok(()) => session::rebuild_views(&lake, &db).await,
+            Err(e) => Err(anyhow::Error::new(e).context("the views were not rebuilt")),
+        };
         if views.is_ok() {
             joblake_writer::crash_point("views:after");
         }
@@ -206,17 +205,24 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
     ))
 }
 
-/// An existing lake `joblake` is about to rewrite: opened, locked, and with what killed runs
-/// left committed; for `compact`.
-pub async fn open_for_writing(cli: &Cli, command: &str) -> Result<(Lake, LakeLock)> {
-    let lake = Lake::open(&cli.lake, false)?;
-    joblake_writer::format::check(&lake).await?;
+/// Takes `lake` for `command` run by this process (an S3 lease as long as
+/// `JOBLAKE_S3_LEASE_SECONDS` says), or says who holds it.
+async fn lock_lake(lake: &Lake, command: &str) -> Result<LakeLock> {
+    let ttl = joblake_writer::lease_ttl_from_env().map_err(anyhow::Error::msg)?;
     let holder = format!(
         "joblake {command}, pid {}, started {}",
         std::process::id(),
         Utc::now().to_rfc3339()
     );
-    let lock = LakeLock::acquire(&lake, &holder).await?;
+    Ok(LakeLock::acquire_with_ttl(lake, &holder, ttl).await?)
+}
+
+/// An existing lake `joblake` is about to rewrite: opened, locked, and with what killed runs
+/// left committed; for `compact`.
+pub async fn open_for_writing(cli: &Cli, command: &str) -> Result<(Lake, LakeLock)> {
+    let lake = Lake::open(&cli.lake, false)?;
+    joblake_writer::format::check(&lake).await?;
+    let lock = lock_lake(&lake, command).await?;
     match joblake_sync::finish_killed_runs(&lake, &run_id_in(&lake).await).await {
         Ok(recovered) => {
             if !cli.quiet && !cli.json {

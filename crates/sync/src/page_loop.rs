@@ -71,6 +71,15 @@ pub trait Feed {
     }
 }
 
+/// The error a run that lost the lake's S3 lease ends with.
+fn lease_lost(table: Table) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{table}: this run lost the lake's S3 lease (it could not renew it, or another run \
+         took the lake over), so it stopped fetching; the pages it fetched stay staged for \
+         the lake's next run to commit"
+    )
+}
+
 /// Resolves once `stop` is set (Ctrl-C, SIGTERM), looking ten times a second.
 async fn stop_requested(stop: &std::sync::atomic::AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
@@ -169,6 +178,9 @@ pub async fn land(
                 Some("interrupted; the next run resumes where this one stopped".into());
             break Ok(RunStatus::Interrupted);
         }
+        if opts.lock.is_lost() {
+            break Err(lease_lost(table));
+        }
         if opts.max_pages.is_some_and(|m| summary.pages >= m) {
             summary.message = Some("stopped at --max-pages; the next run resumes here".into());
             break Ok(RunStatus::Interrupted);
@@ -186,6 +198,8 @@ pub async fn land(
         // A signal ends any wait for the next page (a pacing pause, a backoff, a slow server)
         // at once: what was fetched is committed below, and at most the page in flight is
         // asked for again by the next run.
+        // A run that lost the lake (its S3 lease taken over) stops paying for pages at once;
+        // the run that took the lake commits what this one staged.
         let page = tokio::select! {
             biased;
             page = feed.next_page() => page,
@@ -194,6 +208,7 @@ pub async fn land(
                     Some("interrupted; the next run resumes where this one stopped".into());
                 break Ok(RunStatus::Interrupted);
             }
+            () = opts.lock.lost() => break Err(lease_lost(table)),
         };
         let page = match page {
             None => break Ok(RunStatus::Succeeded),
@@ -254,11 +269,8 @@ pub async fn land(
     // Otherwise what was fetched is published with the checkpoint that covers it. An S3
     // lease can run out under a hung run; then another run owns the lake and this one must
     // not commit over it (its staged pages stay for that run to commit).
-    let committed = async {
-        opts.lock.confirm(lake).await?;
-        writer.commit(None).await
-    }
-    .await;
+    // (The commit confirms the lease first.)
+    let committed = writer.commit(None).await;
     match committed {
         Ok(report) => {
             summary.files += report.files.len() as u64;

@@ -106,7 +106,6 @@ async fn feed_source(
             if planned {
                 // The plan is committed before its first page, so a crash never plans again.
                 let value = serde_json::to_value(&committed).expect("checkpoints serialise");
-                opts.lock.confirm(lake).await?;
                 writer.commit(Some(value)).await?;
                 crash_point("backfill:after-plan");
             }

@@ -337,6 +337,7 @@ impl DeltaLog {
     /// Commits `commit` on top of the table's newest version (creating the table, with
     /// `schema`, when it has no log yet). Returns the version committed.
     pub async fn commit(&self, schema: SchemaRef, commit: Commit) -> Result<u64> {
+        self.lake.confirm_lease().await?;
         self.lake.record_format().await?;
         let snapshot = self.snapshot().await?;
         if snapshot.is_none()

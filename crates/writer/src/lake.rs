@@ -40,6 +40,8 @@ pub struct Lake {
     delta: Arc<std::sync::OnceLock<Arc<crate::delta::Engine>>>,
     /// Whether this process recorded the lake's format yet (before its first commit).
     format_recorded: Arc<tokio::sync::OnceCell<()>>,
+    /// The S3 lease this process holds on the lake, if any: every commit confirms it.
+    lease: crate::lock::LeaseSlot,
 }
 
 /// The settings an S3 lake was opened with, for readers other than `object_store` (DuckDB's
@@ -148,6 +150,7 @@ impl Lake {
             root_store: Arc::new(root_store),
             delta: Arc::default(),
             format_recorded: Arc::default(),
+            lease: Arc::default(),
         })
     }
 
@@ -192,6 +195,7 @@ impl Lake {
             root_store: s3,
             delta: Arc::default(),
             format_recorded: Arc::default(),
+            lease: Arc::default(),
         })
     }
 
@@ -241,6 +245,21 @@ impl Lake {
         }
         let made = crate::delta::engine(Arc::clone(&self.root_store))?;
         Ok(Arc::clone(self.delta.get_or_init(|| made)))
+    }
+
+    pub(crate) fn lease_slot(&self) -> &crate::lock::LeaseSlot {
+        &self.lease
+    }
+
+    /// Confirms the S3 lease this process holds on the lake (renewing it), if it holds one:
+    /// every commit does this first, so a run that lost the lake never commits over the run
+    /// that took it. Nothing to do for a local lake (its OS lock cannot be lost).
+    pub(crate) async fn confirm_lease(&self) -> Result<()> {
+        let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match lease {
+            Some(lease) => lease.confirm(self).await,
+            None => Ok(()),
+        }
     }
 
     /// Records the lake's format (see `format.rs`) before this process first commits to it.

@@ -19,7 +19,7 @@
 //! _joblake/compact/<table>/<dt>.json   a compaction's swap under way
 //! _joblake/latest/<table>/, <table>.json  the latest files of a lake before format 2
 //! _joblake/runs/<run>-<table>.parquet  the run ledger
-//! _joblake/lock, _joblake/lease.json   who is writing (local, S3)
+//! _joblake/lock, _joblake/lease.json   who is writing (local, S3; `_joblake/clock` reads S3's clock)
 //! ```
 
 use chrono::{DateTime, Utc};
@@ -146,6 +146,11 @@ pub fn ledger_run(path: &Path) -> Option<&str> {
 /// An S3 lake's lease (a local lake locks `_joblake/lock`).
 pub fn lease() -> Path {
     Path::from("_joblake/lease.json")
+}
+
+/// An empty object an S3 lake's lease writes to read the store's clock (its `Last-Modified`).
+pub fn clock_probe() -> Path {
+    Path::from("_joblake/clock")
 }
 
 /// The checkpoint of `table`'s last commit as its source wrote it, if the table has one; a

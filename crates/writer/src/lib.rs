@@ -41,6 +41,6 @@ pub use lake::{Lake, LakeLocation, S3Access};
 pub use ledger::{
     RunRecord, RunStatus, last_ledger_run, ledger_schema, next_run_id, read_ledger, write_ledger,
 };
-pub use lock::LakeLock;
+pub use lock::{LEASE_ENV, LakeLock, lease_ttl_from_env};
 pub use stage::{Decoded, Decoder, RawPage, Stager};
 pub use table::{CommitReport, FileInfo, Recovery, TableWriter, WriterOptions};

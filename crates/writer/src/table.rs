@@ -364,6 +364,8 @@ impl TableWriter {
     }
 
     async fn commit_pending(&mut self, state: Option<Value>) -> Result<CommitReport> {
+        // Before any file is published: a run that lost the lake publishes nothing.
+        self.lake.confirm_lease().await?;
         let mut report = CommitReport {
             pages: self.pending_pages,
             rows: self.staged_rows,

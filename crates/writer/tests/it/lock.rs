@@ -84,9 +84,10 @@ async fn plant_lease(lake: &joblake_writer::Lake, machine: &str, pid: u32) {
 fn this_machine() -> String {
     let read = |p: &str| std::fs::read_to_string(p).unwrap().trim().to_string();
     format!(
-        "{}/{}",
+        "{}/{}/{}",
         read("/proc/sys/kernel/hostname"),
-        read("/proc/sys/kernel/random/boot_id")
+        read("/proc/sys/kernel/random/boot_id"),
+        std::fs::read_link("/proc/self/ns/pid").unwrap().display()
     )
 }
 
@@ -115,4 +116,65 @@ async fn a_killed_holder_on_this_machine_frees_an_s3_lake_at_once() {
     // On another machine, whether it lives cannot be told here: it keeps the lease.
     plant_lease(&lake, "elsewhere/0000", gone.id()).await;
     assert!(LakeLock::acquire(&lake, "pid 2").await.is_err());
+}
+
+#[tokio::test]
+async fn a_holder_that_lost_its_lease_publishes_nothing_not_even_at_a_roll() {
+    use crate::support::{StageExt, decoder, schema};
+    use joblake_writer::{TableWriter, WriterOptions};
+
+    let moto = Moto::shared();
+    let bucket = moto.bucket("lost-at-roll");
+    let lake = s3_lake(&moto.endpoint, &bucket, "lake");
+    let slow = LakeLock::acquire_with_ttl(&lake, "pid 1 (hangs)", Duration::from_secs(2))
+        .await
+        .unwrap();
+    let opts = WriterOptions {
+        roll_rows: 3,
+        ..WriterOptions::default()
+    };
+    let (mut w, _) = TableWriter::open(&lake, "t", schema(), "R1", opts, decoder())
+        .await
+        .unwrap();
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+    // One page in (2 rows, under the roll), then the holder hangs past its lease.
+    let batch = |n: i64| {
+        arrow::array::RecordBatch::try_new(
+            schema(),
+            vec![
+                std::sync::Arc::new(arrow::array::StringArray::from(vec![
+                    format!("p{n}a"),
+                    format!("p{n}b"),
+                ])),
+                std::sync::Arc::new(arrow::array::Int64Array::from(vec![n; 2])),
+            ],
+        )
+        .unwrap()
+    };
+    w.stage(1, day, &batch(1), &serde_json::json!({"p": 1}))
+        .await
+        .unwrap();
+    slow.pause_renewal_for_tests();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Another process (its own view of the lake) takes over.
+    let elsewhere = s3_lake(&moto.endpoint, &bucket, "lake");
+    let taker = LakeLock::acquire(&elsewhere, "pid 2").await.unwrap();
+    // The second page fills a file past the roll: its commit must not publish it.
+    let err = w
+        .stage(2, day, &batch(2), &serde_json::json!({"p": 2}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("taken over"), "{err}");
+    assert!(slow.is_lost());
+    let published = lake
+        .list(&object_store::path::Path::from("t"))
+        .await
+        .unwrap();
+    assert!(
+        published
+            .iter()
+            .all(|m| !m.location.as_ref().ends_with(".parquet")),
+        "{published:?}"
+    );
+    taker.release().await;
 }
