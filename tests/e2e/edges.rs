@@ -300,6 +300,15 @@ async fn odd_flags_and_settings_are_refused_up_front_and_nothing_panics() {
             check(format!("{text:?} (--dry-run)"), &run);
         }
     }
+    lake.set_config("");
+    for bad in ["0", "2", "99999", "two minutes", "-5"] {
+        lake.env
+            .push(("JOBLAKE_S3_LEASE_SECONDS".into(), bad.into()));
+        let run = lake.run(&["refresh"]).await;
+        check(format!("JOBLAKE_S3_LEASE_SECONDS={bad}"), &run);
+        assert!(run.stderr().contains("JOBLAKE_S3_LEASE_SECONDS"));
+        lake.env.pop();
+    }
     // Not one request reached the APIs, and nothing was written.
     assert!(
         sim.log().await.is_empty(),

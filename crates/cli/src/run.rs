@@ -107,10 +107,11 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
     } else {
         req.task.command()
     };
+    let lease = lease_ttl()?;
     let new_lake = !cli.lake.contains("://") && !std::path::Path::new(&cli.lake).exists();
     let lake = Lake::open(&cli.lake, true)?;
     joblake_writer::format::check(&lake).await?;
-    let lock = Arc::new(lock_lake(&lake, command).await?);
+    let lock = Arc::new(lock_lake(&lake, command, lease).await?);
     let last_balance = joblake_sync::mark_crashed_runs(&lake).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -205,24 +206,30 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
     ))
 }
 
-/// Takes `lake` for `command` run by this process (an S3 lease as long as
-/// `JOBLAKE_S3_LEASE_SECONDS` says), or says who holds it.
-async fn lock_lake(lake: &Lake, command: &str) -> Result<LakeLock> {
-    let ttl = joblake_writer::lease_ttl_from_env().map_err(anyhow::Error::msg)?;
+/// How long an S3 lease lasts (`JOBLAKE_S3_LEASE_SECONDS`), checked before the lake is
+/// touched.
+fn lease_ttl() -> Result<std::time::Duration> {
+    joblake_writer::lease_ttl_from_env().map_err(anyhow::Error::msg)
+}
+
+/// Takes `lake` for `command` run by this process (an S3 lease of `lease`), or says who
+/// holds it.
+async fn lock_lake(lake: &Lake, command: &str, lease: std::time::Duration) -> Result<LakeLock> {
     let holder = format!(
         "joblake {command}, pid {}, started {}",
         std::process::id(),
         Utc::now().to_rfc3339()
     );
-    Ok(LakeLock::acquire_with_ttl(lake, &holder, ttl).await?)
+    Ok(LakeLock::acquire_with_ttl(lake, &holder, lease).await?)
 }
 
 /// An existing lake `joblake` is about to rewrite: opened, locked, and with what killed runs
 /// left committed; for `compact`.
 pub async fn open_for_writing(cli: &Cli, command: &str) -> Result<(Lake, LakeLock)> {
+    let lease = lease_ttl()?;
     let lake = Lake::open(&cli.lake, false)?;
     joblake_writer::format::check(&lake).await?;
-    let lock = lock_lake(&lake, command).await?;
+    let lock = lock_lake(&lake, command, lease).await?;
     match joblake_sync::finish_killed_runs(&lake, &run_id_in(&lake).await).await {
         Ok(recovered) => {
             if !cli.quiet && !cli.json {
