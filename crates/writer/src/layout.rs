@@ -67,9 +67,18 @@ pub fn staged_page(table: &str, run_id: &str, page: i64) -> Path {
     Path::from(format!("_joblake/staging/{table}/{run_id}/{page:09}.page"))
 }
 
-/// A run's staging log on a local lake.
+/// A run's staging log on a local lake (its first segment).
 pub fn staging_log(table: &str, run_id: &str) -> Path {
-    Path::from(format!("_joblake/staging/{table}/{run_id}.log"))
+    staging_log_segment(table, run_id, 0)
+}
+
+/// Segment `segment` of a run's staging log: a new one begins after each commit during the
+/// run (see `Stager`).
+pub fn staging_log_segment(table: &str, run_id: &str, segment: u32) -> Path {
+    match segment {
+        0 => Path::from(format!("_joblake/staging/{table}/{run_id}.log")),
+        n => Path::from(format!("_joblake/staging/{table}/{run_id}.{n}.log")),
+    }
 }
 
 /// The rows of a page that could not load, with why.

@@ -29,6 +29,7 @@ mod lake;
 pub mod layout;
 mod ledger;
 mod lock;
+mod patch;
 mod sink;
 mod stage;
 mod table;

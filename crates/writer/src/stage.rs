@@ -65,27 +65,80 @@ struct Header {
     run_id: String,
     page: i64,
     fetched_at: DateTime<Utc>,
-    /// The source checkpoint once this page is in.
+    /// The source checkpoint once this page is in (format 1).
+    #[serde(default)]
     state: Value,
+    /// Format 2: the checkpoint as a change to page `patch_of`'s (see `patch.rs`), so that a
+    /// long list in it is not written whole with every page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    patch: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    patch_of: Option<i64>,
 }
 
+/// A page's whole checkpoint.
 const FORMAT: u32 = 1;
+/// A page's checkpoint as a change to the page before's.
+const FORMAT_PATCHED: u32 = 2;
 const MAGIC: &[u8; 4] = b"JLPG";
 
-/// A header line, then the rows as one JSON array.
-fn encode(raw: &RawPage, state_after: &Value) -> Vec<u8> {
+/// The checkpoint a staged page carries: whole, or as a change to an earlier page's.
+#[derive(Debug)]
+pub(crate) enum StagedState {
+    Whole(Value),
+    Patch { of: i64, patch: Value },
+}
+
+impl StagedState {
+    /// The whole checkpoint, given `before`: the page and checkpoint that came before this
+    /// one in the same run (the last staged, or the last committed).
+    pub(crate) fn resolve(
+        self,
+        before: Option<(i64, &Value)>,
+    ) -> std::result::Result<Value, String> {
+        match (self, before) {
+            (StagedState::Whole(v), _) => Ok(v),
+            (StagedState::Patch { of, patch }, Some((page, base))) if page == of => {
+                crate::patch::apply(base, &patch)
+            }
+            (StagedState::Patch { of, .. }, _) => Err(format!(
+                "its checkpoint is a change to page {of}'s, which is neither staged nor committed"
+            )),
+        }
+    }
+}
+
+/// A header line, then the rows as one JSON array; the checkpoint whole, or (with `before`,
+/// the page before's) as a change to that page's.
+fn encode(raw: &RawPage, state_after: &Value, before: Option<(i64, &Value)>) -> Vec<u8> {
     let mut bytes = Vec::new();
-    encode_into(&mut bytes, raw, state_after);
+    encode_into(&mut bytes, raw, state_after, before);
     bytes
 }
 
-fn encode_into(bytes: &mut Vec<u8>, raw: &RawPage, state_after: &Value) {
+fn encode_into(
+    bytes: &mut Vec<u8>,
+    raw: &RawPage,
+    state_after: &Value,
+    before: Option<(i64, &Value)>,
+) {
+    let patch = before.map(|(page, base)| (page, crate::patch::diff(base, state_after)));
     let header = Header {
-        format: FORMAT,
+        format: if patch.is_some() {
+            FORMAT_PATCHED
+        } else {
+            FORMAT
+        },
         run_id: raw.run_id.clone(),
         page: raw.page,
         fetched_at: raw.fetched_at,
-        state: state_after.clone(),
+        state: if patch.is_some() {
+            Value::Null
+        } else {
+            state_after.clone()
+        },
+        patch_of: patch.as_ref().map(|(page, _)| *page),
+        patch: patch.map(|(_, p)| p),
     };
     serde_json::to_writer(&mut *bytes, &header).expect("header serialises");
     bytes.reserve(raw.rows.iter().map(|r| r.get().len() + 1).sum::<usize>() + 3 + 8);
@@ -101,11 +154,11 @@ fn encode_into(bytes: &mut Vec<u8>, raw: &RawPage, state_after: &Value) {
 }
 
 /// A log record: magic, length, the encoded page, length again.
-fn log_record(raw: &RawPage, state_after: &Value) -> Vec<u8> {
+fn log_record(raw: &RawPage, state_after: &Value, before: Option<(i64, &Value)>) -> Vec<u8> {
     let mut record = Vec::new();
     record.extend_from_slice(MAGIC);
     record.extend_from_slice(&[0; 8]);
-    encode_into(&mut record, raw, state_after);
+    encode_into(&mut record, raw, state_after, before);
     let len = (record.len() - 12) as u64;
     record[4..12].copy_from_slice(&len.to_le_bytes());
     record.extend_from_slice(&len.to_le_bytes());
@@ -113,7 +166,7 @@ fn log_record(raw: &RawPage, state_after: &Value) -> Vec<u8> {
 }
 
 /// A staged page read back: the page and the checkpoint that follows it.
-pub(crate) fn decode(bytes: Bytes, what: &str) -> Result<(RawPage, Value)> {
+pub(crate) fn decode(bytes: Bytes, what: &str) -> Result<(RawPage, StagedState)> {
     let corrupt = |detail: String| Error::CorruptStage {
         path: what.to_string(),
         detail,
@@ -124,9 +177,11 @@ pub(crate) fn decode(bytes: Bytes, what: &str) -> Result<(RawPage, Value)> {
         .ok_or_else(|| corrupt("no header line".into()))?;
     let header: Header =
         serde_json::from_slice(&bytes[..split]).map_err(|e| corrupt(e.to_string()))?;
-    if header.format != FORMAT {
-        return Err(corrupt(format!("unknown format {}", header.format)));
-    }
+    let state = match (header.format, header.patch, header.patch_of) {
+        (FORMAT, None, None) => StagedState::Whole(header.state),
+        (FORMAT_PATCHED, Some(patch), Some(of)) => StagedState::Patch { of, patch },
+        (format, ..) => return Err(corrupt(format!("unknown format {format}"))),
+    };
     let rows = serde_json::from_slice(&bytes[split + 1..])
         .map_err(|e| corrupt(format!("its rows are not a JSON array: {e}")))?;
     let raw = RawPage {
@@ -135,32 +190,93 @@ pub(crate) fn decode(bytes: Bytes, what: &str) -> Result<(RawPage, Value)> {
         fetched_at: header.fetched_at,
         rows,
     };
-    Ok((raw, header.state))
+    Ok((raw, state))
 }
 
-/// The complete records of a staging log, in order; a torn last record is left out.
-pub(crate) fn log_records(bytes: &Bytes, what: &str) -> Result<Vec<(RawPage, Value)>> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    let len_at = |i: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
+/// Where a complete record of a staging log is, and which page it holds.
+#[derive(Debug, Clone)]
+pub(crate) struct LogRecord {
+    /// The staging log's path in the lake.
+    pub log: Path,
+    /// Where the encoded page starts in the file, and its length.
+    offset: u64,
+    len: u64,
+    pub run_id: String,
+    pub page: i64,
+}
+
+/// The complete records of the staging log at `file` (`log` in the lake), in order, read
+/// one record header at a time: memory does not grow with the log. A torn last record is
+/// left out.
+pub(crate) fn index_log(file: &std::path::Path, log: &Path) -> Result<Vec<LogRecord>> {
+    use std::io::{BufRead, Read};
+    #[derive(Deserialize)]
+    struct Pos {
+        run_id: String,
+        page: i64,
+    }
+    let io = |source| Error::Io {
+        context: format!("cannot read the staging log {}", file.display()),
+        source,
     };
-    while at < bytes.len() {
-        if bytes.get(at..at + 4) != Some(MAGIC.as_slice()) {
+    let size = std::fs::metadata(file).map_err(io)?.len();
+    let mut reader =
+        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(file).map_err(io)?);
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    let mut line = Vec::new();
+    loop {
+        let mut prefix = [0u8; 12];
+        if at + 12 > size || reader.read_exact(&mut prefix).is_err() || &prefix[..4] != MAGIC {
             break;
         }
-        let Some(len) = len_at(at + 4) else { break };
-        let start = at + 12;
-        let Some(end) = start.checked_add(len as usize) else {
-            break;
-        };
-        if len_at(end) != Some(len) {
+        let len = u64::from_le_bytes(prefix[4..12].try_into().expect("8 bytes"));
+        let Some(end) = (at + 12).checked_add(len).filter(|e| e + 8 <= size) else {
             break; // cut short by a crash: the page in flight
+        };
+        line.clear();
+        let read = (&mut reader)
+            .take(len)
+            .read_until(b'\n', &mut line)
+            .map_err(io)?;
+        reader
+            .seek_relative((len - read as u64) as i64)
+            .map_err(io)?;
+        let mut trailer = [0u8; 8];
+        if reader.read_exact(&mut trailer).is_err() || u64::from_le_bytes(trailer) != len {
+            break;
         }
-        out.push(decode(bytes.slice(start..end), what)?);
+        let pos: Pos =
+            serde_json::from_slice(line.strip_suffix(b"\n").unwrap_or(&line)).map_err(|e| {
+                Error::CorruptStage {
+                    path: log.to_string(),
+                    detail: format!("a record's header at byte {at}: {e}"),
+                }
+            })?;
+        out.push(LogRecord {
+            log: log.clone(),
+            offset: at + 12,
+            len,
+            run_id: pos.run_id,
+            page: pos.page,
+        });
         at = end + 8;
     }
     Ok(out)
+}
+
+/// Reads the page of `record` from the staging log at `file`.
+pub(crate) fn read_record(file: &std::path::Path, record: &LogRecord) -> Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let io = |source| Error::Io {
+        context: format!("cannot read the staging log {}", file.display()),
+        source,
+    };
+    let mut bytes = vec![0u8; record.len as usize];
+    std::fs::File::open(file)
+        .and_then(|f| f.read_exact_at(&mut bytes, record.offset))
+        .map_err(io)?;
+    Ok(Bytes::from(bytes))
 }
 
 /// The longest a record written to a staging log waits for its `fdatasync`.
@@ -168,12 +284,25 @@ pub const SYNC_EVERY: Duration = Duration::from_millis(50);
 
 /// Makes fetched pages durable with the checkpoint that follows each. It is all a fetch
 /// loop waits for before asking for the next page.
+///
+/// On disk the log is kept in segments: once a commit (a roll commit of a long run) covers
+/// pages of the open segment, the next page starts a new one, and a segment goes as soon as
+/// a commit covers its last page, so a run's log holds about what no commit covers yet.
 #[derive(Debug)]
 pub struct Stager {
     lake: Lake,
     table: String,
     run_id: String,
     log: Option<Log>,
+    /// Closed segments holding pages no commit covers yet: their file and last page.
+    older: Vec<(PathBuf, i64)>,
+    /// The number of the open (or next) segment.
+    segment: u32,
+    /// The page staged last and its checkpoint: the next page's checkpoint is written as a
+    /// change to it.
+    before: Option<(i64, Value)>,
+    /// The last page of this run a commit covers, from its writer.
+    covered: tokio::sync::watch::Receiver<(String, i64)>,
 }
 
 /// A run's open staging log and the task that syncs it.
@@ -184,10 +313,13 @@ struct Log {
     /// Records written so far; the sync task syncs up to the latest.
     written: tokio::sync::watch::Sender<u64>,
     syncing: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The first and last page written to it.
+    first_page: i64,
+    last_page: i64,
 }
 
 impl Log {
-    fn open(path: PathBuf) -> Result<Log> {
+    fn open(path: PathBuf, first_page: i64) -> Result<Log> {
         let io = |context: String| move |source| Error::Io { context, source };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
@@ -208,6 +340,8 @@ impl Log {
             file,
             written,
             syncing,
+            first_page,
+            last_page: first_page,
         })
     }
 
@@ -255,32 +389,52 @@ async fn sync_log(
 }
 
 impl Stager {
-    pub(crate) fn new(lake: &Lake, table: &str, run_id: &str) -> Stager {
+    pub(crate) fn new(
+        lake: &Lake,
+        table: &str,
+        run_id: &str,
+        covered: tokio::sync::watch::Receiver<(String, i64)>,
+    ) -> Stager {
         Stager {
             lake: lake.clone(),
             table: table.to_string(),
             run_id: run_id.to_string(),
             log: None,
+            older: Vec::new(),
+            segment: 0,
+            before: None,
+            covered,
         }
     }
 
-    fn log_path(&self, root: &std::path::Path) -> PathBuf {
-        root.join(layout::staging_log(&self.table, &self.run_id).as_ref())
+    fn log_path(&self, root: &std::path::Path, segment: u32) -> PathBuf {
+        root.join(layout::staging_log_segment(&self.table, &self.run_id, segment).as_ref())
     }
 
     /// Writes `raw` and the checkpoint `state_after`: one object on S3; on disk one record of
     /// the run's log, synced within [`SYNC_EVERY`].
     pub async fn stage(&mut self, raw: &RawPage, state_after: &Value) -> Result<()> {
         crate::crash_point("stage:before");
+        let before = self
+            .before
+            .as_ref()
+            .filter(|(page, _)| *page == raw.page - 1)
+            .map(|(page, state)| (*page, state));
         let root = match self.lake.location() {
             LakeLocation::Local(root) => root.clone(),
             LakeLocation::S3 { .. } => {
                 let path = layout::staged_page(&self.table, &raw.run_id, raw.page);
-                return self.lake.put(&path, encode(raw, state_after).into()).await;
+                let bytes = encode(raw, state_after, before);
+                self.lake.put(&path, bytes.into()).await?;
+                self.before = Some((raw.page, state_after.clone()));
+                return Ok(());
             }
         };
+        let record = log_record(raw, state_after, before);
+        self.drop_covered_segments(raw.page).await?;
         if self.log.is_none() {
-            self.log = Some(Log::open(self.log_path(&root))?);
+            let path = self.log_path(&root, self.segment);
+            self.log = Some(Log::open(path, raw.page)?);
         }
         let log = self.log.as_mut().expect("opened above");
         if log.syncing.is_finished() {
@@ -296,12 +450,40 @@ impl Stager {
         // Written in place: the fetch loop waits for it whatever thread does it, and copying a
         // page into the page cache takes less than handing it to another thread would.
         (&*log.file)
-            .write_all(&log_record(raw, state_after))
+            .write_all(&record)
             .map_err(|source| Error::Io {
                 context: format!("cannot write to the staging log {}", log.path.display()),
                 source,
             })?;
+        log.last_page = raw.page;
         log.written.send_modify(|n| *n += 1);
+        self.before = Some((raw.page, state_after.clone()));
+        Ok(())
+    }
+
+    /// Once a commit covers pages of the open segment, closes it so that `next_page` starts
+    /// a new one; removes the segments a commit covers whole.
+    async fn drop_covered_segments(&mut self, next_page: i64) -> Result<()> {
+        let covered = {
+            let c = self.covered.borrow();
+            if c.0 != self.run_id { 0 } else { c.1 }
+        };
+        if let Some(log) = self.log.take_if(|log| covered >= log.first_page) {
+            let (path, last) = (log.path.clone(), log.last_page);
+            log.close().await?;
+            self.older.push((path, last));
+            self.segment += 1;
+            tracing::debug!(table = %self.table, next_page, "a new staging log segment");
+        }
+        let mut kept = Vec::new();
+        for (path, last) in std::mem::take(&mut self.older) {
+            if last <= covered {
+                remove_log(&path)?;
+            } else {
+                kept.push((path, last));
+            }
+        }
+        self.older = kept;
         Ok(())
     }
 
@@ -309,25 +491,55 @@ impl Stager {
     pub async fn discard(self) -> Result<()> {
         match self.lake.location() {
             LakeLocation::Local(root) => {
-                let path = self.log_path(root);
                 if let Some(log) = self.log {
                     // Every page is committed: the log need not reach the disk any more, so
                     // its sync task stops without the last sync (and its wait of up to
                     // SYNC_EVERY).
                     log.abandon();
                 }
-                match std::fs::remove_file(&path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(Error::Io {
-                        context: format!("cannot remove the staging log {}", path.display()),
-                        source: e,
-                    }),
+                // Every segment of this run's log, whichever stager wrote it.
+                let dir = root.join(layout::staging_root(&self.table).as_ref());
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(source) => {
+                        return Err(Error::Io {
+                            context: format!("cannot list {}", dir.display()),
+                            source,
+                        });
+                    }
+                };
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let segment = name
+                        .to_str()
+                        .and_then(|n| n.strip_prefix(self.run_id.as_str()))
+                        .and_then(|n| n.strip_suffix(".log"));
+                    let ours = segment.is_some_and(|s| {
+                        s.is_empty()
+                            || s.strip_prefix('.')
+                                .is_some_and(|n| n.parse::<u32>().is_ok())
+                    });
+                    if ours {
+                        remove_log(&entry.path())?;
+                    }
                 }
+                Ok(())
             }
             // Each staged object went with the commit that covered it.
             LakeLocation::S3 { .. } => Ok(()),
         }
+    }
+}
+
+fn remove_log(path: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io {
+            context: format!("cannot remove the staging log {}", path.display()),
+            source: e,
+        }),
     }
 }
 

@@ -91,6 +91,12 @@ pub struct Recovery {
     pub cleaned: u64,
 }
 
+/// A staged page recovery found: its own object, or a record of a staging log.
+enum Found {
+    Object(Path),
+    Record(crate::stage::LogRecord),
+}
+
 /// The table's state file: the source's own checkpoint plus the last page it covers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StateFile {
@@ -136,6 +142,8 @@ pub struct TableWriter {
     log: DeltaLog,
     /// The last version this writer committed.
     version: Option<u64>,
+    /// The last page (and its run) a commit of this writer covers, for its stagers.
+    covered: tokio::sync::watch::Sender<(String, i64)>,
 }
 
 impl TableWriter {
@@ -169,6 +177,7 @@ impl TableWriter {
             failed: None,
             log,
             version: None,
+            covered: tokio::sync::watch::Sender::new((String::new(), 0)),
         };
         let recovery = writer.recover().await?;
         Ok((writer, recovery))
@@ -197,7 +206,12 @@ impl TableWriter {
 
     /// The handle that makes this run's pages durable (see [`Stager`]).
     pub fn stager(&self) -> Stager {
-        Stager::new(&self.lake, &self.table, &self.run_id)
+        Stager::new(
+            &self.lake,
+            &self.table,
+            &self.run_id,
+            self.covered.subscribe(),
+        )
     }
 
     /// Decodes a page [`Stager::stage`] made durable and streams its rows into the open file
@@ -413,6 +427,10 @@ impl TableWriter {
         self.lake
             .delete_all(std::mem::take(&mut self.staged))
             .await?;
+        if let Some((page, _)) = &self.last_staged {
+            // The stager may let go of the log segments this covers.
+            self.covered.send_replace((self.run_id.clone(), *page));
+        }
         self.pending_pages = 0;
         self.staged_rows = 0;
         self.last_staged = None;
@@ -461,23 +479,30 @@ impl TableWriter {
         // Files an interrupted run was still writing go: their rows are in its staged pages
         // (an interrupted compaction was finished or undone by `open`).
         self.lake.clear_uploads(&self.table).await?;
-        // Every staged page, wherever it is kept, in the order the pages were fetched.
-        let mut staged: BTreeMap<PagePos, (StagedAt, Option<(RawPage, Value)>)> = BTreeMap::new();
+        // Every staged page, wherever it is kept, in the order the pages were fetched. A
+        // log is only indexed here; each record is read when its turn comes, so recovering a
+        // run that staged more than memory holds takes one page at a time.
+        let mut staged: BTreeMap<PagePos, Found> = BTreeMap::new();
         let mut logs = Vec::new();
         for meta in self.lake.list(&layout::staging_root(&self.table)).await? {
             let path = meta.location;
             if path.as_ref().ends_with(".log") {
-                let bytes = self.lake.get_opt(&path).await?.unwrap_or_default();
-                for (raw, state) in crate::stage::log_records(&bytes, path.as_ref())? {
+                let LakeLocation::Local(root) = self.lake.location() else {
+                    continue;
+                };
+                let file = root.join(path.as_ref());
+                let at = path.clone();
+                let records = crate::cpu::run(move || crate::stage::index_log(&file, &at)).await?;
+                for record in records {
                     let pos = PagePos {
-                        run_id: raw.run_id.clone(),
-                        page: raw.page,
+                        run_id: record.run_id.clone(),
+                        page: record.page,
                     };
-                    staged.insert(pos, (StagedAt::Log(path.clone()), Some((raw, state))));
+                    staged.insert(pos, Found::Record(record));
                 }
                 logs.push(path);
             } else if let Some(pos) = parse_staged(&path) {
-                staged.insert(pos, (StagedAt::Object(path), None));
+                staged.insert(pos, Found::Object(path));
             }
         }
         if staged.is_empty() {
@@ -494,21 +519,36 @@ impl TableWriter {
         recovery.cleaned = old.len() as u64;
         let old_objects = old
             .into_iter()
-            .filter_map(|(_, (at, _))| match at {
-                StagedAt::Object(p) => Some(p),
-                StagedAt::Log(_) => None,
+            .filter_map(|(_, found)| match found {
+                Found::Object(p) => Some(p),
+                Found::Record(_) => None,
             })
             .collect();
         self.lake.delete_all(old_objects).await?;
 
         let own_run = std::mem::take(&mut self.run_id);
+        // The checkpoint of the page before the next, which a staged checkpoint may be
+        // written as a change to: the last committed page's, at first.
+        let mut before: Option<(PagePos, Value)> = self
+            .committed
+            .as_ref()
+            .and_then(|c| Some((c.flushed_through.clone()?, c.source.clone())));
         let mut todo = todo.into_iter().peekable();
-        while let Some((pos, (at, record))) = todo.next() {
+        while let Some((pos, found)) = todo.next() {
             // Pages are committed under the run that fetched them, so files keep their names.
             self.run_id = pos.run_id.clone();
-            let rows = match (at, record) {
-                (at, Some((raw, state))) => self.take_in(vec![(at, raw, state)]).await?,
-                (StagedAt::Object(path), None) => {
+            let (at, bytes) = match found {
+                Found::Record(record) => {
+                    let LakeLocation::Local(root) = self.lake.location() else {
+                        unreachable!("staging logs are only listed on a local lake");
+                    };
+                    let file = root.join(record.log.as_ref());
+                    let log = record.log.clone();
+                    let bytes =
+                        crate::cpu::run(move || crate::stage::read_record(&file, &record)).await?;
+                    (StagedAt::Log(log), bytes)
+                }
+                Found::Object(path) => {
                     let bytes =
                         self.lake
                             .get_opt(&path)
@@ -517,22 +557,37 @@ impl TableWriter {
                                 path: path.to_string(),
                                 detail: "it vanished while being read".into(),
                             })?;
-                    if path.as_ref().ends_with(".arrow") {
-                        // Staged by joblake before pages were staged raw.
-                        let (batch, dt, state) = decode_stage(&path, bytes)?;
-                        self.staged.push(path);
-                        self.pending_pages += 1;
-                        self.last_staged = Some((pos.page, state));
-                        let rows = batch.num_rows() as u64;
-                        self.write_rows(pos.page, &dt, vec![batch]).await?;
-                        rows
-                    } else {
-                        let (raw, state) = crate::stage::decode(bytes, path.as_ref())?;
-                        self.take_in(vec![(StagedAt::Object(path), raw, state)])
-                            .await?
-                    }
+                    (StagedAt::Object(path), bytes)
                 }
-                (StagedAt::Log(_), None) => unreachable!("log records are read whole"),
+            };
+            let what = match &at {
+                StagedAt::Object(p) | StagedAt::Log(p) => p.to_string(),
+            };
+            let rows = if what.ends_with(".arrow") {
+                // Staged by joblake before pages were staged raw.
+                let StagedAt::Object(path) = at else {
+                    unreachable!("an .arrow stage is an object")
+                };
+                let (batch, dt, state) = decode_stage(&path, bytes)?;
+                self.staged.push(path);
+                self.pending_pages += 1;
+                self.last_staged = Some((pos.page, state.clone()));
+                before = Some((pos.clone(), state));
+                let rows = batch.num_rows() as u64;
+                self.write_rows(pos.page, &dt, vec![batch]).await?;
+                rows
+            } else {
+                let (raw, state) = crate::stage::decode(bytes, &what)?;
+                let base = before
+                    .as_ref()
+                    .filter(|(p, _)| p.run_id == pos.run_id)
+                    .map(|(p, v)| (p.page, v));
+                let state = state.resolve(base).map_err(|detail| Error::CorruptStage {
+                    path: format!("{what} (page {} of run {})", pos.page, pos.run_id),
+                    detail,
+                })?;
+                before = Some((pos.clone(), state.clone()));
+                self.take_in(vec![(at, raw, state)]).await?
             };
             recovery.pages += 1;
             recovery.rows += rows;
