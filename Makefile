@@ -99,11 +99,13 @@ status: build
 BENCH := $(RELEASE)/joblake-bench
 
 # Ingest (1 M jobs, 200 k career sites, beside a fetch-only baseline; CPU, peak RSS, files)
-# and reading (5 M versions, 20 % superseded; 200 small runs; before and after compact).
+# reading (5 M versions, 20 % superseded; 200 small runs; before and after compact), and
+# recovering a killed run that staged 1 GiB (peak RSS).
 bench: build py-tools
 	$(CARGO) build --release --locked --workspace --bin joblake-bench
 	$(BENCH) --joblake $(BIN) --label "make bench" ingest --jobs 1000000 --career-sites 200000
 	$(BENCH) --joblake $(BIN) --label "make bench" read --versions 5000000 --small-runs 200
+	$(BENCH) --joblake $(BIN) --label "make bench" recover --staged-bytes 1073741824
 
 bench-pacing: build
 	$(CARGO) build --release --locked --workspace --bin joblake-bench

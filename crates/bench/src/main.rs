@@ -6,6 +6,7 @@ mod ingest;
 mod markdown;
 mod pacing;
 mod read;
+mod recover;
 mod sim;
 mod usage;
 
@@ -50,6 +51,12 @@ enum What {
         #[arg(long, default_value_t = 200_000)]
         career_sites: usize,
     },
+    /// Peak RSS of the run that commits what a killed run staged, small and large.
+    Recover {
+        /// About how many bytes the killed run stages.
+        #[arg(long, default_value_t = 1 << 30)]
+        staged_bytes: u64,
+    },
     /// Request-rate utilisation and 429s of a long run against the simulator's rate limit.
     Pacing {
         /// Minutes the main run lasts at least.
@@ -79,6 +86,10 @@ async fn main() -> Result<()> {
         What::Ingest { jobs, career_sites } => {
             let results = ingest::run(&cli.joblake, jobs, career_sites).await?;
             markdown::write_section(&cli.out, "ingest", &command, &ingest::section(&results))?;
+        }
+        What::Recover { staged_bytes } => {
+            let results = recover::run(&cli.joblake, staged_bytes).await?;
+            markdown::write_section(&cli.out, "recover", &command, &recover::section(&results))?;
         }
         What::Pacing { minutes, rpm } => {
             let section = pacing::run(&cli.joblake, minutes, rpm).await?;
