@@ -423,7 +423,7 @@ impl LeaseState {
                 holder: "this run's lease expired and was taken over; nothing more was committed"
                     .into(),
             }),
-            Err(e) => Err(Error::store(&crate::layout::lease(), e)),
+            Err(e) => Err(Error::store(crate::layout::lease(), e)),
         }
     }
 
