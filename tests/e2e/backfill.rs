@@ -404,3 +404,58 @@ async fn career_sites_backfill_walks_discovery_windows_newest_first() {
     );
     assert!(refetched(&log, "jobo").is_empty());
 }
+
+#[tokio::test]
+async fn a_killed_backfill_staged_its_window_list_once_not_with_every_page() {
+    let sim = history_sim(&[]).await;
+    let mut lake = Lake::with_keys(&sim, None, Some(&sim.sentrion_key));
+    lake.set_config(SMALL_WINDOWS);
+    let since = days_ago(200).to_string();
+    let args = ["backfill", "--source", "jobs", "--since", &since];
+    lake.env
+        .push(("JOBLAKE_CRASH_AT".into(), "fetch:after-page:25".into()));
+    let killed = lake.run(&args).await;
+    assert_eq!(killed.code(), None, "{}", killed.stderr());
+    lake.env.pop();
+
+    // The killed run's staging log, as it is on disk.
+    let dir = lake.root().join("_joblake/staging/jobs");
+    let mut log = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "log") {
+            log.extend(std::fs::read(entry.path()).unwrap());
+        }
+    }
+    let count =
+        |bytes: &[u8], what: &[u8]| bytes.windows(what.len()).filter(|w| *w == what).count();
+    let pages = count(&log, b"JLPG");
+    // The first record's header holds the whole plan: one `expected_rows` a window.
+    let header_end = 12 + log[12..].iter().position(|&b| b == b'\n').unwrap();
+    let windows = count(&log[12..header_end], b"\"expected_rows\"");
+    let written = count(&log, b"\"expected_rows\"");
+    assert!(
+        pages >= 20 && windows >= 10,
+        "{pages} pages, {windows} windows"
+    );
+    // Staged whole with every page, the list would be there about pages × windows / 2 times.
+    assert!(
+        written <= windows + 2 * pages,
+        "{written} windows written for {pages} pages of a {windows}-window plan"
+    );
+
+    // The next run commits the staged pages and finishes the backfill.
+    let run = lake.run(&args).await;
+    run.assert_code(0);
+    crate::edges::edge(
+        "a backfill of many windows killed after 24 pages: does each staged page carry the \
+         whole window list?",
+        "`JOBLAKE_CRASH_AT=fetch:after-page:25 joblake backfill --source jobs --since <200 days \
+         ago>` with `backfill_window_rows = 60`, then the staging log read as it is on disk",
+        &format!(
+            "the plan's {windows} windows are written once, in the first page's record; the \
+             other {} pages carry only what changed ({written} window entries in the whole \
+             log). The next run committed the staged pages and finished the backfill",
+            pages - 1
+        ),
+    );
+}
