@@ -55,17 +55,6 @@ async fn plant_lease(lake: &Lake, body: Value) {
         .unwrap();
 }
 
-/// This machine as a lease names it: hostname, boot id and PID namespace.
-fn this_machine() -> String {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap().trim().to_string();
-    format!(
-        "{}/{}/{}",
-        read("/proc/sys/kernel/hostname"),
-        read("/proc/sys/kernel/random/boot_id"),
-        std::fs::read_link("/proc/self/ns/pid").unwrap().display()
-    )
-}
-
 /// When the simulator logged `entry`.
 fn at(entry: &Value) -> DateTime<Utc> {
     entry["at"].as_str().unwrap().parse().unwrap()
@@ -194,7 +183,11 @@ async fn an_s3_lease_runs_out_by_the_stores_clock_and_its_real_holder() {
     // from here, so it keeps the lake until its lease runs out.
     let mut gone = std::process::Command::new("true").spawn().unwrap();
     gone.wait().unwrap();
-    let host_and_boot = this_machine().rsplit_once('/').unwrap().0.to_string();
+    let host_and_boot = joblake_testkit::this_machine()
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_string();
     plant_lease(
         &lake,
         json!({"machine": host_and_boot, "pid": gone.id(), "holder": "joblake refresh in another container"}),
@@ -213,7 +206,7 @@ async fn an_s3_lease_runs_out_by_the_stores_clock_and_its_real_holder() {
     // the holder is gone, so the lake is taken at once, without waiting out the lease.
     plant_lease(
         &lake,
-        json!({"machine": this_machine(), "pid": std::process::id(), "started": 1, "holder": "joblake refresh, crashed"}),
+        json!({"machine": joblake_testkit::this_machine(), "pid": std::process::id(), "started": 1, "holder": "joblake refresh, crashed"}),
     )
     .await;
     let run = lake.run(&["refresh"]).await;

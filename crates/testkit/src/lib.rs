@@ -267,3 +267,15 @@ pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
 }
+
+/// This machine as an S3 lease names it (`crates/writer/src/lock.rs`): hostname, boot id and
+/// PID namespace.
+pub fn this_machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap().trim().to_string();
+    format!(
+        "{}/{}/{}",
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/random/boot_id"),
+        std::fs::read_link("/proc/self/ns/pid").unwrap().display()
+    )
+}

@@ -145,10 +145,14 @@ async fn published(lake: &Lake) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// What is staged for table `t`: its staged objects, or its staging logs.
+async fn staged_meta(lake: &Lake) -> Vec<object_store::ObjectMeta> {
+    lake.list(&Path::from("_joblake/staging/t")).await.unwrap()
+}
+
 async fn staged(lake: &Lake) -> Vec<Path> {
-    lake.list(&Path::from("_joblake/staging/t"))
+    staged_meta(lake)
         .await
-        .unwrap()
         .into_iter()
         .map(|m| m.location)
         .collect()
@@ -714,14 +718,9 @@ async fn the_delta_log_is_checkpointed_and_reads_the_same(lake: TestLake) {
     assert_eq!(w.state(), Some(&json!({"n": 21})));
 }
 
-/// Bytes staged for table `t`: its staged objects, or its staging logs.
+/// Bytes staged for table `t`.
 async fn staged_bytes(lake: &Lake) -> u64 {
-    lake.list(&Path::from("_joblake/staging/t"))
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.size)
-        .sum()
+    staged_meta(lake).await.iter().map(|m| m.size).sum()
 }
 
 /// One stager for a whole run, as the page loop has: a checkpoint holding a long list (a

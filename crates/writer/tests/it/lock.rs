@@ -81,16 +81,6 @@ async fn plant_lease(lake: &joblake_writer::Lake, machine: &str, pid: u32) {
     .unwrap();
 }
 
-fn this_machine() -> String {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap().trim().to_string();
-    format!(
-        "{}/{}/{}",
-        read("/proc/sys/kernel/hostname"),
-        read("/proc/sys/kernel/random/boot_id"),
-        std::fs::read_link("/proc/self/ns/pid").unwrap().display()
-    )
-}
-
 #[tokio::test]
 async fn a_killed_holder_on_this_machine_frees_an_s3_lake_at_once() {
     let moto = Moto::shared();
@@ -100,12 +90,12 @@ async fn a_killed_holder_on_this_machine_frees_an_s3_lake_at_once() {
     gone.wait().unwrap();
 
     // Its process is gone: the lease is taken at once, not after its hour.
-    plant_lease(&lake, &this_machine(), gone.id()).await;
+    plant_lease(&lake, &joblake_testkit::this_machine(), gone.id()).await;
     let lock = LakeLock::acquire(&lake, "pid 2").await.unwrap();
     lock.release().await;
 
     // A live process on this machine keeps it.
-    plant_lease(&lake, &this_machine(), std::process::id()).await;
+    plant_lease(&lake, &joblake_testkit::this_machine(), std::process::id()).await;
     let err = LakeLock::acquire(&lake, "pid 2").await.unwrap_err();
     assert!(
         err.to_string()
