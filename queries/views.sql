@@ -27,9 +27,6 @@ SELECT * FROM {companies_source};
 CREATE OR REPLACE VIEW career_sites AS
 {career_sites_latest};
 
-CREATE OR REPLACE VIEW jobs AS
-{jobs_latest};
-
 CREATE OR REPLACE VIEW companies AS
 {companies_latest};
 
@@ -47,3 +44,236 @@ SELECT r.* REPLACE (CASE WHEN r.pages > 0 OR f.new_ids IS NOT NULL
                          THEN coalesce(f.new_ids, r.new_ids, 0) END AS new_ids)
 FROM {runs_source} AS r
 LEFT JOIN first_seen AS f ON f.source = r.source AND f.run_id = r.run_id;
+
+-- Salaries per year (schemas/jobs.md, "Salaries per year"): `jobs` is the latest version
+-- of every id with three more columns, worked out from the salary fields alone:
+--   salary_period       hour, day, week, month or year: the first period word of
+--                       salary_offered ("an hour", "/hr", "per month", "p.a.", ...); with
+--                       none, 'year' when the larger figure is at least 20,000 in a currency
+--                       other than those whose yearly pay runs to millions; else null;
+--   salary_period_basis 'text' or 'amount': which of the two told the period;
+--   salary_annual_from, salary_annual_to
+--                       salary_from and salary_to (or, when both are null, the first two
+--                       figures of salary_offered: "$25.50", "150,000", "€60.000", "45K")
+--                       times the periods in a year: 2080 hours, 260 days, 52 weeks,
+--                       12 months; in salary_currency.
+CREATE OR REPLACE VIEW jobs AS
+WITH latest AS (
+{jobs_latest}
+),
+worded AS (
+    SELECT *,
+           regexp_extract(lower(salary_offered), '(\bhours?\b|hourly|\bhrs?\b|\bdays?\b|daily|per diem|\bweeks?\b|weekly|\bwk\b|\bmonths?\b|monthly|\bmo\b|\bmth\b|\bpcm\b|\byears?\b|yearly|annum|annual|\byr\b|\bp\.a\.|\bpa\b)', 1) AS _salary_word,
+           CASE WHEN salary_from IS NULL AND salary_to IS NULL THEN
+               list_transform(
+                   regexp_extract_all(lower(salary_offered), '(?:\d{1,3}(?:[,.]\d{3})+|\d+)(?:[.,]\d{1,2})?(?:\s?k\b)?'),
+                   lambda a: (regexp_replace(regexp_replace(a, '(?:[.,]\d{1,2})?(?:\s?k)?$', ''), '[^0-9]', '', 'g')::DOUBLE
+                              + coalesce(TRY_CAST('0.' || regexp_extract(a, '[.,](\d{1,2})(?:\s?k)?$', 1) AS DOUBLE), 0))
+                             * CASE WHEN a LIKE '%k' THEN 1000 ELSE 1 END)
+           END AS _salary_figures
+    FROM latest
+),
+figured AS (
+    SELECT *,
+           CASE WHEN _salary_figures IS NULL THEN salary_from
+                WHEN len(_salary_figures) >= 2 OR lower(salary_offered) NOT LIKE '%up to%' THEN _salary_figures[1]
+           END AS _salary_from,
+           CASE WHEN _salary_figures IS NULL THEN salary_to
+                WHEN len(_salary_figures) >= 2 THEN _salary_figures[2]
+                WHEN lower(salary_offered) LIKE '%up to%' THEN _salary_figures[1]
+           END AS _salary_to
+    FROM worded
+),
+perioded AS (
+    SELECT *,
+           CASE WHEN _salary_word IN ('hour', 'hours', 'hourly', 'hr', 'hrs') THEN 'hour'
+                WHEN _salary_word IN ('day', 'days', 'daily', 'per diem') THEN 'day'
+                WHEN _salary_word IN ('week', 'weeks', 'weekly', 'wk') THEN 'week'
+                WHEN _salary_word IN ('month', 'months', 'monthly', 'mo', 'mth', 'pcm') THEN 'month'
+                WHEN _salary_word <> '' THEN 'year'
+                WHEN greatest(_salary_from, _salary_to) >= 20000
+                     AND salary_currency NOT IN ('JPY', 'KRW', 'INR', 'IDR', 'VND', 'HUF', 'CLP',
+                         'COP', 'PKR', 'NGN', 'LKR', 'KZT', 'UGX', 'TZS', 'ISK', 'PYG', 'IRR',
+                         'MNT', 'UZS', 'KHR', 'LAK', 'MMK')
+                     THEN 'year'
+           END AS salary_period
+    FROM figured
+)
+SELECT * EXCLUDE (_salary_word, _salary_figures, _salary_from, _salary_to),
+       CASE WHEN _salary_word <> '' THEN 'text'
+            WHEN salary_period IS NOT NULL THEN 'amount' END AS salary_period_basis,
+       _salary_from * CASE salary_period WHEN 'hour' THEN 2080 WHEN 'day' THEN 260
+           WHEN 'week' THEN 52 WHEN 'month' THEN 12 WHEN 'year' THEN 1 END AS salary_annual_from,
+       _salary_to * CASE salary_period WHEN 'hour' THEN 2080 WHEN 'day' THEN 260
+           WHEN 'week' THEN 52 WHEN 'month' THEN 12 WHEN 'year' THEN 1 END AS salary_annual_to
+FROM perioded;
+
+-- What each run brought, per id (schemas/changes.md): the version a run fetched of an id
+-- (its last, when it fetched the id more than once) beside the version fetched before it.
+-- 'new': the id's first version; 'reposted' (jobs): the same job with another post date;
+-- 'changed': other columns differ, changed_columns names them. A version fetched again with
+-- nothing changed is no change. Columns are compared by their hash (hash(NULL) included),
+-- so the window holds 8 bytes a column, not the rows.
+CREATE OR REPLACE VIEW jobs_changes AS
+WITH version AS (
+    SELECT * FROM (
+        SELECT id, _run_id, _page, _row, _fetched_at, post_date AS _post_date, {jobs_hashed}
+        FROM jobs_history
+    )
+    QUALIFY row_number() OVER (PARTITION BY id, _run_id ORDER BY _page DESC, _row DESC) = 1
+),
+compared AS (
+    SELECT id, _run_id, _fetched_at, _post_date,
+           lag(_run_id) OVER w AS previous_run_id,
+           lag(_post_date) OVER w AS previous_post_date,
+           {jobs_compared}
+    FROM version
+    WINDOW w AS (PARTITION BY id ORDER BY _run_id)
+),
+listed AS (
+    SELECT *, CASE WHEN previous_run_id IS NOT NULL
+                   THEN [c FOR c IN [{jobs_flags}] IF c IS NOT NULL] END AS changed_columns
+    FROM compared
+)
+SELECT id, _run_id, _fetched_at,
+       CASE WHEN previous_run_id IS NULL THEN 'new'
+            WHEN _post_date IS DISTINCT FROM previous_post_date THEN 'reposted'
+            ELSE 'changed' END AS change,
+       coalesce(changed_columns, []) AS changed_columns,
+       previous_run_id, _post_date AS post_date, previous_post_date
+FROM listed
+WHERE previous_run_id IS NULL OR len(changed_columns) > 0;
+
+CREATE OR REPLACE VIEW career_sites_changes AS
+WITH version AS (
+    SELECT * FROM (
+        SELECT id, _run_id, _page, _row, _fetched_at, {career_sites_hashed}
+        FROM career_sites_history
+    )
+    QUALIFY row_number() OVER (PARTITION BY id, _run_id ORDER BY _page DESC, _row DESC) = 1
+),
+compared AS (
+    SELECT id, _run_id, _fetched_at,
+           lag(_run_id) OVER w AS previous_run_id,
+           {career_sites_compared}
+    FROM version
+    WINDOW w AS (PARTITION BY id ORDER BY _run_id)
+),
+listed AS (
+    SELECT *, CASE WHEN previous_run_id IS NOT NULL
+                   THEN [c FOR c IN [{career_sites_flags}] IF c IS NOT NULL] END AS changed_columns
+    FROM compared
+)
+SELECT id, _run_id, _fetched_at,
+       CASE WHEN previous_run_id IS NULL THEN 'new' ELSE 'changed' END AS change,
+       coalesce(changed_columns, []) AS changed_columns,
+       previous_run_id
+FROM listed
+WHERE previous_run_id IS NULL OR len(changed_columns) > 0;
+
+-- Per job id, its life in the lake (schemas/lifecycle.md): first and last fetched, first and
+-- last post date, versions (changes: new, changed or reposted), reposts, fetches (every
+-- version, changed or not), valid_through of the version fetched last, and days listed:
+-- from its first post date (or, without one, the day it was first fetched) to the last day
+-- it was fetched.
+CREATE OR REPLACE VIEW jobs_lifecycle AS
+WITH fetched AS (
+    SELECT id,
+           min(_fetched_at) AS first_fetched_at,
+           max(_fetched_at) AS last_fetched_at,
+           min(_run_id) AS first_run_id,
+           max(_run_id) AS last_run_id,
+           min(post_date) AS first_post_date,
+           max(post_date) AS last_post_date,
+           count(*) AS fetches,
+           arg_max(valid_through, (_run_id, _page, _row)) AS valid_through,
+           min(dt) AS first_fetched_on,
+           max(dt) AS last_fetched_on
+    FROM jobs_history
+    GROUP BY id
+),
+changed AS (
+    SELECT id, count(*) AS versions, count(*) FILTER (WHERE change = 'reposted') AS reposts
+    FROM jobs_changes
+    GROUP BY id
+)
+SELECT id, first_fetched_at, last_fetched_at, first_run_id, last_run_id,
+       first_post_date, last_post_date, versions, reposts, fetches, valid_through,
+       greatest(date_diff('day', coalesce(first_post_date, first_fetched_on), last_fetched_on), 0)
+           AS days_listed
+FROM fetched JOIN changed USING (id);
+
+-- Which company each job belongs to (schemas/job_companies.md): the career site (whose id is
+-- also its company profile's) that one of the job's keys names, and no other site does:
+--   1. listing_url:  the job's URL, or else its apply URL, is on the site's job board (same
+--                    host, and for boards that keep many companies on one host, such as
+--                    boards.greenhouse.io/<company>, the same first path segment);
+--   2. website:      the apply URL's domain, or else the job URL's, is the site's website
+--                    domain (job boards and ATS hosts, which serve many companies, never);
+--   3. company_name: the company name, normalised by joblake_company_key, is a name the site
+--                    has had, and no other site's.
+-- A job that no key names, or names more than one site, has no row.
+CREATE OR REPLACE MACRO joblake_host(url) AS
+    lower(regexp_extract(url, '^\s*[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^/@?#]*@)?([^/:?#\s]+)', 1));
+
+-- The registrable domain: the host's last two labels, or three under a two-letter country's
+-- second level (co.uk, com.br, co.jp).
+CREATE OR REPLACE MACRO joblake_domain(url) AS
+    nullif(regexp_extract(joblake_host(url),
+        '([^.]+\.(?:(?:co|com|org|net|ac|gov|edu|ne|or)\.[a-z]{2}|[^.]+))$', 1), '');
+
+CREATE OR REPLACE MACRO joblake_listing_key(url) AS
+    CASE WHEN joblake_host(url) IN ('boards.greenhouse.io', 'job-boards.greenhouse.io',
+              'jobs.lever.co', 'jobs.ashbyhq.com', 'jobs.smartrecruiters.com', 'apply.workable.com')
+         THEN joblake_host(url) || '/' || lower(regexp_extract(url, '^[^:]+://[^/]+/([^/?#]+)', 1))
+         ELSE nullif(joblake_host(url), '') END;
+
+-- A company name as matching compares it: accents and case dropped, anything but letters and
+-- digits a space, a leading "the" and trailing legal forms (Inc., Corp, LLC, GmbH, ...) gone.
+CREATE OR REPLACE MACRO joblake_company_key(name) AS
+    nullif(trim(regexp_replace(regexp_replace(
+        trim(regexp_replace(lower(strip_accents(name)), '[^\p{L}\p{N}]+', ' ', 'g')),
+        '^the ', ''),
+        '( (inc|incorporated|corp|corporation|co|company|llc|llp|ltd|limited|gmbh|ag|sa|sas|bv|nv|plc|ltda|as|oy|ab|kk|pty|srl|spa|sp z o o))+$', '')), '');
+
+CREATE OR REPLACE VIEW job_companies AS
+WITH platforms(domain) AS (
+    VALUES ('linkedin.com'), ('indeed.com'), ('glassdoor.com'), ('ziprecruiter.com'),
+           ('greenhouse.io'), ('lever.co'), ('myworkdayjobs.com'), ('ashbyhq.com'),
+           ('smartrecruiters.com'), ('bamboohr.com'), ('personio.de'), ('workable.com'),
+           ('jobvite.com'), ('icims.com'), ('recruitee.com'), ('teamtailor.com'),
+           ('breezy.hr'), ('monster.com'), ('careerbuilder.com'), ('dice.com'),
+           ('simplyhired.com'), ('wellfound.com'), ('stepstone.de'), ('xing.com'),
+           ('seek.com.au'), ('naukri.com')
+),
+site_keys AS (
+    SELECT id AS company_id, 'listing_url' AS matched_by, joblake_listing_key(listing_url) AS key
+    FROM career_sites
+    UNION
+    SELECT id, 'website', joblake_domain(website) FROM career_sites
+    WHERE joblake_domain(website) NOT IN (SELECT domain FROM platforms)
+    UNION
+    SELECT id, 'company_name', joblake_company_key(name) FROM career_sites_history
+),
+unique_keys AS (
+    SELECT matched_by, key, any_value(company_id) AS company_id
+    FROM site_keys
+    WHERE key IS NOT NULL
+    GROUP BY matched_by, key
+    HAVING count(DISTINCT company_id) = 1
+),
+job_keys AS (
+    SELECT id, 1 AS rank, 'listing_url' AS matched_by, joblake_listing_key(job_url) AS key FROM jobs
+    UNION ALL
+    SELECT id, 2, 'listing_url', joblake_listing_key(apply_url) FROM jobs
+    UNION ALL
+    SELECT id, 3, 'website', joblake_domain(apply_url) FROM jobs
+    UNION ALL
+    SELECT id, 4, 'website', joblake_domain(job_url) FROM jobs
+    UNION ALL
+    SELECT id, 5, 'company_name', joblake_company_key(company_name) FROM jobs
+)
+SELECT j.id, u.company_id, j.matched_by
+FROM job_keys AS j
+JOIN unique_keys AS u USING (matched_by, key)
+QUALIFY row_number() OVER (PARTITION BY j.id ORDER BY j.rank) = 1;

@@ -6,6 +6,8 @@
         <base.parquet> (a joblake jobs file), ids made unique per copy
     python3 read.py time <lake.duckdb>
         times the queries over the history and the latest-version view (best of 5), as JSON
+    python3 read.py time-analyst <lake.duckdb>
+        times the analysts' views (changes, lifecycle, salaries, companies), as JSON
 """
 
 import json
@@ -21,6 +23,21 @@ QUERIES = {
         "SELECT country, seniority_level, count(*) AS n FROM {v} "
         "WHERE post_date >= current_date - 30 GROUP BY ALL ORDER BY n DESC"
     ),
+}
+
+# The analysts' views (schemas/), each timed beside `SELECT count(*) FROM jobs_history`.
+ANALYST_VIEWS = {
+    "jobs_changes": "SELECT count(*) FROM jobs_changes",
+    "jobs_changes, last run": (
+        "SELECT change, count(*) FROM jobs_changes "
+        "WHERE _run_id = (SELECT max(_run_id) FROM jobs_history) GROUP BY ALL"
+    ),
+    "jobs_lifecycle": "SELECT count(*) FROM jobs_lifecycle",
+    "jobs salaries per year": (
+        "SELECT salary_currency, salary_period, count(*), median(salary_annual_from) "
+        "FROM jobs GROUP BY ALL"
+    ),
+    "job_companies": "SELECT count(*) FROM job_companies",
 }
 
 COPY_OPTS = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880"
@@ -67,10 +84,10 @@ def grow(lake, base, ids, superseded):
     )
 
 
-def timed(con, sql):
+def timed(con, sql, runs=5):
     con.sql(sql).fetchall()  # warm: footers and OS cache, as for an analyst's second query
     best = None
-    for _ in range(5):
+    for _ in range(runs):
         t = time.perf_counter()
         con.sql(sql).fetchall()
         s = time.perf_counter() - t
@@ -89,9 +106,20 @@ def time_views(db):
     return out
 
 
+def time_analyst_views(db):
+    """Each analyst view beside a count of the history (best of 2: some take seconds)."""
+    con = duckdb.connect(db, read_only=True)
+    out = {"duckdb": duckdb.__version__, "count:jobs_history": timed(con, QUERIES["count"].format(v="jobs_history"))}
+    for name, sql in ANALYST_VIEWS.items():
+        out[name] = timed(con, sql, runs=2)
+    return out
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "grow":
         grow(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     elif cmd == "time":
         print(json.dumps(time_views(sys.argv[2])))
+    elif cmd == "time-analyst":
+        print(json.dumps(time_analyst_views(sys.argv[2])))

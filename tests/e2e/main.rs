@@ -1,6 +1,7 @@
 //! End-to-end: the real `joblake` binary against `joblake simulate`, checked against the
 //! simulator's own ground truth (`/_sim/truth/*`) and request log (`/_sim/log`).
 
+mod analysts;
 mod backfill;
 mod baddata;
 mod compact;
@@ -446,6 +447,23 @@ async fn stock_duckdb_pyarrow_and_polars_read_the_lake_from_anywhere() {
         "runs".into(),
         lake.count("SELECT count(*) FROM runs").await.into(),
     );
+    for (k, sql) in [
+        ("jobs_changes", "SELECT count(*) FROM jobs_changes"),
+        (
+            "career_sites_changes",
+            "SELECT count(*) FROM career_sites_changes",
+        ),
+        ("jobs_lifecycle", "SELECT count(*) FROM jobs_lifecycle"),
+        ("job_companies", "SELECT count(*) FROM job_companies"),
+        (
+            "jobs_per_year",
+            "SELECT count(salary_annual_from) FROM jobs",
+        ),
+    ] {
+        let n = lake.count(sql).await;
+        assert!(n > 0, "{sql}");
+        expected.insert(k.into(), n.into());
+    }
     assert!(expected["career_sites_history"].as_i64() > expected["career_sites"].as_i64());
 
     // The .duckdb file, opened by the DuckDB releases analysts run, read-only, from `/`.

@@ -29,6 +29,10 @@ def by_duckdb(path):
         out[view] = con.sql(f"SELECT count(*) FROM {view}").fetchone()[0]
     for t in TABLES:
         out[t + "_ids"] = con.sql(f"SELECT count(DISTINCT id) FROM {t}").fetchone()[0]
+    # The analysts' views (macros, lambdas, windows) run in every release too.
+    for view in ("jobs_changes", "career_sites_changes", "jobs_lifecycle", "job_companies"):
+        out[view] = con.sql(f"SELECT count(*) FROM {view}").fetchone()[0]
+    out["jobs_per_year"] = con.sql("SELECT count(salary_annual_from) FROM jobs").fetchone()[0]
     return out
 
 

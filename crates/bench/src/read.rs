@@ -169,12 +169,16 @@ async fn base_file(joblake_bin: &Path, rows: usize) -> Result<(tempfile::TempDir
 pub struct Read {
     pub states: Vec<(String, Value)>,
     pub compactions: Vec<(String, f64, u64)>,
+    /// The analysts' views on the big lake once its latest table is kept (`read.py
+    /// time-analyst`), with what it held then.
+    pub analyst: Option<(String, Value)>,
 }
 
 pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Result<Read> {
     let mut read = Read {
         states: Vec::new(),
         compactions: Vec::new(),
+        analyst: None,
     };
     eprintln!("read: a base of real jobs from the simulator ...");
     let (_base_dir, base) = base_file(joblake_bin, 400_000).await?;
@@ -232,6 +236,21 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
         "then three more refreshes of a page (merged into the latest table)".into(),
         time_views(&lake)?,
     ));
+    // The analysts' views, with the simulator's career sites in the lake for `job_companies`.
+    joblake_ok(
+        joblake_bin,
+        &sim,
+        big.path(),
+        &["-q", "refresh", "--source", "career_sites"],
+    )
+    .await?;
+    let db = lake.join("lake.duckdb");
+    let timings: Value = serde_json::from_str(&run_py(&["time-analyst", db.to_str().unwrap()])?)?;
+    let held = format!(
+        "{versions} versions and four refreshes' more (the latest table kept), {} career sites",
+        lake_count(joblake_bin, &lake, "SELECT count(*) FROM career_sites")?
+    );
+    read.analyst = Some((held, timings));
     let (secs, rss) = lake_cmd(joblake_bin, &lake, &["compact"])?;
     read.compactions.push((
         format!("`joblake compact` of the {versions} versions (writes the latest table again)"),
@@ -305,6 +324,26 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
     Ok(read)
 }
 
+/// One number from `joblake query` on a lake.
+fn lake_count(joblake_bin: &Path, lake: &Path, sql: &str) -> Result<i64> {
+    let out = std::process::Command::new(joblake_bin)
+        .arg("--lake")
+        .arg(lake)
+        .args(["query", "--format", "json", "--", sql])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout)?;
+    rows[0]
+        .as_object()
+        .and_then(|r| r.values().next())
+        .and_then(Value::as_i64)
+        .context("a count")
+}
+
 pub fn section(read: &Read) -> String {
     let ms = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN) * 1000.0;
     let mut s = String::from(
@@ -332,5 +371,36 @@ pub fn section(read: &Read) -> String {
             *rss as f64 / 1024.0
         ));
     }
+    if let Some((held, v)) = &read.analyst {
+        let base = ms(v, "count:jobs_history");
+        s.push_str(&format!(
+            "\nThe analysts' views (schemas/), each beside `SELECT count(*) FROM jobs_history` \
+             ({base:.1} ms), on the big lake: {held}. Best of two after a warm-up, stock DuckDB \
+             {}. Goal: within 5 × the count.\n\n| query | time | × the count |\n|---|---|---|\n",
+            v["duckdb"].as_str().unwrap_or("?")
+        ));
+        for (name, sql) in ANALYST_QUERIES {
+            let t = ms(v, name);
+            s.push_str(&format!(
+                "| `{sql}` | {t:.0} ms | **{:.0} ×** |\n",
+                t / base
+            ));
+        }
+    }
     s
 }
+
+/// The analyst queries `read.py` times, by name (its `ANALYST_VIEWS`), as the table shows them.
+const ANALYST_QUERIES: [(&str, &str); 5] = [
+    ("jobs_changes", "SELECT count(*) FROM jobs_changes"),
+    (
+        "jobs_changes, last run",
+        "… FROM jobs_changes WHERE _run_id = <the last run> GROUP BY change",
+    ),
+    ("jobs_lifecycle", "SELECT count(*) FROM jobs_lifecycle"),
+    (
+        "jobs salaries per year",
+        "… median(salary_annual_from) FROM jobs GROUP BY currency, period",
+    ),
+    ("job_companies", "SELECT count(*) FROM job_companies"),
+];

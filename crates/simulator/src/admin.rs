@@ -152,6 +152,28 @@ pub(crate) async fn truth_jobs(
     }
 }
 
+/// `GET /_sim/truth/job_facts`: what each job served now really is, beyond what the API
+/// says: `{"job": <the job as served>, "company_id": <its career site's id>, "salary_period":
+/// <the period its pay was drawn for>, "salary_figures":
+/// [from, to] as drawn, also when the posting gives them only in its text}`, for scoring `job_companies` and `salary_period`.
+pub(crate) async fn truth_job_facts(State(sh): State<Arc<Shared>>) -> Response {
+    let g = sh.lock();
+    ok(&Value::Array(
+        g.world
+            .jobs
+            .iter()
+            .map(|j| {
+                serde_json::json!({
+                    "job": j.to_json(),
+                    "company_id": j.company_id,
+                    "salary_period": j.pay.map(|p| p.period.name()),
+                    "salary_figures": j.pay_figures,
+                })
+            })
+            .collect(),
+    ))
+}
+
 /// `GET /_sim/log`: every API request so far, in arrival order.
 pub(crate) async fn log(State(sh): State<Arc<Shared>>) -> Response {
     let mut entries = sh.lock().log.clone();

@@ -1,10 +1,14 @@
 //! The synthetic world both APIs serve: career sites and job postings, seeded and
 //! deterministic, and the changes that simulated hours of activity bring.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone, Timelike, Utc};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
+
+use crate::pay::{self, Pay, Salary};
 
 const INDUSTRIES: &[&str] = &[
     "fintech",
@@ -59,9 +63,46 @@ const COUNTRY_CODES: &[&str] = &[
     "US", "US", "US", "DE", "CH", "JP", "GB", "FR", "BR", "IN", "CA", "NL", "KR", "PL",
 ];
 const NAME_A: &[&str] = &[
-    "Acme", "Blue", "Nordic", "Quantum", "Silver", "Bright", "Atlas", "Vertex", "Helio", "Cobalt",
-    "Lumen", "Pioneer", "Crescent", "Summit", "Orbit", "Maple", "Granite", "Nimbus", "Velvet",
+    "Acme",
+    "Blue",
+    "Nordic",
+    "Quantum",
+    "Silver",
+    "Bright",
+    "Atlas",
+    "Vertex",
+    "Helio",
+    "Cobalt",
+    "Lumen",
+    "Pioneer",
+    "Crescent",
+    "Summit",
+    "Orbit",
+    "Maple",
+    "Granite",
+    "Nimbus",
+    "Velvet",
     "Kite",
+    "Harbor",
+    "Juniper",
+    "Polar",
+    "Redwood",
+    "Sable",
+    "Tundra",
+    "Aurora",
+    "Beacon",
+    "Cedar",
+    "Delta",
+    "Ember",
+    "Falcon",
+    "Glacier",
+    "Horizon",
+    "Indigo",
+    "Jasper",
+    "Keystone",
+    "Lattice",
+    "Meridian",
+    "Northwind",
 ];
 const NAME_B: &[&str] = &[
     "Labs",
@@ -79,6 +120,15 @@ const NAME_B: &[&str] = &[
     "Bio",
     "Media",
     "Networks",
+    "Dynamics",
+    "Partners",
+    "Studios",
+    "Materials",
+    "Mobility",
+    "Security",
+    "Payments",
+    "Learning",
+    "Foundry",
 ];
 const NAME_SUFFIX: &[&str] = &["Inc.", "GmbH", "AG", "Ltd", "LLC", "SAS", "BV", "", "Co."];
 const UNICODE_NAMES: &[&str] = &[
@@ -470,24 +520,14 @@ fn slugify(name: &str, id: &str) -> String {
     }
 }
 
-fn thousands(n: i64) -> String {
-    let digits = n.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
-}
-
 /// A company career site as the Jobo feed knows it, with the hidden attributes
 /// its filters read.
 #[derive(Debug, Clone)]
 pub(crate) struct Site {
     pub id: String,
     pub name_base: String,
+    /// The name as URLs write it (`acme-labs-inc`): its website is `www.<slug>.com`.
+    pub slug: String,
     pub rename: Option<&'static str>,
     pub website: Option<String>,
     pub logo_url: Option<String>,
@@ -565,7 +605,7 @@ impl Site {
             return None;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let slug = slugify(&self.name_base, &self.id);
+        let slug = &self.slug;
         let (city, state, country) = *pick_tuple(&mut rng, HEADQUARTERS);
         let rounds = ["pre_seed", "seed", "series_a", "series_b", "series_c"];
         let n_rounds = rng.random_range(0..=4usize);
@@ -682,36 +722,6 @@ impl Site {
     }
 }
 
-/// A salary figure: the docs' own examples show both integers and floats.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Salary {
-    Int(i64),
-    Float(f64),
-}
-
-impl Salary {
-    fn to_json(self) -> Value {
-        match self {
-            Salary::Int(i) => json!(i),
-            Salary::Float(f) => json!(f),
-        }
-    }
-
-    fn value(self) -> f64 {
-        match self {
-            Salary::Int(i) => i as f64,
-            Salary::Float(f) => f,
-        }
-    }
-
-    fn bumped(self) -> Salary {
-        match self {
-            Salary::Int(i) => Salary::Int(i + i / 20 + 1000),
-            Salary::Float(f) => Salary::Float((f * 1.05 / 1000.0).round() * 1000.0 + 1000.0),
-        }
-    }
-}
-
 /// One job posting as Sentrion serves it, plus its hidden attributes.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
@@ -740,6 +750,13 @@ pub(crate) struct Job {
     pub industry: Option<String>,
     pub is_agency: bool,
     pub extra: Option<(String, Value)>,
+    /// The career site (and company profile) whose job this is: the link `job_companies`
+    /// should find.
+    pub company_id: Option<String>,
+    /// The pay period the salary was drawn for: what `salary_period` should find.
+    pub pay: Option<Pay>,
+    /// The figures drawn for the pay, also when the posting gives them only in its text.
+    pub pay_figures: (Option<f64>, Option<f64>),
 }
 
 impl Job {
@@ -799,22 +816,6 @@ impl Job {
         }
         Value::Object(m)
     }
-
-    fn salary_text(&self, symbol: &str) -> Option<String> {
-        match (self.salary_from, self.salary_to) {
-            (Some(f), Some(t)) => Some(format!(
-                "{symbol}{} - {symbol}{}/year",
-                thousands(f.value() as i64),
-                thousands(t.value() as i64)
-            )),
-            (Some(f), None) => Some(format!("From {symbol}{}/year", thousands(f.value() as i64))),
-            (None, Some(t)) => Some(format!(
-                "Up to {symbol}{}/year",
-                thousands(t.value() as i64)
-            )),
-            (None, None) => None,
-        }
-    }
 }
 
 /// How many rows one simulated hour of activity creates and changes.
@@ -834,7 +835,50 @@ pub(crate) struct World {
     next_seq: i64,
     rows: usize,
     rng: ChaCha8Rng,
-    companies: Vec<String>,
+    employers: Vec<Employer>,
+    /// The slugs (and so the website and board domains) sites have: two companies of one name
+    /// still have domains of their own.
+    slugs: HashSet<String>,
+}
+
+/// A company jobs are posted for: a career site as it was when the job was made.
+#[derive(Debug, Clone)]
+pub(crate) struct Employer {
+    site_id: String,
+    name: String,
+    slug: String,
+}
+
+impl Employer {
+    fn of(site: &Site) -> Employer {
+        Employer {
+            site_id: site.id.clone(),
+            name: site.name(),
+            slug: site.slug.clone(),
+        }
+    }
+}
+
+/// The legal forms a company name may end with, and what postings write instead.
+const LEGAL_FORMS: &[&str] = &["Inc.", "GmbH", "AG", "Ltd", "LLC", "SAS", "BV", "Co."];
+
+/// The company name a posting gives, in the variants real postings have: "Acme Labs Inc."
+/// as the career site has it, "Acme Labs", "Acme Labs, Inc.", "ACME LABS Corp", "The Acme
+/// Labs Company", "Acme Labs LLC".
+fn name_variant(rng: &mut ChaCha8Rng, name: &str) -> String {
+    let core = LEGAL_FORMS
+        .iter()
+        .find_map(|form| name.strip_suffix(form).map(str::trim_end))
+        .filter(|core| !core.is_empty())
+        .unwrap_or(name);
+    match rng.random_range(0..20) {
+        0..=7 => name.to_string(),
+        8..=11 => core.to_string(),
+        12..=14 => format!("{core}, Inc."),
+        15..=16 => format!("{} Corp", core.to_uppercase()),
+        17 => format!("The {core} Company"),
+        _ => format!("{core} LLC"),
+    }
 }
 
 impl World {
@@ -860,24 +904,23 @@ impl World {
             .unwrap_or(now);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut sites = Vec::with_capacity(sites_n);
+        let mut slugs = HashSet::new();
         for _ in 0..sites_n {
             let disc_off = rng.random_range(3600..=365 * 86_400i64);
             let upd_off = rng.random_range(3600..=disc_off);
             let discovered = anchor - ChronoDuration::seconds(disc_off);
             let updated = anchor - ChronoDuration::seconds(upd_off);
-            sites.push(gen_site(&mut rng, discovered, updated, true));
+            sites.push(gen_site(&mut rng, discovered, updated, true, &mut slugs));
         }
-        let mut companies: Vec<String> = sites.iter().map(Site::name).collect();
-        if companies.is_empty() {
-            companies.push("Acme Inc.".into());
-        }
+        let employers: Vec<Employer> = sites.iter().map(Employer::of).collect();
         let mut world = World {
             sites,
             jobs: Vec::with_capacity(rows),
             next_seq: 10_000,
             rows,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_AD7A_11CE_0001),
-            companies,
+            employers,
+            slugs,
         };
         let anchor_ms = anchor.timestamp_millis();
         for _ in 0..rows {
@@ -891,7 +934,7 @@ impl World {
             } else {
                 let span = i64::from(history_days.max(1)) * 86_400_000;
                 let ts = anchor_ms - rng.random_range(0..span);
-                gen_job(&mut rng, world.next_seq, ts, &world.companies)
+                gen_job(&mut rng, world.next_seq, ts, &world.employers)
             };
             world.next_seq += 1;
             world.jobs.push(job);
@@ -917,8 +960,8 @@ impl World {
 
         let mut jobo = Changes::default();
         for _ in 0..n {
-            let site = gen_site(rng, now, now, false);
-            self.companies.push(site.name());
+            let site = gen_site(rng, now, now, false, &mut self.slugs);
+            self.employers.push(Employer::of(&site));
             self.sites.push(site);
             jobo.new += 1;
         }
@@ -940,7 +983,7 @@ impl World {
         let mut sentrion = Changes::default();
         let now_ms = now.timestamp_millis();
         for _ in 0..n {
-            let job = gen_job(rng, self.next_seq, now_ms, &self.companies);
+            let job = gen_job(rng, self.next_seq, now_ms, &self.employers);
             self.next_seq += 1;
             self.jobs.push(job);
             sentrion.new += 1;
@@ -965,13 +1008,19 @@ impl World {
                 let until = now.date_naive() + ChronoDuration::days(30);
                 job.valid_through = Some(until.format("%Y-%m-%d").to_string());
             }
-            if job.salary_from.is_some() || job.salary_to.is_some() {
-                job.salary_from = job.salary_from.map(Salary::bumped);
-                job.salary_to = job.salary_to.map(Salary::bumped);
+            if let Some(pay) = job
+                .pay
+                .filter(|_| job.salary_from.is_some() || job.salary_to.is_some())
+            {
+                job.salary_from = job.salary_from.map(|s| pay.raised(s));
+                job.salary_to = job.salary_to.map(|s| pay.raised(s));
                 if job.salary_offered.is_some() {
-                    let symbol = job.currency.as_deref().unwrap_or("$").to_string() + " ";
-                    job.salary_offered = job.salary_text(&symbol);
+                    job.salary_offered = pay.text(job.salary_from, job.salary_to);
                 }
+                job.pay_figures = (
+                    job.salary_from.map(Salary::value),
+                    job.salary_to.map(Salary::value),
+                );
             } else {
                 let t = job.title.unwrap_or_else(|| "Generalist".into());
                 job.title = Some(if t.starts_with("Senior ") {
@@ -1009,6 +1058,7 @@ fn gen_site(
     discovered: DateTime<Utc>,
     updated: DateTime<Utc>,
     allow_null_discovery: bool,
+    slugs: &mut HashSet<String>,
 ) -> Site {
     let id = uuid(rng);
     let name_base = if rng.random_bool(0.08) {
@@ -1017,7 +1067,11 @@ fn gen_site(
         let (a, b, c) = (pick(rng, NAME_A), pick(rng, NAME_B), pick(rng, NAME_SUFFIX));
         format!("{a} {b} {c}").trim().to_string()
     };
-    let slug = slugify(&name_base, &id);
+    let mut slug = slugify(&name_base, &id);
+    if !slugs.insert(slug.clone()) {
+        slug = format!("{slug}-{}", &id[..4]);
+        slugs.insert(slug.clone());
+    }
     let ats = pick(rng, ATS).to_string();
     let listing_url = match ats.as_str() {
         "greenhouse" => format!("https://boards.greenhouse.io/{slug}"),
@@ -1059,6 +1113,7 @@ fn gen_site(
     Site {
         id,
         name_base,
+        slug,
         rename: None,
         website,
         logo_url,
@@ -1104,14 +1159,18 @@ fn gen_description(rng: &mut ChaCha8Rng, title: &str, company: &str) -> String {
     d
 }
 
-fn gen_job(rng: &mut ChaCha8Rng, seq: i64, ts_ms: i64, companies: &[String]) -> Job {
+fn gen_job(rng: &mut ChaCha8Rng, seq: i64, ts_ms: i64, employers: &[Employer]) -> Job {
     let place = &PLACES[rng.random_range(0..PLACES.len())];
     let title = maybe(rng, 0.99, |r| pick(r, TITLES).to_string());
-    let company = maybe(rng, 0.98, |r| {
-        companies[r.random_range(0..companies.len())].clone()
-    });
+    let employer =
+        (!employers.is_empty()).then(|| &employers[rng.random_range(0..employers.len())]);
+    let company = match employer {
+        Some(e) => maybe(rng, 0.98, |r| name_variant(r, &e.name)),
+        // A world without career sites still has jobs, posted by a company it does not know.
+        None => maybe(rng, 0.98, |_| "Acme Inc.".to_string()),
+    };
     let board = maybe(rng, 0.97, |r| pick(r, ALL_BOARDS).to_string());
-    let slug = slugify(company.as_deref().unwrap_or("company"), "company-x");
+    let slug = employer.map_or("company-x", |e| e.slug.as_str());
     let job_url = maybe(rng, 0.88, |_| match board.as_deref() {
         Some("Linkedin") => format!("https://www.linkedin.com/jobs/view/{}", 3_800_000_000 + seq),
         Some("Indeed") => format!("https://www.indeed.com/viewjob?jk={:016x}", seq * 7919),
@@ -1184,28 +1243,17 @@ fn gen_job(rng: &mut ChaCha8Rng, seq: i64, ts_ms: i64, companies: &[String]) -> 
         industry,
         is_agency,
         extra: None,
+        company_id: employer.map(|e| e.site_id.clone()),
+        pay: None,
+        pay_figures: (None, None),
     };
-    if rng.random_bool(0.65) {
-        let from = rng.random_range(30..200i64) * 1000 * place.scale;
-        let to = from + rng.random_range(5..80i64) * 1000 * place.scale;
-        let as_int = rng.random_bool(0.5);
-        let wrap = |v: i64| {
-            if as_int {
-                Salary::Int(v)
-            } else {
-                Salary::Float(v as f64)
-            }
-        };
-        let shape = rng.random_range(0..20);
-        job.salary_from = (shape != 0).then(|| wrap(from));
-        job.salary_to = (shape != 1 && shape != 2).then(|| wrap(to));
-        job.currency = maybe(rng, 0.95, |_| place.currency.to_string());
-        if rng.random_bool(0.7) {
-            job.salary_offered = job.salary_text(place.symbol);
-        }
-    } else if rng.random_bool(0.1) {
-        job.salary_offered = Some("Competitive".into());
-    }
+    let drawn = pay::draw(rng, place.currency, place.symbol, place.scale);
+    job.salary_from = drawn.from;
+    job.salary_to = drawn.to;
+    job.currency = drawn.currency;
+    job.salary_offered = drawn.text;
+    job.pay = drawn.pay;
+    job.pay_figures = drawn.figures;
     job.extra = maybe(rng, 0.01, |r| {
         let policy = ["hybrid", "remote-first", "office"][r.random_range(0..3)];
         ("remote_policy".to_string(), json!(policy))
@@ -1249,6 +1297,17 @@ mod tests {
         ));
         assert!(has(&|j| j["Job URL"].is_null() && j["Apply URL"].is_null()));
         assert!(has(&|j| j.get("remote_policy").is_some()));
+        let name = |j: &Value| j["Company Name"].as_str().unwrap_or("").to_string();
+        assert!(has(&|j| name(j).ends_with(", Inc.")));
+        assert!(has(&|j| {
+            name(j)
+                .strip_suffix(" Corp")
+                .is_some_and(|core| core == core.to_uppercase())
+        }));
+        assert!(has(
+            &|j| name(j).starts_with("The ") && name(j).ends_with(" Company")
+        ));
+        assert!(w.jobs.iter().all(|j| j.company_id.is_some()));
         let sites: Vec<Value> = w.sites.iter().map(|s| s.to_json("x")).collect();
         assert!(sites.iter().any(|s| s.get("employee_count_hint").is_some()));
         assert!(
@@ -1257,12 +1316,5 @@ mod tests {
                 .any(|s| !s["name"].as_str().unwrap_or("").is_ascii())
         );
         assert!(sites.iter().any(|s| s["summary"].is_null()));
-    }
-
-    #[test]
-    fn thousands_groups_digits() {
-        assert_eq!(thousands(150_000), "150,000");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

@@ -24,6 +24,7 @@ mod fault;
 mod http;
 mod jobo;
 mod mutate;
+mod pay;
 mod sentrion;
 mod state;
 
@@ -163,6 +164,7 @@ fn router(shared: Arc<Shared>) -> Router {
             get(admin::truth_jobs).post(admin::truth_jobs),
         )
         .route("/_sim/truth/companies", get(admin::truth_companies))
+        .route("/_sim/truth/job_facts", get(admin::truth_job_facts))
         .route("/_sim/log", get(admin::log))
         .route(
             "/_sim/faults",

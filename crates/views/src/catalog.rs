@@ -119,10 +119,43 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         })
         .collect::<Vec<_>>()
         .join("\nUNION ALL\n");
+    for table in Table::feeds() {
+        change_columns(table, &mut values);
+    }
     values.insert("deleted".into(), deleted);
     values.insert("runs_source".into(), runs);
     values.insert("first_seen".into(), first_seen);
     Ok(fill(VIEWS_SQL, &values))
+}
+
+/// A changes view's `{<table>_hashed}`, `{<table>_compared}` and `{<table>_flags}`: the
+/// columns whose values make a version differ from the one before (all but the id and the
+/// fetch's own `_run_id`, `_fetched_at`, `_page` and `_row`; `_extra` is compared), as their
+/// hashes, as "its name when it differs from the version before", and as that list.
+fn change_columns(table: Table, values: &mut BTreeMap<String, String>) {
+    let compared: Vec<&str> = columns(table)
+        .iter()
+        .map(|c| c.name)
+        .filter(|name| *name == "_extra" || (*name != "id" && !name.starts_with('_')))
+        .collect();
+    let join =
+        |f: &dyn Fn(&str) -> String| compared.iter().map(|c| f(c)).collect::<Vec<_>>().join(", ");
+    let name = table.name();
+    values.insert(
+        format!("{name}_hashed"),
+        join(&|c| format!("hash({0}) AS {0}", ident(c))),
+    );
+    values.insert(
+        format!("{name}_compared"),
+        join(&|c| {
+            format!(
+                "CASE WHEN {0} IS DISTINCT FROM lag({0}) OVER w THEN {1} END AS {0}",
+                ident(c),
+                literal(c)
+            )
+        }),
+    );
+    values.insert(format!("{name}_flags"), join(&|c| ident(c)));
 }
 
 /// `template` with each `{name}` that `values` has replaced by its value, in one pass: a

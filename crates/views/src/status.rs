@@ -44,3 +44,29 @@ pub async fn history_counts(lake: &Lake, tables: &[Table]) -> Result<Vec<(i64, i
         })
         .collect())
 }
+
+/// Of the `jobs` view (latest versions): jobs that quote a salary (text or figures), and those
+/// of them the view could not put per year (no period told, or no figure): schemas/jobs.md,
+/// "Salaries per year". Zeros for a lake without jobs.
+pub async fn salary_counts(lake: &Lake) -> Result<(i64, i64)> {
+    let setup = crate::catalog::view_sql(lake).await?;
+    let engine = engine(lake);
+    let sql = "SELECT count(*)::BIGINT, count(*) FILTER (WHERE salary_annual_from IS NULL \
+               AND salary_annual_to IS NULL)::BIGINT FROM jobs \
+               WHERE salary_offered IS NOT NULL OR salary_from IS NOT NULL OR salary_to IS NOT NULL";
+    let batches =
+        tokio::task::spawn_blocking(move || crate::query_fresh(&engine, &setup, sql)).await??;
+    let get = |i: usize| {
+        batches
+            .first()
+            .and_then(|b| {
+                b.column(i)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .filter(|a| !a.is_empty())
+                    .map(|a| a.value(0))
+            })
+            .unwrap_or(0)
+    };
+    Ok((get(0), get(1)))
+}

@@ -1,0 +1,361 @@
+//! What analysts ask of the lake (schemas/changes.md, jobs_lifecycle.md, job_companies.md,
+//! jobs.md "Salaries per year"), checked against what the simulator knows it served.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use joblake_schema::Table;
+use serde_json::Value;
+
+use crate::harness::{Lake, Sim};
+
+/// The columns whose values differ between two rows of a table (as `Lake::truth` gives them).
+fn differing(before: &Value, after: &Value) -> BTreeSet<String> {
+    let (b, a) = (before.as_object().unwrap(), after.as_object().unwrap());
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| *k != "id" && b.get(*k) != a.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// `(change, changed_columns, previous_run_id)` per id, of the changes one run brought.
+async fn changes_of(
+    lake: &Lake,
+    view: &str,
+    run_id: &str,
+) -> BTreeMap<String, (String, BTreeSet<String>, Value)> {
+    lake.query(&format!(
+        "SELECT id, change, changed_columns, previous_run_id FROM {view} WHERE _run_id = '{run_id}'"
+    ))
+    .await
+    .into_iter()
+    .map(|r| {
+        let columns = r["changed_columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        let change = r["change"].as_str().unwrap().to_string();
+        (
+            r["id"].as_str().unwrap().to_string(),
+            (change, columns, r["previous_run_id"].clone()),
+        )
+    })
+    .collect()
+}
+
+/// The run ids of `source`'s runs that fetched pages, oldest first.
+async fn runs_of(lake: &Lake, source: &str) -> Vec<String> {
+    lake.query(&format!(
+        "SELECT run_id FROM runs WHERE source = '{source}' AND pages > 0 ORDER BY run_id"
+    ))
+    .await
+    .iter()
+    .map(|r| r["run_id"].as_str().unwrap().to_string())
+    .collect()
+}
+
+#[tokio::test]
+async fn changes_and_lifecycle_say_what_each_run_brought_and_refetches_are_no_change() {
+    let sim = Sim::start(&["--rows", "400"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&[]).await;
+    let before = [
+        lake.truth(&sim, Table::CareerSites).await,
+        lake.truth(&sim, Table::Jobs).await,
+    ];
+    sim.advance(6).await;
+    let after = [
+        lake.truth(&sim, Table::CareerSites).await,
+        lake.truth(&sim, Table::Jobs).await,
+    ];
+    lake.refresh_ok(&[]).await;
+    // Nothing new: the third run fetches again (the overlap, the last day's jobs), and brings
+    // no change.
+    lake.refresh_ok(&[]).await;
+
+    for (i, (table, view)) in [
+        ("career_sites", "career_sites_changes"),
+        ("jobs", "jobs_changes"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let runs = runs_of(&lake, table).await;
+        assert_eq!(runs.len(), 3, "{table}: {runs:?}");
+        // The first run: every id new, with no columns and no previous run.
+        let first = changes_of(&lake, view, &runs[0]).await;
+        assert_eq!(first.len(), before[i].len(), "{view}: the first run");
+        assert!(
+            first
+                .values()
+                .all(|(c, cols, prev)| c == "new" && cols.is_empty() && prev.is_null())
+        );
+        // The second: exactly what the simulated hours changed, with the columns that changed.
+        let mut expected = BTreeMap::new();
+        for (id, row) in &after[i] {
+            match before[i].get(id) {
+                None => {
+                    expected.insert(id.clone(), ("new".to_string(), BTreeSet::new()));
+                }
+                Some(old) if old != row => {
+                    let cols = differing(old, row);
+                    let change = if table == "jobs" && cols.contains("post_date") {
+                        "reposted"
+                    } else {
+                        "changed"
+                    };
+                    expected.insert(id.clone(), (change.to_string(), cols));
+                }
+                Some(_) => {}
+            }
+        }
+        let second: BTreeMap<_, _> = changes_of(&lake, view, &runs[1])
+            .await
+            .into_iter()
+            .map(|(id, (c, cols, prev))| {
+                if c != "new" {
+                    assert_eq!(prev, Value::String(runs[0].clone()), "{view} {id}");
+                }
+                (id, (c, cols))
+            })
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(second, expected, "{view}: the second run");
+        let kinds: BTreeSet<&str> = second.values().map(|(c, _)| c.as_str()).collect();
+        let want: &[&str] = if table == "jobs" {
+            &["new", "reposted"]
+        } else {
+            &["changed", "new"]
+        };
+        assert!(want.iter().all(|k| kinds.contains(k)), "{view}: {kinds:?}");
+        // The third fetched rows again and changed nothing.
+        let fetched = lake
+            .count(&format!(
+                "SELECT count(*) FROM {table}_history WHERE _run_id = '{}'",
+                runs[2]
+            ))
+            .await;
+        assert!(fetched > 0, "{table}: the third run fetched nothing");
+        assert!(
+            changes_of(&lake, view, &runs[2]).await.is_empty(),
+            "{view}: the third run"
+        );
+    }
+
+    // The lifecycle of every job, and of a reposted one in detail.
+    let jobs = runs_of(&lake, "jobs").await;
+    assert_eq!(
+        lake.count("SELECT count(*) FROM jobs_lifecycle").await,
+        lake.count("SELECT count(DISTINCT id) FROM jobs_history")
+            .await
+    );
+    let mismatched = lake
+        .count(
+            "SELECT count(*) FROM jobs_lifecycle l \
+             FULL JOIN (SELECT id, count(*) AS v, count(*) FILTER (WHERE change = 'reposted') AS r \
+                        FROM jobs_changes GROUP BY id) c USING (id) \
+             FULL JOIN (SELECT id, count(*) AS f FROM jobs_history GROUP BY id) h USING (id) \
+             WHERE l.versions IS DISTINCT FROM c.v OR l.reposts IS DISTINCT FROM c.r \
+                OR l.fetches IS DISTINCT FROM h.f",
+        )
+        .await;
+    assert_eq!(mismatched, 0);
+    let reposted = lake
+        .query(&format!(
+            "SELECT id FROM jobs_changes WHERE change = 'reposted' AND _run_id = '{}' LIMIT 1",
+            jobs[1]
+        ))
+        .await;
+    let id = reposted[0]["id"].as_str().unwrap();
+    let life = &lake
+        .query(&format!(
+            "SELECT *, current_date AS today FROM jobs_lifecycle WHERE id = '{id}'"
+        ))
+        .await[0];
+    let (old, new) = (&before[1][id], &after[1][id]);
+    assert_eq!(life["first_post_date"], old["post_date"]);
+    assert_eq!(life["last_post_date"], new["post_date"]);
+    assert_eq!(life["valid_through"], new["valid_through"]);
+    assert_eq!(
+        (life["versions"].as_i64(), life["reposts"].as_i64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(life["first_run_id"], Value::String(jobs[0].clone()));
+    assert_eq!(life["last_run_id"], Value::String(jobs[2].clone()));
+    let days =
+        |v: &Value| chrono::NaiveDate::parse_from_str(v.as_str().unwrap(), "%Y-%m-%d").unwrap();
+    let listed = (chrono::Utc::now().date_naive() - days(&old["post_date"])).num_days();
+    // The runs ran just now; a test crossing midnight UTC may see one day more.
+    let got = life["days_listed"].as_i64().unwrap();
+    assert!(
+        got == listed || got == listed - 1,
+        "days_listed {got}, expected {listed}"
+    );
+}
+
+#[tokio::test]
+async fn salaries_are_put_per_year_as_the_simulator_drew_them_and_the_rest_is_counted() {
+    let sim = Sim::start(&["--rows", "3000"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&["--source", "jobs"]).await;
+    let facts = sim.job_facts().await;
+    let rows = lake
+        .query(
+            "SELECT id, salary_offered, salary_from, salary_to, salary_currency, salary_period, \
+             salary_period_basis, salary_annual_from, salary_annual_to FROM jobs",
+        )
+        .await;
+    assert_eq!(
+        rows.len(),
+        lake.count("SELECT count(DISTINCT id) FROM jobs_history")
+            .await as usize
+    );
+    let factor = |p: &str| match p {
+        "hour" => 2080.0,
+        "day" => 260.0,
+        "week" => 52.0,
+        "month" => 12.0,
+        "year" => 1.0,
+        other => panic!("period {other}"),
+    };
+    let (mut quoted, mut told, mut by_text, mut by_amount, mut not_per_year) = (0, 0, 0, 0, 0);
+    let mut periods = BTreeSet::new();
+    for row in &rows {
+        let id = row["id"].as_str().unwrap();
+        let fact = &facts[id];
+        let has_salary = ["salary_offered", "salary_from", "salary_to"]
+            .iter()
+            .any(|k| !row[*k].is_null());
+        quoted += usize::from(has_salary);
+        let got = row["salary_period"].as_str();
+        let truth = fact["salary_period"].as_str();
+        match got {
+            Some(p) => {
+                // Never a wrong period.
+                assert_eq!(Some(p), truth, "{row}");
+                told += 1;
+                periods.insert(p.to_string());
+                match row["salary_period_basis"].as_str() {
+                    Some("text") => by_text += 1,
+                    Some("amount") => by_amount += 1,
+                    other => panic!("basis {other:?}: {row}"),
+                }
+                // The yearly figures are the drawn figures times the period's factor, whether
+                // the posting gave them in its fields or only in its text.
+                for (col, i) in [("salary_annual_from", 0), ("salary_annual_to", 1)] {
+                    let want = fact["salary_figures"][i].as_f64().map(|v| v * factor(p));
+                    let have = row[col].as_f64();
+                    match (want, have) {
+                        (Some(w), Some(h)) => assert!((w - h).abs() < 0.01, "{col}: {row} {fact}"),
+                        (w, h) => assert_eq!(w, h, "{col}: {row} {fact}"),
+                    }
+                }
+            }
+            None => {
+                // Not told only when nothing in the posting says: no period word, and no
+                // figure large enough to be a year's in a known currency.
+                let text = row["salary_offered"].as_str().unwrap_or("");
+                assert!(
+                    ![
+                        "hour", "/hr", "day", "week", "month", "year", "annum", "p.a."
+                    ]
+                    .iter()
+                    .any(|w| text.contains(w)),
+                    "a worded salary with no period: {row}"
+                );
+                if has_salary {
+                    not_per_year += 1;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "salaries: {quoted} of {} jobs quote one; a period told for {told} ({by_text} by its \
+         words, {by_amount} by its figures), none wrong; {not_per_year} not put per year",
+        rows.len()
+    );
+    assert_eq!(
+        periods,
+        ["day", "hour", "month", "week", "year"]
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    );
+    assert!(by_amount > 0 && by_text > by_amount);
+    assert!(
+        not_per_year > 0,
+        "free text and unworded figures are counted"
+    );
+    // `status` counts the same.
+    let run = lake.run(&["status", "--json"]).await;
+    run.assert_code(0);
+    let status: Value = serde_json::from_slice(&run.0.stdout).unwrap();
+    assert_eq!(status["salaries"]["quoted"], quoted);
+    assert_eq!(status["salaries"]["not_per_year"], not_per_year);
+    // And the credits this lake spent, per API, with what the balance lasts.
+    let credits = status["credits"].as_array().unwrap();
+    let sentrion = credits.iter().find(|c| c["api"] == "sentrion").unwrap();
+    let used: f64 = lake
+        .query("SELECT sum(credits_used) AS used FROM runs WHERE source = 'jobs'")
+        .await[0]["used"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(sentrion["used_7_days"].as_f64(), Some(used));
+    assert_eq!(sentrion["per_day"].as_f64(), Some(used));
+    assert!(sentrion["days_left"].as_f64().unwrap() > 0.0);
+    assert!(
+        credits.iter().all(|c| c["api"] != "jobo"),
+        "no Jobo run, no Jobo line"
+    );
+}
+
+#[tokio::test]
+async fn job_companies_link_jobs_to_the_companies_the_simulator_posted_them_for() {
+    // 200 career sites: enough for companies to share a name ("Acme Labs Inc." and "Acme Labs
+    // GmbH"), which the rule must not link by name.
+    let sim = Sim::start(&["--rows", "3000", "--career-sites", "200"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&[]).await;
+    let facts = sim.job_facts().await;
+    let links = lake
+        .query("SELECT id, company_id, matched_by FROM job_companies")
+        .await;
+    let jobs = lake.count("SELECT count(*) FROM jobs").await as usize;
+    let mut correct = 0;
+    let mut per_rule: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for link in &links {
+        let id = link["id"].as_str().unwrap();
+        assert!(ids.insert(id.to_string()), "{id} linked twice");
+        let right = facts[id]["company_id"] == link["company_id"];
+        correct += usize::from(right);
+        let e = per_rule
+            .entry(link["matched_by"].as_str().unwrap().to_string())
+            .or_default();
+        e.0 += 1;
+        e.1 += usize::from(right);
+    }
+    let with_company = lake
+        .query("SELECT id FROM jobs")
+        .await
+        .iter()
+        .filter(|r| !facts[r["id"].as_str().unwrap()]["company_id"].is_null())
+        .count();
+    let precision = correct as f64 / links.len() as f64;
+    let recall = correct as f64 / with_company as f64;
+    eprintln!(
+        "job_companies: {} of {jobs} jobs linked; precision {:.4}, recall {:.4}; by rule \
+         (linked, right): {per_rule:?}",
+        links.len(),
+        precision,
+        recall
+    );
+    assert_eq!(
+        per_rule.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["company_name", "listing_url", "website"]
+    );
+    assert!(precision >= 0.99, "precision {precision}");
+    assert!(recall >= 0.9, "recall {recall}");
+}
