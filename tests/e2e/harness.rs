@@ -23,6 +23,21 @@ pub fn bin() -> &'static str {
     })
 }
 
+/// The columns the `jobs` view adds to the latest versions (schemas/jobs.md, "Salaries per
+/// year"): left out where the view is compared with the history or the API's rows.
+pub const JOBS_WORKED_OUT: &str =
+    "salary_period, salary_period_basis, salary_annual_from, salary_annual_to";
+
+/// `SELECT *` of a latest-version view without the columns it works out, so that it compares
+/// with the history's rows.
+pub fn history_columns_of(view: &str) -> String {
+    if view == "jobs" {
+        format!("* EXCLUDE ({JOBS_WORKED_OUT})")
+    } else {
+        "*".to_string()
+    }
+}
+
 /// A key nobody else uses, so a test can search every output and file for it.
 pub fn unique_key(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -419,13 +434,13 @@ impl Lake {
     }
 
     /// [`Lake::view`] of the rows matching an SQL predicate (each id at most once).
-    /// The columns the `jobs` view works out (schemas/jobs.md, "Salaries per year"), which no
-    /// API row carries, are left out.
+    /// The columns the `jobs` view works out ([`JOBS_WORKED_OUT`]), which no API row carries,
+    /// are left out.
     pub async fn view_where(&self, view: &str, predicate: &str) -> BTreeMap<String, Value> {
         let derived = if view == "jobs" {
-            ", salary_period, salary_period_basis, salary_annual_from, salary_annual_to"
+            format!(", {JOBS_WORKED_OUT}")
         } else {
-            ""
+            String::new()
         };
         rows_by_id(
             self.query(&format!(

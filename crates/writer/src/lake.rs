@@ -338,7 +338,15 @@ impl Lake {
     /// Copies an object (a hard link on a local lake; on S3, within the bucket: no byte
     /// leaves the store).
     pub async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
-        // A local store links the file (no byte copied) and makes the directories.
+        // A local store links the file (no byte copied) and makes the directories: it links
+        // `<to>#<n>`, then renames that over `to`. When `to` is already a link of `from` (a
+        // latest table written again keeps a file it had), rename(2) does nothing and the
+        // staged link would stay behind: that copy is done already.
+        if let LakeLocation::Local(root) = &self.location
+            && same_file(&root.join(from.as_ref()), &root.join(to.as_ref()))
+        {
+            return Ok(());
+        }
         self.store
             .copy(from, to)
             .await
@@ -365,6 +373,15 @@ impl Lake {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether two paths are links of one file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
