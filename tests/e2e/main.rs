@@ -12,6 +12,7 @@ mod faults;
 mod harness;
 mod lease;
 mod local;
+mod report;
 mod s3;
 mod writes;
 

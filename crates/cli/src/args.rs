@@ -111,6 +111,14 @@ pub enum Command {
     Views,
     /// Rows, ids, files, partitions, last run, cursor and credits per table.
     Status,
+    /// One self-contained HTML page: runs, credits and their forecast, requests and 429s,
+    /// freshness, what the lake holds most of, salaries per year.
+    Report {
+        /// Where to write it [default: report.html in a local lake, ./joblake-report.html
+        /// for an S3 lake].
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Run SQL on the views with the embedded DuckDB.
     Query {
         /// The SQL.

@@ -14,6 +14,7 @@ mod outcome;
 mod output;
 mod query;
 mod refresh;
+mod report;
 mod run;
 mod simulate;
 mod status;
@@ -151,6 +152,7 @@ async fn dispatch(cli: &Cli) -> CmdResult {
         Command::Compact { source } => compact::compact(cli, source).await,
         Command::Views => views::views(cli).await,
         Command::Status => status::status(cli).await,
+        Command::Report { out } => report::report(cli, out.as_deref()).await,
         Command::Query { sql, format } => query::query(cli, sql, *format).await,
         Command::Simulate(args) => simulate::simulate(args).await,
     }

@@ -142,7 +142,7 @@ struct Salaries {
 
 /// The APIs whose credits `status` plans with, and the tables each one's key fetches: Jobo's
 /// one wallet pays for the feed and for company profiles.
-const API_SOURCES: [(&str, &[&str]); 2] = [
+pub(crate) const API_SOURCES: [(&str, &[&str]); 2] = [
     ("jobo", &["career_sites", "companies"]),
     ("sentrion", &["jobs"]),
 ];
@@ -150,20 +150,25 @@ const API_SOURCES: [(&str, &[&str]); 2] = [
 /// One API's credits: used over the last 7 and 30 days (by the runs started then), the
 /// balance it reported last, and how many days that balance lasts at the last 7 days' rate.
 #[derive(Debug, Serialize, PartialEq)]
-struct Credits {
-    api: String,
-    runs: usize,
+pub(crate) struct Credits {
+    pub api: String,
+    pub runs: usize,
     used_7_days: f64,
     used_30_days: f64,
-    balance: Option<f64>,
+    pub balance: Option<f64>,
     /// Credits a day over the last 7 days, or over the days since the API's first run when
     /// that is less (at least one day: a lake a few hours old is not judged by its hours).
-    per_day: f64,
+    pub per_day: f64,
     /// `balance / per_day`; none without a balance, or without any use in 7 days.
-    days_left: Option<f64>,
+    pub days_left: Option<f64>,
 }
 
-fn credits(api: &str, sources: &[&str], ledger: &[RunRecord], now: DateTime<Utc>) -> Credits {
+pub(crate) fn credits(
+    api: &str,
+    sources: &[&str],
+    ledger: &[RunRecord],
+    now: DateTime<Utc>,
+) -> Credits {
     let runs: Vec<&RunRecord> = ledger
         .iter()
         .filter(|r| sources.contains(&r.source.as_str()))

@@ -70,3 +70,14 @@ pub async fn salary_counts(lake: &Lake) -> Result<(i64, i64)> {
     };
     Ok((get(0), get(1)))
 }
+
+/// Each of `queries` on the views of `lake`, in one fresh DuckDB session (so a report or a
+/// status never depends on the DuckDB file being current).
+pub async fn query_views(
+    lake: &Lake,
+    queries: Vec<String>,
+) -> Result<Vec<Vec<arrow::array::RecordBatch>>> {
+    let setup = crate::catalog::view_sql(lake).await?;
+    let engine = engine(lake);
+    Ok(tokio::task::spawn_blocking(move || crate::query_many(&engine, &setup, &queries)).await??)
+}
