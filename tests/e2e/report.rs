@@ -21,6 +21,20 @@ fn chromium() -> PathBuf {
     path
 }
 
+/// Runs a Chromium command to its successful end (within a minute).
+async fn finished(cmd: &mut tokio::process::Command) -> std::process::Output {
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("chromium took over a minute")
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Opens `page` headless with a network log; returns (the DOM as rendered, the URLs of every
 /// request made for the page, the screenshot's bytes).
 async fn open(page: &Path, dir: &Path) -> (String, Vec<String>, Vec<u8>) {
@@ -51,26 +65,10 @@ async fn open(page: &Path, dir: &Path) -> (String, Vec<String>, Vec<u8>) {
         .arg("--net-log-capture-mode=Everything")
         .arg(format!("--screenshot={}", shot.display()))
         .arg(&url);
-    let out = tokio::time::timeout(Duration::from_secs(60), shoot.output())
-        .await
-        .expect("chromium took over a minute")
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    finished(&mut shoot).await;
     let mut dump = base("b");
     dump.arg("--dump-dom").arg(&url);
-    let out = tokio::time::timeout(Duration::from_secs(60), dump.output())
-        .await
-        .expect("chromium took over a minute")
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = finished(&mut dump).await;
     let dom = String::from_utf8_lossy(&out.stdout).to_string();
     // The log may end without its closing bracket when the browser exits.
     let text = std::fs::read_to_string(&netlog).expect("a network log");

@@ -178,26 +178,20 @@ async fn salary_histogram(lake: &Lake, top: &Value) -> Result<Salaries> {
     let p95 = top["p95"].as_f64().unwrap_or(0.0).max(1.0);
     let width = round_width(p95 / 20.0);
     let literal = joblake_views::literal(&currency);
-    let queries = vec![
-        format!(
-            "SELECT least(floor(salary_annual_from / {width}), floor({p95} / {width})) * {width} AS lo, \
-             count(*) AS n FROM jobs WHERE salary_currency = {literal} \
-             AND salary_annual_from IS NOT NULL GROUP BY 1 ORDER BY 1"
-        ),
-        "SELECT count(*) AS quoted, count(*) FILTER (WHERE salary_annual_from IS NULL \
-         AND salary_annual_to IS NULL) AS not_per_year FROM jobs \
-         WHERE salary_offered IS NOT NULL OR salary_from IS NOT NULL OR salary_to IS NOT NULL"
-            .to_string(),
-    ];
-    let results = joblake_views::status::query_views(lake, queries).await?;
+    let sql = format!(
+        "SELECT least(floor(salary_annual_from / {width}), floor({p95} / {width})) * {width} AS lo, \
+         count(*) AS n FROM jobs WHERE salary_currency = {literal} \
+         AND salary_annual_from IS NOT NULL GROUP BY 1 ORDER BY 1"
+    );
+    let results = joblake_views::status::query_views(lake, vec![sql]).await?;
     let buckets = rows(&results[0])?;
-    let counts = rows(&results[1])?;
+    let (quoted, not_per_year) = joblake_views::status::salary_counts(lake).await?;
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     Ok(Salaries {
         currency,
         buckets: buckets.iter().map(|r| (f(&r["lo"]), f(&r["n"]))).collect(),
-        quoted: counts.first().map_or(0.0, |r| f(&r["quoted"])),
-        not_per_year: counts.first().map_or(0.0, |r| f(&r["not_per_year"])),
+        quoted: quoted as f64,
+        not_per_year: not_per_year as f64,
     })
 }
 

@@ -23,7 +23,7 @@ pub struct Run {
     pub rows: f64,
     /// Ids it saw first.
     pub new_ids: f64,
-    /// Pages fetched (one request each), and requests retried.
+    /// Pages fetched: one request each.
     pub pages: f64,
     /// Requests retried.
     pub retries: f64,
@@ -70,7 +70,7 @@ pub struct Salaries {
     pub currency: String,
     /// (lower bound of the bucket, jobs) for `salary_annual_from`.
     pub buckets: Vec<(f64, f64)>,
-    /// Jobs quoting a salary, and those of them not put per year.
+    /// Jobs quoting a salary (text or figures).
     pub quoted: f64,
     /// Jobs quoting a salary that could not be put per year.
     pub not_per_year: f64,
