@@ -82,8 +82,13 @@ $(PY_STAMP): $(VENV_PY)
 py-check: py-tools
 	@$(VENV_PY) tools/check_venv.py $(VENV) $(PY_DUCKDB_DIRS)
 
+# nextest (.config/nextest.toml): each test in a process of its own and every test binary's
+# tests side by side, the slowest first; then the documentation's examples, which it cannot run.
+TEST_THREADS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: build py-check
-	$(CARGO) test --release --locked $(TEST_PACKAGES) $(CARGO_FLAGS)
+	$(CARGO) nextest run --release --locked --no-fail-fast --test-threads $(TEST_THREADS) \
+	  $(TEST_PACKAGES) $(CARGO_FLAGS)
+	$(CARGO) test --release --locked --doc $(TEST_PACKAGES)
 
 # The feeds, then the company profiles joblake.toml's [companies] chooses (none without it).
 refresh: build

@@ -1,7 +1,8 @@
 //! Crash anywhere: `joblake` killed (SIGKILL, as `kill -9`) at named moments spread over
-//! fetching, staging, encoding, writing, committing, the views, recovery, a backfill's plan
-//! and compaction, then run again. After every kill the lake still reads; after the rerun
-//! nothing is lost, nothing is doubled, and at most the page in flight was paid again.
+//! fetching, staging, encoding, writing, committing, the views, recovery, a backfill's plan,
+//! compaction, enrichment and upgrading a lake to Delta, then run again. After every kill the
+//! lake still reads; after the rerun nothing is lost, nothing is doubled, and at most the page
+//! in flight was paid again.
 
 use std::os::unix::process::ExitStatusExt;
 
@@ -49,8 +50,11 @@ impl Cmd {
     }
 }
 
-/// (moment, phase, command): `point[:n]` is the n-th pass through the point.
-const MOMENTS: &[(&str, &str, Cmd)] = &[
+/// (moment, phase, command): `point[:n]` is the n-th pass through the point. Two matrices, each
+/// a test of its own so that they run side by side: a run's moments (fetching to its views,
+/// recovery, a backfill's plan, the latest table it keeps) and the upkeep's (compaction,
+/// enrichment, upgrading a lake to Delta).
+const RUN_MOMENTS: &[(&str, &str, Cmd)] = &[
     ("fetch:after-page:3", "fetching", Cmd::Refresh),
     ("stage:before:4", "staging", Cmd::Refresh),
     ("stage:after:5", "staging", Cmd::Refresh),
@@ -71,6 +75,9 @@ const MOMENTS: &[(&str, &str, Cmd)] = &[
     ("views:after", "views", Cmd::Refresh),
     ("recover:after-page", "recovery", Cmd::Recover),
     ("backfill:after-plan", "backfill plan", Cmd::Backfill),
+];
+
+const UPKEEP_MOMENTS: &[(&str, &str, Cmd)] = &[
     ("compact:after-manifest", "compaction", Cmd::Compact),
     ("compact:after-outputs", "compaction", Cmd::Compact),
     ("compact:after-commit", "compaction", Cmd::Compact),
@@ -378,9 +385,9 @@ async fn make_legacy(lake: &Lake) {
     }
 }
 
-async fn matrix(backend: &str) -> String {
+async fn matrix(backend: &str, moments: &[(&str, &str, Cmd)]) -> String {
     let mut rows = String::new();
-    for &(moment, phase, cmd) in MOMENTS {
+    for &(moment, phase, cmd) in moments {
         let args = [&["--rows", "300", "--history-days", "60"][..], cmd.faults()].concat();
         let sim = Sim::start(&args).await;
         let mut lake = match backend {
@@ -421,9 +428,9 @@ async fn matrix(backend: &str) -> String {
     rows
 }
 
-fn section(backend: &str, rows: &str) -> String {
+fn section(title: &str, rows: &str) -> String {
     format!(
-        "## Crash anywhere: {backend} lake\n\n\
+        "## Crash anywhere: {title}\n\n\
          Each moment is a fresh simulator (300 rows per API, 10-row pages) and a fresh lake; \
          `JOBLAKE_CRASH_AT=<moment>` makes the process SIGKILL itself there (`point:n` is the \
          n-th pass), then the same command runs again to the end. *Lost* compares the views \
@@ -441,13 +448,27 @@ fn section(backend: &str, rows: &str) -> String {
 }
 
 #[tokio::test]
-async fn crash_anywhere_on_a_local_lake_loses_nothing_and_doubles_nothing() {
-    let rows = matrix("local").await;
-    reliability_section("crash-local", &section("local", &rows));
+async fn crash_anywhere_in_a_run_on_a_local_lake_loses_nothing_and_doubles_nothing() {
+    let rows = matrix("local", RUN_MOMENTS).await;
+    reliability_section("crash-local", &section("a run on a local lake", &rows));
 }
 
 #[tokio::test]
-async fn crash_anywhere_on_an_s3_lake_loses_nothing_and_doubles_nothing() {
-    let rows = matrix("S3").await;
-    reliability_section("crash-s3", &section("S3", &rows));
+async fn crash_anywhere_in_upkeep_on_a_local_lake_loses_nothing_and_doubles_nothing() {
+    let rows = matrix("local", UPKEEP_MOMENTS).await;
+    let title = "compaction, enrichment and upgrade on a local lake";
+    reliability_section("crash-local-upkeep", &section(title, &rows));
+}
+
+#[tokio::test]
+async fn crash_anywhere_in_a_run_on_an_s3_lake_loses_nothing_and_doubles_nothing() {
+    let rows = matrix("S3", RUN_MOMENTS).await;
+    reliability_section("crash-s3", &section("a run on an S3 lake", &rows));
+}
+
+#[tokio::test]
+async fn crash_anywhere_in_upkeep_on_an_s3_lake_loses_nothing_and_doubles_nothing() {
+    let rows = matrix("S3", UPKEEP_MOMENTS).await;
+    let title = "compaction, enrichment and upgrade on an S3 lake";
+    reliability_section("crash-s3-upkeep", &section(title, &rows));
 }
