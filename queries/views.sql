@@ -217,16 +217,23 @@ CREATE OR REPLACE MACRO joblake_host(url) AS
     lower(regexp_extract(url, '^\s*[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^/@?#]*@)?([^/:?#\s]+)', 1));
 
 -- The registrable domain: the host's last two labels, or three under a two-letter country's
--- second level (co.uk, com.br, co.jp).
-CREATE OR REPLACE MACRO joblake_domain(url) AS
-    nullif(regexp_extract(joblake_host(url),
+-- second level (co.uk, com.br, co.jp). joblake_domain_of_host takes a host already extracted.
+CREATE OR REPLACE MACRO joblake_domain_of_host(host) AS
+    nullif(regexp_extract(host,
         '([^.]+\.(?:(?:co|com|org|net|ac|gov|edu|ne|or)\.[a-z]{2}|[^.]+))$', 1), '');
 
-CREATE OR REPLACE MACRO joblake_listing_key(url) AS
-    CASE WHEN joblake_host(url) IN ('boards.greenhouse.io', 'job-boards.greenhouse.io',
+CREATE OR REPLACE MACRO joblake_domain(url) AS joblake_domain_of_host(joblake_host(url));
+
+-- The job board a URL is on: its host, and on the hosts that keep many companies' boards
+-- (boards.greenhouse.io/<company>) the first path segment too. joblake_listing_key_at takes
+-- the URL's host already extracted.
+CREATE OR REPLACE MACRO joblake_listing_key_at(url, host) AS
+    CASE WHEN host IN ('boards.greenhouse.io', 'job-boards.greenhouse.io',
               'jobs.lever.co', 'jobs.ashbyhq.com', 'jobs.smartrecruiters.com', 'apply.workable.com')
-         THEN joblake_host(url) || '/' || lower(regexp_extract(url, '^[^:]+://[^/]+/([^/?#]+)', 1))
-         ELSE nullif(joblake_host(url), '') END;
+         THEN host || '/' || lower(regexp_extract(url, '^[^:]+://[^/]+/([^/?#]+)', 1))
+         ELSE nullif(host, '') END;
+
+CREATE OR REPLACE MACRO joblake_listing_key(url) AS joblake_listing_key_at(url, joblake_host(url));
 
 -- A company name as matching compares it: accents and case dropped, anything but letters and
 -- digits a space, a leading "the" and trailing legal forms (Inc., Corp, LLC, GmbH, ...) gone.
@@ -262,18 +269,34 @@ unique_keys AS (
     GROUP BY matched_by, key
     HAVING count(DISTINCT company_id) = 1
 ),
+-- One pass over the jobs: each URL's host extracted once, the five keys side by side, each
+-- looked up among the unique keys; the first that names a site wins.
+hosts AS (
+    SELECT id, job_url, apply_url, company_name,
+           joblake_host(job_url) AS job_host, joblake_host(apply_url) AS apply_host
+    FROM jobs
+),
 job_keys AS (
-    SELECT id, 1 AS rank, 'listing_url' AS matched_by, joblake_listing_key(job_url) AS key FROM jobs
-    UNION ALL
-    SELECT id, 2, 'listing_url', joblake_listing_key(apply_url) FROM jobs
-    UNION ALL
-    SELECT id, 3, 'website', joblake_domain(apply_url) FROM jobs
-    UNION ALL
-    SELECT id, 4, 'website', joblake_domain(job_url) FROM jobs
-    UNION ALL
-    SELECT id, 5, 'company_name', joblake_company_key(company_name) FROM jobs
+    SELECT id,
+           joblake_listing_key_at(job_url, job_host) AS job_listing,
+           joblake_listing_key_at(apply_url, apply_host) AS apply_listing,
+           joblake_domain_of_host(apply_host) AS apply_domain,
+           joblake_domain_of_host(job_host) AS job_domain,
+           joblake_company_key(company_name) AS company_key
+    FROM hosts
+),
+linked AS (
+    SELECT j.id,
+           coalesce(k1.company_id, k2.company_id, k3.company_id, k4.company_id, k5.company_id)
+               AS company_id,
+           CASE WHEN coalesce(k1.company_id, k2.company_id) IS NOT NULL THEN 'listing_url'
+                WHEN coalesce(k3.company_id, k4.company_id) IS NOT NULL THEN 'website'
+                WHEN k5.company_id IS NOT NULL THEN 'company_name' END AS matched_by
+    FROM job_keys AS j
+    LEFT JOIN unique_keys AS k1 ON k1.matched_by = 'listing_url' AND k1.key = j.job_listing
+    LEFT JOIN unique_keys AS k2 ON k2.matched_by = 'listing_url' AND k2.key = j.apply_listing
+    LEFT JOIN unique_keys AS k3 ON k3.matched_by = 'website' AND k3.key = j.apply_domain
+    LEFT JOIN unique_keys AS k4 ON k4.matched_by = 'website' AND k4.key = j.job_domain
+    LEFT JOIN unique_keys AS k5 ON k5.matched_by = 'company_name' AND k5.key = j.company_key
 )
-SELECT j.id, u.company_id, j.matched_by
-FROM job_keys AS j
-JOIN unique_keys AS u USING (matched_by, key)
-QUALIFY row_number() OVER (PARTITION BY j.id ORDER BY j.rank) = 1;
+SELECT id, company_id, matched_by FROM linked WHERE company_id IS NOT NULL;
