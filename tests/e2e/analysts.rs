@@ -311,6 +311,54 @@ async fn salaries_are_put_per_year_as_the_simulator_drew_them_and_the_rest_is_co
     );
 }
 
+/// The key macros `lake.duckdb` carries give the keys schemas/job_companies.md shows, and the
+/// forms that take a host already extracted (the view's) agree with the forms that take a URL.
+#[tokio::test]
+async fn the_link_key_macros_give_the_documented_keys() {
+    let sim = Sim::start(&["--rows", "20"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&[]).await;
+    let cases = [
+        (
+            "joblake_listing_key('https://boards.greenhouse.io/Acme/jobs/12?gh_src=x')",
+            "boards.greenhouse.io/acme",
+        ),
+        (
+            "joblake_listing_key('https://Careers.Acme.com/jobs/12')",
+            "careers.acme.com",
+        ),
+        (
+            "joblake_domain('https://jobs.acme.co.uk/apply?id=3')",
+            "acme.co.uk",
+        ),
+        (
+            "joblake_domain('http://user@www.Acme-Labs.com:8080/x')",
+            "acme-labs.com",
+        ),
+        ("joblake_company_key('Acme Labs, Inc.')", "acme labs"),
+        ("joblake_company_key('ACME LABS Corp')", "acme labs"),
+        ("joblake_company_key('The Acme Labs Company')", "acme labs"),
+        (
+            "joblake_company_key('Société Générale SA')",
+            "societe generale",
+        ),
+    ];
+    for (sql, want) in cases {
+        let got = lake.query(&format!("SELECT {sql} AS k")).await;
+        assert_eq!(got[0]["k"], want, "{sql}");
+    }
+    let disagree = lake
+        .count(
+            "SELECT count(*) FROM jobs WHERE \
+             joblake_listing_key(job_url) IS DISTINCT FROM \
+                 joblake_listing_key_at(job_url, joblake_host(job_url)) \
+             OR joblake_domain(apply_url) IS DISTINCT FROM \
+                 joblake_domain_of_host(joblake_host(apply_url))",
+        )
+        .await;
+    assert_eq!(disagree, 0);
+}
+
 #[tokio::test]
 async fn job_companies_link_jobs_to_the_companies_the_simulator_posted_them_for() {
     // 200 career sites: enough for companies to share a name ("Acme Labs Inc." and "Acme Labs

@@ -447,28 +447,30 @@ fn section(title: &str, rows: &str) -> String {
     )
 }
 
+/// Runs `moments` on a `backend` lake and writes them as RELIABILITY.md's section `name`.
+async fn crash_matrix(backend: &str, moments: &[(&str, &str, Cmd)], name: &str, title: &str) {
+    let rows = matrix(backend, moments).await;
+    reliability_section(name, &section(title, &rows));
+}
+
 #[tokio::test]
 async fn crash_anywhere_in_a_run_on_a_local_lake_loses_nothing_and_doubles_nothing() {
-    let rows = matrix("local", RUN_MOMENTS).await;
-    reliability_section("crash-local", &section("a run on a local lake", &rows));
+    crash_matrix("local", RUN_MOMENTS, "crash-local", "a run on a local lake").await;
 }
 
 #[tokio::test]
 async fn crash_anywhere_in_upkeep_on_a_local_lake_loses_nothing_and_doubles_nothing() {
-    let rows = matrix("local", UPKEEP_MOMENTS).await;
     let title = "compaction, enrichment and upgrade on a local lake";
-    reliability_section("crash-local-upkeep", &section(title, &rows));
+    crash_matrix("local", UPKEEP_MOMENTS, "crash-local-upkeep", title).await;
 }
 
 #[tokio::test]
 async fn crash_anywhere_in_a_run_on_an_s3_lake_loses_nothing_and_doubles_nothing() {
-    let rows = matrix("S3", RUN_MOMENTS).await;
-    reliability_section("crash-s3", &section("a run on an S3 lake", &rows));
+    crash_matrix("S3", RUN_MOMENTS, "crash-s3", "a run on an S3 lake").await;
 }
 
 #[tokio::test]
 async fn crash_anywhere_in_upkeep_on_an_s3_lake_loses_nothing_and_doubles_nothing() {
-    let rows = matrix("S3", UPKEEP_MOMENTS).await;
     let title = "compaction, enrichment and upgrade on an S3 lake";
-    reliability_section("crash-s3-upkeep", &section(title, &rows));
+    crash_matrix("S3", UPKEEP_MOMENTS, "crash-s3-upkeep", title).await;
 }
