@@ -38,6 +38,19 @@ DUCKDB_VERSION := 1.5.5
 DUCKDB_DIR := $(JOBLAKE_CACHE)/duckdb-$(DUCKDB_VERSION)-r.5
 export DUCKDB_LIB_DIR := $(DUCKDB_DIR)
 
+# LINT=1 (.ci/run sets it): joblake's own crates are compiled by clippy-driver, rustc with
+# clippy's lints, warnings denied (tools/clippy-rustc, cargo's RUSTC_WORKSPACE_WRAPPER), so
+# `build` and `test` lint every target `make clippy` does (`build` then builds every binary,
+# the bench's too) without a second pass that checks each dependency again (about 250 CPU-s
+# cold). Dependencies are compiled as without it; joblake's crates recompile when it changes.
+LINT ?=
+ifeq ($(LINT),1)
+export RUSTC_WORKSPACE_WRAPPER := $(CURDIR)/tools/clippy-rustc
+BUILD_BINS := --bins
+else
+BUILD_BINS := --bin joblake
+endif
+
 .PHONY: build duckdb-lib duckdb-extensions venv py-tools py-check test refresh demo views status \
 	check-fmt clippy bench bench-pacing dist check-dist
 
@@ -46,7 +59,7 @@ export DUCKDB_LIB_DIR := $(DUCKDB_DIR)
 # compiled twice). CARGO_FLAGS=--timings times a build crate by crate.
 CARGO_FLAGS ?=
 build: duckdb-lib duckdb-extensions
-	$(CARGO) build --release --locked --workspace --bin joblake $(CARGO_FLAGS)
+	$(CARGO) build --release --locked --workspace $(BUILD_BINS) $(CARGO_FLAGS)
 	@tools/lay-out $(DUCKDB_DIR) $(RELEASE)
 
 duckdb-lib:

@@ -339,17 +339,11 @@ fn run(conn: &Connection, sql: &str) -> Result<Vec<RecordBatch>> {
         .map_err(|e| Error::Arrow(e.to_string()))
 }
 
-/// Runs `setup` (e.g. the view statements) on a fresh in-memory database, then `sql`:
-/// for readers such as `status` that must not depend on the DuckDB file being current.
-pub fn query_fresh(engine: &Engine, setup: &str, sql: &str) -> Result<Vec<RecordBatch>> {
-    let conn = engine.session(Connection::open_in_memory()?)?;
-    conn.execute_batch(setup)
-        .map_err(|e| engine.explain(e.into()))?;
-    run(&conn, sql).map_err(|e| engine.explain(e))
-}
-
-/// Runs `setup` on a fresh in-memory database, then each of `queries` in turn in the same
-/// session (temporary tables `setup` made among what they read).
+/// Runs `setup` (e.g. the view statements) on a fresh in-memory database, then each of
+/// `queries` in turn in the same session (temporary tables `setup` made among what they
+/// read): for readers such as `status` that must not depend on the DuckDB file being current.
+/// One session, since each new database loads its extensions again (on an S3 lake, DuckDB
+/// checks httpfs's signature, a SHA-256 of its 21 MB, each time).
 pub fn query_many(
     engine: &Engine,
     setup: &str,

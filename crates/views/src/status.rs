@@ -20,12 +20,8 @@ pub async fn history_counts(lake: &Lake, tables: &[Table]) -> Result<Vec<(i64, i
             )
         })
         .collect::<Vec<_>>();
-    let batches = tokio::task::spawn_blocking(move || {
-        sql.iter()
-            .map(|q| crate::query_fresh(&engine, &setup, q))
-            .collect::<crate::Result<Vec<_>>>()
-    })
-    .await??;
+    let batches =
+        tokio::task::spawn_blocking(move || crate::query_many(&engine, &setup, &sql)).await??;
     Ok(batches
         .iter()
         .map(|b| (first_i64(b, 0), first_i64(b, 1)))

@@ -7,8 +7,9 @@
 //! The kernel's calls block; they run on tokio's blocking threads, the kernel's own I/O on
 //! one runtime kept for the process.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use arrow::array::{Array, AsArray, StructArray};
 use arrow::datatypes::{Schema, SchemaRef};
@@ -152,6 +153,51 @@ impl Kind {
     }
 }
 
+/// The newest snapshot of each table (by its root) this process has read. A table's log
+/// only grows (versions are never rewritten or removed), so a snapshot stays a valid
+/// starting point for reading the versions after it.
+static SNAPSHOTS: LazyLock<Mutex<HashMap<Url, SnapshotRef>>> = LazyLock::new(Default::default);
+
+fn read_before(root: &Url) -> Option<SnapshotRef> {
+    SNAPSHOTS.lock().ok()?.get(root).cloned()
+}
+
+fn remember(root: &Url, snapshot: &SnapshotRef) {
+    if let Ok(mut known) = SNAPSHOTS.lock() {
+        let newer = known
+            .get(root)
+            .is_none_or(|k| k.version() < snapshot.version());
+        if newer {
+            known.insert(root.clone(), Arc::clone(snapshot));
+        }
+    }
+}
+
+/// What was read of a table's version (its state, its files, when it was committed), by
+/// table root and what: a version never changes, so a command that asks again (a status
+/// makes the views' SQL for each of its queries) gets the answer without replaying the log
+/// again. Only the newest version asked of each is kept.
+type Recalled = (u64, Arc<dyn Any + Send + Sync>);
+static READ: LazyLock<Mutex<HashMap<(Url, &'static str), Recalled>>> =
+    LazyLock::new(Default::default);
+
+fn recall<T: Clone + 'static>(root: &Url, what: &'static str, version: u64) -> Option<T> {
+    let read = READ.lock().ok()?;
+    let (at, value) = read.get(&(root.clone(), what))?;
+    (*at == version)
+        .then(|| value.downcast_ref::<T>().cloned())
+        .flatten()
+}
+
+fn keep<T: Clone + Send + Sync + 'static>(root: &Url, what: &'static str, version: u64, value: &T) {
+    if let Ok(mut read) = READ.lock() {
+        let key = (root.clone(), what);
+        if read.get(&key).is_none_or(|(at, _)| *at <= version) {
+            read.insert(key, (version, Arc::new(value.clone())));
+        }
+    }
+}
+
 /// A table's Delta log.
 #[derive(Clone)]
 pub struct DeltaLog {
@@ -196,14 +242,25 @@ impl DeltaLog {
     }
 
     /// The table's newest snapshot, or `None` while it has no log.
+    ///
+    /// The newest snapshot this process has read of the table is the starting point: only
+    /// the log past it is listed and read (the kernel's incremental snapshot), where a
+    /// command that reads a table's state, files and views several times would otherwise
+    /// list and replay its whole log each time (on S3, a request per commit file each time).
     pub async fn snapshot(&self) -> Result<Option<SnapshotRef>> {
-        let log = Path::from(format!("{}/_delta_log", self.table));
-        if self.lake.list(&log).await?.is_empty() {
-            return Ok(None);
+        let known = read_before(&self.root);
+        if known.is_none() {
+            let log = Path::from(format!("{}/_delta_log", self.table));
+            if self.lake.list(&log).await?.is_empty() {
+                return Ok(None);
+            }
         }
         let (engine, root) = (Arc::clone(&self.engine), self.root.clone());
         let snapshot = self
-            .blocking(move || Snapshot::builder_for(root.as_str()).build(engine.as_ref()))
+            .blocking(move || match known {
+                Some(known) => Snapshot::builder_from(known).build(engine.as_ref()),
+                None => Snapshot::builder_for(root.as_str()).build(engine.as_ref()),
+            })
             .await
             .map_err(|e| match e {
                 Error::Delta { table, detail } => Error::Delta {
@@ -216,20 +273,32 @@ impl DeltaLog {
                 },
                 e => e,
             })?;
+        remember(&self.root, &snapshot);
         Ok(Some(snapshot))
     }
 
     /// The table's own domain metadata (see [`Commit::state`]) as `snapshot` has it.
     pub async fn state(&self, snapshot: &SnapshotRef) -> Result<Option<String>> {
+        let version = snapshot.version();
+        if let Some(state) = recall(&self.root, "state", version) {
+            return Ok(state);
+        }
         let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
         let domain = self.kind.domain();
-        self.blocking(move || snapshot.get_domain_metadata(domain, engine.as_ref()))
-            .await
+        let state = self
+            .blocking(move || snapshot.get_domain_metadata(domain, engine.as_ref()))
+            .await?;
+        keep(&self.root, "state", version, &state);
+        Ok(state)
     }
 
     /// The files of a snapshot with their rows and the rows their deletion vectors delete,
     /// in path order.
     pub async fn files_with_deletions(&self, snapshot: &SnapshotRef) -> Result<Vec<DataFile>> {
+        let version = snapshot.version();
+        if let Some(files) = recall(&self.root, "files_with_deletions", version) {
+            return Ok(files);
+        }
         let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
         let (table, root) = (self.table.clone(), self.root.clone());
         let mut files = self
@@ -257,6 +326,7 @@ impl DeltaLog {
             })
             .await?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
+        keep(&self.root, "files_with_deletions", version, &files);
         Ok(files)
     }
 
@@ -298,13 +368,24 @@ impl DeltaLog {
 
     /// When `snapshot`'s version was committed (milliseconds since 1970).
     pub async fn committed_at(&self, snapshot: &SnapshotRef) -> Result<i64> {
+        let version = snapshot.version();
+        if let Some(at) = recall(&self.root, "committed_at", version) {
+            return Ok(at);
+        }
         let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
-        self.blocking(move || snapshot.get_timestamp(engine.as_ref()))
-            .await
+        let at = self
+            .blocking(move || snapshot.get_timestamp(engine.as_ref()))
+            .await?;
+        keep(&self.root, "committed_at", version, &at);
+        Ok(at)
     }
 
     /// The files of a snapshot: lake-relative path, size and `dt`, in path order.
     pub async fn files(&self, snapshot: &SnapshotRef) -> Result<Vec<LiveFile>> {
+        let version = snapshot.version();
+        if let Some(files) = recall(&self.root, "files", version) {
+            return Ok(files);
+        }
         let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
         let table = self.table.clone();
         let mut files = self
@@ -331,6 +412,7 @@ impl DeltaLog {
             })
             .await?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
+        keep(&self.root, "files", version, &files);
         Ok(files)
     }
 
@@ -903,6 +985,58 @@ mod tests {
         .unwrap()
         .unwrap_err();
         assert!(lost.to_string().contains("committed version"), "{lost}");
+    }
+
+    /// A process remembers the newest version it read of each table, and still sees every
+    /// version another writer (here, another opening of the lake) commits after it.
+    #[tokio::test]
+    async fn a_remembered_snapshot_still_sees_later_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().display().to_string();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, true)]));
+        let commit = |n: u64| Commit {
+            adds: vec![AddFile {
+                path: format!("t/dt=2026-11-28/part-{n}.parquet"),
+                dt: "2026-11-28".into(),
+                bytes: n,
+                rows: n,
+            }],
+            state: Some(format!("{{\"n\":{n}}}")),
+            ..Commit::default()
+        };
+        let ours = DeltaLog::new(&Lake::open(&url, true).unwrap(), "t").unwrap();
+        assert!(ours.snapshot().await.unwrap().is_none());
+        ours.commit(Arc::clone(&schema), commit(1)).await.unwrap();
+        let first = ours.snapshot().await.unwrap().unwrap();
+        assert_eq!(
+            ours.state(&first).await.unwrap().as_deref(),
+            Some("{\"n\":1}")
+        );
+        assert_eq!(ours.files(&first).await.unwrap().len(), 1);
+        let again = ours.snapshot().await.unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "an unchanged log is not read again"
+        );
+
+        let theirs = DeltaLog::new(&Lake::open(&url, false).unwrap(), "t").unwrap();
+        for n in 2..=3 {
+            theirs.commit(Arc::clone(&schema), commit(n)).await.unwrap();
+        }
+        let now = ours.snapshot().await.unwrap().unwrap();
+        assert_eq!(now.version(), first.version() + 2);
+        assert_eq!(
+            ours.state(&now).await.unwrap().as_deref(),
+            Some("{\"n\":3}")
+        );
+        let files = ours.files(&now).await.unwrap();
+        assert_eq!(files.iter().map(|f| f.bytes).collect::<Vec<_>>(), [1, 2, 3]);
+        // What was read of an older version stays its own.
+        assert_eq!(
+            ours.state(&first).await.unwrap().as_deref(),
+            Some("{\"n\":1}")
+        );
+        assert_eq!(ours.files(&first).await.unwrap().len(), 1);
     }
 
     #[test]
