@@ -176,7 +176,7 @@ pub fn decode_jobs(rows: &[Box<RawValue>], ctx: &PageContext) -> DecodedRows<Job
         };
         let post_date = row
             .post_date
-            .map(|d| d.format("%Y-%m-%d").to_string())
+            .map(|d| d.to_string()) // YYYY-MM-DD, without a format string parsed per row
             .or(post_date_text);
         let location = job_location(
             row.city.as_deref(),

@@ -35,7 +35,23 @@ impl<'de> Deserialize<'de> for Key<'de> {
 }
 
 /// The fields of one JSON object in the order they appear, duplicates included.
-pub(crate) struct RawFields<'a>(pub(crate) Vec<(Cow<'a, str>, &'a RawValue)>);
+pub(crate) struct RawFields<'a>(pub(crate) Vec<Field<'a>>);
+
+/// One field of a row: its name, its raw JSON text, and what the reader made of it (kept
+/// beside it, so a row costs one allocation for its fields, not three).
+pub(crate) struct Field<'a> {
+    key: Cow<'a, str>,
+    raw: &'a RawValue,
+    state: Taken,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    No,
+    Yes,
+    /// Taken, but its value did not convert: it goes to `_extra`.
+    Mismatched,
+}
 
 impl<'de> Deserialize<'de> for RawFields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -48,7 +64,11 @@ impl<'de> Deserialize<'de> for RawFields<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(24));
                 while let Some((k, v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    out.push((k.0, v));
+                    out.push(Field {
+                        key: k.0,
+                        raw: v,
+                        state: Taken::No,
+                    });
                 }
                 Ok(RawFields(out))
             }
@@ -72,9 +92,7 @@ pub(crate) fn json_kind(raw: &str) -> &'static str {
 
 /// Reads the fields of one row by source name, recording what it could not place.
 pub(crate) struct RowReader<'a> {
-    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
-    taken: Vec<bool>,
-    mismatched: Vec<bool>,
+    fields: Vec<Field<'a>>,
 }
 
 /// What a row left over: the `_extra` text and the counts behind it.
@@ -87,45 +105,40 @@ pub(crate) struct Leftovers {
 
 impl<'a> RowReader<'a> {
     pub(crate) fn new(fields: RawFields<'a>) -> Self {
-        let n = fields.0.len();
-        RowReader {
-            fields: fields.0,
-            taken: vec![false; n],
-            mismatched: vec![false; n],
-        }
+        RowReader { fields: fields.0 }
     }
 
     /// The first not yet taken value of field `name`, without taking it.
     pub(crate) fn peek(&self, name: &str) -> Option<&'a RawValue> {
-        self.position(name).map(|i| self.fields[i].1)
+        self.position(name).map(|i| self.fields[i].raw)
     }
 
     fn position(&self, name: &str) -> Option<usize> {
         self.fields
             .iter()
-            .zip(&self.taken)
-            .position(|((k, _), taken)| !taken && k == name)
+            .position(|f| f.state == Taken::No && f.key == name)
     }
 
     /// Takes field `name` and converts it; a JSON null is `None`; a failed conversion is `None`
     /// and the raw value goes to `_extra`.
     fn take<T>(&mut self, name: &str, convert: impl FnOnce(&'a str) -> Option<T>) -> Option<T> {
         let i = self.position(name)?;
-        self.taken[i] = true;
-        let raw = self.fields[i].1.get();
+        let field = &mut self.fields[i];
+        field.state = Taken::Yes;
+        let raw = field.raw.get();
         if raw == "null" {
             return None;
         }
         let value = convert(raw);
         if value.is_none() {
-            self.mismatched[i] = true;
+            field.state = Taken::Mismatched;
         }
         value
     }
 
     /// A string field.
     pub(crate) fn utf8(&mut self, name: &str) -> Option<String> {
-        self.take(name, |raw| serde_json::from_str::<String>(raw).ok())
+        self.take(name, |raw| Some(plain_str(raw)?.into_owned()))
     }
 
     /// A list-of-strings field; null elements stay null.
@@ -173,20 +186,12 @@ impl<'a> RowReader<'a> {
 
     /// A date field (see [`parse_date`]).
     pub(crate) fn date(&mut self, name: &str) -> Option<NaiveDate> {
-        self.take(name, |raw| {
-            serde_json::from_str::<Cow<'_, str>>(raw)
-                .ok()
-                .and_then(|s| parse_date(&s))
-        })
+        self.take(name, |raw| parse_date(&plain_str(raw)?))
     }
 
     /// A timestamp field (see [`parse_timestamp`]).
     pub(crate) fn timestamp(&mut self, name: &str) -> Option<DateTime<Utc>> {
-        self.take(name, |raw| {
-            serde_json::from_str::<Cow<'_, str>>(raw)
-                .ok()
-                .and_then(|s| parse_timestamp(&s))
-        })
+        self.take(name, |raw| parse_timestamp(&plain_str(raw)?))
     }
 
     /// Everything not placed in a column, as `_extra` JSON text in row order.
@@ -194,14 +199,11 @@ impl<'a> RowReader<'a> {
         let mut out = Leftovers::default();
         let mut text = String::new();
         let mut used: Vec<String> = Vec::new();
-        for (i, (key, raw)) in self.fields.iter().enumerate() {
-            if self.taken[i] && !self.mismatched[i] {
-                continue;
-            }
-            if self.taken[i] {
-                out.mismatched += 1;
-            } else {
-                out.unknown += 1;
+        for Field { key, raw, state } in &self.fields {
+            match state {
+                Taken::Yes => continue,
+                Taken::Mismatched => out.mismatched += 1,
+                Taken::No => out.unknown += 1,
             }
             // A repeated field keeps every value: later ones get a `#2`, `#3`, ... suffix.
             let mut name = key.to_string();
@@ -225,9 +227,33 @@ impl<'a> RowReader<'a> {
     }
 }
 
+/// The text of a JSON string value (`raw` is valid JSON, as serde_json checked it): borrowed
+/// when it has no escapes, which is nearly every value, so most fields skip a second pass of
+/// the JSON parser; `None` when `raw` is not a string.
+fn plain_str(raw: &str) -> Option<Cow<'_, str>> {
+    match raw.as_bytes() {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+            Some(Cow::Borrowed(&raw[1..raw.len() - 1]))
+        }
+        _ => serde_json::from_str::<Cow<'_, str>>(raw).ok(),
+    }
+}
+
 /// Parses a date: `YYYY-MM-DD`, or a timestamp whose date part (as written) is taken.
 pub fn parse_date(s: &str) -> Option<NaiveDate> {
     let s = s.trim();
+    // The common shape first, without chrono's format parser (what that parser makes of it).
+    if let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *s.as_bytes() {
+        let digits = [y0, y1, y2, y3, m0, m1, d0, d1];
+        if digits.iter().all(u8::is_ascii_digit) {
+            let n = |ds: &[u8]| ds.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+            return NaiveDate::from_ymd_opt(
+                n(&digits[..4]) as i32,
+                n(&digits[4..6]),
+                n(&digits[6..]),
+            );
+        }
+    }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Some(d);
     }
@@ -330,8 +356,8 @@ mod tests {
     fn reader_keeps_duplicates_and_escaped_keys() {
         let text = r#"{"a":1,"b\u0021":"x","a":2,"c":null}"#;
         let fields: RawFields<'_> = serde_json::from_str(text).expect("object");
-        assert!(matches!(fields.0[0].0, Cow::Borrowed(_)));
-        assert!(matches!(fields.0[1].0, Cow::Owned(_)));
+        assert!(matches!(fields.0[0].key, Cow::Borrowed(_)));
+        assert!(matches!(fields.0[1].key, Cow::Owned(_)));
         let mut r = RowReader::new(fields);
         assert_eq!(r.float64("a"), Some(1.0));
         assert_eq!(r.utf8("b!"), Some("x".into()));
