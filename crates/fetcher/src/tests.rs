@@ -1286,3 +1286,94 @@ async fn company_profiles_are_fetched_by_id_retried_and_a_404_is_no_profile() {
     assert_eq!(seen[0].header("x-api-key"), Some(KEY));
     assert_eq!(client.stats().snapshot().retries, 1 + 3);
 }
+
+/// A self-signed certificate for `host` and its key, both PEM: what anyone in the middle of
+/// the connection could present.
+fn self_signed(host: &str) -> (Vec<u8>, Vec<u8>) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", host).unwrap();
+    let name = name.build();
+    let mut cert = X509::builder().unwrap();
+    cert.set_version(2).unwrap();
+    let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
+    cert.set_serial_number(&serial).unwrap();
+    cert.set_subject_name(&name).unwrap();
+    cert.set_issuer_name(&name).unwrap();
+    cert.set_pubkey(&key).unwrap();
+    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .dns(host)
+        .build(&cert.x509v3_context(None, None))
+        .unwrap();
+    cert.append_extension(san).unwrap();
+    cert.sign(&key, MessageDigest::sha256()).unwrap();
+    (
+        cert.build().to_pem().unwrap(),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+}
+
+/// The TLS set-up every client shares verifies certificates: a server presenting one that no
+/// trusted authority signed (for the right host name, and valid today) is refused during the
+/// handshake, so not a byte of the request, API key included, reaches it, and the error says
+/// why without the key.
+#[tokio::test]
+async fn a_server_whose_certificate_nobody_signed_gets_no_request() {
+    use std::io::Read;
+
+    let (cert, key) = self_signed("localhost");
+    let identity = native_tls::Identity::from_pkcs8(&cert, &key).unwrap();
+    let acceptor = native_tls::TlsAcceptor::new(identity).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let (handshakes, received) = (Arc::clone(&handshakes), Arc::clone(&received));
+        move || {
+            for stream in listener.incoming().flatten() {
+                handshakes.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut tls) = acceptor.accept(stream) {
+                    let mut buf = [0u8; 4096];
+                    if let Ok(n) = tls.read(&mut buf) {
+                        received.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                }
+            }
+        }
+    });
+
+    let client = JoboClient::new(config(&format!("https://localhost:{port}"))).unwrap();
+    let err = client
+        .fetch_page(&JoboScan::default(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.to_lowercase().contains("certificate"),
+        "the error does not say the certificate was refused: {err}"
+    );
+    assert!(!err.contains(KEY), "{err}");
+    assert!(
+        handshakes.load(Ordering::SeqCst) > 0,
+        "the server was never reached"
+    );
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "the server read a request over a connection it should not have been given"
+    );
+}
