@@ -279,55 +279,50 @@ impl DeltaLog {
 
     /// The table's own domain metadata (see [`Commit::state`]) as `snapshot` has it.
     pub async fn state(&self, snapshot: &SnapshotRef) -> Result<Option<String>> {
-        let version = snapshot.version();
-        if let Some(state) = recall(&self.root, "state", version) {
-            return Ok(state);
-        }
-        let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
-        let domain = self.kind.domain();
-        let state = self
-            .blocking(move || snapshot.get_domain_metadata(domain, engine.as_ref()))
-            .await?;
-        keep(&self.root, "state", version, &state);
-        Ok(state)
+        self.remembered(snapshot, "state", async {
+            let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
+            let domain = self.kind.domain();
+            self.blocking(move || snapshot.get_domain_metadata(domain, engine.as_ref()))
+                .await
+        })
+        .await
     }
 
     /// The files of a snapshot with their rows and the rows their deletion vectors delete,
     /// in path order.
     pub async fn files_with_deletions(&self, snapshot: &SnapshotRef) -> Result<Vec<DataFile>> {
-        let version = snapshot.version();
-        if let Some(files) = recall(&self.root, "files_with_deletions", version) {
-            return Ok(files);
-        }
-        let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
-        let (table, root) = (self.table.clone(), self.root.clone());
-        let mut files = self
-            .blocking(move || {
-                let scan = Arc::clone(&snapshot).scan_builder().build()?;
-                let mut scanned = Vec::new();
-                for meta in scan.scan_metadata(engine.as_ref())? {
-                    scanned = meta?.visit_scan_files(scanned, |files, file| files.push(file))?;
-                }
-                scanned
-                    .into_iter()
-                    .map(|file| {
-                        let deleted = file
-                            .dv_info
-                            .get_row_indexes(engine.as_ref(), &root)?
-                            .unwrap_or_default();
-                        Ok(DataFile {
-                            path: format!("{table}/{}", decode_path(&file.path)),
-                            bytes: file.size.max(0) as u64,
-                            rows: file.stats.map(|s| s.num_records),
-                            deleted,
+        self.remembered(snapshot, "files_with_deletions", async {
+            let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
+            let (table, root) = (self.table.clone(), self.root.clone());
+            let mut files = self
+                .blocking(move || {
+                    let scan = Arc::clone(&snapshot).scan_builder().build()?;
+                    let mut scanned = Vec::new();
+                    for meta in scan.scan_metadata(engine.as_ref())? {
+                        scanned =
+                            meta?.visit_scan_files(scanned, |files, file| files.push(file))?;
+                    }
+                    scanned
+                        .into_iter()
+                        .map(|file| {
+                            let deleted = file
+                                .dv_info
+                                .get_row_indexes(engine.as_ref(), &root)?
+                                .unwrap_or_default();
+                            Ok(DataFile {
+                                path: format!("{table}/{}", decode_path(&file.path)),
+                                bytes: file.size.max(0) as u64,
+                                rows: file.stats.map(|s| s.num_records),
+                                deleted,
+                            })
                         })
-                    })
-                    .collect::<delta_kernel::KernelResult<Vec<_>>>()
-            })
-            .await?;
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        keep(&self.root, "files_with_deletions", version, &files);
-        Ok(files)
+                        .collect::<delta_kernel::KernelResult<Vec<_>>>()
+                })
+                .await?;
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(files)
+        })
+        .await
     }
 
     /// The deletion vector files `snapshot`'s files use (lake-relative paths).
@@ -368,52 +363,46 @@ impl DeltaLog {
 
     /// When `snapshot`'s version was committed (milliseconds since 1970).
     pub async fn committed_at(&self, snapshot: &SnapshotRef) -> Result<i64> {
-        let version = snapshot.version();
-        if let Some(at) = recall(&self.root, "committed_at", version) {
-            return Ok(at);
-        }
-        let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
-        let at = self
-            .blocking(move || snapshot.get_timestamp(engine.as_ref()))
-            .await?;
-        keep(&self.root, "committed_at", version, &at);
-        Ok(at)
+        self.remembered(snapshot, "committed_at", async {
+            let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
+            self.blocking(move || snapshot.get_timestamp(engine.as_ref()))
+                .await
+        })
+        .await
     }
 
     /// The files of a snapshot: lake-relative path, size and `dt`, in path order.
     pub async fn files(&self, snapshot: &SnapshotRef) -> Result<Vec<LiveFile>> {
-        let version = snapshot.version();
-        if let Some(files) = recall(&self.root, "files", version) {
-            return Ok(files);
-        }
-        let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
-        let table = self.table.clone();
-        let mut files = self
-            .blocking(move || {
-                let mut files = Vec::new();
-                for scanned in scan_files(&snapshot, engine.as_ref())? {
-                    let paths = scanned.paths()?;
-                    let sizes = scanned
-                        .column("size")?
-                        .as_primitive::<arrow::datatypes::Int64Type>()
-                        .clone();
-                    for row in 0..paths.len() {
-                        if scanned.live(row) {
-                            let rel = decode_path(paths.value(row));
-                            files.push(LiveFile {
-                                dt: partition_of(&rel).unwrap_or_default(),
-                                path: format!("{table}/{rel}"),
-                                bytes: sizes.value(row).max(0) as u64,
-                            });
+        self.remembered(snapshot, "files", async {
+            let (engine, snapshot) = (Arc::clone(&self.engine), Arc::clone(snapshot));
+            let table = self.table.clone();
+            let mut files = self
+                .blocking(move || {
+                    let mut files = Vec::new();
+                    for scanned in scan_files(&snapshot, engine.as_ref())? {
+                        let paths = scanned.paths()?;
+                        let sizes = scanned
+                            .column("size")?
+                            .as_primitive::<arrow::datatypes::Int64Type>()
+                            .clone();
+                        for row in 0..paths.len() {
+                            if scanned.live(row) {
+                                let rel = decode_path(paths.value(row));
+                                files.push(LiveFile {
+                                    dt: partition_of(&rel).unwrap_or_default(),
+                                    path: format!("{table}/{rel}"),
+                                    bytes: sizes.value(row).max(0) as u64,
+                                });
+                            }
                         }
                     }
-                }
-                Ok(files)
-            })
-            .await?;
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        keep(&self.root, "files", version, &files);
-        Ok(files)
+                    Ok(files)
+                })
+                .await?;
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(files)
+        })
+        .await
     }
 
     /// Commits `commit` on top of the table's newest version (creating the table, with
@@ -461,6 +450,22 @@ impl DeltaLog {
         let engine = Arc::clone(&self.engine);
         self.blocking(move || snapshot.checkpoint(engine.as_ref(), None).map(|_| ()))
             .await
+    }
+
+    /// What `read` answers of `snapshot`'s version, read once per process (see [`READ`]).
+    async fn remembered<T: Clone + Send + Sync + 'static>(
+        &self,
+        snapshot: &SnapshotRef,
+        what: &'static str,
+        read: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let version = snapshot.version();
+        if let Some(value) = recall(&self.root, what, version) {
+            return Ok(value);
+        }
+        let value = read.await?;
+        keep(&self.root, what, version, &value);
+        Ok(value)
     }
 
     async fn blocking<T: Send + 'static>(
