@@ -325,8 +325,9 @@ async fn salaries_are_put_per_year_as_the_simulator_drew_them_and_the_rest_is_co
     );
 }
 
-/// The key macros `lake.duckdb` carries give the keys schemas/job_companies.md shows, and the
-/// forms that take a host already extracted (the view's) agree with the forms that take a URL.
+/// The key macros `lake.duckdb` carries give the keys schemas/job_companies.md shows, the
+/// forms that take a host already extracted (the view's) agree with the forms that take a URL,
+/// and `joblake_host`'s quick path gives its rule's host, odd URLs too.
 #[tokio::test]
 async fn the_link_key_macros_give_the_documented_keys() {
     let sim = Sim::start(&["--rows", "20"]).await;
@@ -361,14 +362,69 @@ async fn the_link_key_macros_give_the_documented_keys() {
         let got = lake.query(&format!("SELECT {sql} AS k")).await;
         assert_eq!(got[0]["k"], want, "{sql}");
     }
+    // The host of plain URLs (taken without a capture group) is the full rule's, and so is
+    // that of URLs with a user, a port, spaces, upper case or another scheme.
+    let rule = |col: &str| {
+        format!(
+            r"lower(regexp_extract({col}, '^\s*[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^/@?#]*@)?([^/:?#\s]+)', 1))"
+        )
+    };
+    let urls = [
+        "https://a.com",
+        "https://a.com/x",
+        "https://A.COM?x",
+        "https://a.com#f",
+        "https://u:p@h.com/x",
+        "https://u@h.com",
+        "https://h.com:8080/x",
+        "https://:80",
+        "https://",
+        "https:///x",
+        " https://a.com",
+        "HTTPS://A.com/",
+        "http://a b.com/",
+        "https://a.com /x",
+        "ftp://x.org/",
+        "https://a@b@c/",
+        "https://u@:80/",
+        "https://h.com\t/x",
+        "https://é.com/x",
+        "mailto:x@y.com",
+        "",
+        "https://h.com@evil.com/",
+        "https://x.com?q=a@b",
+        "https://x.com/a@b",
+        "https://x.com:@y/",
+    ];
+    let values = urls
+        .iter()
+        .map(|u| format!("('{}')", u.replace('\'', "''")))
+        .chain(["(NULL)".to_string()])
+        .collect::<Vec<_>>()
+        .join(", ");
+    let differ = lake
+        .query(&format!(
+            "SELECT u, joblake_host(u) AS host, {0} AS rule FROM (VALUES {values}) AS t(u) \
+             WHERE joblake_host(u) IS DISTINCT FROM {0}",
+            rule("u")
+        ))
+        .await;
+    assert!(
+        differ.is_empty(),
+        "joblake_host differs from its rule: {differ:?}"
+    );
     let disagree = lake
-        .count(
+        .count(&format!(
             "SELECT count(*) FROM jobs WHERE \
              joblake_listing_key(job_url) IS DISTINCT FROM \
                  joblake_listing_key_at(job_url, joblake_host(job_url)) \
              OR joblake_domain(apply_url) IS DISTINCT FROM \
-                 joblake_domain_of_host(joblake_host(apply_url))",
-        )
+                 joblake_domain_of_host(joblake_host(apply_url)) \
+             OR joblake_host(job_url) IS DISTINCT FROM {} \
+             OR joblake_host(apply_url) IS DISTINCT FROM {}",
+            rule("job_url"),
+            rule("apply_url")
+        ))
         .await;
     assert_eq!(disagree, 0);
 }
