@@ -242,10 +242,10 @@ CREATE OR REPLACE MACRO joblake_domain(url) AS joblake_domain_of_host(joblake_ho
 
 -- The job board a URL is on: its host, and on the hosts that keep many companies' boards
 -- (boards.greenhouse.io/<company>) the first path segment too. joblake_listing_key_at takes
--- the URL's host already extracted.
+-- the URL's host already extracted (list_contains, not IN: see the jobs view).
 CREATE OR REPLACE MACRO joblake_listing_key_at(url, host) AS
-    CASE WHEN host IN ('boards.greenhouse.io', 'job-boards.greenhouse.io',
-              'jobs.lever.co', 'jobs.ashbyhq.com', 'jobs.smartrecruiters.com', 'apply.workable.com')
+    CASE WHEN list_contains(['boards.greenhouse.io', 'job-boards.greenhouse.io', 'jobs.lever.co',
+              'jobs.ashbyhq.com', 'jobs.smartrecruiters.com', 'apply.workable.com'], host)
          THEN host || '/' || lower(regexp_extract(url, '^[^:]+://[^/]+/([^/?#]+)', 1))
          ELSE nullif(host, '') END;
 
