@@ -1,7 +1,7 @@
 //! The synthetic world both APIs serve: career sites and job postings, seeded and
 //! deterministic, and the changes that simulated hours of activity bring.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone, Timelike, Utc};
 use rand::{RngExt, SeedableRng};
@@ -988,18 +988,45 @@ impl World {
             self.jobs.push(job);
             sentrion.new += 1;
         }
+        // Reposts: each replaces every earlier posting of the same job (its dedup key). The
+        // postings are indexed by key once and the replaced ones dropped at the end, so a
+        // repost costs in proportion to its job's postings, not to the world's.
+        let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut keyed = Vec::new();
+        for (i, j) in self.jobs.iter().enumerate() {
+            if let Some(k) = j.dedup_key() {
+                by_key.entry(k.to_string()).or_default().push(i);
+                keyed.push(i);
+            }
+        }
+        let mut gone = vec![false; self.jobs.len()];
+        let mut live = keyed.len();
         for _ in 0..n {
-            let keyed: Vec<usize> = (0..self.jobs.len())
-                .filter(|&i| self.jobs[i].dedup_key().is_some())
-                .collect();
-            if keyed.is_empty() {
+            if live == 0 {
                 break;
             }
-            let old = self.jobs[keyed[rng.random_range(0..keyed.len())]].clone();
-            let key = old.dedup_key().map(str::to_string);
-            // A repost replaces every earlier posting of the same job.
-            self.jobs
-                .retain(|j| j.dedup_key().map(str::to_string) != key);
+            // Uniform over the postings not yet replaced.
+            if keyed.len() > 2 * live {
+                keyed.retain(|&i| !gone[i]);
+            }
+            let i = loop {
+                let i = keyed[rng.random_range(0..keyed.len())];
+                if !gone[i] {
+                    break i;
+                }
+            };
+            let old = self.jobs[i].clone();
+            let key = old.dedup_key().unwrap_or_default().to_string();
+            let postings = by_key.entry(key).or_default();
+            for &p in postings.iter() {
+                if !std::mem::replace(&mut gone[p], true) {
+                    live -= 1;
+                }
+            }
+            postings.push(self.jobs.len());
+            keyed.push(self.jobs.len());
+            gone.push(false);
+            live += 1;
             let mut job = old;
             job.seq = self.next_seq;
             self.next_seq += 1;
@@ -1032,6 +1059,11 @@ impl World {
             self.jobs.push(job);
             sentrion.updated += 1;
         }
+        let mut i = 0;
+        self.jobs.retain(|_| {
+            i += 1;
+            !gone.get(i - 1).copied().unwrap_or(false)
+        });
         self.sort();
         (jobo, sentrion)
     }
@@ -1264,6 +1296,54 @@ fn gen_job(rng: &mut ChaCha8Rng, seq: i64, ts_ms: i64, employers: &[Employer]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A repost replaces every earlier posting of its job: after hours of activity, one posting
+    /// per reposted job, the new one; the jobs nobody reposted are all still there; and the
+    /// same seed advances the same way.
+    #[test]
+    fn an_advance_leaves_one_posting_per_reposted_job() {
+        let now = Utc::now();
+        let later = (now + ChronoDuration::hours(1)).with_nanosecond(0).unwrap();
+        let mut w = World::generate(11, 2000, 30, now);
+        let before: Vec<String> = w.jobs.iter().map(|j| j.to_json().to_string()).collect();
+        let old_keys: HashSet<String> = w
+            .jobs
+            .iter()
+            .filter_map(|j| j.dedup_key().map(str::to_string))
+            .collect();
+        let (_, sentrion) = w.advance(40.0, later);
+        assert_eq!(sentrion.new, 800);
+        assert_eq!(sentrion.updated, 800);
+        let fresh = later.timestamp_millis();
+        let mut per_key: HashMap<&str, Vec<&Job>> = HashMap::new();
+        for j in &w.jobs {
+            if let Some(k) = j.dedup_key() {
+                per_key.entry(k).or_default().push(j);
+            }
+        }
+        // The jobs of before that were reposted: only their repost is left.
+        let reposted: Vec<&Vec<&Job>> = per_key
+            .iter()
+            .filter(|(k, js)| old_keys.contains(**k) && js.iter().any(|j| j.ts_ms == fresh))
+            .map(|(_, js)| js)
+            .collect();
+        assert!(reposted.len() > 300, "{} jobs reposted", reposted.len());
+        for js in reposted {
+            assert_eq!(js.len(), 1, "{} postings of a reposted job", js.len());
+        }
+        // The rest stays as it was.
+        let after: HashSet<String> = w.jobs.iter().map(|j| j.to_json().to_string()).collect();
+        let kept = before.iter().filter(|j| after.contains(*j)).count();
+        assert!(
+            kept > before.len() / 2 && kept < before.len(),
+            "{kept} kept"
+        );
+        let mut again = World::generate(11, 2000, 30, now);
+        again.advance(40.0, later);
+        let a: Vec<Value> = w.jobs.iter().map(Job::to_json).collect();
+        let b: Vec<Value> = again.jobs.iter().map(Job::to_json).collect();
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn same_seed_same_world() {
