@@ -1059,11 +1059,8 @@ impl World {
             self.jobs.push(job);
             sentrion.updated += 1;
         }
-        let mut i = 0;
-        self.jobs.retain(|_| {
-            i += 1;
-            !gone.get(i - 1).copied().unwrap_or(false)
-        });
+        let mut gone = gone.into_iter();
+        self.jobs.retain(|_| !gone.next().unwrap_or(false));
         self.sort();
         (jobo, sentrion)
     }
