@@ -32,13 +32,24 @@ use crate::outcome::{CmdResult, Outcome};
 /// those come from (and fragment) its heaps, so resident memory creeps up page after page.
 /// Buffers from 128 kB up are mapped on their own instead, and go back to the OS when freed;
 /// two arenas are plenty for a process with one fetcher and one writer.
-fn lean_malloc() {
+///
+/// The smaller chunks (a page's rows, decoded, and their strings) stay in the heaps: up to
+/// 64 MB free at a heap's top is kept for the next page rather than handed back at glibc's
+/// 128 kB and faulted in again, which took a sixth of a jobs refresh's CPU (BENCHMARKS.md,
+/// "Ingest"). Not for `simulate`, which stands in for the APIs' own servers: the ingest
+/// benchmark's fetch-only baseline reads from it, and its memory is not joblake's to tune.
+fn lean_malloc(command: &Command) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tunables; called once, before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        if !matches!(command, Command::Simulate(_)) {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = command;
 }
 
 /// A file size limit (`ulimit -f`) reached mid-write should be an error that names the file,
@@ -52,9 +63,9 @@ fn file_size_limit_is_an_error() {
 }
 
 fn main() -> ExitCode {
-    lean_malloc();
     file_size_limit_is_an_error();
     let cli = Cli::parse();
+    lean_malloc(&cli.command);
     init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,5 +1,6 @@
 //! Page rows (raw JSON) -> typed rows -> Arrow `RecordBatch`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
@@ -56,9 +57,9 @@ fn read_object(raw: &RawValue) -> std::result::Result<RowReader<'_>, String> {
         .map_err(|e| format!("row could not be read as a JSON object: {e}"))
 }
 
-fn meta(ctx: &PageContext, row: i64, extra: Option<String>) -> RowMeta {
+fn meta(ctx: &PageContext, row: i64, extra: Option<String>) -> RowMeta<'_> {
     RowMeta {
-        run_id: ctx.run_id.clone(),
+        run_id: Cow::Borrowed(&ctx.run_id),
         fetched_at: ctx.fetched_at,
         page: ctx.page,
         row,
@@ -72,10 +73,10 @@ fn position(i: usize) -> i64 {
 }
 
 /// Decodes Jobo career-site rows into typed rows.
-pub fn decode_career_sites(
-    rows: &[Box<RawValue>],
-    ctx: &PageContext,
-) -> DecodedRows<CareerSiteRow> {
+pub fn decode_career_sites<'a>(
+    rows: &'a [Box<RawValue>],
+    ctx: &'a PageContext,
+) -> DecodedRows<CareerSiteRow<'a>> {
     let mut out = DecodedRows::with_capacity(rows.len());
     for (i, raw) in rows.iter().enumerate() {
         let pos = position(i);
@@ -134,7 +135,7 @@ pub fn decode_career_sites(
 }
 
 /// Decodes Sentrion job rows into typed rows, deriving each job's id.
-pub fn decode_jobs(rows: &[Box<RawValue>], ctx: &PageContext) -> DecodedRows<JobRow> {
+pub fn decode_jobs<'a>(rows: &'a [Box<RawValue>], ctx: &'a PageContext) -> DecodedRows<JobRow<'a>> {
     let mut out = DecodedRows::with_capacity(rows.len());
     for (i, raw) in rows.iter().enumerate() {
         let pos = position(i);
@@ -228,11 +229,11 @@ pub fn to_record_batch<T: Row>(table: Table, rows: &[T]) -> Result<RecordBatch> 
 }
 
 /// The metadata columns (`META_COLUMNS`, typed as `fields`) of rows with these metadata.
-fn meta_columns<'a>(
-    metas: impl ExactSizeIterator<Item = &'a RowMeta> + Clone,
+fn meta_columns<'a, 'r: 'a>(
+    metas: impl ExactSizeIterator<Item = &'a RowMeta<'r>> + Clone,
     fields: &[FieldRef],
 ) -> Vec<ArrayRef> {
-    let run_id: StringArray = metas.clone().map(|m| Some(m.run_id.as_str())).collect();
+    let run_id: StringArray = metas.clone().map(|m| Some(&*m.run_id)).collect();
     let fetched_at = TimestampMicrosecondArray::from_iter_values(
         metas.clone().map(|m| m.fetched_at.timestamp_micros()),
     )
@@ -259,11 +260,11 @@ fn finish<T: Row>(table: Table, decoded: DecodedRows<T>) -> Result<DecodedPage> 
 
 /// A list of objects, each read by `item` from its fields; `None` (so the whole value goes
 /// to `_extra`) when the value is not a list of objects or an item does not fit.
-fn list_of<T>(raw: &str, item: impl Fn(&mut RowReader<'_>) -> Option<T>) -> Option<Vec<T>> {
-    let items: Vec<&RawValue> = serde_json::from_str(raw).ok()?;
+fn list_of<'a, T>(raw: &'a str, item: impl Fn(&mut RowReader<'a>) -> Option<T>) -> Option<Vec<T>> {
+    let items: Vec<&'a RawValue> = serde_json::from_str(raw).ok()?;
     let mut out = Vec::with_capacity(items.len());
     for it in items {
-        let fields = serde_json::from_str::<RawFields<'_>>(it.get()).ok()?;
+        let fields = serde_json::from_str::<RawFields<'a>>(it.get()).ok()?;
         let mut r = RowReader::new(fields);
         let value = item(&mut r)?;
         // A nested value that does not fit, or a field nobody knows, sends the whole list to
@@ -278,7 +279,10 @@ fn list_of<T>(raw: &str, item: impl Fn(&mut RowReader<'_>) -> Option<T>) -> Opti
 }
 
 /// Decodes Jobo company profiles into typed rows.
-pub fn decode_companies(rows: &[Box<RawValue>], ctx: &PageContext) -> DecodedRows<CompanyRow> {
+pub fn decode_companies<'a>(
+    rows: &'a [Box<RawValue>],
+    ctx: &'a PageContext,
+) -> DecodedRows<CompanyRow<'a>> {
     let mut out = DecodedRows::with_capacity(rows.len());
     for (i, raw) in rows.iter().enumerate() {
         let pos = position(i);

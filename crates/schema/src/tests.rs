@@ -50,12 +50,14 @@ const CAREER_SITE_EXAMPLE: &str = r#"{
     "details_url": "https://connect.jobo.world/api/companies/3f2b8c1e-7a4d-4e0b-9c55-1d2e3f4a5b6c"
 }"#;
 
-fn ctx() -> PageContext {
-    PageContext {
+/// The page every test decodes (rows borrow their run id from it).
+fn ctx() -> &'static PageContext {
+    static CTX: std::sync::LazyLock<PageContext> = std::sync::LazyLock::new(|| PageContext {
         run_id: "20260315T120000Z-0001".into(),
         fetched_at: utc("2026-03-15T12:00:00Z"),
         page: 7,
-    }
+    });
+    &CTX
 }
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -70,8 +72,9 @@ fn raw(s: &str) -> Box<RawValue> {
     RawValue::from_string(s.to_owned()).expect("valid JSON in test")
 }
 
-fn page(rows: &[&str]) -> Vec<Box<RawValue>> {
-    rows.iter().map(|s| raw(s)).collect()
+/// A page of rows, kept for the test's life: decoded rows borrow their text from it.
+fn page(rows: &[&str]) -> &'static [Box<RawValue>] {
+    rows.iter().map(|s| raw(s)).collect::<Vec<_>>().leak()
 }
 
 fn strs(v: &[&str]) -> Option<Vec<Option<String>>> {
@@ -95,7 +98,7 @@ fn job(extra: &str) -> String {
 
 #[test]
 fn sentrion_example_decodes_to_exact_values() {
-    let decoded = decode_jobs(&page(&[SENTRION_EXAMPLE]), &ctx());
+    let decoded = decode_jobs(page(&[SENTRION_EXAMPLE]), ctx());
     assert_eq!(decoded.rejected, vec![]);
     assert_eq!(
         decoded.stats,
@@ -148,7 +151,7 @@ fn sentrion_example_decodes_to_exact_values() {
     assert_eq!(decoded.rows, vec![want]);
 
     // And the same values come out of the Arrow batch.
-    let out = decode_page(Table::Jobs, &page(&[SENTRION_EXAMPLE]), &ctx()).expect("decode");
+    let out = decode_page(Table::Jobs, page(&[SENTRION_EXAMPLE]), ctx()).expect("decode");
     let b = &out.batch;
     assert_eq!(b.num_rows(), 1);
     assert_eq!(
@@ -181,7 +184,7 @@ fn sentrion_example_decodes_to_exact_values() {
 }
 
 fn decoded_id_of(row: &str) -> String {
-    decode_jobs(&page(&[row]), &ctx())
+    decode_jobs(page(&[row]), ctx())
         .rows
         .first()
         .map(|r| r.id.clone())
@@ -190,7 +193,7 @@ fn decoded_id_of(row: &str) -> String {
 
 #[test]
 fn career_site_example_decodes_to_exact_values() {
-    let decoded = decode_career_sites(&page(&[CAREER_SITE_EXAMPLE]), &ctx());
+    let decoded = decode_career_sites(page(&[CAREER_SITE_EXAMPLE]), ctx());
     assert_eq!(decoded.rejected, vec![]);
     assert_eq!(decoded.stats.rows, 1);
     assert_eq!(
@@ -224,7 +227,7 @@ fn career_site_example_decodes_to_exact_values() {
     };
     assert_eq!(decoded.rows, vec![want]);
 
-    let out = decode_page(Table::CareerSites, &page(&[CAREER_SITE_EXAMPLE]), &ctx()).expect("ok");
+    let out = decode_page(Table::CareerSites, page(&[CAREER_SITE_EXAMPLE]), ctx()).expect("ok");
     let updated = col::<TimestampMicrosecondArray>(&out.batch, "updated_at");
     assert_eq!(
         updated.value(0),
@@ -240,7 +243,7 @@ fn batch_schema_equals_arrow_schema_exactly() {
         (Table::Jobs, page(&[SENTRION_EXAMPLE, &job("")])),
         (Table::CareerSites, page(&[CAREER_SITE_EXAMPLE])),
     ] {
-        let out = decode_page(table, &rows, &ctx()).expect("decode");
+        let out = decode_page(table, rows, ctx()).expect("decode");
         assert_eq!(out.batch.schema(), arrow_schema(table));
         let schema = out.batch.schema();
         let id = schema.field_with_name("id").expect("id");
@@ -259,7 +262,7 @@ fn batch_schema_equals_arrow_schema_exactly() {
 #[test]
 fn empty_page_gives_an_empty_batch_with_the_schema() {
     for table in Table::all() {
-        let out = decode_page(table, &[], &ctx()).expect("decode");
+        let out = decode_page(table, &[], ctx()).expect("decode");
         assert_eq!(out.batch.num_rows(), 0);
         assert_eq!(out.batch.schema(), arrow_schema(table));
         assert_eq!(out.stats, DecodeStats::default());
@@ -273,7 +276,7 @@ fn salaries_int_or_float_and_country_as_given() {
         &job(r#""Salary From":150000,"Salary To":200000,"Country":"US""#),
         &job(r#""Salary From":150000.5,"Salary To":2.0e5,"Country":"United States""#),
     ]);
-    let d = decode_jobs(&rows, &ctx());
+    let d = decode_jobs(rows, ctx());
     assert_eq!(d.stats.type_mismatches, 0);
     assert_eq!(d.rows[0].salary_from, Some(150_000.0));
     assert_eq!(d.rows[0].salary_to, Some(200_000.0));
@@ -290,7 +293,7 @@ fn all_null_row_loads_with_handles_only() {
         "Company Name":null,"State":null,"Salary Offered":null,"Logo URL":null,"Is Remote":null,
         "Job URL":"https://x.io/jobs/1","Department Name":null,"Seniority Level":null,
         "Salary Currency":null,"Salary To":null,"Salary From":null,"Skills":null}"#;
-    let out = decode_page(Table::Jobs, &page(&[row]), &ctx()).expect("decode");
+    let out = decode_page(Table::Jobs, page(&[row]), ctx()).expect("decode");
     assert_eq!(
         out.stats,
         DecodeStats {
@@ -308,8 +311,8 @@ fn all_null_row_loads_with_handles_only() {
     // A career site with only its id.
     let out = decode_page(
         Table::CareerSites,
-        &page(&[r#"{"id":"a","name":null,"industries":null,"updated_at":null}"#]),
-        &ctx(),
+        page(&[r#"{"id":"a","name":null,"industries":null,"updated_at":null}"#]),
+        ctx(),
     )
     .expect("decode");
     assert_eq!(out.stats.rows, 1);
@@ -326,7 +329,7 @@ fn lists_null_empty_and_null_elements() {
         &job(r#""Skills":"Python, AWS""#),
         &job(r#""Skills":["a",1]"#),
     ]);
-    let d = decode_jobs(&rows, &ctx());
+    let d = decode_jobs(rows, ctx());
     assert_eq!(d.rows[0].skills, None);
     assert_eq!(d.rows[1].skills, Some(vec![]));
     assert_eq!(
@@ -345,7 +348,7 @@ fn lists_null_empty_and_null_elements() {
     );
     assert_eq!(d.stats.type_mismatches, 2);
 
-    let out = decode_page(Table::Jobs, &rows, &ctx()).expect("decode");
+    let out = decode_page(Table::Jobs, rows, ctx()).expect("decode");
     let skills = col::<ListArray>(&out.batch, "skills");
     assert!(skills.is_null(0));
     assert!(!skills.is_null(1));
@@ -360,7 +363,7 @@ fn unknown_fields_land_in_extra() {
     let rows = page(&[&job(
         r#""Industry":"Software","Remote Policy":{"days":2},"Tags":[1,2]"#,
     )]);
-    let out = decode_page(Table::Jobs, &rows, &ctx()).expect("decode");
+    let out = decode_page(Table::Jobs, rows, ctx()).expect("decode");
     assert_eq!(out.stats.unknown_fields, 3);
     assert_eq!(out.stats.type_mismatches, 0);
     let extra = col::<StringArray>(&out.batch, "_extra").value(0);
@@ -375,8 +378,8 @@ fn unknown_fields_land_in_extra() {
 
     // A snake_case or differently cased name is not the documented field: kept, not guessed.
     let d = decode_career_sites(
-        &page(&[r#"{"id":"a","Name":"X","company_size":"11-50"}"#]),
-        &ctx(),
+        page(&[r#"{"id":"a","Name":"X","company_size":"11-50"}"#]),
+        ctx(),
     );
     assert_eq!(d.rows[0].name, None);
     assert_eq!(
@@ -389,7 +392,7 @@ fn unknown_fields_land_in_extra() {
 #[test]
 fn number_as_string_salary_is_kept_and_counted() {
     let rows = page(&[&job(r#""Salary From":"150000","Salary To":200000"#)]);
-    let out = decode_page(Table::Jobs, &rows, &ctx()).expect("decode");
+    let out = decode_page(Table::Jobs, rows, ctx()).expect("decode");
     assert_eq!(out.stats.type_mismatches, 1);
     assert_eq!(out.stats.unknown_fields, 0);
     assert!(col::<Float64Array>(&out.batch, "salary_from").is_null(0));
@@ -408,7 +411,7 @@ fn other_type_mismatches_are_kept_verbatim() {
     let rows = page(&[&job(
         r#""City":12345,"Is Remote":"yes","Salary To":1e999,"Job Title":{"en":"Dev"},"Country":true"#,
     )]);
-    let d = decode_jobs(&rows, &ctx());
+    let d = decode_jobs(rows, ctx());
     assert_eq!(d.stats.type_mismatches, 5);
     let r = &d.rows[0];
     assert_eq!(
@@ -427,11 +430,14 @@ fn other_type_mismatches_are_kept_verbatim() {
 
 #[test]
 fn a_field_changing_type_between_pages() {
-    let p1 = decode_page(Table::Jobs, &page(&[&job(r#""Salary To":200000"#)]), &ctx()).expect("p1");
+    let p1 = decode_page(Table::Jobs, page(&[&job(r#""Salary To":200000"#)]), ctx()).expect("p1");
     let p2 = decode_page(
         Table::Jobs,
-        &page(&[&job(r#""Salary To":"200k""#)]),
-        &PageContext { page: 8, ..ctx() },
+        page(&[&job(r#""Salary To":"200k""#)]),
+        &PageContext {
+            page: 8,
+            ..ctx().clone()
+        },
     )
     .expect("p2");
     // Both batches keep the table's schema; the second keeps the odd value in _extra.
@@ -465,7 +471,7 @@ fn odd_date_and_timestamp_formats() {
         &job(r#""Post Date":"03/15/2026","Valid Through":1776211200000"#),
         &job(r#""Post Date":"March 15, 2026","Valid Through":"2026-02-30""#),
     ]);
-    let d = decode_jobs(&rows, &ctx());
+    let d = decode_jobs(rows, ctx());
     assert_eq!(d.rows[0].post_date, Some(date(2026, 3, 15)));
     assert_eq!(d.rows[0].valid_through, Some(date(2026, 4, 15)));
     assert_eq!(d.rows[0].meta.extra, None);
@@ -481,7 +487,7 @@ fn odd_date_and_timestamp_formats() {
         r#"{"id":"a","updated_at":"2026-03-15 12:30:00","discovered_at":"2026-03-15T12:30:00.123456-01:00"}"#,
         r#"{"id":"b","updated_at":"15/03/2026","discovered_at":1773577800}"#,
     ]);
-    let d = decode_career_sites(&sites, &ctx());
+    let d = decode_career_sites(sites, ctx());
     assert_eq!(d.rows[0].updated_at, Some(utc("2026-03-15T12:30:00Z")));
     assert_eq!(
         d.rows[0].discovered_at,
@@ -498,7 +504,7 @@ fn odd_date_and_timestamp_formats() {
 #[test]
 fn lone_surrogate_escape_is_kept_verbatim() {
     let rows = page(&[&job(r#""City":"Caf\ud800","State":"Ok \u00e9""#)]);
-    let d = decode_jobs(&rows, &ctx());
+    let d = decode_jobs(rows, ctx());
     assert_eq!(d.rejected, vec![]);
     assert_eq!(d.rows[0].city, None);
     assert_eq!(d.rows[0].state.as_deref(), Some("Ok é"));
@@ -508,14 +514,14 @@ fn lone_surrogate_escape_is_kept_verbatim() {
     );
     assert_eq!(d.stats.type_mismatches, 1);
     // A lone surrogate in a list element or a key.
-    let d = decode_jobs(&page(&[&job(r#""Skills":["a","\udc00"]"#)]), &ctx());
+    let d = decode_jobs(page(&[&job(r#""Skills":["a","\udc00"]"#)]), ctx());
     assert_eq!(d.rows[0].skills, None);
     assert_eq!(
         d.rows[0].meta.extra.as_deref(),
         Some(r#"{"Skills":["a","\udc00"]}"#)
     );
     // A field name that is not valid text cannot be kept under its name: the row is rejected.
-    let d = decode_jobs(&page(&[&job(r#""K\ud800":1"#)]), &ctx());
+    let d = decode_jobs(page(&[&job(r#""K\ud800":1"#)]), ctx());
     assert_eq!(d.rows.len(), 0);
     assert_eq!(d.stats.rejected, 1);
     assert!(
@@ -535,7 +541,7 @@ fn large_description_loads_whole() {
         serde_json::to_string(&description).expect("json")
     ));
     assert!(text.len() > 100_000);
-    let out = decode_page(Table::Jobs, &page(&[&text]), &ctx()).expect("decode");
+    let out = decode_page(Table::Jobs, page(&[&text]), ctx()).expect("decode");
     assert_eq!(
         col::<StringArray>(&out.batch, "job_description").value(0),
         description
@@ -553,7 +559,7 @@ fn non_object_rows_and_missing_ids_are_rejected_with_reasons() {
         r#"{"Job Title":"Engineer","Company Name":"X"}"#,
         r#"{"Job URL":"   ","Apply URL":null}"#,
     ]);
-    let out = decode_page(Table::Jobs, &rows, &ctx()).expect("decode");
+    let out = decode_page(Table::Jobs, rows, ctx()).expect("decode");
     assert_eq!(out.stats.rows, 2);
     assert_eq!(out.stats.rejected, 5);
     let reasons: Vec<(i64, &str)> = out
@@ -583,7 +589,7 @@ fn non_object_rows_and_missing_ids_are_rejected_with_reasons() {
         r#"{"id":" "}"#,
         r#"{"id":"ok"}"#,
     ]);
-    let d = decode_career_sites(&sites, &ctx());
+    let d = decode_career_sites(sites, ctx());
     assert_eq!(d.rows.len(), 1);
     assert_eq!(d.rows[0].meta.row, 4);
     let reasons: Vec<&str> = d.rejected.iter().map(|r| r.reason.as_str()).collect();
@@ -640,8 +646,8 @@ fn job_ids_in_a_page_are_stable_across_url_variants() {
 #[test]
 fn repeated_fields_are_all_kept() {
     let d = decode_jobs(
-        &page(&[r#"{"Job URL":"https://x.io/1","City":1,"City":"Paris","City":"Lyon"}"#]),
-        &ctx(),
+        page(&[r#"{"Job URL":"https://x.io/1","City":1,"City":"Paris","City":"Lyon"}"#]),
+        ctx(),
     );
     let r = &d.rows[0];
     assert_eq!(r.city, None);
@@ -672,10 +678,10 @@ fn fetched_at_is_stored_as_utc_micros() {
         + chrono::Duration::microseconds(42);
     let out = decode_page(
         Table::Jobs,
-        &page(&[&job("")]),
+        page(&[&job("")]),
         &PageContext {
             fetched_at: fetched,
-            ..ctx()
+            ..ctx().clone()
         },
     )
     .expect("decode");

@@ -137,8 +137,8 @@ impl<'a> RowReader<'a> {
     }
 
     /// A string field.
-    pub(crate) fn utf8(&mut self, name: &str) -> Option<String> {
-        self.take(name, |raw| Some(plain_str(raw)?.into_owned()))
+    pub(crate) fn utf8(&mut self, name: &str) -> Option<Cow<'a, str>> {
+        self.take(name, plain_str)
     }
 
     /// A list-of-strings field; null elements stay null.
