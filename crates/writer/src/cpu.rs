@@ -1,22 +1,24 @@
 //! Threads for the CPU-heavy half of writing — decoding pages, encoding Parquet — apart
-//! from the async runtime and at a lower priority than the fetch loop.
+//! from the async runtime and at the lowest priority a thread can ask for.
 //!
 //! A fetch loop is a chain of waits: each page is asked for only once the last is staged, so
 //! any time it spends queued behind a row group being compressed is time the API's end of
 //! the chain sits idle. On the runtime's own threads a long encode holds up the fetch loop
-//! and the connection tasks beside it; on these threads, at nice 10, the encoder takes the
+//! and the connection tasks beside it; on these threads, at nice 19, the encoder takes the
 //! CPU the fetch loop leaves, and the bounded queue between them still holds the fetcher
-//! back when the encoder cannot keep up. There is one thread per core but one (up to four):
-//! on 2 cores, a second encoder thread took the core the fetch loop and the API's end of the
-//! chain were waiting for, and the run was about 4 % slower.
+//! back when the encoder cannot keep up. At nice 10 the encoder still had a tenth of a core
+//! the fetch loop was waiting for; at 19 (a fiftieth) a first jobs refresh took 8 % less time
+//! (BENCHMARKS.md, "Ingest"). There is one thread per core but one (up to four): on 2 cores, a
+//! second encoder thread took the core the fetch loop and the API's end of the chain were
+//! waiting for, and the run was about 4 % slower.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// How much lower than the process the encoder threads run.
-const NICE: i32 = 10;
+/// How much lower than the process the encoder threads run: as low as Linux goes.
+const NICE: i32 = 19;
 
 fn pool() -> &'static mpsc::Sender<Job> {
     static POOL: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
