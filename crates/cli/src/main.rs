@@ -35,8 +35,8 @@ use crate::outcome::{CmdResult, Outcome};
 ///
 /// The smaller chunks (a page's rows, decoded, and their strings) stay in the heaps: up to
 /// 64 MB free at a heap's top is kept for the next page rather than handed back at glibc's
-/// 128 kB and faulted in again, which took a sixth of a jobs refresh's CPU (BENCHMARKS.md,
-/// "Ingest"). Not for `simulate`, which stands in for the APIs' own servers: the ingest
+/// 128 kB and faulted in again: a tenth of a jobs refresh's CPU (10.1 -> 9.0 CPU-s, BENCHMARKS.md,
+/// "Less CPU per row"). Not for `simulate`, which stands in for the APIs' own servers: the ingest
 /// benchmark's fetch-only baseline reads from it, and its memory is not joblake's to tune.
 fn lean_malloc(command: &Command) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -502,6 +502,35 @@ fn odd_date_and_timestamp_formats() {
 }
 
 #[test]
+fn plain_text_is_borrowed_from_the_page_and_escaped_text_unescaped() {
+    use std::borrow::Cow;
+    let rows = page(&[&job(
+        r#""Job Title":"Data Engineer","City":"Say \"hi\" \\ \n there""#,
+    )]);
+    let d = decode_jobs(rows, ctx());
+    assert_eq!(d.rejected, vec![]);
+    // No escapes: a slice of the page's own text, not a copy.
+    let Some(Cow::Borrowed(title)) = &d.rows[0].job_title else {
+        panic!("the title was copied: {:?}", d.rows[0].job_title);
+    };
+    assert_eq!(*title, "Data Engineer");
+    assert!(
+        rows[0]
+            .get()
+            .as_bytes()
+            .as_ptr_range()
+            .contains(&title.as_ptr())
+    );
+    // Escapes: the text they stand for.
+    assert_eq!(d.rows[0].city.as_deref(), Some("Say \"hi\" \\ \n there"));
+    let out = decode_page(Table::Jobs, rows, ctx()).expect("decode");
+    assert_eq!(
+        col::<StringArray>(&out.batch, "city").value(0),
+        "Say \"hi\" \\ \n there"
+    );
+}
+
+#[test]
 fn lone_surrogate_escape_is_kept_verbatim() {
     let rows = page(&[&job(r#""City":"Caf\ud800","State":"Ok \u00e9""#)]);
     let d = decode_jobs(rows, ctx());

@@ -7,8 +7,8 @@
 //! and the connection tasks beside it; on these threads, at nice 19, the encoder takes the
 //! CPU the fetch loop leaves, and the bounded queue between them still holds the fetcher
 //! back when the encoder cannot keep up. At nice 10 the encoder still had a tenth of a core
-//! the fetch loop was waiting for; at 19 (a fiftieth) a first jobs refresh took 8 % less time
-//! (BENCHMARKS.md, "Ingest"). There is one thread per core but one (up to four): on 2 cores, a
+//! the fetch loop was waiting for; at 19 (about a seventieth) a first jobs refresh took 8 % less time
+//! (BENCHMARKS.md, "Less CPU per row"). There is one thread per core but one (up to four): on 2 cores, a
 //! second encoder thread took the core the fetch loop and the API's end of the chain were
 //! waiting for, and the run was about 4 % slower.
 
