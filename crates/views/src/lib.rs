@@ -11,10 +11,12 @@ pub mod session;
 pub mod status;
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use arrow::array::RecordBatch;
 use duckdb::{AccessMode, Config, Connection};
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 
 /// The DuckDB release embedded here; extensions loaded into it must be built for it.
 pub const DUCKDB_VERSION: &str = "v1.5.5";
@@ -29,6 +31,36 @@ pub fn extension_dir() -> Option<PathBuf> {
     }
     let exe = std::env::current_exe().ok()?;
     Some(exe.parent()?.join("duckdb_extensions")).filter(|d| d.is_dir())
+}
+
+/// The files `make` fetches, with their SHA-256: DuckDB's library and the extensions laid
+/// out beside the binary (`tools/duckdb-fetch` checks them against the same lines).
+const PINNED: &str = include_str!("../duckdb.sha256");
+
+/// The httpfs extension in the extension directory `dir`, when its bytes are exactly those
+/// pinned in `duckdb.sha256`; `None` when it is missing, unreadable or any other build. Hashed
+/// once per process and directory.
+fn pinned_httpfs(dir: &Path) -> Option<PathBuf> {
+    static SEEN: Mutex<Vec<(PathBuf, Option<PathBuf>)>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, found)) = seen.iter().find(|(d, _)| d == dir) {
+        return found.clone();
+    }
+    let found = PINNED.lines().find_map(|line| {
+        let (sum, name) = line.split_once("  ")?;
+        let rel = name
+            .strip_prefix("extensions/")
+            .filter(|n| n.ends_with("/httpfs.duckdb_extension"))?;
+        let path = dir.join(rel);
+        let bytes = std::fs::read(&path).ok()?;
+        (hex(&Sha256::digest(&bytes)) == sum).then_some(path)
+    });
+    seen.push((dir.to_path_buf(), found.clone()));
+    found
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How each DuckDB session joblake opens is set up before it runs anything.
@@ -68,9 +100,39 @@ pub struct S3Secret {
 }
 
 impl Engine {
-    /// `conn` readied by [`Engine::prepare`], with the spill directory it made.
+    /// `conn` readied by [`Engine::prepare`], with the spill directory it made: for SQL an
+    /// analyst wrote (`joblake query`), which may load any extension DuckDB signed.
     fn session(&self, conn: Connection) -> Result<Session> {
-        let spill = self.prepare(&conn)?;
+        let spill = self.prepare(&conn, None)?;
+        Ok(Session {
+            conn,
+            _spill: spill,
+        })
+    }
+
+    /// A fresh in-memory database for joblake's own SQL, readied by [`Engine::prepare`].
+    ///
+    /// On an S3 lake DuckDB would check httpfs's signature each time a database loads it: a
+    /// SHA-256 of its 21 MB through mbedtls, about a tenth of a CPU-second, twice in every
+    /// `refresh`, `compact` or `status` (BENCHMARKS.md, "httpfs checked once"). When the file is
+    /// byte for byte the build pinned in `duckdb.sha256` (hashed here once per process, with
+    /// the CPU's SHA instructions), the database is opened with `allow_unsigned_extensions`,
+    /// loads that file by its path and then autoloads nothing: no other extension, signed or
+    /// not, can enter such a session. Any other httpfs (a newer build, a changed file) is
+    /// loaded as before, its signature checked by DuckDB.
+    fn own_session(&self) -> Result<Session> {
+        let httpfs = self
+            .s3
+            .as_ref()
+            .and(self.extension_dir.as_deref())
+            .and_then(pinned_httpfs);
+        let conn = match &httpfs {
+            Some(_) => Connection::open_in_memory_with_flags(
+                Config::default().allow_unsigned_extensions()?,
+            )?,
+            None => Connection::open_in_memory()?,
+        };
+        let spill = self.prepare(&conn, httpfs.as_deref())?;
         Ok(Session {
             conn,
             _spill: spill,
@@ -81,7 +143,13 @@ impl Engine {
     /// first needs them (httpfs for `s3://`) and are never downloaded; the S3 secret is made.
     /// With a memory limit, DuckDB spills to a private temporary directory (returned: it is
     /// removed when dropped).
-    fn prepare(&self, conn: &Connection) -> Result<Option<tempfile::TempDir>> {
+    /// `httpfs`, when given, is loaded from that path and autoloading is then switched off
+    /// (see [`Engine::own_session`]).
+    fn prepare(
+        &self,
+        conn: &Connection,
+        httpfs: Option<&Path>,
+    ) -> Result<Option<tempfile::TempDir>> {
         let mut sql = String::from(
             "SET autoinstall_known_extensions = false; SET autoload_known_extensions = true;",
         );
@@ -89,6 +157,12 @@ impl Engine {
             sql.push_str(&format!(
                 " SET extension_directory = {};",
                 literal(&dir.display().to_string())
+            ));
+        }
+        if let Some(path) = httpfs {
+            sql.push_str(&format!(
+                " LOAD {}; SET autoload_known_extensions = false;",
+                literal(&path.display().to_string())
             ));
         }
         conn.execute_batch(&sql)?;
@@ -111,7 +185,7 @@ impl Engine {
             conn.execute_batch(&s3.create_sql())
                 .map_err(|e| self.explain(e.into()))
                 .map_err(|e| match e {
-                    Error::MissingHttpfs { .. } => e,
+                    Error::MissingHttpfs { .. } | Error::BadHttpfs { .. } => e,
                     _ => Error::Secret,
                 })?;
         }
@@ -121,14 +195,17 @@ impl Engine {
     /// Turns DuckDB's "extension not found" into what to do about it.
     fn explain(&self, e: Error) -> Error {
         let text = e.to_string();
+        let dir = || {
+            self.extension_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "~/.duckdb/extensions (DuckDB's default)".into())
+        };
         if text.contains("httpfs") && (text.contains("not found") || text.contains("INSTALL")) {
-            return Error::MissingHttpfs {
-                dir: self
-                    .extension_dir
-                    .as_ref()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_else(|| "~/.duckdb/extensions (DuckDB's default)".into()),
-            };
+            return Error::MissingHttpfs { dir: dir() };
+        }
+        if text.contains("httpfs") && text.contains("signature") {
+            return Error::BadHttpfs { dir: dir() };
         }
         e
     }
@@ -235,6 +312,15 @@ pub enum Error {
         /// Where DuckDB looked.
         dir: String,
     },
+    /// The httpfs extension found is not one DuckDB signed: a changed or damaged file.
+    #[error(
+        "DuckDB refused the httpfs extension in {dir}: its signature is missing or invalid (a \
+         changed or damaged file); `make build` lays DuckDB's signed build out again"
+    )]
+    BadHttpfs {
+        /// The extension directory it was in.
+        dir: String,
+    },
     /// DuckDB refused the S3 settings (its message is withheld: it may quote the secret).
     #[error(
         "DuckDB refused the S3 settings made from the AWS_* variables; check AWS_REGION, \
@@ -273,7 +359,7 @@ pub fn rebuild(
         .unwrap_or("lake")
         .to_string();
     let result = (|| -> Result<()> {
-        let conn = engine.session(Connection::open_in_memory()?)?;
+        let conn = engine.own_session()?;
         conn.execute_batch(&format!(
             "ATTACH {} AS {} (STORAGE_VERSION '{STORAGE_VERSION}'); USE {};",
             literal(&tmp.display().to_string()),
@@ -349,7 +435,7 @@ pub fn query_many(
     setup: &str,
     queries: &[String],
 ) -> Result<Vec<Vec<RecordBatch>>> {
-    let conn = engine.session(Connection::open_in_memory()?)?;
+    let conn = engine.own_session()?;
     conn.execute_batch(setup)
         .map_err(|e| engine.explain(e.into()))?;
     queries
@@ -364,7 +450,7 @@ pub fn query_many(
 /// directory of its own while it sorts.
 pub fn copy_to_parquet(engine: &Engine, setup: &str, select: &str, target: &str) -> Result<u64> {
     let spill = spill_dir()?;
-    let conn = engine.session(Connection::open_in_memory()?)?;
+    let conn = engine.own_session()?;
     conn.execute_batch(&format!(
         "SET temp_directory = {}; SET preserve_insertion_order = false;",
         literal(&spill.path().display().to_string())
@@ -394,7 +480,7 @@ pub fn query_confined(
     sql: &str,
 ) -> Result<Vec<RecordBatch>> {
     let spill = spill_dir()?;
-    let conn = engine.session(Connection::open_in_memory()?)?;
+    let conn = engine.own_session()?;
     let spill_path = format!("{}/", spill.path().display());
     let dirs = allowed
         .iter()
@@ -489,6 +575,85 @@ mod tests {
         );
         let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(leftovers, 1, "no temp file left behind");
+    }
+
+    /// The extension directory `make build` lays out beside the binaries; this test binary
+    /// runs from `release/deps/`.
+    fn laid_out_extensions() -> PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("duckdb_extensions");
+        assert!(
+            dir.is_dir(),
+            "{} is missing: run `make build`",
+            dir.display()
+        );
+        dir
+    }
+
+    #[test]
+    fn only_the_pinned_httpfs_skips_duckdbs_signature_check_and_nothing_else_loads_after_it() {
+        let on_s3 = |dir: &Path| Engine {
+            extension_dir: Some(dir.to_path_buf()),
+            s3: Some(S3Secret {
+                scope: "s3://bucket/lake".into(),
+                key_id: Some("id".into()),
+                secret: Some("secret".to_string().into()),
+                session_token: None,
+                region: Some("us-east-1".into()),
+                endpoint: Some("127.0.0.1:9".into()),
+                use_ssl: false,
+                virtual_hosted_style: false,
+            }),
+            ..Engine::default()
+        };
+        let settings = [
+            "SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'".to_string(),
+            "SELECT current_setting('allow_unsigned_extensions')".to_string(),
+            "SELECT current_setting('autoload_known_extensions')".to_string(),
+        ];
+        let values = |engine: &Engine| -> Vec<String> {
+            query_many(engine, "", &settings)
+                .unwrap()
+                .iter()
+                .map(|batches| {
+                    arrow::util::display::array_value_to_string(batches[0].column(0), 0).unwrap()
+                })
+                .collect()
+        };
+
+        // The build make lays out: loaded by its path, unchecked, and nothing autoloads after.
+        let real = laid_out_extensions();
+        assert!(pinned_httpfs(&real).is_some());
+        assert_eq!(values(&on_s3(&real)), ["true", "true", "false"]);
+        // A local lake needs no httpfs: DuckDB's defaults stay.
+        let local = Engine {
+            s3: None,
+            ..on_s3(&real)
+        };
+        assert_eq!(values(&local), ["false", "false", "true"]);
+
+        // One byte changed in its code: not the pinned build, so DuckDB checks its signature,
+        // which fails, and says so.
+        let tampered = tempfile::tempdir().unwrap();
+        let rel = Path::new(DUCKDB_VERSION)
+            .join("linux_amd64")
+            .join("httpfs.duckdb_extension");
+        let mut bytes = std::fs::read(real.join(&rel)).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x55;
+        std::fs::create_dir_all(tampered.path().join(&rel).parent().unwrap()).unwrap();
+        std::fs::write(tampered.path().join(&rel), bytes).unwrap();
+        assert!(pinned_httpfs(tampered.path()).is_none());
+        let e = query_many(&on_s3(tampered.path()), "", &settings).unwrap_err();
+        assert!(
+            matches!(e, Error::BadHttpfs { .. }) && e.to_string().contains("signature"),
+            "{e}"
+        );
     }
 
     #[test]
