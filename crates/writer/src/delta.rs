@@ -83,7 +83,7 @@ pub(crate) fn engine(store: Arc<dyn object_store::ObjectStore>) -> Result<Arc<En
     };
     drop(slot);
     Ok(Arc::new(
-        DefaultEngineBuilder::new(store)
+        DefaultEngineBuilder::new(Arc::new(crate::log_cache::CommitCache::new(store)))
             .with_task_executor(executor)
             .build(),
     ))

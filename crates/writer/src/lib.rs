@@ -29,6 +29,7 @@ mod lake;
 pub mod layout;
 mod ledger;
 mod lock;
+mod log_cache;
 mod patch;
 mod sink;
 mod stage;
