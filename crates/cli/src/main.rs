@@ -7,10 +7,8 @@
 mod args;
 mod backfill;
 mod compact;
-mod config;
 mod dry_run;
 mod enrich;
-mod outcome;
 mod output;
 mod query;
 mod refresh;
@@ -23,6 +21,8 @@ mod views;
 use std::process::ExitCode;
 
 use clap::Parser;
+// The binary's modules reach these as `crate::config`, `crate::credits`, `crate::outcome`.
+use joblake_cli::{config, credits, outcome};
 
 use crate::args::{Cli, Command, EnrichWhat};
 use crate::outcome::{CmdResult, Outcome};

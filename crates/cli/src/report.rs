@@ -115,10 +115,10 @@ async fn gather(lake: &Lake) -> Result<Report> {
             }
         })
         .collect();
-    let credits = crate::status::API_SOURCES
+    let credits = crate::credits::API_SOURCES
         .iter()
         .map(|(api, sources)| {
-            let c = crate::status::credits(api, sources, &ledger, now);
+            let c = crate::credits::credits(api, sources, &ledger, now);
             let balance = ledger
                 .iter()
                 .filter(|r| sources.contains(&r.source.as_str()))
@@ -176,7 +176,7 @@ async fn salary_histogram(lake: &Lake, top: &Value) -> Result<Salaries> {
         .unwrap_or_default()
         .to_string();
     let p95 = top["p95"].as_f64().unwrap_or(0.0).max(1.0);
-    let width = round_width(p95 / 20.0);
+    let width = joblake_report::round_width(p95 / 20.0);
     let literal = joblake_views::literal(&currency);
     let sql = format!(
         "SELECT least(floor(salary_annual_from / {width}), floor({p95} / {width})) * {width} AS lo, \
@@ -195,16 +195,6 @@ async fn salary_histogram(lake: &Lake, top: &Value) -> Result<Salaries> {
     })
 }
 
-/// A bucket width of 1, 2 or 5 times a power of ten.
-fn round_width(w: f64) -> f64 {
-    let p = 10f64.powf(w.max(1.0).log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * p)
-        .find(|c| *c >= w)
-        .unwrap_or(10.0 * p)
-}
-
 /// Query results as JSON objects, one per row.
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Value>> {
     let mut w = arrow::json::ArrayWriter::new(Vec::new());
@@ -219,16 +209,5 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Value>> {
     match serde_json::from_slice(&bytes)? {
         Value::Array(rows) => Ok(rows),
         _ => Ok(Vec::new()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn bucket_widths_are_round() {
-        assert_eq!(super::round_width(7_300.0), 10_000.0);
-        assert_eq!(super::round_width(1_900.0), 2_000.0);
-        assert_eq!(super::round_width(4_100.0), 5_000.0);
-        assert_eq!(super::round_width(0.3), 1.0);
     }
 }

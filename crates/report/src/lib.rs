@@ -285,9 +285,27 @@ pub(crate) fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// A width for the salary chart's buckets: 1, 2 or 5 times a power of ten, at least `w`.
+pub fn round_width(w: f64) -> f64 {
+    let p = 10f64.powf(w.max(1.0).log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|c| *c >= w)
+        .unwrap_or(10.0 * p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_widths_are_round() {
+        assert_eq!(round_width(7_300.0), 10_000.0);
+        assert_eq!(round_width(1_900.0), 2_000.0);
+        assert_eq!(round_width(4_100.0), 5_000.0);
+        assert_eq!(round_width(0.3), 1.0);
+    }
 
     fn one_run() -> Report {
         Report {

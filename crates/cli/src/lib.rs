@@ -1,0 +1,11 @@
+//! The part of the `joblake` binary that decides without doing any I/O: `joblake.toml` and
+//! the environment resolved into settings ([`config`]), how a command's end becomes its exit
+//! code ([`outcome`]), and the credit figures `status` and `report` plan with ([`credits`]).
+//!
+//! A library of its own so that its unit tests compile only this, not the whole binary a
+//! second time (the binary's target has `test = false`; its commands are tested end to end
+//! in `tests/e2e`).
+
+pub mod config;
+pub mod credits;
+pub mod outcome;
