@@ -320,3 +320,71 @@ async fn compact_on_an_s3_lake_keeps_the_views_and_writes_the_latest_tables_ther
         "{keys:?}"
     );
 }
+
+/// Each S3 request of `bucket` that `log` (a [`Moto::start_logged`] log) recorded from line
+/// `from` on, as `(method, key)`.
+fn requests_of(log: &Path, bucket: &str, from: usize) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let prefix = format!("/{bucket}/");
+    text.lines()
+        .skip(from)
+        .filter_map(|line| {
+            let request = line.split('"').nth(1)?;
+            let mut parts = request.split(' ');
+            let (method, target) = (parts.next()?, parts.next()?);
+            let key = target.strip_prefix(&prefix)?.split('?').next()?;
+            Some((method.to_string(), key.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refresh_fetches_each_delta_commit_of_an_s3_lake_once() {
+    let sim = Sim::start(&[
+        "--rows",
+        "200",
+        "--career-sites",
+        "60",
+        "--history-days",
+        "60",
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("moto.log");
+    let moto = Moto::start_logged(&log);
+    let bucket = moto.bucket("commits");
+    let mut lake = Lake::on_s3(&sim, &moto.endpoint, &bucket);
+    lake.set_config(
+        "[career_sites]\npage_size = 20\nrequests_per_minute = 0\n\
+         [jobs]\npage_size = 20\nrequests_per_minute = 0\n",
+    );
+    // Several runs' commits in every table's log, none yet folded into a log checkpoint.
+    for _ in 0..4 {
+        lake.refresh_ok(&[]).await;
+        sim.advance(3).await;
+    }
+    let from = std::fs::read_to_string(&log).unwrap().lines().count();
+    lake.refresh_ok(&[]).await;
+
+    let mut fetched: std::collections::BTreeMap<String, usize> = Default::default();
+    for (method, key) in requests_of(&log, &bucket, from) {
+        let commit = key.contains("/_delta_log/") && key.ends_with(".json");
+        if method == "GET" && commit {
+            *fetched.entry(key).or_default() += 1;
+        }
+    }
+    // Every table's log was replayed (history and latest tables alike) ...
+    for table in ["career_sites", "jobs", "career_sites_latest", "jobs_latest"] {
+        let commits = fetched
+            .keys()
+            .filter(|k| k.starts_with(&format!("team/lake/{table}/_delta_log/")))
+            .count();
+        assert!(commits >= 4, "{table}: {commits} commits read: {fetched:?}");
+    }
+    // ... and no commit was fetched twice.
+    let again: Vec<_> = fetched.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        again.is_empty(),
+        "commits fetched more than once: {again:?}"
+    );
+}

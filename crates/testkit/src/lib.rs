@@ -13,10 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Starts moto in-process in Python and serves until its stdin closes, which happens when
 /// the test binary exits, however it exits: no server outlives the tests.
+/// With a second argument, each request is logged to stderr (werkzeug's access log).
 const MOTO: &str = r#"
 import sys
 from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False)
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=len(sys.argv) > 2)
 server.start()
 print("ready", flush=True)
 sys.stdin.read()
@@ -50,22 +51,36 @@ impl Moto {
     /// Starts a server of its own with extra environment (tests that change server-wide
     /// settings, such as moto's credential checks, use this).
     pub fn start(env: &[(&str, &str)]) -> Moto {
+        Moto::spawn(env, None)
+    }
+
+    /// Starts a server of its own that appends a line per request to `log` (`"GET /bucket/key
+    /// HTTP/1.1" 200`, werkzeug's access log): for tests that count what a command asks of S3.
+    pub fn start_logged(log: &std::path::Path) -> Moto {
+        Moto::spawn(&[], Some(log))
+    }
+
+    fn spawn(env: &[(&str, &str)], log: Option<&std::path::Path>) -> Moto {
         let port = free_port();
-        let mut child = Command::new(python())
-            .env_remove("PYTHONPATH")
+        let mut cmd = Command::new(python());
+        cmd.env_remove("PYTHONPATH")
             .envs(env.iter().copied())
             .args(["-c", MOTO, &port.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the venv's python runs moto");
+            .stderr(Stdio::null());
+        if let Some(log) = log {
+            cmd.arg("log")
+                .stderr(std::fs::File::create(log).expect("moto's request log"));
+        }
+        let mut child = cmd.spawn().expect("the venv's python runs moto");
         let stdin = child.stdin.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "moto_server did not start");
+        // Verbose, moto says where it listens before the script says it is ready.
+        let ready = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.trim() == "ready");
+        assert!(ready, "moto_server did not start");
         Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
             _child: child,

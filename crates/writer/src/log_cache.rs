@@ -4,9 +4,10 @@
 //! absent, and a version is never written twice. Yet the kernel reads every commit since the
 //! last checkpoint again on each replay of the log (the snapshot, each scan of its files,
 //! each read of its domain metadata), so a refresh of an S3 lake fetched each one six or
-//! seven times (BENCHMARKS.md, "Each Delta commit fetched once"). The store the kernel is
-//! given keeps the commits it has fetched and passes every other request through: listings,
-//! checkpoints, `_last_checkpoint`, data files and every write are never answered from here.
+//! seven times (BENCHMARKS.md, "httpfs checked once, each Delta commit fetched once"). The
+//! store the kernel is given keeps the commits it has fetched and passes every other request
+//! through: listings, checkpoints, `_last_checkpoint`, data files and every write are never
+//! answered from here.
 
 use std::collections::HashMap;
 use std::fmt;
