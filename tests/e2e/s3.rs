@@ -329,7 +329,11 @@ fn requests_of(log: &Path, bucket: &str, from: usize) -> Vec<(String, String)> {
     text.lines()
         .skip(from)
         .filter_map(|line| {
-            let request = line.split('"').nth(1)?;
+            let mut request = line.split('"').nth(1)?;
+            // werkzeug colours some lines (a 206, a 404): `ESC[35mESC[1mGET /…`.
+            while let Some(rest) = request.strip_prefix('\x1b') {
+                request = rest.split_once('m')?.1;
+            }
             let mut parts = request.split(' ');
             let (method, target) = (parts.next()?, parts.next()?);
             let key = target.strip_prefix(&prefix)?.split('?').next()?;

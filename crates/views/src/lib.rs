@@ -115,10 +115,10 @@ impl Engine {
     /// On an S3 lake DuckDB would check httpfs's signature each time a database loads it: a
     /// SHA-256 of its 21 MB through mbedtls, about a tenth of a CPU-second, twice in a
     /// `refresh` or `compact` and once in a `status` (BENCHMARKS.md, "httpfs checked once, each
-    /// Delta commit fetched once"). When the file is byte for byte the build pinned in `duckdb.sha256` (hashed here once per process, with
-    /// the CPU's SHA instructions), the database is opened with `allow_unsigned_extensions`,
-    /// loads that file by its path and then autoloads nothing: no other extension, signed or
-    /// not, can enter such a session. Any other httpfs (a newer build, a changed file) is
+    /// Delta commit fetched once"). When the file is byte for byte the build pinned in
+    /// `duckdb.sha256` (hashed here once per process, with the CPU's SHA instructions), the
+    /// database is opened with `allow_unsigned_extensions`, loads that file by its path and
+    /// then autoloads nothing: no other extension, signed or not, can enter such a session. Any other httpfs (a newer build, a changed file) is
     /// loaded as before, its signature checked by DuckDB.
     fn own_session(&self) -> Result<Session> {
         let httpfs = self

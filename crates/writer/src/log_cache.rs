@@ -128,7 +128,8 @@ impl ObjectStore for CommitCache {
             body: got.bytes().await?,
         };
         let mut kept = self.kept();
-        if kept.bytes + commit.body.len() <= KEPT_BYTES {
+        // Two replays may have fetched it side by side: counted once.
+        if kept.bytes + commit.body.len() <= KEPT_BYTES && !kept.commits.contains_key(location) {
             kept.bytes += commit.body.len();
             kept.commits.insert(location.clone(), commit.clone());
         }
@@ -195,57 +196,6 @@ mod tests {
     use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
 
-    /// Counts the reads that reach the store behind the cache.
-    #[derive(Debug, Default)]
-    struct Counted {
-        store: InMemory,
-        gets: std::sync::atomic::AtomicUsize,
-    }
-
-    impl fmt::Display for Counted {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("Counted")
-        }
-    }
-
-    #[async_trait]
-    impl ObjectStore for Counted {
-        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-            self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.store.get_opts(location, options).await
-        }
-        async fn put_opts(
-            &self,
-            location: &Path,
-            payload: PutPayload,
-            opts: PutOptions,
-        ) -> Result<PutResult> {
-            self.store.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(
-            &self,
-            location: &Path,
-            opts: PutMultipartOptions,
-        ) -> Result<Box<dyn MultipartUpload>> {
-            self.store.put_multipart_opts(location, opts).await
-        }
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, Result<Path>>,
-        ) -> BoxStream<'static, Result<Path>> {
-            self.store.delete_stream(locations)
-        }
-        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-            self.store.list(prefix)
-        }
-        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-            self.store.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-            self.store.copy_opts(from, to, options).await
-        }
-    }
-
     #[test]
     fn only_commit_files_are_commits() {
         for (path, commit) in [
@@ -268,35 +218,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_commit_is_fetched_once_and_everything_else_every_time() {
-        let counted = Arc::new(Counted::default());
-        let cache = CommitCache::new(Arc::clone(&counted) as Arc<dyn ObjectStore>);
+        let store = Arc::new(InMemory::new());
+        let cache = CommitCache::new(Arc::clone(&store) as Arc<dyn ObjectStore>);
         let commit = Path::from("jobs/_delta_log/00000000000000000003.json");
         let pointer = Path::from("jobs/_delta_log/_last_checkpoint");
         cache.put(&commit, "{\"add\":1}".into()).await.unwrap();
         cache.put(&pointer, "{\"version\":0}".into()).await.unwrap();
-        let gets = || counted.gets.load(std::sync::atomic::Ordering::SeqCst);
+        cache.get(&commit).await.unwrap().bytes().await.unwrap();
+        cache.get(&pointer).await.unwrap().bytes().await.unwrap();
 
-        for _ in 0..3 {
+        // Gone from the store behind it: the commit read before is still answered, whole ...
+        store.delete(&commit).await.unwrap();
+        store.delete(&pointer).await.unwrap();
+        for _ in 0..2 {
             let got = cache.get(&commit).await.unwrap();
             assert_eq!(got.meta.size, 9);
             assert_eq!(got.bytes().await.unwrap(), Bytes::from("{\"add\":1}"));
         }
-        assert_eq!(gets(), 1, "a commit is fetched once");
+        // ... while a range, a head and any other file go to the store each time.
+        let gone = |r: Result<()>| matches!(r, Err(object_store::Error::NotFound { .. }));
+        assert!(gone(cache.get_range(&commit, 1..4).await.map(drop)));
+        assert!(gone(cache.head(&commit).await.map(drop)));
+        assert!(gone(cache.get(&pointer).await.map(drop)));
 
-        // A range, a head and a conditional read go to the store, as does any other file.
-        assert_eq!(cache.get_range(&commit, 1..4).await.unwrap(), "\"ad");
-        cache.head(&commit).await.unwrap();
-        for _ in 0..2 {
-            cache.get(&pointer).await.unwrap().bytes().await.unwrap();
-        }
-        assert_eq!(gets(), 5);
-
-        // A commit not there is not remembered as missing.
+        // A commit not there yet is not remembered as missing.
         let next = Path::from("jobs/_delta_log/00000000000000000004.json");
-        assert!(matches!(
-            cache.get(&next).await,
-            Err(object_store::Error::NotFound { .. })
-        ));
+        assert!(gone(cache.get(&next).await.map(drop)));
         cache.put(&next, "{}".into()).await.unwrap();
         assert_eq!(cache.get(&next).await.unwrap().bytes().await.unwrap(), "{}");
     }
