@@ -111,68 +111,15 @@ SELECT * EXCLUDE (_salary_word, _salary_figures, _salary_from, _salary_to),
            WHEN 'week' THEN 52 WHEN 'month' THEN 12 WHEN 'year' THEN 1 END AS salary_annual_to
 FROM perioded;
 
--- What each run brought, per id (schemas/changes.md): the version a run fetched of an id
--- (its last, when it fetched the id more than once) beside the version fetched before it.
--- 'new': the id's first version; 'reposted' (jobs): the same job with another post date;
--- 'changed': other columns differ, changed_columns names them. A version fetched again with
--- nothing changed is no change. Columns are compared by their hash (hash(NULL) included),
--- so the window holds 8 bytes a column, not the rows.
+-- What each run brought, per id (schemas/changes.md): queries/jobs_changes.sql and
+-- queries/career_sites_changes.sql over the history, or, once the table's changes table
+-- (`<lake>/<table>_changes/`, a Delta table every refresh appends its runs' changes to) is
+-- exact for the history read here, the same rows read from it.
 CREATE OR REPLACE VIEW jobs_changes AS
-WITH version AS (
-    SELECT * FROM (
-        SELECT id, _run_id, _page, _row, _fetched_at, post_date AS _post_date, {jobs_hashed}
-        FROM jobs_history
-    )
-    QUALIFY row_number() OVER (PARTITION BY id, _run_id ORDER BY _page DESC, _row DESC) = 1
-),
-compared AS (
-    SELECT id, _run_id, _fetched_at, _post_date,
-           lag(_run_id) OVER w AS previous_run_id,
-           lag(_post_date) OVER w AS previous_post_date,
-           {jobs_compared}
-    FROM version
-    WINDOW w AS (PARTITION BY id ORDER BY _run_id)
-),
-listed AS (
-    SELECT *, CASE WHEN previous_run_id IS NOT NULL
-                   THEN [c FOR c IN [{jobs_flags}] IF c IS NOT NULL] END AS changed_columns
-    FROM compared
-)
-SELECT id, _run_id, _fetched_at,
-       CASE WHEN previous_run_id IS NULL THEN 'new'
-            WHEN _post_date IS DISTINCT FROM previous_post_date THEN 'reposted'
-            ELSE 'changed' END AS change,
-       coalesce(changed_columns, []) AS changed_columns,
-       previous_run_id, _post_date AS post_date, previous_post_date
-FROM listed
-WHERE previous_run_id IS NULL OR len(changed_columns) > 0;
+{jobs_changes};
 
 CREATE OR REPLACE VIEW career_sites_changes AS
-WITH version AS (
-    SELECT * FROM (
-        SELECT id, _run_id, _page, _row, _fetched_at, {career_sites_hashed}
-        FROM career_sites_history
-    )
-    QUALIFY row_number() OVER (PARTITION BY id, _run_id ORDER BY _page DESC, _row DESC) = 1
-),
-compared AS (
-    SELECT id, _run_id, _fetched_at,
-           lag(_run_id) OVER w AS previous_run_id,
-           {career_sites_compared}
-    FROM version
-    WINDOW w AS (PARTITION BY id ORDER BY _run_id)
-),
-listed AS (
-    SELECT *, CASE WHEN previous_run_id IS NOT NULL
-                   THEN [c FOR c IN [{career_sites_flags}] IF c IS NOT NULL] END AS changed_columns
-    FROM compared
-)
-SELECT id, _run_id, _fetched_at,
-       CASE WHEN previous_run_id IS NULL THEN 'new' ELSE 'changed' END AS change,
-       coalesce(changed_columns, []) AS changed_columns,
-       previous_run_id
-FROM listed
-WHERE previous_run_id IS NULL OR len(changed_columns) > 0;
+{career_sites_changes};
 
 -- Per job id, its life in the lake (schemas/lifecycle.md): first and last fetched, first and
 -- last post date, versions (changes: new, changed or reposted), reposts, fetches (every

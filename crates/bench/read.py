@@ -40,7 +40,7 @@ ANALYST_VIEWS = {
     "job_companies": "SELECT count(*) FROM job_companies",
 }
 
-COPY_OPTS = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880"
+ROW_GROUP = 122880
 
 
 def run_id(day, n):
@@ -48,9 +48,20 @@ def run_id(day, n):
 
 
 def write(con, select, lake, dt, run):
+    """Writes a file laid out as joblake's writer lays its files out: zstd, row groups of
+    122 880 rows, pages of about 1 MB and a page index (pyarrow's writer, as arrow-rs does;
+    DuckDB's would write pages as large as a column's row group and no page index)."""
+    import pyarrow.parquet as pq
+
     d = os.path.join(lake, "jobs", f"dt={dt}")
     os.makedirs(d, exist_ok=True)
-    con.sql(f"COPY ({select}) TO '{d}/part-{run}-000001.parquet' ({COPY_OPTS})")
+    rel = con.sql(select)
+    reader = (getattr(rel, "to_arrow_reader", None) or rel.fetch_record_batch)(ROW_GROUP)
+    with pq.ParquetWriter(
+        f"{d}/part-{run}-000001.parquet", reader.schema, compression="zstd", write_page_index=True
+    ) as out:
+        for batch in reader:
+            out.write_batch(batch, row_group_size=ROW_GROUP)
 
 
 def base_view(con, base):

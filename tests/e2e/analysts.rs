@@ -56,6 +56,89 @@ async fn runs_of(lake: &Lake, source: &str) -> Vec<String> {
     .collect()
 }
 
+/// Each changes view reads its changes table (`<lake>/<view>/`, kept exact by the commands
+/// that commit rows) and holds exactly the rows the changes SQL works out from the history:
+/// read, then the changes tables deleted and the views made again (so they work the changes
+/// out), read again. The lake is left without its changes tables (the next refresh writes
+/// them again).
+pub(crate) async fn assert_changes_tables_exact(lake: &Lake) {
+    let views = ["career_sites_changes", "jobs_changes"];
+    let mut kept = Vec::new();
+    for view in views {
+        let sql = lake
+            .query(&format!(
+                "SELECT sql FROM duckdb_views() WHERE view_name = '{view}'"
+            ))
+            .await;
+        let sql = sql[0]["sql"].as_str().unwrap();
+        assert!(
+            sql.contains(&format!("/{view}/")),
+            "{view} does not read its changes table: {sql}"
+        );
+        let rows = lake
+            .query(&format!("SELECT * FROM {view} ORDER BY id, _run_id"))
+            .await;
+        assert!(!rows.is_empty(), "{view} is empty");
+        kept.push(rows);
+    }
+    for view in views {
+        lake.remove_table(view).await;
+    }
+    lake.run(&["views"]).await.assert_code(0);
+    for (view, kept) in views.into_iter().zip(kept) {
+        let worked_out = lake
+            .query(&format!("SELECT * FROM {view} ORDER BY id, _run_id"))
+            .await;
+        assert_eq!(
+            kept.len(),
+            worked_out.len(),
+            "{view}: rows kept, worked out"
+        );
+        if let Some((k, w)) = kept.iter().zip(&worked_out).find(|(k, w)| k != w) {
+            panic!("{view}: kept {k}, worked out {w}");
+        }
+    }
+}
+
+/// The files of `view`'s changes table its view reads.
+async fn changes_files(lake: &Lake, view: &str) -> BTreeSet<String> {
+    let sql = lake
+        .query(&format!(
+            "SELECT sql FROM duckdb_views() WHERE view_name = '{view}'"
+        ))
+        .await;
+    let sql = sql[0]["sql"].as_str().unwrap().to_string();
+    sql.split('\'')
+        .filter(|s| s.ends_with(".parquet") && s.contains(&format!("/{view}/")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn each_refresh_appends_its_changes_to_the_changes_tables_and_a_compaction_carries_them_over()
+{
+    let sim = Sim::start(&["--rows", "400"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&[]).await;
+    let first = changes_files(&lake, "jobs_changes").await;
+    assert!(!first.is_empty());
+    sim.advance(6).await;
+    lake.refresh_ok(&[]).await;
+    // Nothing new: fetched again, no change, and the table is still exact.
+    lake.refresh_ok(&[]).await;
+    lake.run(&["compact"]).await.assert_code(0);
+    sim.advance(30).await;
+    lake.refresh_ok(&[]).await;
+    // Appended to, never written again: the first run's files are still its files.
+    let last = changes_files(&lake, "jobs_changes").await;
+    assert!(
+        first.is_subset(&last) && last.len() > first.len(),
+        "{first:?} {last:?}"
+    );
+    crate::assert_delta_readers_match_views(&lake, &lake.url(), &lake.env).await;
+    assert_changes_tables_exact(&lake).await;
+}
+
 #[tokio::test]
 async fn changes_and_lifecycle_say_what_each_run_brought_and_refetches_are_no_change() {
     let sim = Sim::start(&["--rows", "400"]).await;

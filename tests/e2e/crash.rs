@@ -70,6 +70,8 @@ const RUN_MOMENTS: &[(&str, &str, Cmd)] = &[
     ("latest:before-commit", "views", Cmd::Latest),
     ("latest:between-commits", "views", Cmd::LatestRepeat),
     ("latest:after-commit", "views", Cmd::Latest),
+    ("changes:before-commit", "views", Cmd::Latest),
+    ("changes:after-commit", "views", Cmd::Latest),
     ("views:before", "views", Cmd::Refresh),
     ("views:before-rename", "views", Cmd::Refresh),
     ("views:after", "views", Cmd::Refresh),
@@ -84,6 +86,8 @@ const UPKEEP_MOMENTS: &[(&str, &str, Cmd)] = &[
     ("compact:after-inputs", "compaction", Cmd::Compact),
     ("latest:before-commit", "compaction", Cmd::Compact),
     ("latest:after-commit", "compaction", Cmd::Compact),
+    ("changes:before-commit", "compaction", Cmd::Compact),
+    ("changes:after-commit", "compaction", Cmd::Compact),
     ("fetch:after-page:3", "enrichment", Cmd::Enrich),
     ("stage:after:5", "enrichment", Cmd::Enrich),
     ("append:after-write:4", "enrichment", Cmd::Enrich),
@@ -331,6 +335,16 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
         refetched[0] += profiles_paid_again(sim).await;
     }
     assert_no_keys(lake, sim, &[]).await;
+    // The changes tables after a kill while they were kept, or while the history's files
+    // moved under them (recovery, compaction, an upgrade): exactly what the SQL works out.
+    if moment.starts_with("changes:")
+        || matches!(
+            cmd,
+            Cmd::Compact | Cmd::CompactAfterKill | Cmd::Recover | Cmd::Upgrade
+        )
+    {
+        crate::analysts::assert_changes_tables_exact(lake).await;
+    }
     Outcome {
         readable,
         delta_readers,

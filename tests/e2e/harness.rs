@@ -428,6 +428,32 @@ impl Lake {
         out
     }
 
+    /// Deletes the lake's table directory `name` (`jobs_changes`, say), every file of it.
+    pub async fn remove_table(&self, name: &str) {
+        let Some(s3) = &self.s3 else {
+            std::fs::remove_dir_all(self.root().join(name)).unwrap();
+            return;
+        };
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let store = joblake_testkit::s3_builder(&s3.endpoint)
+            .with_bucket_name(&s3.bucket)
+            .build()
+            .unwrap();
+        let prefix = s3
+            .url
+            .trim_start_matches(&format!("s3://{}", s3.bucket))
+            .trim_matches('/');
+        let root = object_store::path::Path::from(format!("{prefix}/{name}"));
+        let objects: Vec<_> = store.list(Some(&root)).try_collect().await.unwrap();
+        assert!(!objects.is_empty(), "{root} holds nothing");
+        for meta in objects {
+            object_store::ObjectStoreExt::delete(&store, &meta.location)
+                .await
+                .unwrap();
+        }
+    }
+
     /// The rows of a view as id -> row, without the per-fetch metadata columns.
     pub async fn view(&self, view: &str) -> BTreeMap<String, Value> {
         self.view_where(view, "true").await

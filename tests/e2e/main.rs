@@ -522,7 +522,9 @@ async fn row_versions(lake: &Lake, source: &str) -> Vec<Value> {
 /// DuckDB's `delta_scan`, delta-rs (`deltalake`), polars' `scan_delta` and Spark's API (Sail,
 /// over Spark Connect) read each history table of `url` with exactly the row versions (`id`,
 /// `_run_id`, `_page`, `_row`) its `*_history` view holds, and each latest table
-/// (`<table>_latest`, with its deletion vectors) with exactly those of its latest-version view.
+/// (`<table>_latest`, with its deletion vectors) with exactly those of its latest-version view;
+/// DuckDB's and delta-rs read each changes table (`<table>_changes`) with exactly the changes
+/// its view lists.
 pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(String, String)]) {
     let mut views = serde_json::Map::new();
     for t in ["career_sites", "jobs"] {
@@ -541,6 +543,32 @@ pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(St
             "delta_scan: {t} as a Delta table is not its view"
         );
     }
+    // The changes tables (`<table>_changes`): every change, as their views list them.
+    let changes_of = async |source: &str| {
+        let rows = lake
+            .query(&format!(
+                "SELECT id, _run_id, change, previous_run_id FROM {source} ORDER BY id, _run_id"
+            ))
+            .await;
+        let rows = rows.iter().map(|r| {
+            Value::Array(
+                ["id", "_run_id", "change", "previous_run_id"]
+                    .map(|c| r[c].clone())
+                    .to_vec(),
+            )
+        });
+        Value::Array(rows.collect())
+    };
+    let mut changes = serde_json::Map::new();
+    for t in ["career_sites", "jobs"] {
+        let view = changes_of(&format!("{t}_changes")).await;
+        let got = changes_of(&format!("delta_scan('{url}/{t}_changes')")).await;
+        assert_eq!(
+            got, view,
+            "delta_scan: {t}_changes as a Delta table is not its view"
+        );
+        changes.insert(t.to_string(), view);
+    }
     for reader in ["deltalake", "polars-delta", "sail"] {
         let got = reader_counts(None, reader, url, env).await;
         for t in &tables {
@@ -549,6 +577,15 @@ pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(St
                 views[t],
                 "{reader}: {t} as a Delta table is not its view"
             );
+        }
+        if reader == "deltalake" {
+            for (t, view) in &changes {
+                assert_eq!(
+                    &got[format!("{t}_changes")],
+                    view,
+                    "deltalake: {t}_changes as a Delta table is not its view"
+                );
+            }
         }
     }
 }

@@ -319,6 +319,8 @@ async fn compact_on_an_s3_lake_keeps_the_views_and_writes_the_latest_tables_ther
                 .any(|k| k.contains("/jobs_latest/deletion_vector_")),
         "{keys:?}"
     );
+    // The changes tables, written by `compact`, appended to by the refresh, on S3 as well.
+    crate::analysts::assert_changes_tables_exact(&lake).await;
 }
 
 /// Each S3 request of `bucket` that `log` (a [`Moto::start_logged`] log) recorded from line

@@ -136,6 +136,14 @@ def by_deltalake(lake):
             data = table.to_pyarrow_table(columns=["id", "_run_id", "_page", "_row"])
         out.update(summary(t, rows_of(data)))
         out[t + "_version"] = table.version()
+    # The changes tables: (id, _run_id, change, previous_run_id) of every change.
+    for t in TABLES:
+        uri = f"{lake.rstrip('/')}/{t}_changes"
+        if "://" not in uri and not os.path.isdir(uri):
+            continue
+        table = DeltaTable(uri, storage_options=storage_options() or None)
+        data = table.to_pyarrow_table(columns=["id", "_run_id", "change", "previous_run_id"])
+        out[t + "_changes"] = sorted(rows_of(data), key=lambda r: (r[0], r[1]))
     return out
 
 

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use joblake_views::{catalog, latest, session};
+use joblake_views::{catalog, changes, latest, session};
 
 use crate::args::{Cli, SourceArg};
 use crate::outcome::{CmdResult, Failure, Outcome};
@@ -29,6 +29,22 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
         SourceArg::tables(source)
     };
     let run_id = crate::run::run_id_in(&lake).await;
+    // Each changes table made exact for the history the compaction starts from (what the
+    // recovery just committed), so that it is carried over the compaction, which moves rows
+    // and changes none, rather than written again.
+    let mut before = Vec::new();
+    for &table in &tables {
+        if changes::select(table, "").is_none() {
+            continue;
+        }
+        if let Err(e) = changes::keep_exact(&lake, table).await {
+            tracing::warn!(%table, error = %format!("{e:#}"), "the changes table could not be kept exact");
+        }
+        before.push((
+            table,
+            latest::history_now(&lake, table).await.ok().flatten(),
+        ));
+    }
     let mut reports = Vec::new();
     let mut failure = None;
     for &table in &tables {
@@ -63,6 +79,13 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
                     )));
                     break;
                 }
+            }
+        }
+    }
+    if failure.is_none() {
+        for (table, before) in &before {
+            if let Err(e) = changes::carry_over(&lake, *table, before.as_ref()).await {
+                tracing::warn!(%table, error = %format!("{e:#}"), "the changes table could not be kept exact (its view works them out meanwhile)");
             }
         }
     }

@@ -2,6 +2,7 @@
 //! of the latest tables.
 
 use joblake_sync::SourceSummary;
+use joblake_views::changes::ChangesReport;
 use joblake_views::latest::LatestReport;
 use joblake_writer::RunStatus;
 
@@ -17,6 +18,13 @@ pub fn latest_line(latest: &LatestReport) -> String {
     format!(
         "{}_latest: the latest version of {} ids, exact for {} version {} ({how})",
         latest.table, latest.ids, latest.table, latest.history_version
+    )
+}
+
+pub fn changes_line(changes: &ChangesReport) -> String {
+    format!(
+        "{}_changes: {} changes, exact for {} version {} (written again from the history)",
+        changes.table, changes.added, changes.table, changes.history_version
     )
 }
 

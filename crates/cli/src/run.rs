@@ -169,6 +169,11 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
                 eprintln!("{}", output::latest_line(&latest));
             }
         }
+        for changes in joblake_views::changes::keep_all_exact(&lake).await {
+            if changes.rewritten && !cli.quiet && !cli.json {
+                eprintln!("{}", output::changes_line(&changes));
+            }
+        }
     }
     joblake_writer::crash_point("views:before");
     let views = if touched || (!new_lake && session::views_behind(&lake, &db).await) {

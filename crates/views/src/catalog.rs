@@ -74,6 +74,9 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
             None => latest_of(&ident(&format!("{name}_history"))),
         };
         values.insert(format!("{name}_latest"), latest);
+        if let Some(changes) = crate::changes::view_select(lake, table, history.as_ref()).await {
+            values.insert(format!("{name}_changes"), changes);
+        }
         let has_files = match &history {
             Some(history) => !history.files.is_empty(),
             None => !history_files(lake, table).await?.is_empty(),
@@ -119,20 +122,17 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         })
         .collect::<Vec<_>>()
         .join("\nUNION ALL\n");
-    for table in Table::feeds() {
-        change_columns(table, &mut values);
-    }
     values.insert("deleted".into(), deleted);
     values.insert("runs_source".into(), runs);
     values.insert("first_seen".into(), first_seen);
     Ok(fill(VIEWS_SQL, &values))
 }
 
-/// A changes view's `{<table>_hashed}`, `{<table>_compared}` and `{<table>_flags}`: the
-/// columns whose values make a version differ from the one before (all but the id and the
-/// fetch's own `_run_id`, `_fetched_at`, `_page` and `_row`; `_extra` is compared), as their
-/// hashes, as "its name when it differs from the version before", and as that list.
-fn change_columns(table: Table, values: &mut BTreeMap<String, String>) {
+/// A changes SQL's `{hashed}`, `{compared}` and `{flags}` for `table`: the columns whose
+/// values make a version differ from the one before (all but the id and the fetch's own
+/// `_run_id`, `_fetched_at`, `_page` and `_row`; `_extra` is compared), as their hashes, as
+/// "its name when it differs from the version before", and as that list.
+pub(crate) fn change_columns(table: Table) -> BTreeMap<String, String> {
     let compared: Vec<&str> = columns(table)
         .iter()
         .map(|c| c.name)
@@ -140,28 +140,29 @@ fn change_columns(table: Table, values: &mut BTreeMap<String, String>) {
         .collect();
     let join =
         |f: &dyn Fn(&str) -> String| compared.iter().map(|c| f(c)).collect::<Vec<_>>().join(", ");
-    let name = table.name();
-    values.insert(
-        format!("{name}_hashed"),
-        join(&|c| format!("hash({0}) AS {0}", ident(c))),
-    );
-    values.insert(
-        format!("{name}_compared"),
-        join(&|c| {
-            format!(
-                "CASE WHEN {0} IS DISTINCT FROM lag({0}) OVER w THEN {1} END AS {0}",
-                ident(c),
-                literal(c)
-            )
-        }),
-    );
-    values.insert(format!("{name}_flags"), join(&|c| ident(c)));
+    BTreeMap::from([
+        (
+            "hashed".to_string(),
+            join(&|c| format!("hash({0}) AS {0}", ident(c))),
+        ),
+        (
+            "compared".to_string(),
+            join(&|c| {
+                format!(
+                    "CASE WHEN {0} IS DISTINCT FROM lag({0}) OVER w THEN {1} END AS {0}",
+                    ident(c),
+                    literal(c)
+                )
+            }),
+        ),
+        ("flags".to_string(), join(&|c| ident(c))),
+    ])
 }
 
 /// `template` with each `{name}` that `values` has replaced by its value, in one pass: a
 /// value is never searched for placeholders itself, so a lake path such as `lake{runs_source}`
 /// stays what it is. Other braces (a comment's, a struct literal's) are left as they are.
-fn fill(template: &str, values: &BTreeMap<String, String>) -> String {
+pub(crate) fn fill(template: &str, values: &BTreeMap<String, String>) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(open) = rest.find('{') {

@@ -288,7 +288,7 @@ fn metas(files: &[LiveFile]) -> Vec<ObjectMeta> {
     files.iter().map(LiveFile::object_meta).collect()
 }
 
-fn list(lake: &Lake, paths: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+pub(crate) fn list(lake: &Lake, paths: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     paths
         .into_iter()
         .map(|p| crate::literal(&lake.reader_path(p.as_ref())))
@@ -303,7 +303,11 @@ const MEMORY_STEPS: [&str; 3] = ["32MB", "128MB", "512MB"];
 /// Runs `setup`, then each of `queries`, in one fresh DuckDB session on one thread (DuckDB's
 /// memory grows with its threads, and these are narrow columns), capped at each of
 /// [`MEMORY_STEPS`] in turn until it does not run out of memory.
-async fn duck(lake: &Lake, setup: String, queries: Vec<String>) -> Result<Vec<Vec<RecordBatch>>> {
+pub(crate) async fn duck(
+    lake: &Lake,
+    setup: String,
+    queries: Vec<String>,
+) -> Result<Vec<Vec<RecordBatch>>> {
     let mut last = None;
     for memory in MEMORY_STEPS {
         let engine = crate::Engine {
@@ -326,7 +330,7 @@ async fn duck(lake: &Lake, setup: String, queries: Vec<String>) -> Result<Vec<Ve
     Err(last.expect("a step ran").into())
 }
 
-fn int64s(batches: &[RecordBatch], column: usize) -> Result<Vec<i64>> {
+pub(crate) fn int64s(batches: &[RecordBatch], column: usize) -> Result<Vec<i64>> {
     let mut out = Vec::new();
     for b in batches {
         let Some(a) = b.column(column).as_primitive_opt::<Int64Type>() else {
@@ -337,7 +341,7 @@ fn int64s(batches: &[RecordBatch], column: usize) -> Result<Vec<i64>> {
     Ok(out)
 }
 
-fn strings(batches: &[RecordBatch], column: usize) -> Result<Vec<String>> {
+pub(crate) fn strings(batches: &[RecordBatch], column: usize) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for b in batches {
         let Some(a) = b.column(column).as_string_opt::<i32>() else {
@@ -349,7 +353,10 @@ fn strings(batches: &[RecordBatch], column: usize) -> Result<Vec<String>> {
 }
 
 /// Positions (file in `files`, row) as one sorted list per file.
-fn per_file(n: usize, positions: impl IntoIterator<Item = (i64, i64)>) -> Result<Vec<Vec<u64>>> {
+pub(crate) fn per_file(
+    n: usize,
+    positions: impl IntoIterator<Item = (i64, i64)>,
+) -> Result<Vec<Vec<u64>>> {
     let mut out = vec![Vec::new(); n];
     for (f, r) in positions {
         let rows = usize::try_from(f)

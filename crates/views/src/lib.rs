@@ -1,10 +1,11 @@
 //! Everything DuckDB: sessions for a lake ([`session`]), the view SQL ([`catalog`]), the
-//! latest tables the views read ([`latest`]), choosing which companies to enrich
+//! latest tables the views read ([`latest`]), the changes tables ([`changes`]), choosing which companies to enrich
 //! ([`companies`]), the status figures ([`status`]) and queries. The one crate that links
 //! DuckDB; everything else in joblake builds and tests without it.
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod changes;
 pub mod companies;
 pub mod latest;
 pub mod session;
@@ -228,7 +229,7 @@ impl std::ops::Deref for Session {
 
 /// A fresh directory only this process can use (0700), for DuckDB to spill to: never a
 /// predictable path in a shared `/tmp` another user could have put a link at.
-fn spill_dir() -> Result<tempfile::TempDir> {
+pub(crate) fn spill_dir() -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix("joblake-duckdb-")
         .tempdir()
@@ -444,29 +445,67 @@ pub fn query_many(
         .collect()
 }
 
-/// Runs `setup` (e.g. the view statements) on a fresh in-memory database, then writes the
-/// rows of `select` as one zstd Parquet file at `target` (a local path or an `s3://` URL),
-/// in row groups of 122 880 rows; returns the rows written. DuckDB may spill to a temporary
-/// directory of its own while it sorts.
-pub fn copy_to_parquet(engine: &Engine, setup: &str, select: &str, target: &str) -> Result<u64> {
-    let spill = spill_dir()?;
+/// A Parquet file [`copy_partitioned`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Where, as DuckDB was told it (under the directory it was given).
+    pub path: String,
+    /// Rows in it.
+    pub rows: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// Runs each of `setup` in a fresh in-memory database, then writes the rows of `select` as
+/// zstd Parquet files under `dir` (a local path or an `s3://` URL), one directory per value of
+/// its `dt` column (`dt=YYYY-MM-DD/`, the column itself left out of the files), each file
+/// named `<prefix><n>.parquet`; files already there are left alone. Returns each file
+/// written. DuckDB spills to a directory of its own past the engine's memory limit.
+pub fn copy_partitioned(
+    engine: &Engine,
+    setup: &[String],
+    select: &str,
+    dir: &str,
+    prefix: &str,
+) -> Result<Vec<Written>> {
     let conn = engine.own_session()?;
-    conn.execute_batch(&format!(
-        "SET temp_directory = {}; SET preserve_insertion_order = false;",
-        literal(&spill.path().display().to_string())
-    ))?;
-    conn.execute_batch(setup)
-        .map_err(|e| engine.explain(e.into()))?;
-    let rows = conn
-        .execute(
-            &format!(
-                "COPY ({select}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)",
-                literal(target)
-            ),
-            [],
-        )
-        .map_err(|e| engine.explain(e.into()))?;
-    Ok(rows as u64)
+    for sql in setup {
+        conn.execute_batch(sql)
+            .map_err(|e| engine.explain(e.into()))?;
+    }
+    let copy = format!(
+        "COPY ({select}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880, \
+         PARTITION_BY (dt), FILENAME_PATTERN {}, OVERWRITE_OR_IGNORE, RETURN_STATS)",
+        literal(dir),
+        literal(&format!("{prefix}{{i}}"))
+    );
+    let batches = run(&conn, &copy).map_err(|e| engine.explain(e))?;
+    let column = |b: &RecordBatch, name: &str, ty: &arrow::datatypes::DataType| {
+        b.column_by_name(name)
+            .ok_or_else(|| Error::Arrow(format!("COPY ... RETURN_STATS gave no {name}")))
+            .and_then(|c| arrow::compute::cast(c, ty).map_err(|e| Error::Arrow(e.to_string())))
+    };
+    let mut written = Vec::new();
+    for b in &batches {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{DataType, Int64Type};
+        let paths = column(b, "filename", &DataType::Utf8)?;
+        let rows = column(b, "count", &DataType::Int64)?;
+        let bytes = column(b, "file_size_bytes", &DataType::Int64)?;
+        let (paths, rows, bytes) = (
+            paths.as_string::<i32>(),
+            rows.as_primitive::<Int64Type>(),
+            bytes.as_primitive::<Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            written.push(Written {
+                path: paths.value(i).to_string(),
+                rows: rows.value(i).max(0) as u64,
+                bytes: bytes.value(i).max(0) as u64,
+            });
+        }
+    }
+    Ok(written)
 }
 
 /// Runs `setup`, then `sql`, in a fresh session that can open no file outside `allowed`

@@ -183,6 +183,55 @@ pub(crate) async fn reader(
     Ok(ParquetRecordBatchStreamBuilder::new(LakeFile::new(lake, meta)).await?)
 }
 
+/// Copies the rows numbered `rows` (ascending) of the lake's Parquet file `meta` into a new
+/// local Parquet file at `to`, every column as the file has it; returns the rows copied. Where
+/// the file has a page index (joblake writes one) only the pages holding those rows are
+/// fetched and decoded, so a few rows of a large file cost a few pages, not the file.
+pub async fn copy_rows(
+    lake: &Lake,
+    meta: &ObjectMeta,
+    rows: &[u64],
+    to: &std::path::Path,
+) -> Result<u64> {
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
+    use parquet::file::metadata::PageIndexPolicy;
+    // The offset index (where each page starts) is all the skipping needs.
+    let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+    let builder =
+        ParquetRecordBatchStreamBuilder::new_with_options(LakeFile::new(lake, meta), options)
+            .await?;
+    let total = builder.metadata().file_metadata().num_rows().max(0) as usize;
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for &row in rows {
+        let row = usize::try_from(row).unwrap_or(usize::MAX);
+        if row >= total {
+            return Err(Error::Compaction {
+                partition: meta.location.to_string(),
+                detail: format!("row {row} asked of a file of {total} rows"),
+            });
+        }
+        match ranges.last_mut() {
+            Some(last) if last.end == row => last.end = row + 1,
+            _ => ranges.push(row..row + 1),
+        }
+    }
+    let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
+    let mut stream = builder.with_row_selection(selection).build()?;
+    let io = |source| Error::Io {
+        context: format!("cannot write {}", to.display()),
+        source,
+    };
+    let file = std::fs::File::create(to).map_err(io)?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, Arc::clone(stream.schema()), None)?;
+    let mut copied = 0u64;
+    while let Some(batch) = stream.try_next().await? {
+        copied += batch.num_rows() as u64;
+        writer.write(&batch)?;
+    }
+    writer.close()?;
+    Ok(copied)
+}
+
 /// The table a compaction rewrites, and under which lock.
 struct Target<'a> {
     lake: &'a Lake,

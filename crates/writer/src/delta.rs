@@ -46,6 +46,10 @@ pub const STATE_DOMAIN: &str = "joblake.state";
 /// (see [`LatestState`]).
 pub const LATEST_DOMAIN: &str = "joblake.latest";
 
+/// The domain metadata of a table derived from a history table by SQL (the changes tables):
+/// which version of its history table its rows are exact for.
+pub const DERIVED_DOMAIN: &str = "joblake.derived";
+
 /// The `txn` application id of joblake's commits; its version counts them.
 pub const APP_ID: &str = "joblake";
 
@@ -141,6 +145,9 @@ pub(crate) enum Kind {
     /// The latest version of every id, partitioned by `dt` too, with deletion vectors, its
     /// [`LatestState`] in [`LATEST_DOMAIN`].
     Latest,
+    /// Rows worked out from a history table's (a changes table), partitioned by `dt`,
+    /// appended to or written again whole, its state in [`DERIVED_DOMAIN`].
+    Derived,
 }
 
 impl Kind {
@@ -149,6 +156,7 @@ impl Kind {
         match self {
             Kind::History => STATE_DOMAIN,
             Kind::Latest => LATEST_DOMAIN,
+            Kind::Derived => DERIVED_DOMAIN,
         }
     }
 }
@@ -218,6 +226,11 @@ impl DeltaLog {
     /// The log of the latest table at `<lake>/<name>/`.
     pub fn latest(lake: &Lake, name: &str) -> Result<DeltaLog> {
         Self::of_kind(lake, name, Kind::Latest)
+    }
+
+    /// The log of the derived table at `<lake>/<name>/` (see [`DERIVED_DOMAIN`]).
+    pub fn derived(lake: &Lake, name: &str) -> Result<DeltaLog> {
+        Self::of_kind(lake, name, Kind::Derived)
     }
 
     fn of_kind(lake: &Lake, table: &str, kind: Kind) -> Result<DeltaLog> {
@@ -587,7 +600,7 @@ impl Target {
                         "cannot remove or delete from a table with no log",
                     ));
                 }
-                // Both kinds partitioned by `dt`; a latest table deletes with deletion vectors.
+                // Every kind partitioned by `dt`; a latest table deletes with deletion vectors.
                 let mut properties = vec![
                     ("delta.feature.domainMetadata", "supported"),
                     ("delta.dataSkippingNumIndexedCols", "0"),

@@ -115,6 +115,11 @@ pub fn latest_table(table: &str) -> String {
     format!("{table}_latest")
 }
 
+/// The changes table of history table `table` (a Delta table of its own, derived from it).
+pub fn changes_table(table: &str) -> String {
+    format!("{table}_changes")
+}
+
 /// The latest files of a lake written before format 2 (deleted once its latest table is made).
 pub fn legacy_latest_root(table: &str) -> Path {
     Path::from(format!("_joblake/latest/{table}"))

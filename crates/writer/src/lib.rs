@@ -36,7 +36,9 @@ mod stage;
 mod table;
 mod upgrade;
 
-pub use compact::{CompactReport, LatestFile, compact_table, finish_compactions, write_latest};
+pub use compact::{
+    CompactReport, LatestFile, compact_table, copy_rows, finish_compactions, write_latest,
+};
 pub use crash::crash_point;
 pub use error::{Error, Result};
 pub use lake::{Lake, LakeLocation, S3Access};

@@ -1,0 +1,582 @@
+//! The changes tables: `<lake>/<table>_changes/`, a Delta table beside each feed's history
+//! holding the rows of its changes view (`jobs_changes`, `career_sites_changes`;
+//! schemas/changes.md), exact for one version of the history (its [`ChangesState`], in the
+//! log's domain metadata), so that the views read rows rather than run two windows over every
+//! version, and any Delta reader gets the same rows.
+//!
+//! The rows are `queries/<table>_changes.sql`, the view's own SQL, over different inputs:
+//! - a refresh appends its runs' changes ([`keep_exact`]): that SQL over the runs' rows beside
+//!   each of their ids' last version before them, of which it keeps the runs' rows; one commit,
+//!   at a cost in proportion to the run but for one pass over the history's ids;
+//! - a compaction moves rows without changing any, so a table exact before it is declared
+//!   exact for the compacted history without a row written ([`carry_over`]);
+//! - anything else (no table yet, a history log that no longer has the version it was exact
+//!   for, files removed from the history, rows of a run no later than the last it took in)
+//!   writes it again from the whole history ([`rewrite`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use joblake_schema::Table;
+use joblake_writer::delta::{AddFile, Commit, DeltaLog, LiveFile, Operation};
+use joblake_writer::{Lake, crash_point, layout};
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{self, LATEST_FIRST};
+use crate::latest::{self, History, duck, list};
+use crate::literal;
+
+const JOBS_SQL: &str = include_str!("../../../queries/jobs_changes.sql");
+const CAREER_SITES_SQL: &str = include_str!("../../../queries/career_sites_changes.sql");
+
+/// DuckDB's memory while it works out changes: whole rows of a run, or a window over every
+/// version's hashes when the table is written again, which it spills beyond this.
+const MEMORY: &str = "512MB";
+
+/// Where table `table`'s changes table lies in the lake.
+pub fn table_name(table: Table) -> String {
+    layout::changes_table(table.name())
+}
+
+/// The changes SQL of `table` (`queries/<table>_changes.sql`) over `versions`: a table, or a
+/// parenthesised SELECT, of its history's columns and `dt`. Its rows end with `dt`, the day
+/// each version was fetched. `None` for a table without changes (company profiles).
+pub fn select(table: Table, versions: &str) -> Option<String> {
+    let template = match table {
+        Table::Jobs => JOBS_SQL,
+        Table::CareerSites => CAREER_SITES_SQL,
+        Table::Companies => return None,
+    };
+    let mut values = catalog::change_columns(table);
+    values.insert("versions".into(), versions.to_string());
+    Some(catalog::fill(template, &values))
+}
+
+/// A changes table's domain metadata: the version of its history table it is exact for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesState {
+    /// The history table's version.
+    pub history_version: u64,
+    /// When that version was committed (milliseconds since 1970), so that a history log made
+    /// again from its first version is not taken for the one it replaced.
+    pub history_committed_at: i64,
+    /// The latest `_run_id` among the history's rows at that version (`""` for none): an
+    /// increment takes in only rows of later runs.
+    pub last_run_id: String,
+}
+
+impl ChangesState {
+    fn of(history: &History, last_run_id: String) -> ChangesState {
+        ChangesState {
+            history_version: history.version,
+            history_committed_at: history.committed_at,
+            last_run_id,
+        }
+    }
+}
+
+/// A changes table as its newest version holds it.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    /// Its Delta version.
+    pub version: u64,
+    /// The history version it is exact for.
+    pub state: ChangesState,
+    /// Its files.
+    pub files: Vec<LiveFile>,
+}
+
+impl Kept {
+    /// Whether its rows are exactly the changes of `history`.
+    pub fn exact_for(&self, history: &History) -> bool {
+        self.state.history_version == history.version
+            && self.state.history_committed_at == history.committed_at
+    }
+}
+
+/// What keeping a changes table exact did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangesReport {
+    /// The history table.
+    pub table: String,
+    /// The changes table's version committed.
+    pub version: u64,
+    /// The history's version it is exact for.
+    pub history_version: u64,
+    /// Change rows written.
+    pub added: u64,
+    /// Whether it was written again from the whole history.
+    pub rewritten: bool,
+}
+
+/// The changes table of `table`, or `None` while it has none.
+pub async fn read(lake: &Lake, table: Table) -> Result<Option<Kept>> {
+    let log = DeltaLog::derived(lake, &table_name(table))?;
+    let Some(snapshot) = log.snapshot().await? else {
+        return Ok(None);
+    };
+    let state = log
+        .state(&snapshot)
+        .await?
+        .context("the changes table's log does not say which history version it holds")?;
+    let state: ChangesState = serde_json::from_str(&state)
+        .context("the changes table's log holds a state joblake cannot read")?;
+    Ok(Some(Kept {
+        version: snapshot.version(),
+        state,
+        files: log.files(&snapshot).await?,
+    }))
+}
+
+/// The changes view's SELECT for `table` over `history`: the changes table's files when it is
+/// exact for it, otherwise the changes SQL over `<table>_history`. `None` for a table without
+/// changes.
+pub async fn view_select(lake: &Lake, table: Table, history: Option<&History>) -> Option<String> {
+    let computed = select(table, &crate::ident(&format!("{}_history", table.name())))?;
+    let kept = match history {
+        Some(history) => read(lake, table)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(%table, error = %format!("{e:#}"), "the changes table cannot be read; the view works the changes out");
+                None
+            })
+            .filter(|k| k.exact_for(history) && !k.files.is_empty()),
+        None => None,
+    };
+    Some(match kept {
+        // Its files hold every column but `dt`, the partition of their directories.
+        Some(kept) => format!(
+            "SELECT * FROM read_parquet([{}], hive_partitioning = false)",
+            list(lake, kept.files.iter().map(|f| &f.path))
+        ),
+        None => format!("SELECT * EXCLUDE (dt) FROM (\n{computed}\n)"),
+    })
+}
+
+/// At the end of a command that committed rows (under its lake lock), keeps each feed's
+/// changes table exact (see [`keep_exact`]) and says what it did. A changes table that cannot
+/// be kept leaves its view working the changes out, and the next command tries again (each
+/// failure is logged here).
+pub async fn keep_all_exact(lake: &Lake) -> Vec<ChangesReport> {
+    let mut done = Vec::new();
+    for table in Table::feeds() {
+        match keep_exact(lake, table).await {
+            Ok(Some(report)) => done.push(report),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                %table,
+                error = %format!("{e:#}"),
+                "the changes table could not be kept exact (its view works them out meanwhile)"
+            ),
+        }
+    }
+    done
+}
+
+/// Makes `table`'s changes table exact for its history's newest version: appending the
+/// changes of the runs the history gained since, or writing it again when it must (see the
+/// module's doc). `None` when it already was exact (or the table has no history).
+pub async fn keep_exact(lake: &Lake, table: Table) -> Result<Option<ChangesReport>> {
+    let Some(history) = latest::history_now(lake, table).await? else {
+        return Ok(None);
+    };
+    let current = match read(lake, table).await {
+        Ok(current) => current,
+        Err(e) => {
+            tracing::warn!(%table, error = %format!("{e:#}"), "the changes table cannot be read; writing it again");
+            None
+        }
+    };
+    let Some(current) = current else {
+        return rewrite_at(lake, table, &history, None).await;
+    };
+    if current.exact_for(&history) {
+        return Ok(None);
+    }
+    let Some(before) = history_then(lake, table, &current.state, &history).await? else {
+        return rewrite_at(lake, table, &history, Some(current)).await;
+    };
+    let then: BTreeSet<&str> = before.iter().map(|f| f.path.as_str()).collect();
+    let now: BTreeSet<&str> = history.files.iter().map(|f| f.path.as_str()).collect();
+    // Files gone from the history (a compaction not carried over): its rows moved.
+    if !then.is_subset(&now) {
+        return rewrite_at(lake, table, &history, Some(current)).await;
+    }
+    let new: Vec<&LiveFile> = history
+        .files
+        .iter()
+        .filter(|f| !then.contains(f.path.as_str()))
+        .collect();
+    match append(lake, table, &history, &current, &before, &new).await? {
+        Some(report) => Ok(Some(report)),
+        None => rewrite_at(lake, table, &history, Some(current)).await,
+    }
+}
+
+/// The files of the history's version `state` names, when its log still has that version as
+/// it was and it is older than `now`.
+async fn history_then(
+    lake: &Lake,
+    table: Table,
+    state: &ChangesState,
+    now: &History,
+) -> Result<Option<Vec<LiveFile>>> {
+    if state.history_version >= now.version {
+        return Ok(None);
+    }
+    let log = DeltaLog::new(lake, table.name())?;
+    let Ok(then) = log.snapshot_at(state.history_version).await else {
+        return Ok(None);
+    };
+    if log.committed_at(&then).await? != state.history_committed_at {
+        return Ok(None);
+    }
+    Ok(Some(log.files(&then).await?))
+}
+
+/// Appends the changes the history's files `new` bring to `current`, exact for `before`, in
+/// one commit: the changes SQL over their rows beside each of their ids' last version in
+/// `before`, keeping the rows of runs after the last `current` took in. `None` when a row of
+/// `new` belongs to a run no later than that (its changes would reorder the ones kept).
+async fn append(
+    lake: &Lake,
+    table: Table,
+    history: &History,
+    current: &Kept,
+    before: &[LiveFile],
+    new: &[&LiveFile],
+) -> Result<Option<ChangesReport>> {
+    let last = &current.state.last_run_id;
+    let mut last_run_id = last.clone();
+    let mut adds = Vec::new();
+    if !new.is_empty() {
+        let fresh = format!(
+            "read_parquet([{}], hive_partitioning = true, union_by_name = true)",
+            list(lake, new.iter().map(|f| &f.path))
+        );
+        let runs = duck(
+            lake,
+            String::new(),
+            vec![format!(
+                "SELECT coalesce(min(_run_id), ''), coalesce(max(_run_id), '') FROM {fresh}"
+            )],
+        )
+        .await?;
+        let (first, newest) = (latest::strings(&runs[0], 0)?, latest::strings(&runs[0], 1)?);
+        let (first, newest) = (
+            first.first().cloned().unwrap_or_default(),
+            newest.first().cloned().unwrap_or_default(),
+        );
+        if !first.is_empty() && first <= *last {
+            tracing::info!(%table, run = %first, last = %last, "rows of a run no later than the changes table's last; writing it again");
+            return Ok(None);
+        }
+        // Each of the runs' ids' last version before them: found over four narrow columns,
+        // then only those rows copied out of their files (a few pages each), never a pass over
+        // every version's wide columns.
+        let scratch = crate::spill_dir()?;
+        let mut priors = Vec::new();
+        if !before.is_empty() {
+            let found = duck(
+                lake,
+                String::new(),
+                vec![format!(
+                    "SELECT file_index::BIGINT, file_row_number::BIGINT FROM (\n\
+                       SELECT id, _run_id, _page, _row, file_index, file_row_number\n\
+                       FROM read_parquet([{}], union_by_name = true, file_row_number = true)\n\
+                       WHERE id IN (SELECT id FROM {fresh}))\n\
+                     QUALIFY row_number() OVER (PARTITION BY id ORDER BY {LATEST_FIRST}) = 1",
+                    list(lake, before.iter().map(|f| &f.path))
+                )],
+            )
+            .await?;
+            let rows = latest::per_file(
+                before.len(),
+                latest::int64s(&found[0], 0)?
+                    .into_iter()
+                    .zip(latest::int64s(&found[0], 1)?),
+            )?;
+            for (i, (file, rows)) in before.iter().zip(rows).enumerate() {
+                if rows.is_empty() {
+                    continue;
+                }
+                let to = scratch.path().join(format!("prior-{i}.parquet"));
+                joblake_writer::copy_rows(lake, &file.object_meta(), &rows, &to).await?;
+                priors.push(to.display().to_string());
+            }
+        }
+        let mut setup = vec![format!("CREATE TEMP TABLE fresh AS SELECT * FROM {fresh};")];
+        setup.push(if priors.is_empty() {
+            "CREATE TEMP TABLE prior AS SELECT * FROM fresh WHERE false;".to_string()
+        } else {
+            format!(
+                "CREATE TEMP TABLE prior AS SELECT * FROM read_parquet([{}], union_by_name = true);",
+                priors.iter().map(|p| literal(p)).collect::<Vec<_>>().join(", ")
+            )
+        });
+        let changes = select(
+            table,
+            "(SELECT * FROM prior UNION ALL BY NAME SELECT * FROM fresh)",
+        )
+        .context("the table has no changes")?;
+        let rows = format!(
+            "SELECT * FROM (\n{changes}\n) WHERE _run_id > {}",
+            literal(last)
+        );
+        adds = write(lake, table, setup, rows).await?;
+        last_run_id = last_run_id.max(newest);
+    }
+    let added = adds.iter().map(|a| a.rows).sum();
+    let written: BTreeSet<String> = adds.iter().map(|a| a.path.clone()).collect();
+    let commit = Commit {
+        adds,
+        state: Some(serde_json::to_string(&ChangesState::of(
+            history,
+            last_run_id,
+        ))?),
+        operation: Operation::Write,
+        ..Commit::default()
+    };
+    let version = commit_changes(lake, table, commit).await?;
+    // Files a command killed before its commit left (the ones kept stay).
+    remove_stale(lake, table, Some(current), written).await?;
+    Ok(Some(ChangesReport {
+        table: table.name().to_string(),
+        version,
+        history_version: history.version,
+        added,
+        rewritten: false,
+    }))
+}
+
+/// After a compaction of `table` (which moves rows and changes none), declares its changes
+/// table exact for the compacted history when it was for `before`, the history the
+/// compaction started from; otherwise keeps it exact as a refresh does.
+pub async fn carry_over(
+    lake: &Lake,
+    table: Table,
+    before: Option<&History>,
+) -> Result<Option<ChangesReport>> {
+    let (Some(before), Some(history)) = (before, latest::history_now(lake, table).await?) else {
+        return keep_exact(lake, table).await;
+    };
+    let current = read(lake, table).await.ok().flatten();
+    match current {
+        Some(current) if current.exact_for(before) && !current.exact_for(&history) => {
+            let commit = Commit {
+                state: Some(serde_json::to_string(&ChangesState::of(
+                    &history,
+                    current.state.last_run_id.clone(),
+                ))?),
+                operation: Operation::Write,
+                ..Commit::default()
+            };
+            let version = commit_changes(lake, table, commit).await?;
+            Ok(Some(ChangesReport {
+                table: table.name().to_string(),
+                version,
+                history_version: history.version,
+                added: 0,
+                rewritten: false,
+            }))
+        }
+        _ => keep_exact(lake, table).await,
+    }
+}
+
+/// Writes `table`'s changes table again from its history's newest version.
+pub async fn rewrite(lake: &Lake, table: Table) -> Result<Option<ChangesReport>> {
+    let Some(history) = latest::history_now(lake, table).await? else {
+        return Ok(None);
+    };
+    let current = read(lake, table).await.unwrap_or_default();
+    rewrite_at(lake, table, &history, current).await
+}
+
+/// Writes `table`'s changes table again from the history's version `history`, in one commit
+/// that removes every file `current` had; then deletes the files no reader needs any more
+/// (those of the version before are kept, for DuckDB sessions still holding views of them).
+async fn rewrite_at(
+    lake: &Lake,
+    table: Table,
+    history: &History,
+    current: Option<Kept>,
+) -> Result<Option<ChangesReport>> {
+    if history.files.is_empty() {
+        return Ok(None);
+    }
+    let all = format!(
+        "read_parquet([{}], hive_partitioning = true, union_by_name = true)",
+        list(lake, history.files.iter().map(|f| &f.path))
+    );
+    let runs = duck(
+        lake,
+        String::new(),
+        vec![format!("SELECT coalesce(max(_run_id), '') FROM {all}")],
+    )
+    .await?;
+    let last_run_id = latest::strings(&runs[0], 0)?
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    let rows = select(table, &all).context("the table has no changes")?;
+    let adds = write(lake, table, Vec::new(), rows).await?;
+    let added = adds.iter().map(|a| a.rows).sum();
+    let written: BTreeSet<String> = adds.iter().map(|a| a.path.clone()).collect();
+    let commit = Commit {
+        adds,
+        removes: current
+            .iter()
+            .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
+            .collect(),
+        state: Some(serde_json::to_string(&ChangesState::of(
+            history,
+            last_run_id,
+        ))?),
+        operation: Operation::Write,
+        ..Commit::default()
+    };
+    let version = commit_changes(lake, table, commit).await?;
+    remove_stale(lake, table, current.as_ref(), written).await?;
+    Ok(Some(ChangesReport {
+        table: table.name().to_string(),
+        version,
+        history_version: history.version,
+        added,
+        rewritten: true,
+    }))
+}
+
+/// Deletes the files of `table`'s changes table that neither its log nor a reader needs:
+/// all but the log, the files just `written`, and those of the version before (`previous`),
+/// which DuckDB sessions still holding views of it read. Those are files a command killed
+/// before its commit wrote, and the files of versions before the one before a rewrite.
+async fn remove_stale(
+    lake: &Lake,
+    table: Table,
+    previous: Option<&Kept>,
+    written: BTreeSet<String>,
+) -> Result<()> {
+    let name = table_name(table);
+    let mut keep = written;
+    keep.extend(
+        previous
+            .iter()
+            .flat_map(|c| c.files.iter().map(|f| f.path.clone())),
+    );
+    let stale: Vec<Path> = lake
+        .list(&Path::from(name.as_str()))
+        .await?
+        .into_iter()
+        .map(|m| m.location)
+        .filter(|p| {
+            p.parts().nth(1).is_some_and(|d| d.as_ref() != "_delta_log")
+                && !keep.contains(p.as_ref())
+        })
+        .collect();
+    lake.delete_all(stale).await?;
+    Ok(())
+}
+
+/// Commits `commit` to `table`'s changes table (creating it when it has no log).
+async fn commit_changes(lake: &Lake, table: Table, commit: Commit) -> Result<u64> {
+    let log = DeltaLog::derived(lake, &table_name(table))?;
+    crash_point("changes:before-commit");
+    let version = log.commit(schema(table), commit).await?;
+    crash_point("changes:after-commit");
+    Ok(version)
+}
+
+/// Writes the rows of `select` (after `setup`) into `table`'s changes table directory, one
+/// file per `dt`, and says what to add: files no commit names yet, which no reader sees.
+async fn write(
+    lake: &Lake,
+    table: Table,
+    setup: Vec<String>,
+    select: String,
+) -> Result<Vec<AddFile>> {
+    let name = table_name(table);
+    let dir = lake.reader_path(&name);
+    let prefix = format!("part-{}-", layout::new_run_id());
+    let engine = crate::Engine {
+        memory_limit: Some(MEMORY.into()),
+        single_thread: true,
+        ..crate::session::engine(lake)
+    };
+    let target = dir.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        crate::copy_partitioned(&engine, &setup, &select, &target, &prefix)
+    })
+    .await??;
+    written
+        .into_iter()
+        .map(|w| {
+            let rest = w
+                .path
+                .strip_prefix(&dir)
+                .map(|r| r.trim_start_matches('/'))
+                .with_context(|| format!("DuckDB wrote {} outside {dir}", w.path))?;
+            let dt = rest
+                .split('/')
+                .next()
+                .and_then(|d| d.strip_prefix("dt="))
+                .with_context(|| format!("DuckDB wrote {} outside a dt= directory", w.path))?;
+            Ok(AddFile {
+                path: format!("{name}/{rest}"),
+                dt: dt.to_string(),
+                bytes: w.bytes,
+                rows: w.rows,
+            })
+        })
+        .collect()
+}
+
+/// The Delta schema of `table`'s changes table: the view's columns and the `dt` partition.
+fn schema(table: Table) -> SchemaRef {
+    let text = || DataType::Utf8;
+    let mut fields = vec![
+        Field::new("id", text(), true),
+        Field::new("_run_id", text(), true),
+        Field::new(
+            "_fetched_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("change", text(), true),
+        Field::new(
+            "changed_columns",
+            DataType::List(Arc::new(Field::new("element", text(), true))),
+            true,
+        ),
+        Field::new("previous_run_id", text(), true),
+    ];
+    if table == Table::Jobs {
+        fields.push(Field::new("post_date", DataType::Date32, true));
+        fields.push(Field::new("previous_post_date", DataType::Date32, true));
+    }
+    fields.push(Field::new("dt", DataType::Date32, true));
+    Arc::new(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_changes_sql_fills_every_placeholder_for_each_feed() {
+        for table in Table::feeds() {
+            let sql = select(table, "v").unwrap();
+            assert!(
+                !sql.contains("{versions}") && !sql.contains("{hashed}"),
+                "{sql}"
+            );
+            assert!(sql.contains("FROM v\n"), "{sql}");
+            assert!(sql.contains("hash(\"_extra\")"), "{sql}");
+            assert!(!sql.contains("hash(\"_run_id\")"), "{sql}");
+        }
+        assert!(select(Table::Companies, "v").is_none());
+    }
+}
