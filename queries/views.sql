@@ -36,6 +36,9 @@ CREATE OR REPLACE VIEW companies AS
 -- for each table,
 --   SELECT '<table>' AS source, run_id, count(*) AS new_ids
 --   FROM (SELECT min(_run_id) AS run_id FROM <table>_history GROUP BY id) GROUP BY run_id
+-- or, for a table whose changes table is exact (below), the same count from its `new` changes
+-- (an id's first version is its `new` change), which spares every query of `runs` the
+-- window over every version.
 CREATE OR REPLACE VIEW runs AS
 WITH first_seen AS (
 {first_seen}

@@ -25,13 +25,18 @@ QUERIES = {
     ),
 }
 
+def example(name):
+    """The first statement of one of `queries/examples/`."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "queries", "examples", name)
+    with open(path) as f:
+        return f.read().split(";")[0]
+
+
 # The analysts' views (schemas/), each timed beside `SELECT count(*) FROM jobs_history`.
 ANALYST_VIEWS = {
     "jobs_changes": "SELECT count(*) FROM jobs_changes",
-    "jobs_changes, last run": (
-        "SELECT change, count(*) FROM jobs_changes "
-        "WHERE _run_id = (SELECT max(_run_id) FROM jobs_history) GROUP BY ALL"
-    ),
+    # As analysts are told to ask it: the example query, the last refresh found in `runs`.
+    "jobs_changes, last run": example("06_changes_since_last_refresh.sql"),
     "jobs_lifecycle": "SELECT count(*) FROM jobs_lifecycle",
     "jobs salaries per year": (
         "SELECT salary_currency, salary_period, count(*), median(salary_annual_from) "

@@ -115,8 +115,8 @@ async fn changes_files(lake: &Lake, view: &str) -> BTreeSet<String> {
 }
 
 #[tokio::test]
-async fn each_refresh_appends_its_changes_to_the_changes_tables_and_a_compaction_carries_them_over()
-{
+async fn each_refresh_appends_its_changes_to_the_changes_tables_and_a_compaction_merges_their_files()
+ {
     let sim = Sim::start(&["--rows", "400"]).await;
     let lake = Lake::new(&sim);
     lake.refresh_ok(&[]).await;
@@ -126,15 +126,53 @@ async fn each_refresh_appends_its_changes_to_the_changes_tables_and_a_compaction
     lake.refresh_ok(&[]).await;
     // Nothing new: fetched again, no change, and the table is still exact.
     lake.refresh_ok(&[]).await;
+    // Appended to, never written again: the first run's files are still its files.
+    let appended = changes_files(&lake, "jobs_changes").await;
+    assert!(
+        first.is_subset(&appended) && appended.len() > first.len(),
+        "{first:?} {appended:?}"
+    );
+    // A compaction leaves one file a day (the runs ran today), the same rows.
+    let rows = lake.count("SELECT count(*) FROM jobs_changes").await;
     lake.run(&["compact"]).await.assert_code(0);
+    for view in ["jobs_changes", "career_sites_changes"] {
+        let files = changes_files(&lake, view).await;
+        let days: BTreeSet<&str> = files
+            .iter()
+            .filter_map(|f| f.split('/').find(|p| p.starts_with("dt=")))
+            .collect();
+        assert_eq!(files.len(), days.len(), "{view}: {files:?}");
+    }
+    assert_eq!(lake.count("SELECT count(*) FROM jobs_changes").await, rows);
+    let compacted = changes_files(&lake, "jobs_changes").await;
     sim.advance(30).await;
     lake.refresh_ok(&[]).await;
-    // Appended to, never written again: the first run's files are still its files.
     let last = changes_files(&lake, "jobs_changes").await;
     assert!(
-        first.is_subset(&last) && last.len() > first.len(),
-        "{first:?} {last:?}"
+        compacted.is_subset(&last) && last.len() > compacted.len(),
+        "{compacted:?} {last:?}"
     );
+    // `runs` counts each run's new ids from the changes tables' `new` changes: the same
+    // counts as each id's first run out of the history.
+    let runs = lake
+        .query("SELECT sql FROM duckdb_views() WHERE view_name = 'runs'")
+        .await;
+    assert!(
+        runs[0]["sql"].as_str().unwrap().contains("/jobs_changes/"),
+        "{runs:?}"
+    );
+    let mismatched = lake
+        .count(
+            "SELECT count(*) FROM (SELECT * FROM runs WHERE pages > 0) r \
+             FULL JOIN (SELECT source, run_id, count(*) AS n FROM ( \
+                 SELECT 'jobs' AS source, min(_run_id) AS run_id FROM jobs_history GROUP BY id \
+                 UNION ALL \
+                 SELECT 'career_sites', min(_run_id) FROM career_sites_history GROUP BY id) \
+               GROUP BY ALL) f USING (source, run_id) \
+             WHERE coalesce(r.new_ids, 0) <> coalesce(f.n, 0)",
+        )
+        .await;
+    assert_eq!(mismatched, 0);
     crate::assert_delta_readers_match_views(&lake, &lake.url(), &lake.env).await;
     assert_changes_tables_exact(&lake).await;
 }

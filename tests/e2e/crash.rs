@@ -335,13 +335,15 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
         refetched[0] += profiles_paid_again(sim).await;
     }
     assert_no_keys(lake, sim, &[]).await;
-    // The changes tables after a kill while they were kept, or while the history's files
+    // The changes tables after a kill while they were kept, or (on a local lake: the S3 code
+    // is the same, and each check there costs seconds of requests) while the history's files
     // moved under them (recovery, compaction, an upgrade): exactly what the SQL works out.
     if moment.starts_with("changes:")
-        || matches!(
-            cmd,
-            Cmd::Compact | Cmd::CompactAfterKill | Cmd::Recover | Cmd::Upgrade
-        )
+        || (lake.s3.is_none()
+            && matches!(
+                cmd,
+                Cmd::Compact | Cmd::CompactAfterKill | Cmd::Recover | Cmd::Upgrade
+            ))
     {
         crate::analysts::assert_changes_tables_exact(lake).await;
     }

@@ -382,7 +382,7 @@ pub fn section(read: &Read) -> String {
         for (name, sql) in ANALYST_QUERIES {
             let t = ms(v, name);
             s.push_str(&format!(
-                "| `{sql}` | {t:.0} ms | **{:.0} ×** |\n",
+                "| `{sql}` | {t:.0} ms | **{:.1} ×** |\n",
                 t / base
             ));
         }
@@ -395,7 +395,7 @@ const ANALYST_QUERIES: [(&str, &str); 5] = [
     ("jobs_changes", "SELECT count(*) FROM jobs_changes"),
     (
         "jobs_changes, last run",
-        "… FROM jobs_changes WHERE _run_id = <the last run> GROUP BY change",
+        "queries/examples/06_changes_since_last_refresh.sql (the last refresh's changes, by kind)",
     ),
     ("jobs_lifecycle", "SELECT count(*) FROM jobs_lifecycle"),
     (

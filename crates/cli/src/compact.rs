@@ -86,6 +86,8 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
         for (table, before) in &before {
             if let Err(e) = changes::carry_over(&lake, *table, before.as_ref()).await {
                 tracing::warn!(%table, error = %format!("{e:#}"), "the changes table could not be kept exact (its view works them out meanwhile)");
+            } else if let Err(e) = changes::compact_files(&lake, *table).await {
+                tracing::warn!(%table, error = %format!("{e:#}"), "the changes table's files could not be merged");
             }
         }
     }

@@ -50,6 +50,8 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
     let mut values = BTreeMap::new();
     // The tables of deleted positions the latest-version views skip.
     let mut deleted = String::new();
+    // The tables whose changes views read their changes tables, with that SELECT.
+    let mut kept_changes = Vec::new();
     for table in Table::all() {
         let name = table.name();
         let history = crate::latest::history_now(lake, table).await?;
@@ -75,7 +77,10 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
         };
         values.insert(format!("{name}_latest"), latest);
         if let Some(changes) = crate::changes::view_select(lake, table, history.as_ref()).await {
-            values.insert(format!("{name}_changes"), changes);
+            if changes.kept {
+                kept_changes.push((table, changes.select.clone()));
+            }
+            values.insert(format!("{name}_changes"), changes.select);
         }
         let has_files = match &history {
             Some(history) => !history.files.is_empty(),
@@ -110,15 +115,26 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
             )
         }))
     };
+    // An id's first version is its `new` change, so a kept changes table counts them
+    // without the window over every version (which every query of `runs` would pay: DuckDB
+    // keeps the join whether or not `new_ids` is read).
     let first_seen = Table::all()
         .iter()
         .map(|t| {
-            format!(
-                "SELECT {} AS source, run_id, count(*) AS new_ids \
-                 FROM (SELECT min(_run_id) AS run_id FROM {} GROUP BY id) GROUP BY run_id",
-                literal(t.name()),
-                ident(&format!("{}_history", t.name()))
-            )
+            if let Some((_, kept)) = kept_changes.iter().find(|(k, _)| k == t) {
+                format!(
+                    "SELECT {} AS source, _run_id AS run_id, count(*) AS new_ids \
+                     FROM ({kept}) WHERE change = 'new' GROUP BY _run_id",
+                    literal(t.name()),
+                )
+            } else {
+                format!(
+                    "SELECT {} AS source, run_id, count(*) AS new_ids \
+                     FROM (SELECT min(_run_id) AS run_id FROM {} GROUP BY id) GROUP BY run_id",
+                    literal(t.name()),
+                    ident(&format!("{}_history", t.name()))
+                )
+            }
         })
         .collect::<Vec<_>>()
         .join("\nUNION ALL\n");

@@ -9,7 +9,8 @@
 //!   each of their ids' last version before them, of which it keeps the runs' rows; one commit,
 //!   at a cost in proportion to the run but for one pass over the history's ids;
 //! - a compaction moves rows without changing any, so a table exact before it is declared
-//!   exact for the compacted history without a row written ([`carry_over`]);
+//!   exact for the compacted history without a row written ([`carry_over`]), and then each
+//!   day's files of the table itself are merged into one ([`compact_files`]);
 //! - anything else (no table yet, a history log that no longer has the version it was exact
 //!   for, files removed from the history, rows of a run no later than the last it took in)
 //!   writes it again from the whole history ([`rewrite`]).
@@ -32,9 +33,11 @@ use crate::literal;
 const JOBS_SQL: &str = include_str!("../../../queries/jobs_changes.sql");
 const CAREER_SITES_SQL: &str = include_str!("../../../queries/career_sites_changes.sql");
 
-/// DuckDB's memory while it works out changes: whole rows of a run, or a window over every
-/// version's hashes when the table is written again, which it spills beyond this.
-const MEMORY: &str = "512MB";
+/// DuckDB's memory while it works out changes (on one thread): whole rows of a run, or, when
+/// the table is written again, two windows over every version's column hashes, which it
+/// spills beyond this. Writing again the changes of 5 M versions: 58 s and 369 MB peak at
+/// 256 MB, 44 s and 613 MB at 512 MB, 72 s and 244 MB at 128 MB (BENCHMARKS.md).
+const MEMORY: &str = "256MB";
 
 /// Where table `table`'s changes table lies in the lake.
 pub fn table_name(table: Table) -> String {
@@ -131,10 +134,22 @@ pub async fn read(lake: &Lake, table: Table) -> Result<Option<Kept>> {
     }))
 }
 
+/// A changes view's SELECT: the changes table's files, or the changes SQL over the history.
+pub struct ChangesView {
+    /// The SELECT.
+    pub select: String,
+    /// Whether it reads the changes table (exact for the history the views read).
+    pub kept: bool,
+}
+
 /// The changes view's SELECT for `table` over `history`: the changes table's files when it is
 /// exact for it, otherwise the changes SQL over `<table>_history`. `None` for a table without
 /// changes.
-pub async fn view_select(lake: &Lake, table: Table, history: Option<&History>) -> Option<String> {
+pub async fn view_select(
+    lake: &Lake,
+    table: Table,
+    history: Option<&History>,
+) -> Option<ChangesView> {
     let computed = select(table, &crate::ident(&format!("{}_history", table.name())))?;
     let kept = match history {
         Some(history) => read(lake, table)
@@ -148,11 +163,17 @@ pub async fn view_select(lake: &Lake, table: Table, history: Option<&History>) -
     };
     Some(match kept {
         // Its files hold every column but `dt`, the partition of their directories.
-        Some(kept) => format!(
-            "SELECT * FROM read_parquet([{}], hive_partitioning = false)",
-            list(lake, kept.files.iter().map(|f| &f.path))
-        ),
-        None => format!("SELECT * EXCLUDE (dt) FROM (\n{computed}\n)"),
+        Some(kept) => ChangesView {
+            select: format!(
+                "SELECT * FROM read_parquet([{}], hive_partitioning = false)",
+                list(lake, kept.files.iter().map(|f| &f.path))
+            ),
+            kept: true,
+        },
+        None => ChangesView {
+            select: format!("SELECT * EXCLUDE (dt) FROM (\n{computed}\n)"),
+            kept: false,
+        },
     })
 }
 
@@ -257,15 +278,27 @@ async fn append(
             "read_parquet([{}], hive_partitioning = true, union_by_name = true)",
             list(lake, new.iter().map(|f| &f.path))
         );
-        let runs = duck(
-            lake,
-            String::new(),
-            vec![format!(
-                "SELECT coalesce(min(_run_id), ''), coalesce(max(_run_id), '') FROM {fresh}"
-            )],
-        )
-        .await?;
-        let (first, newest) = (latest::strings(&runs[0], 0)?, latest::strings(&runs[0], 1)?);
+        // In one session: the runs the new files hold, and each of their ids' last version
+        // before them, found over four narrow columns (only those rows are then copied out of
+        // their files, a few pages each: never a pass over every version's wide columns).
+        let mut queries = vec![format!(
+            "SELECT coalesce(min(_run_id), ''), coalesce(max(_run_id), '') FROM {fresh}"
+        )];
+        if !before.is_empty() {
+            queries.push(format!(
+                "SELECT file_index::BIGINT, file_row_number::BIGINT FROM (\n\
+                   SELECT id, _run_id, _page, _row, file_index, file_row_number\n\
+                   FROM read_parquet([{}], union_by_name = true, file_row_number = true)\n\
+                   WHERE id IN (SELECT id FROM {fresh}))\n\
+                 QUALIFY row_number() OVER (PARTITION BY id ORDER BY {LATEST_FIRST}) = 1",
+                list(lake, before.iter().map(|f| &f.path))
+            ));
+        }
+        let found = duck(lake, String::new(), queries).await?;
+        let (first, newest) = (
+            latest::strings(&found[0], 0)?,
+            latest::strings(&found[0], 1)?,
+        );
         let (first, newest) = (
             first.first().cloned().unwrap_or_default(),
             newest.first().cloned().unwrap_or_default(),
@@ -274,30 +307,14 @@ async fn append(
             tracing::info!(%table, run = %first, last = %last, "rows of a run no later than the changes table's last; writing it again");
             return Ok(None);
         }
-        // Each of the runs' ids' last version before them: found over four narrow columns,
-        // then only those rows copied out of their files (a few pages each), never a pass over
-        // every version's wide columns.
         let scratch = crate::spill_dir()?;
         let mut priors = Vec::new();
-        if !before.is_empty() {
-            let found = duck(
-                lake,
-                String::new(),
-                vec![format!(
-                    "SELECT file_index::BIGINT, file_row_number::BIGINT FROM (\n\
-                       SELECT id, _run_id, _page, _row, file_index, file_row_number\n\
-                       FROM read_parquet([{}], union_by_name = true, file_row_number = true)\n\
-                       WHERE id IN (SELECT id FROM {fresh}))\n\
-                     QUALIFY row_number() OVER (PARTITION BY id ORDER BY {LATEST_FIRST}) = 1",
-                    list(lake, before.iter().map(|f| &f.path))
-                )],
-            )
-            .await?;
+        if let Some(found) = found.get(1) {
             let rows = latest::per_file(
                 before.len(),
-                latest::int64s(&found[0], 0)?
+                latest::int64s(found, 0)?
                     .into_iter()
-                    .zip(latest::int64s(&found[0], 1)?),
+                    .zip(latest::int64s(found, 1)?),
             )?;
             for (i, (file, rows)) in before.iter().zip(rows).enumerate() {
                 if rows.is_empty() {
@@ -329,27 +346,16 @@ async fn append(
         adds = write(lake, table, setup, rows).await?;
         last_run_id = last_run_id.max(newest);
     }
-    let added = adds.iter().map(|a| a.rows).sum();
-    let written: BTreeSet<String> = adds.iter().map(|a| a.path.clone()).collect();
     let commit = Commit {
         adds,
         state: Some(serde_json::to_string(&ChangesState::of(
             history,
             last_run_id,
         ))?),
-        operation: Operation::Write,
         ..Commit::default()
     };
-    let version = commit_changes(lake, table, commit).await?;
-    // Files a command killed before its commit left (the ones kept stay).
-    remove_stale(lake, table, Some(current), written).await?;
-    Ok(Some(ChangesReport {
-        table: table.name().to_string(),
-        version,
-        history_version: history.version,
-        added,
-        rewritten: false,
-    }))
+    // Files a command killed before its commit left go; the ones kept stay.
+    publish(lake, table, Some(current), commit, history, false).await
 }
 
 /// After a compaction of `table` (which moves rows and changes none), declares its changes
@@ -366,25 +372,44 @@ pub async fn carry_over(
     let current = read(lake, table).await.ok().flatten();
     match current {
         Some(current) if current.exact_for(before) && !current.exact_for(&history) => {
+            let state = ChangesState::of(&history, current.state.last_run_id.clone());
             let commit = Commit {
-                state: Some(serde_json::to_string(&ChangesState::of(
-                    &history,
-                    current.state.last_run_id.clone(),
-                ))?),
-                operation: Operation::Write,
+                state: Some(serde_json::to_string(&state)?),
                 ..Commit::default()
             };
-            let version = commit_changes(lake, table, commit).await?;
-            Ok(Some(ChangesReport {
-                table: table.name().to_string(),
-                version,
-                history_version: history.version,
-                added: 0,
-                rewritten: false,
-            }))
+            publish(lake, table, Some(&current), commit, &history, false).await
         }
         _ => keep_exact(lake, table).await,
     }
+}
+
+/// Merges each day's files of `table`'s changes table into one, when it is exact for the
+/// history's newest version (`compact` does, after carrying it over): each refresh adds a file
+/// per day it fetched on, so a year of refreshes would leave the views reading hundreds. Reads
+/// the changes themselves, not the history; the rows and the state stay as they are (a commit
+/// with no data change). `None` when no day has more than one file.
+pub async fn compact_files(lake: &Lake, table: Table) -> Result<Option<ChangesReport>> {
+    let (Some(history), Some(current)) = (
+        latest::history_now(lake, table).await?,
+        read(lake, table).await?,
+    ) else {
+        return Ok(None);
+    };
+    let days: BTreeSet<&str> = current.files.iter().map(|f| f.dt.as_str()).collect();
+    if !current.exact_for(&history) || days.len() == current.files.len() {
+        return Ok(None);
+    }
+    let rows = format!(
+        "SELECT * FROM read_parquet([{}], hive_partitioning = true)",
+        list(lake, current.files.iter().map(|f| &f.path))
+    );
+    let commit = Commit {
+        adds: write(lake, table, Vec::new(), rows).await?,
+        removes: current.files.iter().map(|f| f.path.clone()).collect(),
+        operation: Operation::Optimize,
+        ..Commit::default()
+    };
+    publish(lake, table, Some(&current), commit, &history, false).await
 }
 
 /// Writes `table`'s changes table again from its history's newest version.
@@ -423,11 +448,8 @@ async fn rewrite_at(
         .cloned()
         .unwrap_or_default();
     let rows = select(table, &all).context("the table has no changes")?;
-    let adds = write(lake, table, Vec::new(), rows).await?;
-    let added = adds.iter().map(|a| a.rows).sum();
-    let written: BTreeSet<String> = adds.iter().map(|a| a.path.clone()).collect();
     let commit = Commit {
-        adds,
+        adds: write(lake, table, Vec::new(), rows).await?,
         removes: current
             .iter()
             .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
@@ -436,17 +458,32 @@ async fn rewrite_at(
             history,
             last_run_id,
         ))?),
-        operation: Operation::Write,
         ..Commit::default()
     };
+    publish(lake, table, current.as_ref(), commit, history, true).await
+}
+
+/// Commits `commit` to `table`'s changes table (its `adds` just written), then deletes the
+/// files no reader needs (see [`remove_stale`]; `previous` is the table before the commit),
+/// and says what it did: the table now exact for `history`.
+async fn publish(
+    lake: &Lake,
+    table: Table,
+    previous: Option<&Kept>,
+    commit: Commit,
+    history: &History,
+    rewritten: bool,
+) -> Result<Option<ChangesReport>> {
+    let added = commit.adds.iter().map(|a| a.rows).sum();
+    let written: BTreeSet<String> = commit.adds.iter().map(|a| a.path.clone()).collect();
     let version = commit_changes(lake, table, commit).await?;
-    remove_stale(lake, table, current.as_ref(), written).await?;
+    remove_stale(lake, table, previous, written).await?;
     Ok(Some(ChangesReport {
         table: table.name().to_string(),
         version,
         history_version: history.version,
         added,
-        rewritten: true,
+        rewritten,
     }))
 }
 
