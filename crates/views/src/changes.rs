@@ -178,13 +178,20 @@ pub async fn view_select(
 }
 
 /// At the end of a command that committed rows (under its lake lock), keeps each feed's
-/// changes table exact (see [`keep_exact`]) and says what it did. A changes table that cannot
+/// changes table exact (see [`keep_exact`]), the two side by side, and says what it did. A changes table that cannot
 /// be kept leaves its view working the changes out, and the next command tries again (each
 /// failure is logged here).
 pub async fn keep_all_exact(lake: &Lake) -> Vec<ChangesReport> {
+    // Side by side: each is a DuckDB session on one thread, and career sites are small.
+    let kept = futures::future::join_all(
+        Table::feeds()
+            .into_iter()
+            .map(async |table| (table, keep_exact(lake, table).await)),
+    )
+    .await;
     let mut done = Vec::new();
-    for table in Table::feeds() {
-        match keep_exact(lake, table).await {
+    for (table, kept) in kept {
+        match kept {
             Ok(Some(report)) => done.push(report),
             Ok(None) => {}
             Err(e) => tracing::warn!(
@@ -270,68 +277,26 @@ async fn append(
     before: &[LiveFile],
     new: &[&LiveFile],
 ) -> Result<Option<ChangesReport>> {
-    let last = &current.state.last_run_id;
+    let last = current.state.last_run_id.clone();
     let mut last_run_id = last.clone();
     let mut adds = Vec::new();
     if !new.is_empty() {
         let fresh = format!(
-            "read_parquet([{}], hive_partitioning = true, union_by_name = true)",
+            "CREATE TEMP TABLE fresh AS\n\
+             SELECT * FROM read_parquet([{}], hive_partitioning = true, union_by_name = true);",
             list(lake, new.iter().map(|f| &f.path))
         );
-        // In one session: the runs the new files hold, and each of their ids' last version
-        // before them, found over four narrow columns (only those rows are then copied out of
-        // their files, a few pages each: never a pass over every version's wide columns).
-        let mut queries = vec![format!(
-            "SELECT coalesce(min(_run_id), ''), coalesce(max(_run_id), '') FROM {fresh}"
-        )];
-        if !before.is_empty() {
-            queries.push(format!(
+        // Each of the runs' ids' last version before them, found over four narrow columns;
+        // only those rows are then copied out of their files (a few pages each), never a pass
+        // over every version's wide columns.
+        let prior = (!before.is_empty()).then(|| {
+            format!(
                 "SELECT file_index::BIGINT, file_row_number::BIGINT FROM (\n\
                    SELECT id, _run_id, _page, _row, file_index, file_row_number\n\
                    FROM read_parquet([{}], union_by_name = true, file_row_number = true)\n\
-                   WHERE id IN (SELECT id FROM {fresh}))\n\
+                   WHERE id IN (SELECT id FROM fresh))\n\
                  QUALIFY row_number() OVER (PARTITION BY id ORDER BY {LATEST_FIRST}) = 1",
                 list(lake, before.iter().map(|f| &f.path))
-            ));
-        }
-        let found = duck(lake, String::new(), queries).await?;
-        let (first, newest) = (
-            latest::strings(&found[0], 0)?,
-            latest::strings(&found[0], 1)?,
-        );
-        let (first, newest) = (
-            first.first().cloned().unwrap_or_default(),
-            newest.first().cloned().unwrap_or_default(),
-        );
-        if !first.is_empty() && first <= *last {
-            tracing::info!(%table, run = %first, last = %last, "rows of a run no later than the changes table's last; writing it again");
-            return Ok(None);
-        }
-        let scratch = crate::spill_dir()?;
-        let mut priors = Vec::new();
-        if let Some(found) = found.get(1) {
-            let rows = latest::per_file(
-                before.len(),
-                latest::int64s(found, 0)?
-                    .into_iter()
-                    .zip(latest::int64s(found, 1)?),
-            )?;
-            for (i, (file, rows)) in before.iter().zip(rows).enumerate() {
-                if rows.is_empty() {
-                    continue;
-                }
-                let to = scratch.path().join(format!("prior-{i}.parquet"));
-                joblake_writer::copy_rows(lake, &file.object_meta(), &rows, &to).await?;
-                priors.push(to.display().to_string());
-            }
-        }
-        let mut setup = vec![format!("CREATE TEMP TABLE fresh AS SELECT * FROM {fresh};")];
-        setup.push(if priors.is_empty() {
-            "CREATE TEMP TABLE prior AS SELECT * FROM fresh WHERE false;".to_string()
-        } else {
-            format!(
-                "CREATE TEMP TABLE prior AS SELECT * FROM read_parquet([{}], union_by_name = true);",
-                priors.iter().map(|p| literal(p)).collect::<Vec<_>>().join(", ")
             )
         });
         let changes = select(
@@ -341,9 +306,68 @@ async fn append(
         .context("the table has no changes")?;
         let rows = format!(
             "SELECT * FROM (\n{changes}\n) WHERE _run_id > {}",
-            literal(last)
+            literal(&last)
         );
-        adds = write(lake, table, setup, rows).await?;
+        let (engine, dir, prefix) = target(lake, table);
+        let (lake_, before_, runtime) = (
+            lake.clone(),
+            before.to_vec(),
+            tokio::runtime::Handle::current(),
+        );
+        let target_dir = dir.clone();
+        // One DuckDB session throughout, the runs' rows read once.
+        let done = tokio::task::spawn_blocking(move || -> Result<Option<_>> {
+            let work = crate::Work::open(&engine)?;
+            work.execute(&fresh)?;
+            let runs = work.query(
+                "SELECT coalesce(min(_run_id), ''), coalesce(max(_run_id), '') FROM fresh",
+            )?;
+            let first = latest::strings(&runs, 0)?.pop().unwrap_or_default();
+            let newest = latest::strings(&runs, 1)?.pop().unwrap_or_default();
+            if !first.is_empty() && first <= last {
+                tracing::info!(%table, run = %first, last = %last, "rows of a run no later than the changes table's last; writing it again");
+                return Ok(None);
+            }
+            let scratch = crate::spill_dir()?;
+            let mut priors = Vec::new();
+            if let Some(prior) = prior {
+                let found = work.query(&prior)?;
+                let rows = latest::per_file(
+                    before_.len(),
+                    latest::int64s(&found, 0)?
+                        .into_iter()
+                        .zip(latest::int64s(&found, 1)?),
+                )?;
+                for (i, (file, rows)) in before_.iter().zip(rows).enumerate() {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let to = scratch.path().join(format!("prior-{i}.parquet"));
+                    runtime.block_on(joblake_writer::copy_rows(
+                        &lake_,
+                        &file.object_meta(),
+                        &rows,
+                        &to,
+                    ))?;
+                    priors.push(literal(&to.display().to_string()));
+                }
+            }
+            work.execute(&if priors.is_empty() {
+                "CREATE TEMP TABLE prior AS SELECT * FROM fresh WHERE false;".to_string()
+            } else {
+                format!(
+                    "CREATE TEMP TABLE prior AS SELECT * FROM read_parquet([{}], union_by_name = true);",
+                    priors.join(", ")
+                )
+            })?;
+            let written = work.copy_partitioned(&rows, &target_dir, &prefix)?;
+            Ok(Some((written, newest)))
+        })
+        .await??;
+        let Some((written, newest)) = done else {
+            return Ok(None);
+        };
+        adds = to_adds(table, &dir, written)?;
         last_run_id = last_run_id.max(newest);
     }
     let commit = Commit {
@@ -404,7 +428,7 @@ pub async fn compact_files(lake: &Lake, table: Table) -> Result<Option<ChangesRe
         list(lake, current.files.iter().map(|f| &f.path))
     );
     let commit = Commit {
-        adds: write(lake, table, Vec::new(), rows).await?,
+        adds: write(lake, table, rows).await?,
         removes: current.files.iter().map(|f| f.path.clone()).collect(),
         operation: Operation::Optimize,
         ..Commit::default()
@@ -449,7 +473,7 @@ async fn rewrite_at(
         .unwrap_or_default();
     let rows = select(table, &all).context("the table has no changes")?;
     let commit = Commit {
-        adds: write(lake, table, Vec::new(), rows).await?,
+        adds: write(lake, table, rows).await?,
         removes: current
             .iter()
             .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
@@ -527,33 +551,40 @@ async fn commit_changes(lake: &Lake, table: Table, commit: Commit) -> Result<u64
     Ok(version)
 }
 
-/// Writes the rows of `select` (after `setup`) into `table`'s changes table directory, one
-/// file per `dt`, and says what to add: files no commit names yet, which no reader sees.
-async fn write(
-    lake: &Lake,
-    table: Table,
-    setup: Vec<String>,
-    select: String,
-) -> Result<Vec<AddFile>> {
-    let name = table_name(table);
-    let dir = lake.reader_path(&name);
-    let prefix = format!("part-{}-", layout::new_run_id());
+/// Where the files of `table`'s changes table are written, and by which DuckDB: an engine on
+/// one thread within [`MEMORY`], the table's directory as DuckDB names it, and a file name
+/// prefix no other write uses.
+fn target(lake: &Lake, table: Table) -> (crate::Engine, String, String) {
     let engine = crate::Engine {
         memory_limit: Some(MEMORY.into()),
         single_thread: true,
         ..crate::session::engine(lake)
     };
+    let prefix = format!("part-{}-", layout::new_run_id());
+    (engine, lake.reader_path(&table_name(table)), prefix)
+}
+
+/// Writes the rows of `select` into `table`'s changes table directory, one file per `dt`, and
+/// says what to add: files no commit names yet, which no reader sees.
+async fn write(lake: &Lake, table: Table, select: String) -> Result<Vec<AddFile>> {
+    let (engine, dir, prefix) = target(lake, table);
     let target = dir.clone();
     let written = tokio::task::spawn_blocking(move || {
-        crate::copy_partitioned(&engine, &setup, &select, &target, &prefix)
+        crate::Work::open(&engine)?.copy_partitioned(&select, &target, &prefix)
     })
     .await??;
+    to_adds(table, &dir, written)
+}
+
+/// The files DuckDB wrote under `dir`, `table`'s changes table, as a commit adds them.
+fn to_adds(table: Table, dir: &str, written: Vec<crate::Written>) -> Result<Vec<AddFile>> {
+    let name = table_name(table);
     written
         .into_iter()
         .map(|w| {
             let rest = w
                 .path
-                .strip_prefix(&dir)
+                .strip_prefix(dir)
                 .map(|r| r.trim_start_matches('/'))
                 .with_context(|| format!("DuckDB wrote {} outside {dir}", w.path))?;
             let dt = rest

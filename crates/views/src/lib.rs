@@ -456,56 +456,75 @@ pub struct Written {
     pub bytes: u64,
 }
 
-/// Runs each of `setup` in a fresh in-memory database, then writes the rows of `select` as
-/// zstd Parquet files under `dir` (a local path or an `s3://` URL), one directory per value of
-/// its `dt` column (`dt=YYYY-MM-DD/`, the column itself left out of the files), each file
-/// named `<prefix><n>.parquet`; files already there are left alone. Returns each file
-/// written. DuckDB spills to a directory of its own past the engine's memory limit.
-pub fn copy_partitioned(
-    engine: &Engine,
-    setup: &[String],
-    select: &str,
-    dir: &str,
-    prefix: &str,
-) -> Result<Vec<Written>> {
-    let conn = engine.own_session()?;
-    for sql in setup {
-        conn.execute_batch(sql)
-            .map_err(|e| engine.explain(e.into()))?;
+/// One of joblake's own DuckDB sessions (see [`Engine::own_session`]) kept open for work done
+/// in steps: a query, something done outside DuckDB with its answer, then more SQL in the
+/// same database, its temporary tables still there.
+pub struct Work {
+    session: Session,
+    engine: Engine,
+}
+
+impl Work {
+    /// A fresh in-memory database readied by `engine`.
+    pub fn open(engine: &Engine) -> Result<Work> {
+        Ok(Work {
+            session: engine.own_session()?,
+            engine: engine.clone(),
+        })
     }
-    let copy = format!(
-        "COPY ({select}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880, \
-         PARTITION_BY (dt), FILENAME_PATTERN {}, OVERWRITE_OR_IGNORE, RETURN_STATS)",
-        literal(dir),
-        literal(&format!("{prefix}{{i}}"))
-    );
-    let batches = run(&conn, &copy).map_err(|e| engine.explain(e))?;
-    let column = |b: &RecordBatch, name: &str, ty: &arrow::datatypes::DataType| {
-        b.column_by_name(name)
-            .ok_or_else(|| Error::Arrow(format!("COPY ... RETURN_STATS gave no {name}")))
-            .and_then(|c| arrow::compute::cast(c, ty).map_err(|e| Error::Arrow(e.to_string())))
-    };
-    let mut written = Vec::new();
-    for b in &batches {
-        use arrow::array::AsArray;
-        use arrow::datatypes::{DataType, Int64Type};
-        let paths = column(b, "filename", &DataType::Utf8)?;
-        let rows = column(b, "count", &DataType::Int64)?;
-        let bytes = column(b, "file_size_bytes", &DataType::Int64)?;
-        let (paths, rows, bytes) = (
-            paths.as_string::<i32>(),
-            rows.as_primitive::<Int64Type>(),
-            bytes.as_primitive::<Int64Type>(),
+
+    /// Runs `sql` (statements, no rows wanted).
+    pub fn execute(&self, sql: &str) -> Result<()> {
+        self.session
+            .execute_batch(sql)
+            .map_err(|e| self.engine.explain(e.into()))
+    }
+
+    /// The rows of `sql`.
+    pub fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        run(&self.session, sql).map_err(|e| self.engine.explain(e))
+    }
+
+    /// Writes the rows of `select` as zstd Parquet files under `dir` (a local path or an
+    /// `s3://` URL), one directory per value of its `dt` column (`dt=YYYY-MM-DD/`, the column
+    /// itself left out of the files), each file named `<prefix><n>.parquet`; files already
+    /// there are left alone. Returns each file written. DuckDB spills to a directory of its
+    /// own past the engine's memory limit.
+    pub fn copy_partitioned(&self, select: &str, dir: &str, prefix: &str) -> Result<Vec<Written>> {
+        let copy = format!(
+            "COPY ({select}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880, \
+             PARTITION_BY (dt), FILENAME_PATTERN {}, OVERWRITE_OR_IGNORE, RETURN_STATS)",
+            literal(dir),
+            literal(&format!("{prefix}{{i}}"))
         );
-        for i in 0..b.num_rows() {
-            written.push(Written {
-                path: paths.value(i).to_string(),
-                rows: rows.value(i).max(0) as u64,
-                bytes: bytes.value(i).max(0) as u64,
-            });
+        let batches = self.query(&copy)?;
+        let column = |b: &RecordBatch, name: &str, ty: &arrow::datatypes::DataType| {
+            b.column_by_name(name)
+                .ok_or_else(|| Error::Arrow(format!("COPY ... RETURN_STATS gave no {name}")))
+                .and_then(|c| arrow::compute::cast(c, ty).map_err(|e| Error::Arrow(e.to_string())))
+        };
+        let mut written = Vec::new();
+        for b in &batches {
+            use arrow::array::AsArray;
+            use arrow::datatypes::{DataType, Int64Type};
+            let paths = column(b, "filename", &DataType::Utf8)?;
+            let rows = column(b, "count", &DataType::Int64)?;
+            let bytes = column(b, "file_size_bytes", &DataType::Int64)?;
+            let (paths, rows, bytes) = (
+                paths.as_string::<i32>(),
+                rows.as_primitive::<Int64Type>(),
+                bytes.as_primitive::<Int64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                written.push(Written {
+                    path: paths.value(i).to_string(),
+                    rows: rows.value(i).max(0) as u64,
+                    bytes: bytes.value(i).max(0) as u64,
+                });
+            }
         }
+        Ok(written)
     }
-    Ok(written)
 }
 
 /// Runs `setup`, then `sql`, in a fresh session that can open no file outside `allowed`
