@@ -65,12 +65,7 @@ pub(crate) async fn assert_changes_tables_exact(lake: &Lake) {
     let views = ["career_sites_changes", "jobs_changes"];
     let mut kept = Vec::new();
     for view in views {
-        let sql = lake
-            .query(&format!(
-                "SELECT sql FROM duckdb_views() WHERE view_name = '{view}'"
-            ))
-            .await;
-        let sql = sql[0]["sql"].as_str().unwrap();
+        let sql = lake.view_sql(view).await;
         assert!(
             sql.contains(&format!("/{view}/")),
             "{view} does not read its changes table: {sql}"
@@ -102,12 +97,7 @@ pub(crate) async fn assert_changes_tables_exact(lake: &Lake) {
 
 /// The files of `view`'s changes table its view reads.
 async fn changes_files(lake: &Lake, view: &str) -> BTreeSet<String> {
-    let sql = lake
-        .query(&format!(
-            "SELECT sql FROM duckdb_views() WHERE view_name = '{view}'"
-        ))
-        .await;
-    let sql = sql[0]["sql"].as_str().unwrap().to_string();
+    let sql = lake.view_sql(view).await;
     sql.split('\'')
         .filter(|s| s.ends_with(".parquet") && s.contains(&format!("/{view}/")))
         .map(str::to_string)
@@ -154,13 +144,8 @@ async fn each_refresh_appends_its_changes_to_the_changes_tables_and_a_compaction
     );
     // `runs` counts each run's new ids from the changes tables' `new` changes: the same
     // counts as each id's first run out of the history.
-    let runs = lake
-        .query("SELECT sql FROM duckdb_views() WHERE view_name = 'runs'")
-        .await;
-    assert!(
-        runs[0]["sql"].as_str().unwrap().contains("/jobs_changes/"),
-        "{runs:?}"
-    );
+    let runs = lake.view_sql("runs").await;
+    assert!(runs.contains("/jobs_changes/"), "{runs}");
     let mismatched = lake
         .count(
             "SELECT count(*) FROM (SELECT * FROM runs WHERE pages > 0) r \

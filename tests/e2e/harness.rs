@@ -386,6 +386,16 @@ impl Lake {
         }
     }
 
+    /// The SQL of one of the DuckDB file's views, as DuckDB keeps it.
+    pub async fn view_sql(&self, view: &str) -> String {
+        let rows = self
+            .query(&format!(
+                "SELECT sql FROM duckdb_views() WHERE view_name = '{view}'"
+            ))
+            .await;
+        rows[0]["sql"].as_str().unwrap().to_string()
+    }
+
     /// One number from SQL.
     pub async fn count(&self, sql: &str) -> i64 {
         let rows = self.query(sql).await;

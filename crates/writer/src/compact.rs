@@ -578,6 +578,87 @@ mod tests {
         DataType::List(Arc::new(Field::new(item, DataType::Utf8, true)))
     }
 
+    #[tokio::test]
+    async fn copy_rows_copies_exactly_the_rows_asked_from_a_file_of_many_pages() {
+        use arrow::array::{AsArray, Int64Array};
+        use arrow::datatypes::Int64Type;
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), true).unwrap();
+        // 10 000 rows in pages of 100 (so the page index has something to skip), two row groups.
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let n: Vec<i64> = (0..10_000).collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(n.clone())),
+                Arc::new(StringArray::from_iter_values(
+                    n.iter().map(|i| format!("row {i}")),
+                )),
+            ],
+        )
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_data_page_row_count_limit(100)
+            .set_write_batch_size(100)
+            .set_max_row_group_row_count(Some(5_000))
+            .build();
+        let file = dir.path().join("jobs/dt=2026-01-01/part-x.parquet");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&file).unwrap(),
+            schema,
+            Some(props),
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let meta = ObjectMeta {
+            location: Path::from("jobs/dt=2026-01-01/part-x.parquet"),
+            last_modified: chrono::Utc::now(),
+            size: std::fs::metadata(&file).unwrap().len(),
+            e_tag: None,
+            version: None,
+        };
+        let asked = [0, 3, 4, 5, 777, 4_999, 5_000, 9_999];
+        let to = dir.path().join("out.parquet");
+        let copied = copy_rows(&lake, &meta, &asked, &to).await.unwrap();
+        assert_eq!(copied, asked.len() as u64);
+        let read = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&to).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let (mut got_n, mut got_s) = (Vec::new(), Vec::new());
+        for b in read {
+            let b = b.unwrap();
+            got_n.extend(
+                b.column(0)
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .iter()
+                    .copied(),
+            );
+            got_s.extend(
+                b.column(1)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|s| s.unwrap().to_string()),
+            );
+        }
+        let want: Vec<i64> = asked.iter().map(|&r| r as i64).collect();
+        assert_eq!(got_n, want);
+        assert_eq!(
+            got_s,
+            want.iter().map(|i| format!("row {i}")).collect::<Vec<_>>()
+        );
+        // A row the file does not have is an error, not a shorter copy.
+        assert!(copy_rows(&lake, &meta, &[10_000], &to).await.is_err());
+    }
+
     #[test]
     fn lists_whose_item_fields_are_named_differently_merge_under_the_table_type() {
         // arrow-rs names a list's item `item`; DuckDB and pyarrow name it `element`.
