@@ -163,6 +163,42 @@ async fn each_refresh_appends_its_changes_to_the_changes_tables_and_a_compaction
 }
 
 #[tokio::test]
+async fn a_changes_table_whose_state_cannot_be_read_is_written_again_without_doubling_a_row() {
+    let sim = Sim::start(&["--rows", "300"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&[]).await;
+    let rows = lake.count("SELECT count(*) FROM jobs_changes").await;
+    // The state in the table's newest commit, as a joblake that cannot read it would find it.
+    let log = lake.root().join("jobs_changes/_delta_log");
+    let newest = std::fs::read_dir(&log)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .max()
+        .unwrap();
+    let text = std::fs::read_to_string(&newest).unwrap();
+    let broken: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let mut action: Value = serde_json::from_str(line).unwrap();
+            if action["domainMetadata"]["domain"] == "joblake.derived" {
+                action["domainMetadata"]["configuration"] = Value::String("{\"v\": 9}".into());
+            }
+            action.to_string()
+        })
+        .collect();
+    assert_ne!(broken.join("\n"), text.trim_end(), "no state to break");
+    std::fs::write(&newest, broken.join("\n") + "\n").unwrap();
+    sim.advance(6).await;
+    lake.refresh_ok(&[]).await;
+    // Written again from the history: every change once, the first run's too.
+    assert!(lake.count("SELECT count(*) FROM jobs_changes").await > rows);
+    crate::assert_delta_readers_match_views(&lake, &lake.url(), &lake.env).await;
+    assert_changes_tables_exact(&lake).await;
+}
+
+#[tokio::test]
 async fn changes_and_lifecycle_say_what_each_run_brought_and_refetches_are_no_change() {
     let sim = Sim::start(&["--rows", "400"]).await;
     let lake = Lake::new(&sim);

@@ -13,7 +13,7 @@
 //!   day's files of the table itself are merged into one ([`compact_files`]);
 //! - anything else (no table yet, a history log that no longer has the version it was exact
 //!   for, files removed from the history, rows of a run no later than the last it took in)
-//!   writes it again from the whole history ([`rewrite`]).
+//!   writes it again from the whole history.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -215,7 +215,9 @@ pub async fn keep_exact(lake: &Lake, table: Table) -> Result<Option<ChangesRepor
         Ok(current) => current,
         Err(e) => {
             tracing::warn!(%table, error = %format!("{e:#}"), "the changes table cannot be read; writing it again");
-            None
+            // Its state cannot be read, its files still can: the rewrite removes them.
+            let current = unreadable(lake, table).await?;
+            return rewrite_at(lake, table, &history, Some(current)).await;
         }
     };
     let Some(current) = current else {
@@ -242,6 +244,25 @@ pub async fn keep_exact(lake: &Lake, table: Table) -> Result<Option<ChangesRepor
         Some(report) => Ok(Some(report)),
         None => rewrite_at(lake, table, &history, Some(current)).await,
     }
+}
+
+/// A changes table whose state cannot be read, as far as it can: its files, and a state exact
+/// for no history version.
+async fn unreadable(lake: &Lake, table: Table) -> Result<Kept> {
+    let log = DeltaLog::derived(lake, &table_name(table))?;
+    let snapshot = log
+        .snapshot()
+        .await?
+        .context("the changes table has no log")?;
+    Ok(Kept {
+        version: snapshot.version(),
+        state: ChangesState {
+            history_version: u64::MAX,
+            history_committed_at: 0,
+            last_run_id: String::new(),
+        },
+        files: log.files(&snapshot).await?,
+    })
 }
 
 /// The files of the history's version `state` names, when its log still has that version as
@@ -434,15 +455,6 @@ pub async fn compact_files(lake: &Lake, table: Table) -> Result<Option<ChangesRe
         ..Commit::default()
     };
     publish(lake, table, Some(&current), commit, &history, false).await
-}
-
-/// Writes `table`'s changes table again from its history's newest version.
-pub async fn rewrite(lake: &Lake, table: Table) -> Result<Option<ChangesReport>> {
-    let Some(history) = latest::history_now(lake, table).await? else {
-        return Ok(None);
-    };
-    let current = read(lake, table).await.unwrap_or_default();
-    rewrite_at(lake, table, &history, current).await
 }
 
 /// Writes `table`'s changes table again from the history's version `history`, in one commit
