@@ -387,3 +387,22 @@ async fn a_run_that_fetched_ids_twice_is_copied_and_their_older_rows_deleted() {
     assert_views_match_truth(&lake, &sim).await;
     crate::assert_delta_readers_match_views(&lake, &lake.root().display().to_string(), &[]).await;
 }
+
+#[tokio::test]
+async fn a_latest_table_whose_state_cannot_be_read_is_written_again_without_losing_a_file() {
+    let sim = Sim::start(&["--rows", "300"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&[]).await;
+    lake.break_state("jobs_latest", "joblake.latest");
+    sim.advance(6).await;
+    // Written again, its old files removed from the log before they are deleted.
+    lake.refresh_ok(&[]).await;
+    assert!(lake.view_sql("jobs").await.contains("/jobs_latest/"));
+    assert_views_match_truth(&lake, &sim).await;
+    crate::assert_delta_readers_match_views(&lake, &lake.url(), &lake.env).await;
+    // And by `compact`, which writes it again whatever its state.
+    lake.break_state("jobs_latest", "joblake.latest");
+    lake.run(&["compact"]).await.assert_code(0);
+    assert_views_match_truth(&lake, &sim).await;
+    crate::assert_delta_readers_match_views(&lake, &lake.url(), &lake.env).await;
+}

@@ -386,6 +386,36 @@ impl Lake {
         }
     }
 
+    /// Replaces joblake's own state (`domain`'s domain metadata) in the newest commit of the
+    /// local lake's Delta table `table` with one no joblake reads.
+    pub fn break_state(&self, table: &str, domain: &str) {
+        let log = self.root().join(table).join("_delta_log");
+        let newest = std::fs::read_dir(&log)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .max()
+            .unwrap();
+        let text = std::fs::read_to_string(&newest).unwrap();
+        let broken: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let mut action: Value = serde_json::from_str(line).unwrap();
+                if action["domainMetadata"]["domain"] == domain {
+                    action["domainMetadata"]["configuration"] = Value::String("{\"v\": 9}".into());
+                }
+                action.to_string()
+            })
+            .collect();
+        assert_ne!(
+            broken.join("\n"),
+            text.trim_end(),
+            "{table}: no {domain} to break"
+        );
+        std::fs::write(&newest, broken.join("\n") + "\n").unwrap();
+    }
+
     /// The SQL of one of the DuckDB file's views, as DuckDB keeps it.
     pub async fn view_sql(&self, view: &str) -> String {
         let rows = self

@@ -117,6 +117,26 @@ pub async fn read(lake: &Lake, table: Table) -> Result<Option<LatestTable>> {
     }))
 }
 
+/// A latest table whose state cannot be read, as far as it can: its files, and a state exact
+/// for no history version.
+async fn unreadable(lake: &Lake, table: Table) -> Result<LatestTable> {
+    let log = DeltaLog::latest(lake, &table_name(table))?;
+    let snapshot = log
+        .snapshot()
+        .await?
+        .context("the latest table has no log")?;
+    Ok(LatestTable {
+        version: snapshot.version(),
+        history: LatestState {
+            history_version: u64::MAX,
+            history_committed_at: 0,
+            complete: false,
+            merged: 0,
+        },
+        files: log.files_with_deletions(&snapshot).await?,
+    })
+}
+
 /// The history table's newest version, or `None` while it has no Delta log.
 pub async fn history_now(lake: &Lake, table: Table) -> Result<Option<History>> {
     let log = DeltaLog::new(lake, table.name())?;
@@ -145,7 +165,9 @@ pub async fn keep_exact(
         Ok(current) => current,
         Err(e) => {
             tracing::warn!(%table, error = %format!("{e:#}"), "the latest table cannot be read; writing it again");
-            None
+            // Its state cannot be read, its files still can: the rewrite removes them.
+            let current = unreadable(lake, table).await?;
+            return rewrite_at(lake, table, history, Some(current)).await;
         }
     };
     let Some(current) = current else {
@@ -220,7 +242,10 @@ pub async fn rewrite(lake: &Lake, table: Table) -> Result<Option<LatestReport>> 
     let Some(history) = history_now(lake, table).await? else {
         return Ok(None);
     };
-    let current = read(lake, table).await.unwrap_or_default();
+    let current = match read(lake, table).await {
+        Ok(current) => current,
+        Err(_) => Some(unreadable(lake, table).await?),
+    };
     rewrite_at(lake, table, history, current).await
 }
 
