@@ -34,7 +34,7 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
     // and changes none, rather than written again.
     let mut before = Vec::new();
     for &table in &tables {
-        if changes::select(table, "").is_none() {
+        if !changes::kept_for(table) {
             continue;
         }
         if let Err(e) = changes::keep_exact(&lake, table).await {

@@ -44,15 +44,25 @@ pub fn table_name(table: Table) -> String {
     layout::changes_table(table.name())
 }
 
+/// `queries/<table>_changes.sql`, or `None` for a table without changes (company profiles).
+fn template(table: Table) -> Option<&'static str> {
+    match table {
+        Table::Jobs => Some(JOBS_SQL),
+        Table::CareerSites => Some(CAREER_SITES_SQL),
+        Table::Companies => None,
+    }
+}
+
+/// Whether `table` has a changes view, and so a changes table.
+pub fn kept_for(table: Table) -> bool {
+    template(table).is_some()
+}
+
 /// The changes SQL of `table` (`queries/<table>_changes.sql`) over `versions`: a table, or a
 /// parenthesised SELECT, of its history's columns and `dt`. Its rows end with `dt`, the day
 /// each version was fetched. `None` for a table without changes (company profiles).
 pub fn select(table: Table, versions: &str) -> Option<String> {
-    let template = match table {
-        Table::Jobs => JOBS_SQL,
-        Table::CareerSites => CAREER_SITES_SQL,
-        Table::Companies => return None,
-    };
+    let template = template(table)?;
     let mut values = catalog::change_columns(table);
     values.insert("versions".into(), versions.to_string());
     Some(catalog::fill(template, &values))
