@@ -124,37 +124,12 @@ CREATE OR REPLACE VIEW jobs_changes AS
 CREATE OR REPLACE VIEW career_sites_changes AS
 {career_sites_changes};
 
--- Per job id, its life in the lake (schemas/lifecycle.md): first and last fetched, first and
--- last post date, versions (changes: new, changed or reposted), reposts, fetches (every
--- version, changed or not), valid_through of the version fetched last, and days listed:
--- from its first post date (or, without one, the day it was first fetched) to the last day
--- it was fetched.
+-- Per job id, its life in the lake (schemas/jobs_lifecycle.md): queries/jobs_lifecycle.sql
+-- over jobs_history and jobs_changes, or, once the lifecycle table (`<lake>/jobs_lifecycle/`,
+-- a Delta table every refresh merges its runs into) is exact for the history read here, the
+-- same rows read from it: its files without the rows _joblake_deleted_jobs_lifecycle names.
 CREATE OR REPLACE VIEW jobs_lifecycle AS
-WITH fetched AS (
-    SELECT id,
-           min(_fetched_at) AS first_fetched_at,
-           max(_fetched_at) AS last_fetched_at,
-           min(_run_id) AS first_run_id,
-           max(_run_id) AS last_run_id,
-           min(post_date) AS first_post_date,
-           max(post_date) AS last_post_date,
-           count(*) AS fetches,
-           arg_max(valid_through, (_run_id, _page, _row)) AS valid_through,
-           min(dt) AS first_fetched_on,
-           max(dt) AS last_fetched_on
-    FROM jobs_history
-    GROUP BY id
-),
-changed AS (
-    SELECT id, count(*) AS versions, count(*) FILTER (WHERE change = 'reposted') AS reposts
-    FROM jobs_changes
-    GROUP BY id
-)
-SELECT id, first_fetched_at, last_fetched_at, first_run_id, last_run_id,
-       first_post_date, last_post_date, versions, reposts, fetches, valid_through,
-       greatest(date_diff('day', coalesce(first_post_date, first_fetched_on), last_fetched_on), 0)
-           AS days_listed
-FROM fetched JOIN changed USING (id);
+{jobs_lifecycle};
 
 -- Which company each job belongs to (schemas/job_companies.md): the career site (whose id is
 -- also its company profile's) that one of the job's keys names, and no other site does:

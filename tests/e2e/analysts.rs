@@ -56,34 +56,42 @@ async fn runs_of(lake: &Lake, source: &str) -> Vec<String> {
     .collect()
 }
 
-/// Each changes view reads its changes table (`<lake>/<view>/`, kept exact by the commands
-/// that commit rows) and holds exactly the rows the changes SQL works out from the history:
-/// read, then the changes tables deleted and the views made again (so they work the changes
-/// out), read again. The lake is left without its changes tables (the next refresh writes
-/// them again).
+/// Each changes view reads its changes table, and `jobs_lifecycle` its lifecycle table
+/// (`<lake>/<view>/`, kept exact by the commands that commit rows), and holds exactly the rows
+/// their SQL works out from the history: read, then those tables deleted and the views made
+/// again (so they work the rows out), read again. The lake is left without them (the next
+/// refresh writes them again).
 pub(crate) async fn assert_changes_tables_exact(lake: &Lake) {
-    let views = ["career_sites_changes", "jobs_changes"];
+    let views = [
+        ("career_sites_changes", "id, _run_id"),
+        ("jobs_changes", "id, _run_id"),
+        ("jobs_lifecycle", "id"),
+    ];
     let mut kept = Vec::new();
-    for view in views {
+    for (view, order) in views {
         let sql = lake.view_sql(view).await;
         assert!(
             sql.contains(&format!("/{view}/")),
-            "{view} does not read its changes table: {sql}"
+            "{view} does not read its table: {sql}"
         );
         let rows = lake
-            .query(&format!("SELECT * FROM {view} ORDER BY id, _run_id"))
+            .query(&format!("SELECT * FROM {view} ORDER BY {order}"))
             .await;
         assert!(!rows.is_empty(), "{view} is empty");
         kept.push(rows);
     }
-    for view in views {
+    for (view, _) in views {
         lake.remove_table(view).await;
     }
     lake.run(&["views"]).await.assert_code(0);
-    for (view, kept) in views.into_iter().zip(kept) {
+    for ((view, order), kept) in views.into_iter().zip(kept) {
         let worked_out = lake
-            .query(&format!("SELECT * FROM {view} ORDER BY id, _run_id"))
+            .query(&format!("SELECT * FROM {view} ORDER BY {order}"))
             .await;
+        assert!(
+            !lake.view_sql(view).await.contains(&format!("/{view}/")),
+            "{view} still reads its table"
+        );
         assert_eq!(
             kept.len(),
             worked_out.len(),
@@ -95,7 +103,7 @@ pub(crate) async fn assert_changes_tables_exact(lake: &Lake) {
     }
 }
 
-/// The files of `view`'s changes table its view reads.
+/// The files of `view`'s table (a changes or the lifecycle table) its view reads.
 async fn changes_files(lake: &Lake, view: &str) -> BTreeSet<String> {
     let sql = lake.view_sql(view).await;
     sql.split('\'')
@@ -105,15 +113,30 @@ async fn changes_files(lake: &Lake, view: &str) -> BTreeSet<String> {
 }
 
 #[tokio::test]
-async fn each_refresh_appends_its_changes_to_the_changes_tables_and_a_compaction_merges_their_files()
+async fn each_refresh_appends_to_the_changes_tables_and_merges_into_the_lifecycle_table_and_a_compaction_merges_their_files()
  {
     let sim = Sim::start(&["--rows", "400"]).await;
     let lake = Lake::new(&sim);
     lake.refresh_ok(&[]).await;
     let first = changes_files(&lake, "jobs_changes").await;
     assert!(!first.is_empty());
+    let first_life = changes_files(&lake, "jobs_lifecycle").await;
+    assert!(!first_life.is_empty());
     sim.advance(6).await;
     lake.refresh_ok(&[]).await;
+    // The lifecycle table took the run in: its files stay, the rows of the ids the run
+    // fetched again deleted by deletion vectors, their new rows added.
+    let merged = changes_files(&lake, "jobs_lifecycle").await;
+    assert!(
+        first_life.is_subset(&merged) && merged.len() > first_life.len(),
+        "{first_life:?} {merged:?}"
+    );
+    assert!(lake.view_sql("jobs_lifecycle").await.contains("ANTI JOIN"));
+    assert_eq!(
+        lake.count("SELECT count(*) FROM jobs_lifecycle").await,
+        lake.count("SELECT count(DISTINCT id) FROM jobs_history")
+            .await
+    );
     // Nothing new: fetched again, no change, and the table is still exact.
     lake.refresh_ok(&[]).await;
     // Appended to, never written again: the first run's files are still its files.
@@ -134,6 +157,10 @@ async fn each_refresh_appends_its_changes_to_the_changes_tables_and_a_compaction
         assert_eq!(files.len(), days.len(), "{view}: {files:?}");
     }
     assert_eq!(lake.count("SELECT count(*) FROM jobs_changes").await, rows);
+    // The lifecycle table written again: one file a day, no row deleted.
+    let life = changes_files(&lake, "jobs_lifecycle").await;
+    assert!(life.is_disjoint(&merged), "{life:?}");
+    assert!(!lake.view_sql("jobs_lifecycle").await.contains("ANTI JOIN"));
     let compacted = changes_files(&lake, "jobs_changes").await;
     sim.advance(30).await;
     lake.refresh_ok(&[]).await;
@@ -163,13 +190,15 @@ async fn each_refresh_appends_its_changes_to_the_changes_tables_and_a_compaction
 }
 
 #[tokio::test]
-async fn a_changes_table_whose_state_cannot_be_read_is_written_again_without_doubling_a_row() {
+async fn a_changes_or_lifecycle_table_whose_state_cannot_be_read_is_written_again_without_doubling_a_row()
+ {
     let sim = Sim::start(&["--rows", "300"]).await;
     let lake = Lake::new(&sim);
     lake.refresh_ok(&[]).await;
     let rows = lake.count("SELECT count(*) FROM jobs_changes").await;
     // The state in the table's newest commit, as a joblake that cannot read it would find it.
     lake.break_state("jobs_changes", "joblake.derived");
+    lake.break_state("jobs_lifecycle", "joblake.derived");
     sim.advance(6).await;
     lake.refresh_ok(&[]).await;
     // Written again from the history: every change once, the first run's too.

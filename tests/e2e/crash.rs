@@ -25,6 +25,10 @@ enum Cmd {
     /// A second refresh (career sites), which keeps the latest table exact: an earlier
     /// run's ids came again.
     Latest,
+    /// A second refresh of jobs, which merges its run into the lifecycle table, run again as a
+    /// refresh of career sites (which keeps every derived table exact too): a jobs refresh
+    /// repeats the day before's pages by design, which would count as paid again.
+    LatestJobs,
     /// `enrich companies` after a refresh: the enrichment loop killed, then run again.
     Enrich,
     /// A refresh, then one killed, then `compact` (which must first commit what the killed
@@ -72,6 +76,8 @@ const RUN_MOMENTS: &[(&str, &str, Cmd)] = &[
     ("latest:after-commit", "views", Cmd::Latest),
     ("changes:before-commit", "views", Cmd::Latest),
     ("changes:after-commit", "views", Cmd::Latest),
+    ("lifecycle:before-commit", "views", Cmd::LatestJobs),
+    ("lifecycle:after-commit", "views", Cmd::LatestJobs),
     ("views:before", "views", Cmd::Refresh),
     ("views:before-rename", "views", Cmd::Refresh),
     ("views:after", "views", Cmd::Refresh),
@@ -88,6 +94,8 @@ const UPKEEP_MOMENTS: &[(&str, &str, Cmd)] = &[
     ("latest:after-commit", "compaction", Cmd::Compact),
     ("changes:before-commit", "compaction", Cmd::Compact),
     ("changes:after-commit", "compaction", Cmd::Compact),
+    ("lifecycle:before-commit", "compaction", Cmd::Compact),
+    ("lifecycle:after-commit", "compaction", Cmd::Compact),
     ("fetch:after-page:3", "enrichment", Cmd::Enrich),
     ("stage:after:5", "enrichment", Cmd::Enrich),
     ("append:after-write:4", "enrichment", Cmd::Enrich),
@@ -257,6 +265,11 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
             // (a jobs refresh repeats the day before's pages by design).
             killed(lake, &["refresh", "--source", "career_sites"], moment).await;
         }
+        Cmd::LatestJobs => {
+            lake.refresh_ok(&[]).await;
+            sim.advance(3).await;
+            killed(lake, &["refresh", "--source", "jobs"], moment).await;
+        }
         Cmd::Compact => {
             lake.refresh_ok(&[]).await;
             sim.advance(3).await;
@@ -301,6 +314,9 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
         Cmd::Backfill => lake.run(&backfill).await.assert_code(0),
         Cmd::Compact => lake.run(&["compact"]).await.assert_code(0),
         Cmd::Enrich => lake.run(&["enrich", "companies"]).await.assert_code(0),
+        Cmd::LatestJobs => {
+            lake.refresh_ok(&["--source", "career_sites"]).await;
+        }
         Cmd::Refresh
         | Cmd::Recover
         | Cmd::Latest
@@ -339,6 +355,7 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
     // is the same, and each check there costs seconds of requests) while the history's files
     // moved under them (recovery, compaction, an upgrade): exactly what the SQL works out.
     if moment.starts_with("changes:")
+        || moment.starts_with("lifecycle:")
         || (lake.s3.is_none()
             && matches!(
                 cmd,

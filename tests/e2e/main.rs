@@ -524,7 +524,7 @@ async fn row_versions(lake: &Lake, source: &str) -> Vec<Value> {
 /// `_run_id`, `_page`, `_row`) its `*_history` view holds, and each latest table
 /// (`<table>_latest`, with its deletion vectors) with exactly those of its latest-version view;
 /// DuckDB's and delta-rs read each changes table (`<table>_changes`) with exactly the changes
-/// its view lists.
+/// its view lists, and the lifecycle table (`jobs_lifecycle`) with the rows of its view.
 pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(String, String)]) {
     let mut views = serde_json::Map::new();
     for t in ["career_sites", "jobs"] {
@@ -569,6 +569,26 @@ pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(St
         );
         changes.insert(t.to_string(), view);
     }
+    // The lifecycle table (`jobs_lifecycle`, with deletion vectors): a row per job.
+    let lifecycle_of = async |source: &str| {
+        let columns = ["id", "versions", "reposts", "fetches", "last_run_id"];
+        let rows = lake
+            .query(&format!(
+                "SELECT {} FROM {source} ORDER BY id",
+                columns.join(", ")
+            ))
+            .await;
+        let rows = rows
+            .iter()
+            .map(|r| Value::Array(columns.map(|c| r[c].clone()).to_vec()));
+        Value::Array(rows.collect())
+    };
+    let lifecycle = lifecycle_of("jobs_lifecycle").await;
+    assert_eq!(
+        lifecycle_of(&format!("delta_scan('{url}/jobs_lifecycle')")).await,
+        lifecycle,
+        "delta_scan: jobs_lifecycle as a Delta table is not its view"
+    );
     for reader in ["deltalake", "polars-delta", "sail"] {
         let got = reader_counts(None, reader, url, env).await;
         for t in &tables {
@@ -586,6 +606,10 @@ pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(St
                     "deltalake: {t}_changes as a Delta table is not its view"
                 );
             }
+            assert_eq!(
+                got["jobs_lifecycle"], lifecycle,
+                "deltalake: jobs_lifecycle as a Delta table is not its view"
+            );
         }
     }
 }

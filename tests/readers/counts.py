@@ -144,6 +144,15 @@ def by_deltalake(lake):
         table = DeltaTable(uri, storage_options=storage_options() or None)
         data = table.to_pyarrow_table(columns=["id", "_run_id", "change", "previous_run_id"])
         out[t + "_changes"] = sorted(rows_of(data), key=lambda r: (r[0], r[1]))
+    # The lifecycle table: a row per job, its deletion vectors read through DataFusion.
+    uri = f"{lake.rstrip('/')}/jobs_lifecycle"
+    if "://" in uri or os.path.isdir(uri):
+        table = DeltaTable(uri, storage_options=storage_options() or None)
+        result = QueryBuilder().register("t", table).execute(
+            "SELECT id, versions, reposts, fetches, last_run_id FROM t"
+        )
+        rows = rows_of(pa.table(result.read_all()))
+        out["jobs_lifecycle"] = [list(r) for r in sorted(rows, key=lambda r: r[0])]
     return out
 
 

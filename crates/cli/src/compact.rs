@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use joblake_views::{catalog, changes, latest, session};
+use joblake_views::{catalog, changes, latest, lifecycle, session};
 
 use crate::args::{Cli, SourceArg};
 use crate::outcome::{CmdResult, Failure, Outcome};
@@ -89,6 +89,12 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
             } else if let Err(e) = changes::compact_files(&lake, *table).await {
                 tracing::warn!(%table, error = %format!("{e:#}"), "the changes table's files could not be merged");
             }
+        }
+        // Written again as one file a day, without the rows merges deleted.
+        if tables.contains(&lifecycle::TABLE)
+            && let Err(e) = lifecycle::rewrite(&lake).await
+        {
+            tracing::warn!(error = %format!("{e:#}"), "the lifecycle table could not be written again (its view works it out meanwhile)");
         }
     }
     let db = session::duckdb_path(&lake, cli.duckdb.as_deref());

@@ -4,6 +4,7 @@
 use joblake_sync::SourceSummary;
 use joblake_views::changes::ChangesReport;
 use joblake_views::latest::LatestReport;
+use joblake_views::lifecycle::LifecycleReport;
 use joblake_writer::RunStatus;
 
 use crate::args::{Cli, Format};
@@ -25,6 +26,13 @@ pub fn changes_line(changes: &ChangesReport) -> String {
     format!(
         "{}_changes: {} changes, exact for {} version {} (written again from the history)",
         changes.table, changes.added, changes.table, changes.history_version
+    )
+}
+
+pub fn lifecycle_line(l: &LifecycleReport) -> String {
+    format!(
+        "{}_lifecycle: {} ids, exact for {} version {} (written again from the history)",
+        l.table, l.ids, l.table, l.history_version
     )
 }
 

@@ -174,6 +174,17 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
                 eprintln!("{}", output::changes_line(&changes));
             }
         }
+        // After the changes table, whose rows of the run it counts.
+        match joblake_views::lifecycle::keep_exact(&lake, latest_after).await {
+            Ok(Some(l)) if l.rewritten && !cli.quiet && !cli.json => {
+                eprintln!("{}", output::lifecycle_line(&l));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "the lifecycle table could not be kept exact (its view works it out meanwhile)"
+            ),
+        }
     }
     joblake_writer::crash_point("views:before");
     let views = if touched || (!new_lake && session::views_behind(&lake, &db).await) {

@@ -99,6 +99,11 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
             empty_select(cols)
         };
         values.insert(format!("{name}_source"), source);
+        if table == crate::lifecycle::TABLE {
+            let (prepare, select) = crate::lifecycle::view_select(lake, history.as_ref()).await;
+            deleted.push_str(&prepare);
+            values.insert(crate::lifecycle::table_name(), select);
+        }
     }
     let runs = if has_parquet(lake, layout::ledger_root().as_ref()).await? {
         read_parquet(

@@ -23,7 +23,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use joblake_schema::Table;
 use joblake_writer::delta::{AddFile, Commit, DeltaLog, LiveFile, Operation};
 use joblake_writer::{Lake, crash_point, layout};
-use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{self, LATEST_FIRST};
@@ -236,7 +235,17 @@ pub async fn keep_exact(lake: &Lake, table: Table) -> Result<Option<ChangesRepor
     if current.exact_for(&history) {
         return Ok(None);
     }
-    let Some(before) = history_then(lake, table, &current.state, &history).await? else {
+    let Some(before) = history_then(
+        lake,
+        table,
+        (
+            current.state.history_version,
+            current.state.history_committed_at,
+        ),
+        &history,
+    )
+    .await?
+    else {
         return rewrite_at(lake, table, &history, Some(current)).await;
     };
     let then: BTreeSet<&str> = before.iter().map(|f| f.path.as_str()).collect();
@@ -275,22 +284,22 @@ async fn unreadable(lake: &Lake, table: Table) -> Result<Kept> {
     })
 }
 
-/// The files of the history's version `state` names, when its log still has that version as
-/// it was and it is older than `now`.
-async fn history_then(
+/// The files of the history's version `(version, committed_at)` (as a derived table's state
+/// names it), when its log still has that version as it was and it is older than `now`.
+pub(crate) async fn history_then(
     lake: &Lake,
     table: Table,
-    state: &ChangesState,
+    (version, committed_at): (u64, i64),
     now: &History,
 ) -> Result<Option<Vec<LiveFile>>> {
-    if state.history_version >= now.version {
+    if version >= now.version {
         return Ok(None);
     }
     let log = DeltaLog::new(lake, table.name())?;
-    let Ok(then) = log.snapshot_at(state.history_version).await else {
+    let Ok(then) = log.snapshot_at(version).await else {
         return Ok(None);
     };
-    if log.committed_at(&then).await? != state.history_committed_at {
+    if log.committed_at(&then).await? != committed_at {
         return Ok(None);
     }
     Ok(Some(log.files(&then).await?))
@@ -550,18 +559,7 @@ async fn remove_stale(
             .iter()
             .flat_map(|c| c.files.iter().map(|f| f.path.clone())),
     );
-    let stale: Vec<Path> = lake
-        .list(&Path::from(name.as_str()))
-        .await?
-        .into_iter()
-        .map(|m| m.location)
-        .filter(|p| {
-            p.parts().nth(1).is_some_and(|d| d.as_ref() != "_delta_log")
-                && !keep.contains(p.as_ref())
-        })
-        .collect();
-    lake.delete_all(stale).await?;
-    Ok(())
+    latest::delete_unkept(lake, &name, &keep).await
 }
 
 /// Commits `commit` to `table`'s changes table (creating it when it has no log).
@@ -577,30 +575,50 @@ async fn commit_changes(lake: &Lake, table: Table, commit: Commit) -> Result<u64
 /// one thread within [`MEMORY`], the table's directory as DuckDB names it, and a file name
 /// prefix no other write uses.
 fn target(lake: &Lake, table: Table) -> (crate::Engine, String, String) {
+    target_of(lake, &table_name(table))
+}
+
+/// [`target`] for the derived table at `<lake>/<name>/`.
+pub(crate) fn target_of(lake: &Lake, name: &str) -> (crate::Engine, String, String) {
     let engine = crate::Engine {
         memory_limit: Some(MEMORY.into()),
         single_thread: true,
         ..crate::session::engine(lake)
     };
     let prefix = format!("part-{}-", layout::new_run_id());
-    (engine, lake.reader_path(&table_name(table)), prefix)
+    (engine, lake.reader_path(name), prefix)
 }
 
 /// Writes the rows of `select` into `table`'s changes table directory, one file per `dt`, and
 /// says what to add: files no commit names yet, which no reader sees.
 async fn write(lake: &Lake, table: Table, select: String) -> Result<Vec<AddFile>> {
-    let (engine, dir, prefix) = target(lake, table);
+    write_to(lake, &table_name(table), select).await
+}
+
+/// Writes the rows of `select` (ending with `dt`) into the derived table at `<lake>/<name>/`,
+/// one file per `dt`, and says what to add (see [`write`]).
+pub(crate) async fn write_to(lake: &Lake, name: &str, select: String) -> Result<Vec<AddFile>> {
+    let (engine, dir, prefix) = target_of(lake, name);
     let target = dir.clone();
     let written = tokio::task::spawn_blocking(move || {
         crate::Work::open(&engine)?.copy_partitioned(&select, &target, &prefix)
     })
     .await??;
-    to_adds(table, &dir, written)
+    to_adds_of(name, &dir, written)
 }
 
 /// The files DuckDB wrote under `dir`, `table`'s changes table, as a commit adds them.
 fn to_adds(table: Table, dir: &str, written: Vec<crate::Written>) -> Result<Vec<AddFile>> {
-    let name = table_name(table);
+    to_adds_of(&table_name(table), dir, written)
+}
+
+/// The files DuckDB wrote under `dir`, the derived table at `<lake>/<name>/`, as a commit adds
+/// them.
+pub(crate) fn to_adds_of(
+    name: &str,
+    dir: &str,
+    written: Vec<crate::Written>,
+) -> Result<Vec<AddFile>> {
     written
         .into_iter()
         .map(|w| {

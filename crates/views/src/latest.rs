@@ -592,17 +592,7 @@ async fn rewrite_at(
         .iter()
         .map(|f| f.file.rows - f.deleted.len() as u64)
         .sum();
-    let stale: Vec<Path> = lake
-        .list(&Path::from(name.as_str()))
-        .await?
-        .into_iter()
-        .map(|m| m.location)
-        .filter(|p| {
-            p.parts().nth(1).is_some_and(|d| d.as_ref() != "_delta_log")
-                && !keep.contains(p.as_ref())
-        })
-        .collect();
-    lake.delete_all(stale).await?;
+    delete_unkept(lake, &name, &keep).await?;
     // What joblake kept before its latest tables.
     let legacy: Vec<Path> = lake
         .list(&layout::legacy_latest_root(table.name()))
@@ -623,6 +613,24 @@ async fn rewrite_at(
     }))
 }
 
+/// Deletes every file of the table at `<lake>/<name>/` but its log and those in `keep`
+/// (lake-relative paths): files a command killed before its commit wrote, and those of
+/// versions no reader needs any more.
+pub(crate) async fn delete_unkept(lake: &Lake, name: &str, keep: &BTreeSet<String>) -> Result<()> {
+    let stale: Vec<Path> = lake
+        .list(&Path::from(name))
+        .await?
+        .into_iter()
+        .map(|m| m.location)
+        .filter(|p| {
+            p.parts().nth(1).is_some_and(|d| d.as_ref() != "_delta_log")
+                && !keep.contains(p.as_ref())
+        })
+        .collect();
+    lake.delete_all(stale).await?;
+    Ok(())
+}
+
 /// The latest-version view's SELECT over `latest` (every row of its files but those their
 /// deletion vectors delete), and the statement that fills the table of deleted positions it
 /// skips (`_joblake_deleted_<table>`), empty when there are none.
@@ -637,18 +645,35 @@ pub fn view_select(lake: &Lake, table: Table, latest: &LatestTable) -> (String, 
             ),
         );
     }
-    let files = list(lake, latest.files.iter().map(|f| &f.path));
-    if latest.deleted() == 0 {
+    without_deleted(
+        lake,
+        &format!("_joblake_deleted_{name}"),
+        &latest.files,
+        true,
+    )
+}
+
+/// A SELECT of every row of `files` (a table with deletion vectors) but those their deletion
+/// vectors delete, and the statement that fills `deleted`, the DuckDB table of those
+/// positions it skips (empty when there are none). `hive`: whether the `dt` partition is a
+/// column.
+pub(crate) fn without_deleted(
+    lake: &Lake,
+    deleted: &str,
+    files: &[DataFile],
+    hive: bool,
+) -> (String, String) {
+    let list_ = list(lake, files.iter().map(|f| &f.path));
+    if files.iter().all(|f| f.deleted.is_empty()) {
         return (
             String::new(),
             format!(
-                "SELECT * FROM read_parquet([{files}], union_by_name = true, hive_partitioning = true)"
+                "SELECT * FROM read_parquet([{list_}], union_by_name = true, hive_partitioning = {hive})"
             ),
         );
     }
-    let deleted = crate::ident(&format!("_joblake_deleted_{name}"));
-    let rows = latest
-        .files
+    let deleted = crate::ident(deleted);
+    let rows = files
         .iter()
         .filter(|f| !f.deleted.is_empty())
         .map(|f| {
@@ -668,7 +693,7 @@ pub fn view_select(lake: &Lake, table: Table, latest: &LatestTable) -> (String, 
     let prepare = format!("CREATE OR REPLACE TABLE {deleted} AS\n{rows};\n");
     let view = format!(
         "SELECT * EXCLUDE (filename, file_row_number)\n\
-         FROM read_parquet([{files}], union_by_name = true, hive_partitioning = true,\n\
+         FROM read_parquet([{list_}], union_by_name = true, hive_partitioning = {hive},\n\
            filename = true, file_row_number = true) AS s\n\
          ANTI JOIN {deleted} AS x\n\
            ON s.filename = x.filename AND s.file_row_number = x.file_row_number"

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod changes;
 pub mod companies;
 pub mod latest;
+pub mod lifecycle;
 pub mod session;
 pub mod status;
 

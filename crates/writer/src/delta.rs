@@ -148,6 +148,9 @@ pub(crate) enum Kind {
     /// Rows worked out from a history table's (a changes table), partitioned by `dt`,
     /// appended to or written again whole, its state in [`DERIVED_DOMAIN`].
     Derived,
+    /// Rows worked out from a history table's, one per id (the lifecycle table), partitioned
+    /// by `dt`, merged into with deletion vectors, its state in [`DERIVED_DOMAIN`].
+    DerivedPerId,
 }
 
 impl Kind {
@@ -156,7 +159,7 @@ impl Kind {
         match self {
             Kind::History => STATE_DOMAIN,
             Kind::Latest => LATEST_DOMAIN,
-            Kind::Derived => DERIVED_DOMAIN,
+            Kind::Derived | Kind::DerivedPerId => DERIVED_DOMAIN,
         }
     }
 }
@@ -231,6 +234,12 @@ impl DeltaLog {
     /// The log of the derived table at `<lake>/<name>/` (see [`DERIVED_DOMAIN`]).
     pub fn derived(lake: &Lake, name: &str) -> Result<DeltaLog> {
         Self::of_kind(lake, name, Kind::Derived)
+    }
+
+    /// The log of the derived table at `<lake>/<name>/` that holds one row per id and is
+    /// merged into with deletion vectors (see [`DERIVED_DOMAIN`]).
+    pub fn derived_per_id(lake: &Lake, name: &str) -> Result<DeltaLog> {
+        Self::of_kind(lake, name, Kind::DerivedPerId)
     }
 
     fn of_kind(lake: &Lake, table: &str, kind: Kind) -> Result<DeltaLog> {
@@ -600,12 +609,13 @@ impl Target {
                         "cannot remove or delete from a table with no log",
                     ));
                 }
-                // Every kind partitioned by `dt`; a latest table deletes with deletion vectors.
+                // Every kind partitioned by `dt`; a table of one row per id deletes with
+                // deletion vectors.
                 let mut properties = vec![
                     ("delta.feature.domainMetadata", "supported"),
                     ("delta.dataSkippingNumIndexedCols", "0"),
                 ];
-                if self.kind == Kind::Latest {
+                if matches!(self.kind, Kind::Latest | Kind::DerivedPerId) {
                     properties.push(("delta.enableDeletionVectors", "true"));
                 }
                 let builder = create_table(

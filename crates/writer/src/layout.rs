@@ -120,6 +120,11 @@ pub fn changes_table(table: &str) -> String {
     format!("{table}_changes")
 }
 
+/// The lifecycle table of history table `table` (a Delta table of its own, one row per id).
+pub fn lifecycle_table(table: &str) -> String {
+    format!("{table}_lifecycle")
+}
+
 /// The latest files of a lake written before format 2 (deleted once its latest table is made).
 pub fn legacy_latest_root(table: &str) -> Path {
     Path::from(format!("_joblake/latest/{table}"))

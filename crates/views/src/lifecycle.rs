@@ -1,0 +1,528 @@
+//! The lifecycle table: `<lake>/jobs_lifecycle/`, a Delta table of one row per job id holding
+//! the rows of the `jobs_lifecycle` view (schemas/jobs_lifecycle.md), exact for one version
+//! of the jobs history (its [`LifecycleState`], in the log's domain metadata), so that the
+//! view reads rows rather than group every version, and any Delta reader gets the same rows.
+//!
+//! The rows are `queries/jobs_lifecycle.sql` over the history and its changes (the changes
+//! table, kept exact first):
+//! - a refresh merges its runs in ([`keep_exact`]): that SQL over the runs' rows and changes
+//!   alone, added to the rows the table holds for their ids, which deletion vectors then
+//!   delete; one commit, at a cost in proportion to the run but for one pass over the table's
+//!   ids;
+//! - once merges added or deleted a share of its rows (`[views] latest_after`, as for the
+//!   latest tables), on `compact`, and whenever a merge cannot be sure of its rows (no table
+//!   yet, a history log made again, files gone from the history, rows of a run no later than
+//!   the last it took in), it is written again from the whole history and changes table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use joblake_schema::Table;
+use joblake_writer::delta::{Commit, DataFile, DeltaLog, LiveFile, Operation};
+use joblake_writer::{Lake, crash_point, layout};
+use serde::{Deserialize, Serialize};
+
+use crate::latest::{self, History, list};
+use crate::{catalog, changes, literal};
+
+const SQL: &str = include_str!("../../../queries/jobs_lifecycle.sql");
+
+/// The history table whose ids the lifecycle table holds.
+pub const TABLE: Table = Table::Jobs;
+
+/// Where the lifecycle table lies in the lake.
+pub fn table_name() -> String {
+    layout::lifecycle_table(TABLE.name())
+}
+
+/// The lifecycle SQL (`queries/jobs_lifecycle.sql`) over `history`, the jobs' versions, and
+/// `changes`, their changes: each a table or a parenthesised SELECT.
+pub fn select(history: &str, changes: &str) -> String {
+    let values = BTreeMap::from([
+        ("history".to_string(), history.to_string()),
+        ("changes".to_string(), changes.to_string()),
+    ]);
+    catalog::fill(SQL, &values)
+}
+
+/// The lifecycle table's domain metadata: the version of the history it is exact for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleState {
+    /// The history table's version.
+    pub history_version: u64,
+    /// When that version was committed (milliseconds since 1970).
+    pub history_committed_at: i64,
+    /// The latest `_run_id` among the history's rows at that version: a merge takes in only
+    /// rows of later runs.
+    pub last_run_id: String,
+    /// Rows merges added or deleted since the table was last written again.
+    pub merged: u64,
+}
+
+/// The lifecycle table as its newest version holds it.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    /// Its Delta version.
+    pub version: u64,
+    /// The history version it is exact for.
+    pub state: LifecycleState,
+    /// Its files, with the rows their deletion vectors delete.
+    pub files: Vec<DataFile>,
+}
+
+impl Kept {
+    /// Whether its rows are exactly the lifecycle of `history`.
+    pub fn exact_for(&self, history: &History) -> bool {
+        self.state.history_version == history.version
+            && self.state.history_committed_at == history.committed_at
+    }
+
+    /// Rows it holds: one per id.
+    pub fn ids(&self) -> u64 {
+        let deleted: u64 = self.files.iter().map(|f| f.deleted.len() as u64).sum();
+        self.files.iter().filter_map(|f| f.rows).sum::<u64>() - deleted
+    }
+
+    /// Whether writing it again is due rather than merging (as for a latest table).
+    fn rewrite_due(&self, after: f64) -> bool {
+        after <= 0.0 || self.state.merged as f64 >= after * self.ids() as f64
+    }
+}
+
+/// What keeping the lifecycle table exact did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LifecycleReport {
+    /// The history table.
+    pub table: String,
+    /// The lifecycle table's version committed.
+    pub version: u64,
+    /// The history's version it is exact for.
+    pub history_version: u64,
+    /// Ids it holds.
+    pub ids: u64,
+    /// Rows added (every id, when written again).
+    pub added: u64,
+    /// Rows deleted because the run brought their id again.
+    pub replaced: u64,
+    /// Whether it was written again from the whole history.
+    pub rewritten: bool,
+}
+
+/// The lifecycle table, or `None` while there is none.
+pub async fn read(lake: &Lake) -> Result<Option<Kept>> {
+    let log = DeltaLog::derived_per_id(lake, &table_name())?;
+    let Some(snapshot) = log.snapshot().await? else {
+        return Ok(None);
+    };
+    let state = log
+        .state(&snapshot)
+        .await?
+        .context("the lifecycle table's log does not say which history version it holds")?;
+    let state: LifecycleState = serde_json::from_str(&state)
+        .context("the lifecycle table's log holds a state joblake cannot read")?;
+    Ok(Some(Kept {
+        version: snapshot.version(),
+        state,
+        files: log.files_with_deletions(&snapshot).await?,
+    }))
+}
+
+/// The lifecycle table when its state cannot be read: its files, exact for no version.
+async fn unreadable(lake: &Lake) -> Result<Kept> {
+    let log = DeltaLog::derived_per_id(lake, &table_name())?;
+    let snapshot = log
+        .snapshot()
+        .await?
+        .context("the lifecycle table has no log")?;
+    Ok(Kept {
+        version: snapshot.version(),
+        state: LifecycleState {
+            history_version: u64::MAX,
+            history_committed_at: 0,
+            last_run_id: String::new(),
+            merged: 0,
+        },
+        files: log.files_with_deletions(&snapshot).await?,
+    })
+}
+
+/// The `jobs_lifecycle` view's SELECT over `history` (the jobs history the views read), and
+/// the statement that fills the DuckDB table of the positions it skips (empty when none):
+/// the lifecycle table's rows when it is exact for `history`, otherwise the lifecycle SQL
+/// over `jobs_history` and `jobs_changes`.
+pub async fn view_select(lake: &Lake, history: Option<&History>) -> (String, String) {
+    let kept = match history {
+        Some(history) => read(lake)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %format!("{e:#}"), "the lifecycle table cannot be read; the view works it out");
+                None
+            })
+            .filter(|k| k.exact_for(history) && !k.files.is_empty()),
+        None => None,
+    };
+    match kept {
+        // Its files hold every column but `dt`, the partition of their directories.
+        Some(kept) => latest::without_deleted(
+            lake,
+            &format!("_joblake_deleted_{}", table_name()),
+            &kept.files,
+            false,
+        ),
+        None => (
+            String::new(),
+            select(
+                &crate::ident(&format!("{}_history", TABLE.name())),
+                &crate::ident(&changes::table_name(TABLE)),
+            ),
+        ),
+    }
+}
+
+/// Makes the lifecycle table exact for the jobs history's newest version: merging in the
+/// runs the history gained since, or writing it again (see the module's doc). `None` when it
+/// already was, when there is no history, or while the changes table is not exact for the
+/// same version (its view works the lifecycle out meanwhile).
+pub async fn keep_exact(lake: &Lake, rewrite_after: f64) -> Result<Option<LifecycleReport>> {
+    let Some((history, changes)) = inputs(lake).await? else {
+        return Ok(None);
+    };
+    let current = match read(lake).await {
+        Ok(current) => current,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "the lifecycle table cannot be read; writing it again");
+            let current = unreadable(lake).await?;
+            return rewrite_at(lake, &history, &changes, Some(current)).await;
+        }
+    };
+    let Some(current) = current else {
+        return rewrite_at(lake, &history, &changes, None).await;
+    };
+    if current.exact_for(&history) {
+        return Ok(None);
+    }
+    if current.rewrite_due(rewrite_after) || current.files.is_empty() {
+        return rewrite_at(lake, &history, &changes, Some(current)).await;
+    }
+    let then = (
+        current.state.history_version,
+        current.state.history_committed_at,
+    );
+    let Some(before) = changes::history_then(lake, TABLE, then, &history).await? else {
+        return rewrite_at(lake, &history, &changes, Some(current)).await;
+    };
+    let then: BTreeSet<&str> = before.iter().map(|f| f.path.as_str()).collect();
+    let now: BTreeSet<&str> = history.files.iter().map(|f| f.path.as_str()).collect();
+    // Files gone from the history (a compaction not carried over): its rows moved.
+    if !then.is_subset(&now) {
+        return rewrite_at(lake, &history, &changes, Some(current)).await;
+    }
+    let new: Vec<LiveFile> = history
+        .files
+        .iter()
+        .filter(|f| !then.contains(f.path.as_str()))
+        .cloned()
+        .collect();
+    match merge(lake, &history, &changes, &current, &new).await? {
+        Some(report) => Ok(Some(report)),
+        None => rewrite_at(lake, &history, &changes, Some(current)).await,
+    }
+}
+
+/// Writes the lifecycle table again from the history's newest version (`compact` does).
+pub async fn rewrite(lake: &Lake) -> Result<Option<LifecycleReport>> {
+    let Some((history, changes)) = inputs(lake).await? else {
+        return Ok(None);
+    };
+    let current = match read(lake).await {
+        Ok(current) => current,
+        Err(_) => Some(unreadable(lake).await?),
+    };
+    rewrite_at(lake, &history, &changes, current).await
+}
+
+/// The history's newest version and the changes table exact for it, when both are there.
+async fn inputs(lake: &Lake) -> Result<Option<(History, changes::Kept)>> {
+    let Some(history) = latest::history_now(lake, TABLE).await? else {
+        return Ok(None);
+    };
+    match changes::read(lake, TABLE).await {
+        Ok(Some(changes)) if changes.exact_for(&history) => Ok(Some((history, changes))),
+        _ => {
+            tracing::info!(
+                "the changes table is not exact for the history; the lifecycle table waits for it"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The changes table's rows as the lifecycle SQL reads them (`id`, `change`), of runs after
+/// `after` (`""`: every run).
+fn changes_source(lake: &Lake, changes: &changes::Kept, after: &str) -> String {
+    if changes.files.is_empty() {
+        return "(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS change WHERE false)".into();
+    }
+    format!(
+        "(SELECT id, change FROM read_parquet([{}], hive_partitioning = false) WHERE _run_id > {})",
+        list(lake, changes.files.iter().map(|f| &f.path)),
+        literal(after)
+    )
+}
+
+/// Merges the history's files `new` (rows of runs after the last the table took in) into
+/// `current`, in one commit: the lifecycle SQL over their rows and changes alone, added to
+/// each id's row in the table, which a deletion vector deletes. `None` when it cannot be sure
+/// of the result (a row of a run no later than the table's last, an id with two rows): the
+/// table is then written again.
+async fn merge(
+    lake: &Lake,
+    history: &History,
+    changes: &changes::Kept,
+    current: &Kept,
+    new: &[LiveFile],
+) -> Result<Option<LifecycleReport>> {
+    let last = current.state.last_run_id.clone();
+    let name = table_name();
+    let mut commit = Commit {
+        operation: Operation::Merge,
+        ..Commit::default()
+    };
+    let (mut added, mut replaced) = (0, 0);
+    let mut last_run_id = last.clone();
+    if !new.is_empty() {
+        let setup = [
+            format!(
+                "CREATE TEMP TABLE fresh AS\n\
+                 SELECT id, _run_id, _page, _row, _fetched_at, post_date, valid_through, dt\n\
+                 FROM read_parquet([{}], hive_partitioning = true, union_by_name = true);",
+                list(lake, new.iter().map(|f| &f.path))
+            ),
+            format!(
+                "CREATE TEMP TABLE run_changes AS SELECT * FROM {} WHERE id IN (SELECT id FROM fresh);",
+                changes_source(lake, changes, &last)
+            ),
+            format!(
+                "CREATE TEMP TABLE old AS\n\
+                 SELECT file_index::BIGINT AS _fi, file_row_number::BIGINT AS _fr,\n\
+                   * EXCLUDE (file_row_number)\n\
+                 FROM read_parquet([{}], union_by_name = true, hive_partitioning = false,\n\
+                   file_row_number = true)\n\
+                 WHERE id IN (SELECT id FROM fresh);",
+                list(lake, current.files.iter().map(|f| &f.path))
+            ),
+        ];
+        let rows = merged_rows(&select("fresh", "run_changes"));
+        let (engine, dir, prefix) = changes::target_of(lake, &name);
+        let files = current.files.clone();
+        let target = dir.clone();
+        let done = tokio::task::spawn_blocking(move || -> Result<Option<_>> {
+            let work = crate::Work::open(&engine)?;
+            work.execute(&setup[0])?;
+            let runs = work.query(
+                "SELECT coalesce(min(_run_id), ''), coalesce(max(_run_id), '') FROM fresh",
+            )?;
+            let first = latest::strings(&runs, 0)?.pop().unwrap_or_default();
+            let newest = latest::strings(&runs, 1)?.pop().unwrap_or_default();
+            if !first.is_empty() && first <= last {
+                tracing::info!(run = %first, last = %last, "rows of a run no later than the lifecycle table's last; writing it again");
+                return Ok(None);
+            }
+            work.execute(&setup[1])?;
+            work.execute(&setup[2])?;
+            // The table's rows for the run's ids, but those deletion vectors delete already.
+            let found = work.query("SELECT _fi, _fr FROM old")?;
+            let gone: Vec<String> = latest::int64s(&found, 0)?
+                .into_iter()
+                .zip(latest::int64s(&found, 1)?)
+                .filter(|&(fi, fr)| {
+                    let file = usize::try_from(fi).ok().and_then(|fi| files.get(fi));
+                    let row = u64::try_from(fr).ok();
+                    matches!((file, row), (Some(f), Some(r)) if f.deleted.binary_search(&r).is_ok())
+                })
+                .map(|(fi, fr)| format!("({fi}, {fr})"))
+                .collect();
+            if !gone.is_empty() {
+                work.execute(&format!(
+                    "DELETE FROM old USING (VALUES {}) AS g(_fi, _fr) WHERE old._fi = g._fi AND old._fr = g._fr;",
+                    gone.join(", ")
+                ))?;
+            }
+            let twice = work.query("SELECT (count(*) - count(DISTINCT id))::BIGINT FROM old")?;
+            if latest::int64s(&twice, 0)?.first().copied().unwrap_or(0) > 0 {
+                tracing::warn!("the lifecycle table holds an id twice; writing it again");
+                return Ok(None);
+            }
+            let written = work.copy_partitioned(&rows, &target, &prefix)?;
+            let live = work.query("SELECT _fi, _fr FROM old")?;
+            let live: Vec<(i64, i64)> = latest::int64s(&live, 0)?
+                .into_iter()
+                .zip(latest::int64s(&live, 1)?)
+                .collect();
+            Ok(Some((written, newest, live)))
+        })
+        .await??;
+        let Some((written, newest, live)) = done else {
+            return Ok(None);
+        };
+        commit.adds = changes::to_adds_of(&name, &dir, written)?;
+        added = commit.adds.iter().map(|a| a.rows).sum();
+        last_run_id = last_run_id.max(newest);
+        let deletes = latest::per_file(current.files.len(), live)?;
+        for (file, rows) in current.files.iter().zip(deletes) {
+            if rows.is_empty() {
+                continue;
+            }
+            replaced += rows.len() as u64;
+            let mut all = file.deleted.clone();
+            all.extend(rows);
+            all.sort_unstable();
+            all.dedup();
+            commit.deletions.insert(file.path.clone(), all);
+        }
+    }
+    commit.state = Some(serde_json::to_string(&LifecycleState {
+        history_version: history.version,
+        history_committed_at: history.committed_at,
+        last_run_id,
+        merged: current.state.merged + added + replaced,
+    })?);
+    let version = commit_lifecycle(lake, commit).await?;
+    Ok(Some(LifecycleReport {
+        table: TABLE.name().to_string(),
+        version,
+        history_version: history.version,
+        ids: current.ids() + added - replaced,
+        added,
+        replaced,
+        rewritten: false,
+    }))
+}
+
+/// The rows a merge adds, with their `dt`: `run`, the lifecycle SQL over the run alone, added
+/// to `old`, the table's rows for the same ids (when it has one): first and last taken across
+/// both, counts summed, `valid_through` the run's (its rows are the later ones), and the days
+/// listed worked out again as the lifecycle SQL does.
+fn merged_rows(run: &str) -> String {
+    format!(
+        "SELECT *, greatest(date_diff('day', coalesce(first_post_date, first_fetched_on),\n\
+                                     last_fetched_on), 0) AS days_listed,\n\
+                last_fetched_on AS dt\n\
+         FROM (\n\
+           SELECT r.id,\n\
+             least(o.first_fetched_at, r.first_fetched_at) AS first_fetched_at,\n\
+             greatest(o.last_fetched_at, r.last_fetched_at) AS last_fetched_at,\n\
+             least(o.first_run_id, r.first_run_id) AS first_run_id,\n\
+             greatest(o.last_run_id, r.last_run_id) AS last_run_id,\n\
+             least(o.first_post_date, r.first_post_date) AS first_post_date,\n\
+             greatest(o.last_post_date, r.last_post_date) AS last_post_date,\n\
+             coalesce(o.versions, 0) + r.versions AS versions,\n\
+             coalesce(o.reposts, 0) + r.reposts AS reposts,\n\
+             coalesce(o.fetches, 0) + r.fetches AS fetches,\n\
+             r.valid_through,\n\
+             least(o.first_fetched_on, r.first_fetched_on) AS first_fetched_on,\n\
+             greatest(o.last_fetched_on, r.last_fetched_on) AS last_fetched_on\n\
+           FROM (\n{run}\n) AS r LEFT JOIN old AS o ON o.id = r.id\n\
+         )"
+    )
+}
+
+/// Writes the lifecycle table again from the history's version `history` and `changes`, its
+/// changes table exact for it, in one commit that removes every file `current` had; then
+/// deletes the files no reader needs any more (those of the version before are kept, for
+/// DuckDB sessions still holding views of them).
+async fn rewrite_at(
+    lake: &Lake,
+    history: &History,
+    changes: &changes::Kept,
+    current: Option<Kept>,
+) -> Result<Option<LifecycleReport>> {
+    if history.files.is_empty() {
+        return Ok(None);
+    }
+    let versions = format!(
+        "read_parquet([{}], hive_partitioning = true, union_by_name = true)",
+        list(lake, history.files.iter().map(|f| &f.path))
+    );
+    let rows = select(&versions, &changes_source(lake, changes, ""));
+    let name = table_name();
+    let adds = changes::write_to(
+        lake,
+        &name,
+        format!("SELECT *, last_fetched_on AS dt FROM (\n{rows}\n)"),
+    )
+    .await?;
+    let ids = adds.iter().map(|a| a.rows).sum();
+    let mut keep: BTreeSet<String> = adds.iter().map(|a| a.path.clone()).collect();
+    keep.extend(
+        current
+            .iter()
+            .flat_map(|c| c.files.iter().map(|f| f.path.clone())),
+    );
+    let commit = Commit {
+        adds,
+        removes: current
+            .iter()
+            .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
+            .collect(),
+        state: Some(serde_json::to_string(&LifecycleState {
+            history_version: history.version,
+            history_committed_at: history.committed_at,
+            last_run_id: changes.state.last_run_id.clone(),
+            merged: 0,
+        })?),
+        operation: Operation::Write,
+        ..Commit::default()
+    };
+    let version = commit_lifecycle(lake, commit).await?;
+    let log = DeltaLog::derived_per_id(lake, &name)?;
+    if let Some(now) = log.snapshot().await? {
+        keep.extend(log.deletion_vector_files(&now).await?);
+    }
+    latest::delete_unkept(lake, &name, &keep).await?;
+    Ok(Some(LifecycleReport {
+        table: TABLE.name().to_string(),
+        version,
+        history_version: history.version,
+        ids,
+        added: ids,
+        replaced: 0,
+        rewritten: true,
+    }))
+}
+
+/// Commits `commit` to the lifecycle table (creating it when it has no log).
+async fn commit_lifecycle(lake: &Lake, commit: Commit) -> Result<u64> {
+    let log = DeltaLog::derived_per_id(lake, &table_name())?;
+    crash_point("lifecycle:before-commit");
+    let version = log.commit(schema(), commit).await?;
+    crash_point("lifecycle:after-commit");
+    Ok(version)
+}
+
+/// The Delta schema of the lifecycle table: the view's columns and the `dt` partition (the
+/// day each id was last fetched).
+fn schema() -> SchemaRef {
+    let text = || DataType::Utf8;
+    let at = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let fields = vec![
+        Field::new("id", text(), true),
+        Field::new("first_fetched_at", at(), true),
+        Field::new("last_fetched_at", at(), true),
+        Field::new("first_run_id", text(), true),
+        Field::new("last_run_id", text(), true),
+        Field::new("first_post_date", DataType::Date32, true),
+        Field::new("last_post_date", DataType::Date32, true),
+        Field::new("versions", DataType::Int64, true),
+        Field::new("reposts", DataType::Int64, true),
+        Field::new("fetches", DataType::Int64, true),
+        Field::new("valid_through", DataType::Date32, true),
+        Field::new("first_fetched_on", DataType::Date32, true),
+        Field::new("last_fetched_on", DataType::Date32, true),
+        Field::new("days_listed", DataType::Int64, true),
+        Field::new("dt", DataType::Date32, true),
+    ];
+    Arc::new(Schema::new(fields))
+}
