@@ -40,6 +40,13 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
         if let Err(e) = changes::keep_exact(&lake, table).await {
             tracing::warn!(%table, error = %format!("{e:#}"), "the changes table could not be kept exact");
         }
+        // And the lifecycle table after it, whose rows count the changes: merged into (never
+        // written again here, as the carry-over below tidies it anyway).
+        if table == lifecycle::TABLE
+            && let Err(e) = lifecycle::keep_exact(&lake, f64::INFINITY).await
+        {
+            tracing::warn!(error = %format!("{e:#}"), "the lifecycle table could not be kept exact");
+        }
         before.push((
             table,
             latest::history_now(&lake, table).await.ok().flatten(),
@@ -90,11 +97,11 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
                 tracing::warn!(%table, error = %format!("{e:#}"), "the changes table's files could not be merged");
             }
         }
-        // Written again as one file a day, without the rows merges deleted.
-        if tables.contains(&lifecycle::TABLE)
-            && let Err(e) = lifecycle::rewrite(&lake).await
+        // Carried over too, its files merged into one a day without the rows merges deleted.
+        if let Some((_, before)) = before.iter().find(|(t, _)| *t == lifecycle::TABLE)
+            && let Err(e) = lifecycle::carry_over(&lake, before.as_ref()).await
         {
-            tracing::warn!(error = %format!("{e:#}"), "the lifecycle table could not be written again (its view works it out meanwhile)");
+            tracing::warn!(error = %format!("{e:#}"), "the lifecycle table could not be kept exact (its view works it out meanwhile)");
         }
     }
     let db = session::duckdb_path(&lake, cli.duckdb.as_deref());

@@ -575,13 +575,13 @@ async fn commit_changes(lake: &Lake, table: Table, commit: Commit) -> Result<u64
 /// one thread within [`MEMORY`], the table's directory as DuckDB names it, and a file name
 /// prefix no other write uses.
 fn target(lake: &Lake, table: Table) -> (crate::Engine, String, String) {
-    target_of(lake, &table_name(table))
+    target_of(lake, &table_name(table), MEMORY)
 }
 
 /// [`target`] for the derived table at `<lake>/<name>/`.
-pub(crate) fn target_of(lake: &Lake, name: &str) -> (crate::Engine, String, String) {
+pub(crate) fn target_of(lake: &Lake, name: &str, memory: &str) -> (crate::Engine, String, String) {
     let engine = crate::Engine {
-        memory_limit: Some(MEMORY.into()),
+        memory_limit: Some(memory.into()),
         single_thread: true,
         ..crate::session::engine(lake)
     };
@@ -592,16 +592,27 @@ pub(crate) fn target_of(lake: &Lake, name: &str) -> (crate::Engine, String, Stri
 /// Writes the rows of `select` into `table`'s changes table directory, one file per `dt`, and
 /// says what to add: files no commit names yet, which no reader sees.
 async fn write(lake: &Lake, table: Table, select: String) -> Result<Vec<AddFile>> {
-    write_to(lake, &table_name(table), select).await
+    write_to(lake, &table_name(table), MEMORY, String::new(), select).await
 }
 
 /// Writes the rows of `select` (ending with `dt`) into the derived table at `<lake>/<name>/`,
-/// one file per `dt`, and says what to add (see [`write`]).
-pub(crate) async fn write_to(lake: &Lake, name: &str, select: String) -> Result<Vec<AddFile>> {
-    let (engine, dir, prefix) = target_of(lake, name);
+/// one file per `dt`, within `memory` of DuckDB's, after the statements `setup` (when any),
+/// and says what to add (see [`write`]).
+pub(crate) async fn write_to(
+    lake: &Lake,
+    name: &str,
+    memory: &str,
+    setup: String,
+    select: String,
+) -> Result<Vec<AddFile>> {
+    let (engine, dir, prefix) = target_of(lake, name, memory);
     let target = dir.clone();
     let written = tokio::task::spawn_blocking(move || {
-        crate::Work::open(&engine)?.copy_partitioned(&select, &target, &prefix)
+        let work = crate::Work::open(&engine)?;
+        if !setup.is_empty() {
+            work.execute(&setup)?;
+        }
+        work.copy_partitioned(&select, &target, &prefix)
     })
     .await??;
     to_adds_of(name, &dir, written)

@@ -29,6 +29,12 @@ use crate::{catalog, changes, literal};
 
 const SQL: &str = include_str!("../../../queries/jobs_lifecycle.sql");
 
+/// DuckDB's memory while it works out the lifecycle (on one thread): a run's rows, or, when
+/// the table is written again, a grouping of every version by id, which it spills beyond
+/// this. Writing again the lifecycle of 5 M versions: 16.6 s and 236 MB peak at 128 MB,
+/// 15.9 s and 369 MB at 256 MB (BENCHMARKS.md).
+const MEMORY: &str = "128MB";
+
 /// The history table whose ids the lifecycle table holds.
 pub const TABLE: Table = Table::Jobs;
 
@@ -243,6 +249,73 @@ pub async fn rewrite(lake: &Lake) -> Result<Option<LifecycleReport>> {
     rewrite_at(lake, &history, &changes, current).await
 }
 
+/// After a compaction of the jobs history (which moves rows and changes none), declares the
+/// lifecycle table exact for the compacted history when it was for `before`, the history the
+/// compaction started from, and writes its rows again as one file a day without the rows its
+/// deletion vectors delete (its own rows: not the history's, a tenth of the reading); one
+/// commit with no data change. Otherwise writes it again from the history.
+pub async fn carry_over(lake: &Lake, before: Option<&History>) -> Result<Option<LifecycleReport>> {
+    let Some((history, _)) = inputs(lake).await? else {
+        return Ok(None);
+    };
+    let current = match (before, read(lake).await.ok().flatten()) {
+        (Some(before), Some(current)) if current.exact_for(before) && !current.files.is_empty() => {
+            current
+        }
+        _ => return rewrite(lake).await,
+    };
+    let name = table_name();
+    let days: BTreeSet<&str> = current
+        .files
+        .iter()
+        .filter_map(|f| f.path.split('/').find(|p| p.starts_with("dt=")))
+        .collect();
+    let tidy =
+        days.len() == current.files.len() && current.files.iter().all(|f| f.deleted.is_empty());
+    let state = Some(serde_json::to_string(&LifecycleState {
+        history_version: history.version,
+        history_committed_at: history.committed_at,
+        merged: 0,
+        ..current.state.clone()
+    })?);
+    if tidy && current.exact_for(&history) {
+        return Ok(None);
+    }
+    if tidy {
+        // One file a day and nothing deleted: only the state moves on.
+        let ids = current.ids();
+        let commit = Commit {
+            state,
+            operation: Operation::Optimize,
+            ..Commit::default()
+        };
+        return published(lake, commit, Some(&current), &history, ids).await;
+    }
+    let (setup, rows) = latest::without_deleted(
+        lake,
+        &format!("_joblake_deleted_{name}"),
+        &current.files,
+        false,
+    );
+    let adds = changes::write_to(
+        lake,
+        &name,
+        MEMORY,
+        setup,
+        format!("SELECT *, last_fetched_on AS dt FROM (\n{rows}\n)"),
+    )
+    .await?;
+    let ids = adds.iter().map(|a| a.rows).sum();
+    let commit = Commit {
+        adds,
+        removes: current.files.iter().map(|f| f.path.clone()).collect(),
+        state,
+        operation: Operation::Optimize,
+        ..Commit::default()
+    };
+    published(lake, commit, Some(&current), &history, ids).await
+}
+
 /// The history's newest version and the changes table exact for it, when both are there.
 async fn inputs(lake: &Lake) -> Result<Option<(History, changes::Kept)>> {
     let Some(history) = latest::history_now(lake, TABLE).await? else {
@@ -260,14 +333,25 @@ async fn inputs(lake: &Lake) -> Result<Option<(History, changes::Kept)>> {
 }
 
 /// The changes table's rows as the lifecycle SQL reads them (`id`, `change`), of runs after
-/// `after` (`""`: every run).
-fn changes_source(lake: &Lake, changes: &changes::Kept, after: &str) -> String {
-    if changes.files.is_empty() {
+/// `after` (`""`: every run), out of its partitions `days` (`None`: all of them).
+fn changes_source(
+    lake: &Lake,
+    changes: &changes::Kept,
+    after: &str,
+    days: Option<&BTreeSet<&str>>,
+) -> String {
+    let files: Vec<&String> = changes
+        .files
+        .iter()
+        .filter(|f| days.is_none_or(|d| d.contains(f.dt.as_str())))
+        .map(|f| &f.path)
+        .collect();
+    if files.is_empty() {
         return "(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS change WHERE false)".into();
     }
     format!(
         "(SELECT id, change FROM read_parquet([{}], hive_partitioning = false) WHERE _run_id > {})",
-        list(lake, changes.files.iter().map(|f| &f.path)),
+        list(lake, files),
         literal(after)
     )
 }
@@ -302,7 +386,14 @@ async fn merge(
             ),
             format!(
                 "CREATE TEMP TABLE run_changes AS SELECT * FROM {} WHERE id IN (SELECT id FROM fresh);",
-                changes_source(lake, changes, &last)
+                // A change lies in the partition of the day its version was fetched: the
+                // runs' days, not every day's changes.
+                changes_source(
+                    lake,
+                    changes,
+                    &last,
+                    Some(&new.iter().map(|f| f.dt.as_str()).collect())
+                )
             ),
             format!(
                 "CREATE TEMP TABLE old AS\n\
@@ -315,7 +406,7 @@ async fn merge(
             ),
         ];
         let rows = merged_rows(&select("fresh", "run_changes"));
-        let (engine, dir, prefix) = changes::target_of(lake, &name);
+        let (engine, dir, prefix) = changes::target_of(lake, &name, MEMORY);
         let files = current.files.clone();
         let target = dir.clone();
         let done = tokio::task::spawn_blocking(move || -> Result<Option<_>> {
@@ -446,21 +537,17 @@ async fn rewrite_at(
         "read_parquet([{}], hive_partitioning = true, union_by_name = true)",
         list(lake, history.files.iter().map(|f| &f.path))
     );
-    let rows = select(&versions, &changes_source(lake, changes, ""));
+    let rows = select(&versions, &changes_source(lake, changes, "", None));
     let name = table_name();
     let adds = changes::write_to(
         lake,
         &name,
+        MEMORY,
+        String::new(),
         format!("SELECT *, last_fetched_on AS dt FROM (\n{rows}\n)"),
     )
     .await?;
     let ids = adds.iter().map(|a| a.rows).sum();
-    let mut keep: BTreeSet<String> = adds.iter().map(|a| a.path.clone()).collect();
-    keep.extend(
-        current
-            .iter()
-            .flat_map(|c| c.files.iter().map(|f| f.path.clone())),
-    );
     let commit = Commit {
         adds,
         removes: current
@@ -476,6 +563,27 @@ async fn rewrite_at(
         operation: Operation::Write,
         ..Commit::default()
     };
+    published(lake, commit, current.as_ref(), history, ids).await
+}
+
+/// Commits `commit`, which writes the lifecycle table again (`ids` rows), then deletes the
+/// files no reader needs any more: all but the new ones, those of the version before
+/// (`previous`), which DuckDB sessions still holding views of it read, and the deletion
+/// vectors the table still uses.
+async fn published(
+    lake: &Lake,
+    commit: Commit,
+    previous: Option<&Kept>,
+    history: &History,
+    ids: u64,
+) -> Result<Option<LifecycleReport>> {
+    let name = table_name();
+    let mut keep: BTreeSet<String> = commit.adds.iter().map(|a| a.path.clone()).collect();
+    keep.extend(
+        previous
+            .iter()
+            .flat_map(|c| c.files.iter().map(|f| f.path.clone())),
+    );
     let version = commit_lifecycle(lake, commit).await?;
     let log = DeltaLog::derived_per_id(lake, &name)?;
     if let Some(now) = log.snapshot().await? {
