@@ -97,24 +97,9 @@ impl Kept {
     }
 }
 
-/// What keeping the lifecycle table exact did.
-#[derive(Debug, Clone, Serialize)]
-pub struct LifecycleReport {
-    /// The history table.
-    pub table: String,
-    /// The lifecycle table's version committed.
-    pub version: u64,
-    /// The history's version it is exact for.
-    pub history_version: u64,
-    /// Ids it holds.
-    pub ids: u64,
-    /// Rows added (every id, when written again).
-    pub added: u64,
-    /// Rows deleted because the run brought their id again.
-    pub replaced: u64,
-    /// Whether it was written again from the whole history.
-    pub rewritten: bool,
-}
+/// What keeping the lifecycle table exact did: as for a latest table (`replaced`: the rows
+/// of ids a run brought again; `rewritten`: written again whole).
+pub type LifecycleReport = latest::LatestReport;
 
 /// The lifecycle table, or `None` while there is none.
 pub async fn read(lake: &Lake) -> Result<Option<Kept>> {
