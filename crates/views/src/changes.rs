@@ -126,21 +126,37 @@ pub struct ChangesReport {
 
 /// The changes table of `table`, or `None` while it has none.
 pub async fn read(lake: &Lake, table: Table) -> Result<Option<Kept>> {
+    match load(lake, table).await? {
+        Some((_, Some(unread))) => Err(anyhow::Error::msg(unread)),
+        kept => Ok(kept.map(|(k, _)| k)),
+    }
+}
+
+/// The changes table of `table` (`None` while it has none), and why its state cannot be read
+/// when it cannot: the table is then exact for no history version, its files still listed
+/// (writing it again removes them).
+async fn load(lake: &Lake, table: Table) -> Result<Option<(Kept, Option<String>)>> {
     let log = DeltaLog::derived(lake, &table_name(table))?;
-    let Some(snapshot) = log.snapshot().await? else {
+    let Some((snapshot, state)) = log.newest_state::<ChangesState>().await? else {
         return Ok(None);
     };
-    let state = log
-        .state(&snapshot)
-        .await?
-        .context("the changes table's log does not say which history version it holds")?;
-    let state: ChangesState = serde_json::from_str(&state)
-        .context("the changes table's log holds a state joblake cannot read")?;
-    Ok(Some(Kept {
+    let (state, unread) = match state {
+        Ok(state) => (state, None),
+        Err(why) => (
+            ChangesState {
+                history_version: u64::MAX,
+                history_committed_at: 0,
+                last_run_id: String::new(),
+            },
+            Some(why),
+        ),
+    };
+    let kept = Kept {
         version: snapshot.version(),
         state,
         files: log.files(&snapshot).await?,
-    }))
+    };
+    Ok(Some((kept, unread)))
 }
 
 /// A changes view's SELECT: the changes table's files, or the changes SQL over the history.
@@ -220,14 +236,12 @@ pub async fn keep_exact(lake: &Lake, table: Table) -> Result<Option<ChangesRepor
     let Some(history) = latest::history_now(lake, table).await? else {
         return Ok(None);
     };
-    let current = match read(lake, table).await {
-        Ok(current) => current,
-        Err(e) => {
-            tracing::warn!(%table, error = %format!("{e:#}"), "the changes table cannot be read; writing it again");
-            // Its state cannot be read, its files still can: the rewrite removes them.
-            let current = unreadable(lake, table).await?;
+    let current = match load(lake, table).await? {
+        Some((current, Some(why))) => {
+            tracing::warn!(%table, error = %why, "the changes table cannot be read; writing it again");
             return rewrite_at(lake, table, &history, Some(current)).await;
         }
+        current => current.map(|(c, _)| c),
     };
     let Some(current) = current else {
         return rewrite_at(lake, table, &history, None).await;
@@ -263,25 +277,6 @@ pub async fn keep_exact(lake: &Lake, table: Table) -> Result<Option<ChangesRepor
         Some(report) => Ok(Some(report)),
         None => rewrite_at(lake, table, &history, Some(current)).await,
     }
-}
-
-/// A changes table whose state cannot be read, as far as it can: its files, and a state exact
-/// for no history version.
-async fn unreadable(lake: &Lake, table: Table) -> Result<Kept> {
-    let log = DeltaLog::derived(lake, &table_name(table))?;
-    let snapshot = log
-        .snapshot()
-        .await?
-        .context("the changes table has no log")?;
-    Ok(Kept {
-        version: snapshot.version(),
-        state: ChangesState {
-            history_version: u64::MAX,
-            history_committed_at: 0,
-            last_run_id: String::new(),
-        },
-        files: log.files(&snapshot).await?,
-    })
 }
 
 /// The files of the history's version `(version, committed_at)` (as a derived table's state

@@ -100,41 +100,38 @@ pub struct LatestReport {
 
 /// The latest table of `table`, or `None` while it has none.
 pub async fn read(lake: &Lake, table: Table) -> Result<Option<LatestTable>> {
-    let log = DeltaLog::latest(lake, &table_name(table))?;
-    let Some(snapshot) = log.snapshot().await? else {
-        return Ok(None);
-    };
-    let state = log
-        .state(&snapshot)
-        .await?
-        .context("the latest table's log does not say which history version it holds")?;
-    let state: LatestState = serde_json::from_str(&state)
-        .context("the latest table's log holds a state joblake cannot read")?;
-    Ok(Some(LatestTable {
-        version: snapshot.version(),
-        history: state,
-        files: log.files_with_deletions(&snapshot).await?,
-    }))
+    match load(lake, table).await? {
+        Some((_, Some(unread))) => Err(anyhow::Error::msg(unread)),
+        latest => Ok(latest.map(|(l, _)| l)),
+    }
 }
 
-/// A latest table whose state cannot be read, as far as it can: its files, and a state exact
-/// for no history version.
-async fn unreadable(lake: &Lake, table: Table) -> Result<LatestTable> {
+/// The latest table of `table` (`None` while it has none), and why its state cannot be read
+/// when it cannot: the table is then exact for no history version, its files still listed
+/// (writing it again removes them).
+async fn load(lake: &Lake, table: Table) -> Result<Option<(LatestTable, Option<String>)>> {
     let log = DeltaLog::latest(lake, &table_name(table))?;
-    let snapshot = log
-        .snapshot()
-        .await?
-        .context("the latest table has no log")?;
-    Ok(LatestTable {
+    let Some((snapshot, state)) = log.newest_state::<LatestState>().await? else {
+        return Ok(None);
+    };
+    let (history, unread) = match state {
+        Ok(state) => (state, None),
+        Err(why) => (
+            LatestState {
+                history_version: u64::MAX,
+                history_committed_at: 0,
+                complete: false,
+                merged: 0,
+            },
+            Some(why),
+        ),
+    };
+    let latest = LatestTable {
         version: snapshot.version(),
-        history: LatestState {
-            history_version: u64::MAX,
-            history_committed_at: 0,
-            complete: false,
-            merged: 0,
-        },
+        history,
         files: log.files_with_deletions(&snapshot).await?,
-    })
+    };
+    Ok(Some((latest, unread)))
 }
 
 /// The history table's newest version, or `None` while it has no Delta log.
@@ -161,14 +158,12 @@ pub async fn keep_exact(
     let Some(history) = history_now(lake, table).await? else {
         return Ok(None);
     };
-    let current = match read(lake, table).await {
-        Ok(current) => current,
-        Err(e) => {
-            tracing::warn!(%table, error = %format!("{e:#}"), "the latest table cannot be read; writing it again");
-            // Its state cannot be read, its files still can: the rewrite removes them.
-            let current = unreadable(lake, table).await?;
+    let current = match load(lake, table).await? {
+        Some((current, Some(why))) => {
+            tracing::warn!(%table, error = %why, "the latest table cannot be read; writing it again");
             return rewrite_at(lake, table, history, Some(current)).await;
         }
+        current => current.map(|(c, _)| c),
     };
     let Some(current) = current else {
         return rewrite_at(lake, table, history, None).await;
@@ -242,10 +237,7 @@ pub async fn rewrite(lake: &Lake, table: Table) -> Result<Option<LatestReport>> 
     let Some(history) = history_now(lake, table).await? else {
         return Ok(None);
     };
-    let current = match read(lake, table).await {
-        Ok(current) => current,
-        Err(_) => Some(unreadable(lake, table).await?),
-    };
+    let current = load(lake, table).await?.map(|(c, _)| c);
     rewrite_at(lake, table, history, current).await
 }
 

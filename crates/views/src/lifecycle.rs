@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use joblake_schema::Table;
 use joblake_writer::delta::{Commit, DataFile, DeltaLog, LiveFile, Operation};
@@ -103,40 +103,38 @@ pub type LifecycleReport = latest::LatestReport;
 
 /// The lifecycle table, or `None` while there is none.
 pub async fn read(lake: &Lake) -> Result<Option<Kept>> {
+    match load(lake).await? {
+        Some((_, Some(unread))) => Err(anyhow::Error::msg(unread)),
+        kept => Ok(kept.map(|(k, _)| k)),
+    }
+}
+
+/// The lifecycle table (`None` while there is none), and why its state cannot be read when it
+/// cannot: the table is then exact for no history version, its files still listed (writing it
+/// again removes them).
+async fn load(lake: &Lake) -> Result<Option<(Kept, Option<String>)>> {
     let log = DeltaLog::derived_per_id(lake, &table_name())?;
-    let Some(snapshot) = log.snapshot().await? else {
+    let Some((snapshot, state)) = log.newest_state::<LifecycleState>().await? else {
         return Ok(None);
     };
-    let state = log
-        .state(&snapshot)
-        .await?
-        .context("the lifecycle table's log does not say which history version it holds")?;
-    let state: LifecycleState = serde_json::from_str(&state)
-        .context("the lifecycle table's log holds a state joblake cannot read")?;
-    Ok(Some(Kept {
+    let (state, unread) = match state {
+        Ok(state) => (state, None),
+        Err(why) => (
+            LifecycleState {
+                history_version: u64::MAX,
+                history_committed_at: 0,
+                last_run_id: String::new(),
+                merged: 0,
+            },
+            Some(why),
+        ),
+    };
+    let kept = Kept {
         version: snapshot.version(),
         state,
         files: log.files_with_deletions(&snapshot).await?,
-    }))
-}
-
-/// The lifecycle table when its state cannot be read: its files, exact for no version.
-async fn unreadable(lake: &Lake) -> Result<Kept> {
-    let log = DeltaLog::derived_per_id(lake, &table_name())?;
-    let snapshot = log
-        .snapshot()
-        .await?
-        .context("the lifecycle table has no log")?;
-    Ok(Kept {
-        version: snapshot.version(),
-        state: LifecycleState {
-            history_version: u64::MAX,
-            history_committed_at: 0,
-            last_run_id: String::new(),
-            merged: 0,
-        },
-        files: log.files_with_deletions(&snapshot).await?,
-    })
+    };
+    Ok(Some((kept, unread)))
 }
 
 /// The `jobs_lifecycle` view's SELECT over `history` (the jobs history the views read), and
@@ -180,13 +178,12 @@ pub async fn keep_exact(lake: &Lake, rewrite_after: f64) -> Result<Option<Lifecy
     let Some((history, changes)) = inputs(lake).await? else {
         return Ok(None);
     };
-    let current = match read(lake).await {
-        Ok(current) => current,
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "the lifecycle table cannot be read; writing it again");
-            let current = unreadable(lake).await?;
+    let current = match load(lake).await? {
+        Some((current, Some(why))) => {
+            tracing::warn!(error = %why, "the lifecycle table cannot be read; writing it again");
             return rewrite_at(lake, &history, &changes, Some(current)).await;
         }
+        current => current.map(|(c, _)| c),
     };
     let Some(current) = current else {
         return rewrite_at(lake, &history, &changes, None).await;
@@ -227,10 +224,7 @@ pub async fn rewrite(lake: &Lake) -> Result<Option<LifecycleReport>> {
     let Some((history, changes)) = inputs(lake).await? else {
         return Ok(None);
     };
-    let current = match read(lake).await {
-        Ok(current) => current,
-        Err(_) => Some(unreadable(lake).await?),
-    };
+    let current = load(lake).await?.map(|(c, _)| c);
     rewrite_at(lake, &history, &changes, current).await
 }
 

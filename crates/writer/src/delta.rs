@@ -299,6 +299,30 @@ impl DeltaLog {
         Ok(Some(snapshot))
     }
 
+    /// The table's newest version (`None` while it has no log) and its own state (see
+    /// [`Commit::state`]) read as `S`: why not, when the log holds none or one that does not
+    /// read as `S` (a table joblake derives is then written again from its files).
+    pub async fn newest_state<S: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Option<(SnapshotRef, std::result::Result<S, String>)>> {
+        let Some(snapshot) = self.snapshot().await? else {
+            return Ok(None);
+        };
+        let state = match self.state(&snapshot).await? {
+            None => Err(format!(
+                "the log of {} does not say which history version it holds",
+                self.table
+            )),
+            Some(text) => serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "the log of {} holds a state joblake cannot read: {e}",
+                    self.table
+                )
+            }),
+        };
+        Ok(Some((snapshot, state)))
+    }
+
     /// The table's own domain metadata (see [`Commit::state`]) as `snapshot` has it.
     pub async fn state(&self, snapshot: &SnapshotRef) -> Result<Option<String>> {
         self.remembered(snapshot, "state", async {
