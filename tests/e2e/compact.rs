@@ -338,7 +338,9 @@ async fn a_run_that_fetched_ids_twice_is_copied_and_their_older_rows_deleted() {
     // under 5 % of the run's rows.
     let sim = Sim::start(&["--rows", "5000", "--faults", "sentrion:dead_cursor@3"]).await;
     let mut lake = Lake::new(&sim);
-    lake.set_config("[jobs]\npage_size = 50\nrequests_per_minute = 0\n");
+    lake.set_config(
+        "[career_sites]\nrequests_per_minute = 0\n[jobs]\npage_size = 50\nrequests_per_minute = 0\n",
+    );
     lake.refresh_ok(&[]).await;
     let twice = lake
         .count("SELECT count(*) - count(DISTINCT id) FROM jobs_history")
