@@ -43,13 +43,10 @@ export DUCKDB_LIB_DIR := $(DUCKDB_DIR)
 # `build` and `test` lint every target `make clippy` does (`build` then builds every binary,
 # the bench's too) without a second pass that checks each dependency again (about 250 CPU-s
 # cold). Dependencies are compiled as without it; joblake's crates recompile when it changes.
-# With it, `build` also compiles the test targets, in the same cargo run as the binaries: the
-# tests of the first crates then compile beside the last crates of the binary's chain
-# (writer -> views -> sync -> cli), where one core would idle, instead of after them.
 LINT ?=
 ifeq ($(LINT),1)
 export RUSTC_WORKSPACE_WRAPPER := $(CURDIR)/tools/clippy-rustc
-BUILD_BINS := --bins --tests
+BUILD_BINS := --bins
 else
 BUILD_BINS := --bin joblake
 endif
