@@ -518,10 +518,18 @@ async fn rewrite_at(
     );
     let rows = select(&versions, &changes_source(lake, changes, "", None));
     let name = table_name();
+    // A history of one run (a first refresh) has a version per id: its ids' aggregates spill
+    // well within less memory.
+    let (first_run, last_run) = changes::run_ids(lake, &versions).await?;
+    let memory = if first_run == last_run {
+        changes::ONE_RUN_MEMORY
+    } else {
+        MEMORY
+    };
     let adds = changes::write_to(
         lake,
         &name,
-        MEMORY,
+        memory,
         String::new(),
         format!("SELECT *, last_fetched_on AS dt FROM (\n{rows}\n)"),
     )
