@@ -522,7 +522,7 @@ async fn rewrite_at(
     // well within less memory.
     let (first_run, last_run) = changes::run_ids(lake, &versions).await?;
     let memory = if first_run == last_run {
-        changes::ONE_RUN_MEMORY
+        changes::one_run_memory(lake, MEMORY)
     } else {
         MEMORY
     };
