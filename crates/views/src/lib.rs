@@ -171,9 +171,12 @@ impl Engine {
         let mut spill = None;
         if let Some(limit) = &self.memory_limit {
             let dir = spill_dir()?;
+            // DuckDB's allocator otherwise keeps what a query frees in bulk (a spilled
+            // aggregate's partitions) up to 512 MiB, beyond the limit.
             conn.execute_batch(&format!(
                 "SET memory_limit = {}; SET temp_directory = {}; \
-                 SET preserve_insertion_order = false;",
+                 SET preserve_insertion_order = false; \
+                 SET allocator_bulk_deallocation_flush_threshold = '4MB';",
                 literal(limit),
                 literal(&dir.path().display().to_string())
             ))?;
