@@ -77,7 +77,10 @@ fn main() -> ExitCode {
             return Outcome::Failed.code();
         }
     };
-    match runtime.block_on(dispatch(&cli)) {
+    let result = runtime.block_on(dispatch(&cli));
+    // Its spill directories go with it.
+    joblake_views::close_shared();
+    match result {
         Ok(outcome) => outcome.code(),
         Err(failure) => {
             eprintln!("error: {:#}", failure.error());

@@ -114,10 +114,11 @@ impl Engine {
     /// pinned extensions to load by their paths first (see [`Engine::pinned_for`]); `conn` was
     /// then opened with `allow_unsigned_extensions`, and nothing autoloads after them.
     fn session(&self, conn: Connection, load: &[PathBuf]) -> Result<Session> {
-        let spill = self.prepare(&conn, load)?;
+        let spill = self.prepare(&conn, load, false)?;
         Ok(Session {
             conn,
             _spill: spill,
+            _claim: None,
         })
     }
 
@@ -132,21 +133,47 @@ impl Engine {
     /// then autoloads nothing: no other extension, signed or not, can enter such a session.
     /// Any other httpfs (a newer build, a changed file) is loaded as before, its signature
     /// checked by DuckDB.
+    ///
+    /// The database is the process's own, shared by its sessions one at a time (see
+    /// [`Shared`]): opening one costs DuckDB about 13 ms of CPU, and a refresh ran twelve.
     fn own_session(&self) -> Result<Session> {
-        let httpfs: Vec<PathBuf> = self
-            .s3
+        let httpfs = self.pinned_httpfs();
+        let slot = &SHARED[usize::from(!httpfs.is_empty())];
+        let Some(mut claim) = slot.claim() else {
+            // Another session of this process holds it: one of its own, as before.
+            return self.fresh_session();
+        };
+        let conn = claim.connection(!httpfs.is_empty())?;
+        let spill = self.prepare(&conn, &httpfs, true)?;
+        Ok(Session {
+            conn,
+            _spill: spill,
+            _claim: Some(claim),
+        })
+    }
+
+    /// A session of a fresh in-memory database of its own, readied as [`Engine::own_session`]'s
+    /// are: for work that changes what a database allows (`query_confined`) or attaches files
+    /// (the views' rebuild), which must not outlive the session.
+    fn fresh_session(&self) -> Result<Session> {
+        let httpfs = self.pinned_httpfs();
+        let conn = open_in_memory(!httpfs.is_empty())?;
+        let spill = self.prepare(&conn, &httpfs, false)?;
+        Ok(Session {
+            conn,
+            _spill: spill,
+            _claim: None,
+        })
+    }
+
+    /// httpfs, on an S3 lake, when it is the pinned build (see [`Engine::own_session`]).
+    fn pinned_httpfs(&self) -> Vec<PathBuf> {
+        self.s3
             .as_ref()
             .and(self.extension_dir.as_deref())
             .and_then(pinned_httpfs)
             .into_iter()
-            .collect();
-        let conn = match httpfs.is_empty() {
-            false => Connection::open_in_memory_with_flags(
-                Config::default().allow_unsigned_extensions()?,
-            )?,
-            true => Connection::open_in_memory()?,
-        };
-        self.session(conn, &httpfs)
+            .collect()
     }
 
     /// The pinned extensions an analyst's `sql` is likely to need, to be loaded by their paths
@@ -177,16 +204,25 @@ impl Engine {
     /// With a memory limit, DuckDB spills to a private temporary directory (returned: it is
     /// removed when dropped).
     /// The extensions in `load`, when any, are loaded from those paths and autoloading is then
-    /// switched off (see [`Engine::own_session`]).
-    fn prepare(&self, conn: &Connection, load: &[PathBuf]) -> Result<Option<tempfile::TempDir>> {
+    /// switched off (see [`Engine::own_session`]). In the process's `shared` database, which
+    /// spills to its own directory, every setting a session may change is set or reset, as
+    /// DuckDB keeps them database-wide.
+    fn prepare(
+        &self,
+        conn: &Connection,
+        load: &[PathBuf],
+        shared: bool,
+    ) -> Result<Option<tempfile::TempDir>> {
         let mut sql = String::from(
             "SET autoinstall_known_extensions = false; SET autoload_known_extensions = true;",
         );
-        if let Some(dir) = &self.extension_dir {
-            sql.push_str(&format!(
+        match &self.extension_dir {
+            Some(dir) => sql.push_str(&format!(
                 " SET extension_directory = {};",
                 literal(&dir.display().to_string())
-            ));
+            )),
+            None if shared => sql.push_str(" RESET extension_directory;"),
+            None => {}
         }
         for path in load {
             sql.push_str(&format!(" LOAD {};", literal(&path.display().to_string())));
@@ -197,20 +233,31 @@ impl Engine {
         conn.execute_batch(&sql)?;
         let mut spill = None;
         if let Some(limit) = &self.memory_limit {
-            let dir = spill_dir()?;
+            if !shared {
+                let dir = spill_dir()?;
+                conn.execute_batch(&format!(
+                    "SET temp_directory = {};",
+                    literal(&dir.path().display().to_string())
+                ))?;
+                spill = Some(dir);
+            }
             // DuckDB's allocator otherwise keeps what a query frees in bulk (a spilled
             // aggregate's partitions) up to 512 MiB, beyond the limit.
             conn.execute_batch(&format!(
-                "SET memory_limit = {}; SET temp_directory = {}; \
-                 SET preserve_insertion_order = false; \
+                "SET memory_limit = {}; SET preserve_insertion_order = false; \
                  SET allocator_bulk_deallocation_flush_threshold = '4MB';",
                 literal(limit),
-                literal(&dir.path().display().to_string())
             ))?;
-            spill = Some(dir);
+        } else if shared {
+            conn.execute_batch(
+                "RESET memory_limit; RESET preserve_insertion_order; \
+                 RESET allocator_bulk_deallocation_flush_threshold;",
+            )?;
         }
         if self.single_thread {
             conn.execute_batch("SET threads = 1;")?;
+        } else if shared {
+            conn.execute_batch("RESET threads;")?;
         }
         if let Some(s3) = &self.s3 {
             // DuckDB's messages may quote the statement, so its own text never leaves here.
@@ -248,6 +295,82 @@ impl Engine {
 struct Session {
     conn: Connection,
     _spill: Option<tempfile::TempDir>,
+    /// The process's shared database, held until the session ends.
+    _claim: Option<Claim>,
+}
+
+/// The process's own in-memory DuckDB database, one for sessions with DuckDB's defaults and one
+/// for those opened with `allow_unsigned_extensions` to load the pinned httpfs: used by one
+/// session at a time (a session that finds it in use opens one of its own), spilling to a
+/// private directory of its own, and closed by [`close_shared`].
+struct Shared {
+    busy: std::sync::atomic::AtomicBool,
+    db: Mutex<Option<(Connection, tempfile::TempDir)>>,
+}
+
+static SHARED: [Shared; 2] = [Shared::new(), Shared::new()];
+
+impl Shared {
+    const fn new() -> Shared {
+        Shared {
+            busy: std::sync::atomic::AtomicBool::new(false),
+            db: Mutex::new(None),
+        }
+    }
+
+    /// The database for one session, unless another holds it.
+    fn claim(&'static self) -> Option<Claim> {
+        use std::sync::atomic::Ordering;
+        (!self.busy.swap(true, Ordering::AcqRel)).then_some(Claim(self))
+    }
+}
+
+/// One session's hold on a [`Shared`] database, given up when dropped.
+struct Claim(&'static Shared);
+
+impl Claim {
+    /// A new connection to the database, opened (with `unsigned` extensions allowed or not,
+    /// spilling to a fresh private directory) if it was not yet.
+    fn connection(&mut self, unsigned: bool) -> Result<Connection> {
+        let mut db = self.0.db.lock().unwrap_or_else(|p| p.into_inner());
+        if db.is_none() {
+            let conn = open_in_memory(unsigned)?;
+            let spill = spill_dir()?;
+            conn.execute_batch(&format!(
+                "SET temp_directory = {};",
+                literal(&spill.path().display().to_string())
+            ))?;
+            *db = Some((conn, spill));
+        }
+        let (conn, _) = db.as_ref().expect("opened above");
+        Ok(conn.try_clone()?)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Closes the process's shared DuckDB databases and removes their spill directories: for the
+/// end of a command (a database left open is only closed by the OS, its directory left behind).
+pub fn close_shared() {
+    for shared in &SHARED {
+        let db = shared.db.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(db);
+    }
+}
+
+fn open_in_memory(unsigned: bool) -> Result<Connection> {
+    Ok(match unsigned {
+        true => {
+            Connection::open_in_memory_with_flags(Config::default().allow_unsigned_extensions()?)?
+        }
+        false => Connection::open_in_memory()?,
+    })
 }
 
 impl std::ops::Deref for Session {
@@ -391,7 +514,7 @@ pub fn rebuild(
         .unwrap_or("lake")
         .to_string();
     let result = (|| -> Result<()> {
-        let conn = engine.own_session()?;
+        let conn = engine.fresh_session()?;
         conn.execute_batch(&format!(
             "ATTACH {} AS {} (STORAGE_VERSION '{STORAGE_VERSION}'); USE {};",
             literal(&tmp.display().to_string()),
@@ -591,7 +714,7 @@ pub fn query_confined(
     sql: &str,
 ) -> Result<Vec<RecordBatch>> {
     let spill = spill_dir()?;
-    let conn = engine.own_session()?;
+    let conn = engine.fresh_session()?;
     let spill_path = format!("{}/", spill.path().display());
     let dirs = allowed
         .iter()
