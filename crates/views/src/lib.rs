@@ -948,6 +948,50 @@ mod tests {
         );
     }
 
+    /// The process's shared database keeps its settings database-wide: a session must not
+    /// inherit the limits of the one before it, and two at once must not share one database.
+    #[test]
+    fn sessions_of_the_shared_database_start_from_their_own_settings() {
+        let settings = |engine: &Engine| -> Vec<String> {
+            let sql = "SELECT current_setting('memory_limit'), current_setting('threads'), \
+                       current_setting('preserve_insertion_order')"
+                .to_string();
+            let batches = query_many(engine, "", &[sql]).unwrap().remove(0);
+            (0..3)
+                .map(|c| {
+                    arrow::util::display::array_value_to_string(batches[0].column(c), 0).unwrap()
+                })
+                .collect()
+        };
+        let lean = Engine {
+            memory_limit: Some("48MB".into()),
+            single_thread: true,
+            ..Engine::default()
+        };
+        let defaults = settings(&Engine::default());
+        let limited = settings(&lean);
+        assert_eq!(limited[1..], ["1", "false"]);
+        assert_ne!(limited[0], defaults[0]);
+        assert_eq!(settings(&Engine::default()), defaults);
+
+        // A session held open (a temporary table in it) while another runs: the second gets
+        // a database of its own, without the first one's table.
+        let held = Work::open(&Engine::default()).unwrap();
+        held.execute("CREATE TEMP TABLE t AS SELECT 42 AS x")
+            .unwrap();
+        let other = Work::open(&Engine::default()).unwrap();
+        let tables = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 't'";
+        let count = |w: &Work| {
+            let b = w.query(tables).unwrap();
+            arrow::util::display::array_value_to_string(b[0].column(0), 0).unwrap()
+        };
+        assert_eq!((count(&held), count(&other)), ("1".into(), "0".into()));
+        drop((held, other));
+        // Given back: its temporary table went with its session.
+        let again = Work::open(&Engine::default()).unwrap();
+        assert_eq!(count(&again), "0");
+    }
+
     #[test]
     fn the_s3_secret_lives_in_the_session_only_and_is_quoted() {
         let secret = S3Secret {
