@@ -127,7 +127,7 @@ pub(crate) async fn write_one_run(
 ) -> Result<Vec<AddFile>> {
     if let joblake_writer::LakeLocation::Local(_) = lake.location() {
         match write_to(lake, name, ONE_RUN_MEMORY, String::new(), select.clone()).await {
-            Err(e) if format!("{e:#}").contains("Out of Memory") => {
+            Err(e) if crate::out_of_memory(&e) => {
                 tracing::debug!(
                     memory = otherwise,
                     "DuckDB ran out of memory; trying with more"

@@ -337,7 +337,7 @@ pub(crate) async fn duck(
             .await?
         {
             Ok(results) => return Ok(results),
-            Err(e) if e.to_string().contains("Out of Memory") => {
+            Err(e) if crate::out_of_memory(&e) => {
                 tracing::debug!(memory, "DuckDB ran out of memory; trying with more");
                 last = Some(e);
             }

@@ -64,10 +64,6 @@ fn pinned_extension(dir: &Path, name: &str) -> Option<PathBuf> {
     found
 }
 
-fn pinned_httpfs(dir: &Path) -> Option<PathBuf> {
-    pinned_extension(dir, "httpfs")
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -171,7 +167,7 @@ impl Engine {
         self.s3
             .as_ref()
             .and(self.extension_dir.as_deref())
-            .and_then(pinned_httpfs)
+            .and_then(|dir| pinned_extension(dir, "httpfs"))
             .into_iter()
             .collect()
     }
@@ -571,6 +567,11 @@ pub fn query(engine: &Engine, db: &Path, sql: &str) -> Result<Vec<RecordBatch>> 
     run(&conn, sql).map_err(|e| engine.explain(e))
 }
 
+/// Whether DuckDB gave up on `e` for want of memory: a step that may try again with more.
+pub(crate) fn out_of_memory(e: &impl std::fmt::Display) -> bool {
+    format!("{e:#}").contains("Out of Memory")
+}
+
 /// Whether DuckDB refused `e` for an extension it was not to load (autoloading off).
 fn needs_another_extension(e: &Error) -> bool {
     let text = e.to_string();
@@ -865,7 +866,7 @@ mod tests {
 
         // The build make lays out: loaded by its path, unchecked, and nothing autoloads after.
         let real = laid_out_extensions();
-        assert!(pinned_httpfs(&real).is_some());
+        assert!(pinned_extension(&real, "httpfs").is_some());
         assert_eq!(values(&on_s3(&real)), ["true", "true", "false"]);
         // A local lake needs no httpfs: DuckDB's defaults stay.
         let local = Engine {
@@ -885,7 +886,7 @@ mod tests {
         bytes[middle] ^= 0x55;
         std::fs::create_dir_all(tampered.path().join(&rel).parent().unwrap()).unwrap();
         std::fs::write(tampered.path().join(&rel), bytes).unwrap();
-        assert!(pinned_httpfs(tampered.path()).is_none());
+        assert!(pinned_extension(tampered.path(), "httpfs").is_none());
         let e = query_many(&on_s3(tampered.path()), "", &settings).unwrap_err();
         assert!(
             matches!(e, Error::BadHttpfs { .. }) && e.to_string().contains("signature"),

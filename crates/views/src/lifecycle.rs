@@ -540,14 +540,15 @@ async fn rewrite_at(
     );
     let name = table_name();
     let (first_run, last_run) = changes::run_ids(lake, &versions).await?;
-    let adds = if first_run == last_run {
-        let rows = one_run_select(&versions, &last_run);
-        let rows = format!("SELECT *, last_fetched_on AS dt FROM (\n{rows}\n)");
-        changes::write_one_run(lake, &name, MEMORY, rows).await?
-    } else {
-        let rows = select(&versions, &changes_source(lake, changes, "", None));
-        let rows = format!("SELECT *, last_fetched_on AS dt FROM (\n{rows}\n)");
-        changes::write_to(lake, &name, MEMORY, String::new(), rows).await?
+    let one_run = first_run == last_run;
+    let rows = match one_run {
+        true => one_run_select(&versions, &last_run),
+        false => select(&versions, &changes_source(lake, changes, "", None)),
+    };
+    let rows = format!("SELECT *, last_fetched_on AS dt FROM (\n{rows}\n)");
+    let adds = match one_run {
+        true => changes::write_one_run(lake, &name, MEMORY, rows).await?,
+        false => changes::write_to(lake, &name, MEMORY, String::new(), rows).await?,
     };
     let ids = adds.iter().map(|a| a.rows).sum();
     let commit = Commit {
