@@ -297,11 +297,13 @@ struct Session {
 
 /// The process's own in-memory DuckDB database, one for sessions with DuckDB's defaults and one
 /// for those opened with `allow_unsigned_extensions` to load the pinned httpfs: used by one
-/// session at a time (a session that finds it in use opens one of its own), spilling to a
-/// private directory of its own, and closed by [`close_shared`].
+/// session at a time (a session that finds it in use opens one of its own), and closed by
+/// [`close_shared`]. It spills to a directory of its own, which DuckDB makes when it first
+/// spills and removes when the database closes, so that a command killed before it spilled
+/// leaves nothing in the temporary directory.
 struct Shared {
     busy: std::sync::atomic::AtomicBool,
-    db: Mutex<Option<(Connection, tempfile::TempDir)>>,
+    db: Mutex<Option<Connection>>,
 }
 
 static SHARED: [Shared; 2] = [Shared::new(), Shared::new()];
@@ -325,21 +327,31 @@ impl Shared {
 struct Claim(&'static Shared);
 
 impl Claim {
-    /// A new connection to the database, opened (with `unsigned` extensions allowed or not,
-    /// spilling to a fresh private directory) if it was not yet.
+    /// A new connection to the database, opened (with `unsigned` extensions allowed or not) if
+    /// it was not yet.
     fn connection(&mut self, unsigned: bool) -> Result<Connection> {
         let mut db = self.0.db.lock().unwrap_or_else(|p| p.into_inner());
         if db.is_none() {
             let conn = open_in_memory(unsigned)?;
-            let spill = spill_dir()?;
+            // A name no one can guess (the standard library's per-process random keys), so
+            // that no one can have put a link there first.
+            let unguessable = {
+                use std::hash::{BuildHasher, Hasher};
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
+            };
+            let spill = std::env::temp_dir().join(format!(
+                "joblake-duckdb-{}-{unguessable:016x}",
+                std::process::id()
+            ));
             conn.execute_batch(&format!(
                 "SET temp_directory = {};",
-                literal(&spill.path().display().to_string())
+                literal(&spill.display().to_string())
             ))?;
-            *db = Some((conn, spill));
+            *db = Some(conn);
         }
-        let (conn, _) = db.as_ref().expect("opened above");
-        Ok(conn.try_clone()?)
+        Ok(db.as_ref().expect("opened above").try_clone()?)
     }
 }
 
@@ -351,8 +363,9 @@ impl Drop for Claim {
     }
 }
 
-/// Closes the process's shared DuckDB databases and removes their spill directories: for the
-/// end of a command (a database left open is only closed by the OS, its directory left behind).
+/// Closes the process's shared DuckDB databases, and with them their spill directories: for
+/// the end of a command (a database left open is only closed by the OS, a directory it spilled
+/// to left behind).
 pub fn close_shared() {
     for shared in &SHARED {
         let db = shared.db.lock().unwrap_or_else(|p| p.into_inner()).take();
