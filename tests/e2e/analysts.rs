@@ -469,6 +469,39 @@ async fn salaries_are_put_per_year_as_the_simulator_drew_them_and_the_rest_is_co
         not_per_year > 0,
         "free text and unworded figures are counted"
     );
+    // The latest table keeps the four columns (the view reads them, parsing nothing), each as
+    // the documented SQL works it out over the history's latest versions, and a Delta reader
+    // of `jobs_latest` has them too.
+    let view = lake.view_sql("jobs").await;
+    assert!(
+        view.contains("/jobs_latest/") && !view.contains("_salary_word"),
+        "{view}"
+    );
+    let documented = include_str!("../../queries/jobs_salaries.sql")
+        .trim_end()
+        .trim_end_matches(';')
+        .replace(
+        "{rows}",
+        "SELECT * FROM jobs_history \
+         QUALIFY row_number() OVER (PARTITION BY id ORDER BY _run_id DESC, _page DESC, _row DESC) = 1",
+    );
+    let cols = "id, salary_period, salary_period_basis, salary_annual_from, salary_annual_to";
+    let sources = [
+        format!("SELECT {cols} FROM jobs"),
+        format!("SELECT {cols} FROM ({documented})"),
+        format!(
+            "SELECT {cols} FROM delta_scan('{}/jobs_latest')",
+            lake.url()
+        ),
+    ];
+    for other in &sources[1..] {
+        for (a, b) in [(&sources[0], other), (other, &sources[0])] {
+            let differ = lake
+                .count(&format!("SELECT count(*) FROM (({a}) EXCEPT ALL ({b}))"))
+                .await;
+            assert_eq!(differ, 0, "rows of\n{a}\nnot in\n{b}");
+        }
+    }
     // A query that reads no salary column works none out: its plan holds no join but the
     // latest table's deleted rows' (an IN list of period words was planned as a mark join,
     // which made every query of `jobs` work out every row's salary).

@@ -65,16 +65,28 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
                 .filter(|l| l.exact_for(history)),
             None => None,
         };
+        // Whether the rows read keep the columns the latest table adds (see
+        // `latest::added_columns`): the salaries per year `jobs` has.
+        let mut added = false;
         let latest = match latest {
             // The latest table, exact for the history the views read.
             Some(latest) => {
                 let (prepare, select) = crate::latest::view_select(lake, table, &latest);
                 deleted.push_str(&prepare);
+                added = !latest.files.is_empty() && latest.has_added_columns(table);
                 select
             }
             // None yet, or behind: the last version of every id out of the whole history.
             None => latest_of(&ident(&format!("{name}_history"))),
         };
+        if table == Table::Jobs {
+            let jobs = if added {
+                crate::salaries::kept(&latest)
+            } else {
+                crate::salaries::over(&latest)
+            };
+            values.insert("jobs".to_string(), jobs);
+        }
         values.insert(format!("{name}_latest"), latest);
         if let Some(changes) = crate::changes::view_select(lake, table, history.as_ref()).await {
             if changes.kept {

@@ -51,9 +51,19 @@ pub struct LatestTable {
     pub history: LatestState,
     /// Its files, with the rows their deletion vectors delete.
     pub files: Vec<DataFile>,
+    /// Its columns (`dt` among them).
+    pub columns: Vec<String>,
 }
 
 impl LatestTable {
+    /// Whether it has every column its table's latest table keeps (see [`added_columns`]):
+    /// a jobs latest table made before it kept the salary columns has not.
+    pub fn has_added_columns(&self, table: Table) -> bool {
+        added_columns(table)
+            .iter()
+            .all(|f| self.columns.iter().any(|c| c == f.name()))
+    }
+
     /// Whether it is exact for `history`.
     pub fn exact_for(&self, history: &History) -> bool {
         self.history.complete
@@ -130,6 +140,7 @@ async fn load(lake: &Lake, table: Table) -> Result<Option<(LatestTable, Option<S
         version: snapshot.version(),
         history,
         files: log.files_with_deletions(&snapshot).await?,
+        columns: DeltaLog::columns(&snapshot),
     };
     Ok(Some((latest, unread)))
 }
@@ -173,8 +184,12 @@ pub async fn keep_exact(
     }
     // A command killed between the two commits of a merge or a rewrite (see
     // `commit_exact`) left copies whose older rows no deletion vector deletes yet, and a
-    // state that need not name the history before them: only writing it again is sure.
-    if !current.history.complete || current.rewrite_due(rewrite_after) {
+    // state that need not name the history before them: only writing it again is sure. A
+    // table without the columns it keeps now gets them by being written again.
+    if !current.history.complete
+        || current.rewrite_due(rewrite_after)
+        || !current.has_added_columns(table)
+    {
         return rewrite_at(lake, table, history, Some(current)).await;
     }
     // The history as the latest table last saw it: the files since are what it lacks. A log
@@ -497,29 +512,56 @@ async fn merge(
     })
 }
 
-/// The schema a latest table is made with: the history's (only used when it is created).
+/// The schema a latest table is made with (or, made before it kept its added columns, gains
+/// them with): the history's and its [`added_columns`].
 fn current_schema(table: Table) -> arrow::datatypes::SchemaRef {
-    joblake_schema::arrow_schema(table)
+    let history = joblake_schema::arrow_schema(table);
+    let added = added_columns(table);
+    if added.is_empty() {
+        return history;
+    }
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        history
+            .fields()
+            .iter()
+            .cloned()
+            .chain(added.into_iter().map(Arc::new))
+            .collect::<Vec<_>>(),
+        history.metadata().clone(),
+    ))
+}
+
+/// The columns `table`'s latest table keeps beyond its history's: the salaries per year for
+/// jobs (see [`crate::salaries`]).
+pub fn added_columns(table: Table) -> Vec<arrow::datatypes::Field> {
+    match table {
+        Table::Jobs => crate::salaries::fields(),
+        _ => Vec::new(),
+    }
 }
 
 /// Writes the rows of history `files` but those at `skip` (per file) into the latest table,
-/// each file copied as it is when it loses none (see [`joblake_writer::write_latest`]).
+/// each file copied as it is when it loses few (see [`joblake_writer::write_latest`]), with
+/// the table's [`added_columns`].
 async fn write_rows(
     lake: &Lake,
     table: Table,
     files: &[LiveFile],
     skip: &[Vec<u64>],
 ) -> Result<Vec<LatestFile>> {
-    Ok(joblake_writer::write_latest(
-        lake,
-        &table_name(table),
-        &metas(files),
-        skip,
-        COPY_UP_TO,
-        &layout::new_run_id(),
-        &joblake_writer::WriterOptions::default(),
-    )
-    .await?)
+    let salaries = crate::salaries::Salaries { lake: lake.clone() };
+    let added: Option<&dyn joblake_writer::AddedColumns> = match table {
+        Table::Jobs => Some(&salaries),
+        _ => None,
+    };
+    let into = joblake_writer::LatestTarget {
+        table: &table_name(table),
+        copy_up_to: COPY_UP_TO,
+        run_id: &layout::new_run_id(),
+        opts: &joblake_writer::WriterOptions::default(),
+        added,
+    };
+    Ok(joblake_writer::write_latest(lake, &metas(files), skip, &into).await?)
 }
 
 /// Writes `table`'s latest table again from the history's version `history`,
@@ -716,6 +758,7 @@ mod tests {
                     deleted: deleted.to_vec(),
                 })
                 .collect(),
+            columns: Vec::new(),
         }
     }
 

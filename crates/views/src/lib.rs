@@ -9,6 +9,7 @@ pub mod changes;
 pub mod companies;
 pub mod latest;
 pub mod lifecycle;
+pub mod salaries;
 pub mod session;
 pub mod status;
 

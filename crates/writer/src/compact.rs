@@ -449,23 +449,55 @@ pub async fn finish_compactions(lake: &Lake, table: &str) -> Result<()> {
     Ok(())
 }
 
+/// Columns a latest table has beyond its history table's, worked out from the rows of each
+/// history file written there.
+pub trait AddedColumns: Send + Sync {
+    /// Their values for every row of the history file `file`, in the file's order, as one
+    /// batch (its schema: the columns, in order); the error says why they cannot be had.
+    fn of<'a>(
+        &'a self,
+        file: &'a ObjectMeta,
+    ) -> futures::future::BoxFuture<'a, std::result::Result<RecordBatch, String>>;
+}
+
+/// Where and how [`write_latest`] writes.
+#[derive(Clone, Copy)]
+pub struct LatestTarget<'a> {
+    /// The latest table (`<table>_latest`).
+    pub table: &'a str,
+    /// The share of a file's rows, skipped, up to which it is copied (see [`write_latest`]).
+    pub copy_up_to: f64,
+    /// The run that writes, named in the files written again.
+    pub run_id: &'a str,
+    /// How Parquet is written.
+    pub opts: &'a WriterOptions,
+    /// The columns the latest table has beyond the history's.
+    pub added: Option<&'a dyn AddedColumns>,
+}
+
 /// Writes the rows of history `files` but those at the positions `skip` names (for each file,
-/// its row numbers in ascending order) into the latest table `latest` (`<table>_latest`),
-/// each into the same `dt=` partition: a file with at most `copy_up_to` (a share) of its rows
-/// skipped is copied as it is (the store copies it: no row is decoded), the skipped rows left
-/// for a deletion vector; one with more is written again without them (streamed, so the
-/// memory it takes does not grow with the file); one all of whose rows are skipped leaves
-/// nothing. Returns the files written, named after their sources (a copy keeps its source's
-/// name, so copying it again writes the same bytes; a file written again adds `run_id`).
+/// its row numbers in ascending order) into the latest table `into.table`, each into the
+/// same `dt=` partition, with the columns `into.added` works out after the file's own. A file
+/// with at most `into.copy_up_to` (a share) of its rows skipped is copied as it is, the
+/// skipped rows left for a deletion vector: the store copies it, or, with added columns, its
+/// column chunks are copied as they are encoded (see [`crate::widen`]); either way no row is
+/// decoded. One with more is written again without them (streamed, so the memory it takes
+/// does not grow with the file); one all of whose rows are skipped leaves nothing. Returns
+/// the files written, named after their sources (a copy keeps its source's name, so copying
+/// it again writes the same bytes; a file written again adds `into.run_id`).
 pub async fn write_latest(
     lake: &Lake,
-    latest: &str,
     files: &[ObjectMeta],
     skip: &[Vec<u64>],
-    copy_up_to: f64,
-    run_id: &str,
-    opts: &WriterOptions,
+    into: &LatestTarget<'_>,
 ) -> Result<Vec<LatestFile>> {
+    let LatestTarget {
+        table: latest,
+        copy_up_to,
+        run_id,
+        opts,
+        added,
+    } = *into;
     let mut written = Vec::new();
     for (i, meta) in files.iter().enumerate() {
         let gone = skip.get(i).map_or(&[][..], Vec::as_slice);
@@ -485,27 +517,58 @@ pub async fn write_latest(
         if gone.len() as u64 >= rows {
             continue;
         }
+        let extra = match added {
+            Some(added) => Some(added.of(meta).await.map_err(|detail| Error::Io {
+                context: format!(
+                    "cannot work out the latest table's columns for {}",
+                    meta.location
+                ),
+                source: std::io::Error::other(detail),
+            })?),
+            None => None,
+        };
         if gone.len() as f64 <= copy_up_to * rows as f64 {
             let to = Path::from(format!("{latest}/dt={dt}/{name}.parquet"));
-            lake.copy(&meta.location, &to).await?;
+            let file = match &extra {
+                Some(extra) => {
+                    crate::widen::copy_adding(lake, latest, meta, to, &dt, extra, opts).await?
+                }
+                None => {
+                    lake.copy(&meta.location, &to).await?;
+                    crate::FileInfo {
+                        path: to.to_string(),
+                        dt,
+                        rows,
+                        bytes: meta.size,
+                    }
+                }
+            };
             written.push(LatestFile {
-                file: crate::FileInfo {
-                    path: to.to_string(),
-                    dt,
-                    rows,
-                    bytes: meta.size,
-                },
+                file,
                 deleted: gone.to_vec(),
             });
             continue;
         }
+        let schema = match &extra {
+            Some(extra) => Arc::new(Schema::new_with_metadata(
+                builder
+                    .schema()
+                    .fields()
+                    .iter()
+                    .chain(extra.schema().fields().iter())
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                builder.schema().metadata().clone(),
+            )),
+            None => Arc::clone(builder.schema()),
+        };
         let to = Path::from(format!("{latest}/dt={dt}/{name}-{run_id}.parquet"));
         let mut sink = ParquetSink::create(
             lake,
             latest,
             to,
             &dt,
-            Arc::clone(builder.schema()),
+            Arc::clone(&schema),
             opts,
             vec![("joblake.run_id".to_string(), run_id.to_string())],
         )?;
@@ -526,6 +589,20 @@ pub async fn write_latest(
                     }
                     next_gone += 1;
                 }
+                let batch = match &extra {
+                    Some(extra) => {
+                        let mut columns = batch.columns().to_vec();
+                        columns.extend(
+                            extra
+                                .slice(offset as usize, batch.num_rows())
+                                .columns()
+                                .iter()
+                                .cloned(),
+                        );
+                        RecordBatch::try_new(Arc::clone(&schema), columns)?
+                    }
+                    None => batch,
+                };
                 offset = end;
                 let batch = arrow::compute::filter_record_batch(
                     &batch,
@@ -576,6 +653,216 @@ mod tests {
 
     fn list_of(item: &str) -> DataType {
         DataType::List(Arc::new(Field::new(item, DataType::Utf8, true)))
+    }
+
+    /// Added columns worked out from a file's `n` (given here per file): `n * 10` as `tens`,
+    /// and its text as `said`, null for every seventh row.
+    struct Tens(BTreeMap<String, Vec<i64>>);
+
+    impl AddedColumns for Tens {
+        fn of<'a>(
+            &'a self,
+            file: &'a ObjectMeta,
+        ) -> futures::future::BoxFuture<'a, std::result::Result<RecordBatch, String>> {
+            let n = self.0[file.location.as_ref()].clone();
+            Box::pin(async move {
+                let tens = arrow::array::Int64Array::from_iter_values(n.iter().map(|i| i * 10));
+                let said = StringArray::from_iter(
+                    n.iter().map(|i| (i % 7 != 0).then(|| (i * 10).to_string())),
+                );
+                RecordBatch::try_new(
+                    Arc::new(Schema::new(vec![
+                        Field::new("tens", DataType::Int64, true),
+                        Field::new("said", DataType::Utf8, true),
+                    ])),
+                    vec![Arc::new(tens), Arc::new(said)],
+                )
+                .map_err(|e| e.to_string())
+            })
+        }
+    }
+
+    /// A file of `n` and its text `s` at `rel` in `dir`, in pages of 100 rows and row groups
+    /// of 5 000.
+    fn numbers_file(dir: &std::path::Path, rel: &str, n: &[i64]) -> ObjectMeta {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(arrow::array::Int64Array::from(n.to_vec())),
+                Arc::new(StringArray::from_iter_values(
+                    n.iter().map(|i| format!("row {i}")),
+                )),
+            ],
+        )
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_data_page_row_count_limit(100)
+            .set_write_batch_size(100)
+            .set_max_row_group_row_count(Some(5_000))
+            .build();
+        let file = dir.join(rel);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&file).unwrap(),
+            schema,
+            Some(props),
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        ObjectMeta {
+            location: Path::from(rel),
+            last_modified: chrono::Utc::now(),
+            size: std::fs::metadata(&file).unwrap().len(),
+            e_tag: None,
+            version: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_latest_file_gets_its_added_columns_whether_copied_or_written_again() {
+        use arrow::array::AsArray;
+        use arrow::datatypes::Int64Type;
+        use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+        use parquet::file::metadata::PageIndexPolicy;
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), true).unwrap();
+        let (copied, rewritten): (Vec<i64>, Vec<i64>) = ((0..10_000).collect(), (0..300).collect());
+        let files = [
+            numbers_file(dir.path(), "jobs/dt=2026-01-01/part-a.parquet", &copied),
+            numbers_file(dir.path(), "jobs/dt=2026-01-02/part-b.parquet", &rewritten),
+        ];
+        let tens = Tens(BTreeMap::from([
+            (files[0].location.to_string(), copied.clone()),
+            (files[1].location.to_string(), rewritten.clone()),
+        ]));
+        // Two rows of the first file lost to later versions (copied, a deletion vector's),
+        // half of the second (written again without them).
+        let skip = vec![vec![3, 5_000], (0..150).map(|i| i * 2).collect()];
+        let into = LatestTarget {
+            table: "jobs_latest",
+            copy_up_to: 0.05,
+            run_id: "20260102T000000000Z",
+            opts: &WriterOptions::default(),
+            added: Some(&tens),
+        };
+        let written = write_latest(&lake, &files, &skip, &into).await.unwrap();
+        assert_eq!(written.len(), 2, "{written:?}");
+        assert_eq!(
+            written[0].file.path,
+            "jobs_latest/dt=2026-01-01/part-a.parquet"
+        );
+        assert_eq!(
+            (written[0].file.rows, &written[0].deleted[..]),
+            (10_000, &[3, 5_000][..])
+        );
+        assert!(
+            written[1]
+                .file
+                .path
+                .starts_with("jobs_latest/dt=2026-01-02/part-b-")
+        );
+        assert_eq!((written[1].file.rows, written[1].deleted.len()), (150, 0));
+        for (w, kept) in written.iter().zip([
+            copied.clone(),
+            rewritten.iter().copied().filter(|i| i % 2 == 1).collect(),
+        ]) {
+            let path = dir.path().join(&w.file.path);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), w.file.bytes);
+            let options =
+                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+            let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+                std::fs::File::open(&path).unwrap(),
+                options,
+            )
+            .unwrap();
+            let names: Vec<_> = builder
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            assert_eq!(names, ["n", "s", "tens", "said"]);
+            // Every column chunk, copied or encoded, has its pages indexed.
+            let metadata = builder.metadata().clone();
+            for g in 0..metadata.num_row_groups() {
+                let index = metadata.page_index_for_row_group(g);
+                for c in 0..4 {
+                    assert!(index.offset_index(c).is_some(), "row group {g}, column {c}");
+                }
+            }
+            let (mut n, mut s, mut t, mut said) = (vec![], vec![], vec![], vec![]);
+            for b in builder.build().unwrap() {
+                let b = b.unwrap();
+                n.extend(
+                    b.column(0)
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .iter()
+                        .copied(),
+                );
+                s.extend(
+                    b.column(1)
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.unwrap().to_string()),
+                );
+                t.extend(b.column(2).as_primitive::<Int64Type>().iter());
+                said.extend(
+                    b.column(3)
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.map(str::to_string)),
+                );
+            }
+            assert_eq!(n, kept);
+            assert_eq!(
+                s,
+                kept.iter().map(|i| format!("row {i}")).collect::<Vec<_>>()
+            );
+            assert_eq!(t, kept.iter().map(|i| Some(i * 10)).collect::<Vec<_>>());
+            let want: Vec<_> = kept
+                .iter()
+                .map(|i| (i % 7 != 0).then(|| (i * 10).to_string()))
+                .collect();
+            assert_eq!(said, want);
+        }
+        // The copy keeps the source's row groups (its chunks copied as they were).
+        let copy = parquet::file::reader::SerializedFileReader::new(
+            std::fs::File::open(dir.path().join(&written[0].file.path)).unwrap(),
+        )
+        .unwrap();
+        use parquet::file::reader::FileReader;
+        assert_eq!(copy.metadata().num_row_groups(), 2);
+
+        // Added columns whose rows are not the file's: an error, and nothing written.
+        let short = Tens(BTreeMap::from([(
+            files[0].location.to_string(),
+            vec![1, 2, 3],
+        )]));
+        let into = LatestTarget {
+            table: "other_latest",
+            added: Some(&short),
+            ..into
+        };
+        let e = write_latest(&lake, &files[..1], &[vec![]], &into)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("3 rows of added columns for a file of 10000 rows"),
+            "{e}"
+        );
+        assert!(
+            !dir.path()
+                .join("other_latest")
+                .join("dt=2026-01-01")
+                .exists()
+        );
     }
 
     #[tokio::test]

@@ -323,6 +323,15 @@ impl DeltaLog {
         Ok(Some((snapshot, state)))
     }
 
+    /// The names of the table's columns as `snapshot` has them (`dt` among them).
+    pub fn columns(snapshot: &SnapshotRef) -> Vec<String> {
+        snapshot
+            .schema()
+            .fields()
+            .map(|f| f.name().to_string())
+            .collect()
+    }
+
     /// The table's own domain metadata (see [`Commit::state`]) as `snapshot` has it.
     pub async fn state(&self, snapshot: &SnapshotRef) -> Result<Option<String>> {
         self.remembered(snapshot, "state", async {
@@ -663,7 +672,17 @@ impl Target {
             Operation::Merge => UpdateTableOperation::Merge,
         };
         let data_change = commit.operation != Operation::Optimize;
-        let builder = Arc::clone(&snapshot).update_table(operation, ENGINE_INFO, data_change);
+        let mut builder = Arc::clone(&snapshot).update_table(operation, ENGINE_INFO, data_change);
+        if self.kind == Kind::Latest {
+            // A latest table made before it kept a column of its own (a jobs latest table
+            // before the salary columns) gains it with the commit that first writes it.
+            let have = snapshot.schema();
+            for field in table_schema(&schema)?.fields() {
+                if have.field(field.name()).is_none() {
+                    builder = builder.add_column(field.clone());
+                }
+            }
+        }
         let mut txn = stamp(builder, txn_version, self.kind.domain(), commit.state)
             .build(engine, Box::new(FileSystemCommitter::new()))?;
         add_all(&mut txn, root, table, &commit.adds)?;

@@ -35,9 +35,11 @@ mod sink;
 mod stage;
 mod table;
 mod upgrade;
+mod widen;
 
 pub use compact::{
-    CompactReport, LatestFile, compact_table, copy_rows, finish_compactions, write_latest,
+    AddedColumns, CompactReport, LatestFile, LatestTarget, compact_table, copy_rows,
+    finish_compactions, write_latest,
 };
 pub use crash::crash_point;
 pub use error::{Error, Result};

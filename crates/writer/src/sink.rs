@@ -13,7 +13,9 @@ use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{WriterProperties, WriterPropertiesPtr};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::TypePtr;
 use tokio::io::AsyncWriteExt;
 
 use crate::{Error, FileInfo, Lake, LakeLocation, Result, WriterOptions};
@@ -27,7 +29,7 @@ const PIECE: usize = 1 << 20;
 /// chunks, so at the moment it doubles it holds old and new copies beside the chunks not yet
 /// copied: the peak of a whole run's memory. Pieces never move.
 #[derive(Default)]
-struct Pieces {
+pub(crate) struct Pieces {
     done: Vec<Bytes>,
     current: Vec<u8>,
 }
@@ -66,6 +68,29 @@ impl std::io::Write for Pieces {
     }
 }
 
+/// What encodes a file: Arrow batches, or column chunks put together by the caller (see
+/// [`ParquetSink::create_raw`]).
+enum Encoder {
+    Arrow(ArrowWriter<Pieces>),
+    Raw(SerializedFileWriter<Pieces>),
+}
+
+impl Encoder {
+    fn pieces(&mut self) -> &mut Pieces {
+        match self {
+            Encoder::Arrow(w) => w.inner_mut(),
+            Encoder::Raw(w) => w.inner_mut(),
+        }
+    }
+
+    fn finish(&mut self) -> parquet::errors::Result<()> {
+        match self {
+            Encoder::Arrow(w) => w.finish().map(drop),
+            Encoder::Raw(w) => w.finish().map(drop),
+        }
+    }
+}
+
 /// A Parquet file of `table` under way.
 pub(crate) struct ParquetSink {
     lake: Lake,
@@ -76,7 +101,7 @@ pub(crate) struct ParquetSink {
     dt: String,
     /// The encoder; away on an encoder thread (see [`crate::cpu`]) while it encodes, and
     /// gone for good if that failed.
-    writer: Option<ArrowWriter<Pieces>>,
+    writer: Option<Encoder>,
     /// The upload the pieces go to; aborted if the file is given up, so a failed or
     /// abandoned file never lingers as a dangling multipart upload.
     upload_writer: BufWriter,
@@ -95,18 +120,41 @@ impl ParquetSink {
         opts: &WriterOptions,
         metadata: Vec<(String, String)>,
     ) -> Result<ParquetSink> {
-        let upload = lake.upload_path(table, &path);
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(opts.zstd_level)?))
+        let props = properties(opts, metadata)?
             .set_max_row_group_row_count(Some(opts.row_group_rows))
-            .set_created_by(format!("joblake {}", env!("CARGO_PKG_VERSION")))
-            .set_key_value_metadata(Some(
-                metadata
-                    .into_iter()
-                    .map(|(k, v)| KeyValue::new(k, v))
-                    .collect(),
-            ))
             .build();
+        let writer = ArrowWriter::try_new(Pieces::default(), schema, Some(props))?;
+        Ok(ParquetSink::new(
+            lake,
+            table,
+            path,
+            dt,
+            Encoder::Arrow(writer),
+        ))
+    }
+
+    /// Starts `path` as [`Self::create`] does, with the Parquet `schema` and `props` as
+    /// they are, for a caller that puts each row group together itself ([`Self::raw`]).
+    pub fn create_raw(
+        lake: &Lake,
+        table: &str,
+        path: Path,
+        dt: &str,
+        schema: TypePtr,
+        props: WriterPropertiesPtr,
+    ) -> Result<ParquetSink> {
+        let writer = SerializedFileWriter::new(Pieces::default(), schema, props)?;
+        Ok(ParquetSink::new(
+            lake,
+            table,
+            path,
+            dt,
+            Encoder::Raw(writer),
+        ))
+    }
+
+    fn new(lake: &Lake, table: &str, path: Path, dt: &str, writer: Encoder) -> ParquetSink {
+        let upload = lake.upload_path(table, &path);
         // At most two parts in flight: a row group arrives whole, and eight 10 MB parts in
         // flight (the default) would hold it twice. On S3 parts of 8 MB (it takes no smaller
         // than 5 MB); on disk each piece goes straight to the file, as the upload's buffer
@@ -119,25 +167,23 @@ impl ParquetSink {
         let upload_writer =
             BufWriter::with_capacity(Arc::clone(lake.store()), upload.clone(), part)
                 .with_max_concurrency(2);
-        Ok(ParquetSink {
+        ParquetSink {
             lake: lake.clone(),
             path,
             upload,
             dt: dt.to_string(),
-            writer: Some(ArrowWriter::try_new(
-                Pieces::default(),
-                schema,
-                Some(props),
-            )?),
+            writer: Some(writer),
             upload_writer,
             rows: 0,
-        })
+        }
     }
 
     /// Appends rows; a row group they complete goes to the upload. The encoding happens on
     /// an encoder thread, one trip for all of `batches`.
     pub async fn write(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
-        let mut writer = self.take_writer()?;
+        let Encoder::Arrow(mut writer) = self.take_writer()? else {
+            return Err(self.broken());
+        };
         let (writer, written) = crate::cpu::run(move || {
             let groups = writer.flushed_row_groups().len();
             let mut rows = 0;
@@ -151,7 +197,7 @@ impl ParquetSink {
             (writer, written)
         })
         .await;
-        self.writer = Some(writer);
+        self.writer = Some(Encoder::Arrow(writer));
         let (rows, flushed) = written?;
         self.rows += rows as u64;
         if flushed {
@@ -160,7 +206,25 @@ impl ParquetSink {
         Ok(())
     }
 
-    fn take_writer(&mut self) -> Result<ArrowWriter<Pieces>> {
+    /// Puts `rows` rows together with the file's writer (see [`Self::create_raw`]), then
+    /// hands what it wrote on to the upload.
+    pub async fn raw(
+        &mut self,
+        rows: u64,
+        put: impl FnOnce(&mut SerializedFileWriter<Pieces>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(Encoder::Raw(writer)) = self.writer.as_mut() else {
+            return Err(self.broken());
+        };
+        if let Err(e) = put(writer) {
+            self.writer = None;
+            return Err(e);
+        }
+        self.rows += rows;
+        self.send().await
+    }
+
+    fn take_writer(&mut self) -> Result<Encoder> {
         self.writer.take().ok_or_else(|| self.broken())
     }
 
@@ -176,7 +240,7 @@ impl ParquetSink {
         let Some(writer) = self.writer.as_mut() else {
             return Err(self.broken());
         };
-        let pieces = writer.inner_mut().take();
+        let pieces = writer.pieces().take();
         for piece in pieces {
             if let Err(e) = self.upload_writer.put(piece).await {
                 // A part that did not reach the upload leaves a hole in it: the file can
@@ -326,4 +390,21 @@ impl parquet::arrow::async_reader::AsyncFileReader for LakeFile {
             Ok(Arc::new(metadata))
         })
     }
+}
+
+/// The properties joblake writes Parquet with: zstd at `opts.zstd_level`, joblake as the
+/// writer, `metadata` in the footer.
+pub(crate) fn properties(
+    opts: &WriterOptions,
+    metadata: Vec<(String, String)>,
+) -> Result<parquet::file::properties::WriterPropertiesBuilder> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(opts.zstd_level)?))
+        .set_created_by(format!("joblake {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(
+            metadata
+                .into_iter()
+                .map(|(k, v)| KeyValue::new(k, v))
+                .collect(),
+        )))
 }

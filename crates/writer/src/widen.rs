@@ -1,0 +1,242 @@
+//! A copy of a Parquet file with columns added: every column chunk of the file copied as it
+//! is encoded (no row decoded, its statistics and page index kept), and the new columns
+//! encoded into each of its row groups beside them. What a latest table with columns of its
+//! own (see [`crate::AddedColumns`]) writes where it would otherwise copy a history file.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::Type;
+
+use crate::sink::{LakeFile, ParquetSink, properties};
+use crate::{Error, FileInfo, Lake, Result, WriterOptions};
+
+/// The arrow metadata key under which Parquet files carry their Arrow schema.
+const ARROW_SCHEMA: &str = "ARROW:schema";
+
+/// Writes the lake's Parquet file `meta` to `to` (a file of partition `dt` of table
+/// `table`) with the columns of `added` after its own: `added` holds one row per row of the
+/// file, in the file's order. Fails, writing nothing, when a column of `added` has a name the
+/// file has, or its rows are not the file's.
+pub(crate) async fn copy_adding(
+    lake: &Lake,
+    table: &str,
+    meta: &ObjectMeta,
+    to: Path,
+    dt: &str,
+    added: &RecordBatch,
+    opts: &WriterOptions,
+) -> Result<FileInfo> {
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let builder =
+        ParquetRecordBatchStreamBuilder::new_with_options(LakeFile::new(lake, meta), options)
+            .await?;
+    let metadata = Arc::clone(builder.metadata());
+    let source = Arc::clone(builder.schema());
+    drop(builder);
+    let rows = metadata.file_metadata().num_rows().max(0) as u64;
+    let mismatch = |detail: String| Error::Io {
+        context: format!(
+            "cannot add columns to a copy of {}: {detail}",
+            meta.location
+        ),
+        source: std::io::ErrorKind::InvalidData.into(),
+    };
+    if added.num_rows() as u64 != rows {
+        return Err(mismatch(format!(
+            "{} rows of added columns for a file of {rows} rows",
+            added.num_rows()
+        )));
+    }
+    if let Some(f) = added
+        .schema()
+        .fields()
+        .iter()
+        .find(|f| source.field_with_name(f.name()).is_ok())
+    {
+        return Err(mismatch(format!(
+            "the file has a column {} already",
+            f.name()
+        )));
+    }
+    let added_schema = added.schema();
+    let added_parquet = ArrowSchemaConverter::new().convert(&added_schema)?;
+    // The file's own Parquet types (so its chunks fit as they are), then the added ones.
+    let file_root = metadata.file_metadata().schema();
+    let mut fields = file_root.get_fields().to_vec();
+    fields.extend(added_parquet.root_schema().get_fields().iter().cloned());
+    let root = Type::group_type_builder(file_root.name())
+        .with_fields(fields)
+        .build()?;
+    let both: SchemaRef = Arc::new(Schema::new_with_metadata(
+        source
+            .fields()
+            .iter()
+            .chain(added_schema.fields().iter())
+            .cloned()
+            .collect::<Vec<_>>(),
+        source.metadata().clone(),
+    ));
+    let footer = metadata
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .filter(|kv| kv.key != ARROW_SCHEMA)
+        .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
+        .collect();
+    let mut props = properties(opts, footer)?.build();
+    add_encoded_arrow_schema_to_metadata(&both, &mut props);
+    let props = Arc::new(props);
+    // Writers for the added columns alone: a writer of a file of just them lends its schema.
+    let alone = SerializedFileWriter::new(
+        std::io::sink(),
+        added_parquet.root_schema_ptr(),
+        Arc::clone(&props),
+    )?;
+    let factory = ArrowRowGroupWriterFactory::new(&alone, Arc::clone(&added_schema));
+    let mut sink = ParquetSink::create_raw(lake, table, to, dt, Arc::new(root), props)?;
+    let result: Result<()> = async {
+        let mut offset = 0;
+        for (group, rg) in metadata.row_groups().iter().enumerate() {
+            let n = rg.num_rows().max(0) as usize;
+            let chunks = row_group_bytes(lake, meta, &metadata, group).await?;
+            let slice = added.slice(offset, n);
+            offset += n;
+            let mut writers = factory.create_column_writers(group)?;
+            for ((writer, field), column) in writers
+                .iter_mut()
+                .zip(added_schema.fields())
+                .zip(slice.columns())
+            {
+                for leaf in compute_leaves(field, column)? {
+                    writer.write(&leaf)?;
+                }
+            }
+            let encoded = writers
+                .into_iter()
+                .map(|w| w.close())
+                .collect::<parquet::errors::Result<Vec<_>>>()?;
+            let index = metadata.page_index_for_row_group(group);
+            sink.raw(n as u64, |file| {
+                let mut group_writer = file.next_row_group()?;
+                for (c, chunk) in rg.columns().iter().enumerate() {
+                    let close = ColumnCloseResult {
+                        bytes_written: chunk.compressed_size().max(0) as u64,
+                        rows_written: n as u64,
+                        metadata: chunk.clone(),
+                        bloom_filter: None,
+                        column_index: index.column_index(c).cloned(),
+                        offset_index: index.offset_index(c).cloned(),
+                    };
+                    group_writer.append_column(&chunks, close)?;
+                }
+                for chunk in encoded {
+                    chunk.append_to_row_group(&mut group_writer)?;
+                }
+                group_writer.close()?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => sink.publish().await,
+        Err(e) => {
+            sink.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// The bytes of row group `group` of the file: one ranged read from its first chunk's start
+/// to its last chunk's end.
+async fn row_group_bytes(
+    lake: &Lake,
+    meta: &ObjectMeta,
+    metadata: &ParquetMetaData,
+    group: usize,
+) -> Result<Window> {
+    let rg = metadata.row_group(group);
+    let (mut start, mut end) = (u64::MAX, 0u64);
+    for chunk in rg.columns() {
+        let (from, len) = chunk.byte_range();
+        start = start.min(from);
+        end = end.max(from + len);
+    }
+    if start >= end {
+        return Ok(Window {
+            base: 0,
+            bytes: Bytes::new(),
+        });
+    }
+    let bytes = lake
+        .store()
+        .get_range(&meta.location, start..end)
+        .await
+        .map_err(|e| Error::store(&meta.location, e))?;
+    Ok(Window { base: start, bytes })
+}
+
+/// Bytes of a file from offset `base` on, read as the file itself at its own offsets.
+struct Window {
+    base: u64,
+    bytes: Bytes,
+}
+
+impl Window {
+    fn at(&self, start: u64) -> parquet::errors::Result<Bytes> {
+        start
+            .checked_sub(self.base)
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|s| *s <= self.bytes.len())
+            .map(|s| self.bytes.slice(s..))
+            .ok_or_else(|| {
+                parquet::errors::ParquetError::General(format!(
+                    "offset {start} lies outside the row group read ({} bytes from {})",
+                    self.bytes.len(),
+                    self.base
+                ))
+            })
+    }
+}
+
+impl Length for Window {
+    fn len(&self) -> u64 {
+        self.base + self.bytes.len() as u64
+    }
+}
+
+impl ChunkReader for Window {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        Ok(self.at(start)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let rest = self.at(start)?;
+        if length > rest.len() {
+            return Err(parquet::errors::ParquetError::EOF(format!(
+                "{length} bytes asked at offset {start}, {} there",
+                rest.len()
+            )));
+        }
+        Ok(rest.slice(..length))
+    }
+}
