@@ -8,6 +8,7 @@
 //! over the latest versions it works out ([`over`]).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt64Array};
@@ -61,31 +62,44 @@ pub(crate) struct Salaries {
 }
 
 impl AddedColumns for Salaries {
-    fn of<'a>(&'a self, file: &'a ObjectMeta) -> BoxFuture<'a, Result<RecordBatch, String>> {
+    fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(fields()))
+    }
+
+    fn of<'a>(
+        &'a self,
+        file: &'a ObjectMeta,
+        rows: Range<u64>,
+    ) -> BoxFuture<'a, Result<RecordBatch, String>> {
         Box::pin(async move {
-            let rows = format!(
+            // DuckDB reads only the row groups that hold these rows.
+            let source = format!(
                 "SELECT salary_offered, salary_from, salary_to, salary_currency, file_row_number\n\
-                 FROM read_parquet({}, file_row_number = true)",
-                literal(&self.lake.reader_path(file.location.as_ref()))
+                 FROM read_parquet({}, file_row_number = true)\n\
+                 WHERE file_row_number >= {} AND file_row_number < {}",
+                literal(&self.lake.reader_path(file.location.as_ref())),
+                rows.start,
+                rows.end
             );
             let sql = format!(
                 "SELECT file_row_number::BIGINT, {} FROM ({})",
                 COLUMNS.map(ident).join(", "),
-                over(&rows)
+                over(&source)
             );
             let results = crate::latest::duck(&self.lake, String::new(), vec![sql])
                 .await
                 .map_err(|e| format!("{e:#}"))?;
-            in_file_order(&results[0]).map_err(|e| format!("{e:#}"))
+            in_order(&results[0], rows).map_err(|e| format!("{e:#}"))
         })
     }
 }
 
-/// DuckDB's answer (the row's number in its file, then the columns), in the file's order, as
-/// one batch of the four columns with [`fields`]' types.
-fn in_file_order(batches: &[RecordBatch]) -> anyhow::Result<RecordBatch> {
+/// DuckDB's answer for the file's `rows` (the row's number in its file, then the columns), in
+/// the file's order, as one batch of the four columns with [`fields`]' types.
+fn in_order(batches: &[RecordBatch], rows: Range<u64>) -> anyhow::Result<RecordBatch> {
     let schema: SchemaRef = Arc::new(Schema::new(fields()));
     if batches.is_empty() {
+        anyhow::ensure!(rows.is_empty(), "DuckDB gave no rows for rows {rows:?}");
         return Ok(RecordBatch::new_empty(schema));
     }
     let all = arrow::compute::concat_batches(&batches[0].schema(), batches)?;
@@ -93,10 +107,17 @@ fn in_file_order(batches: &[RecordBatch]) -> anyhow::Result<RecordBatch> {
         .column(0)
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| anyhow::anyhow!("DuckDB gave the row numbers an unexpected type"))?;
+    anyhow::ensure!(
+        numbers.len() as u64 == rows.end - rows.start,
+        "DuckDB gave {} rows for rows {rows:?}",
+        numbers.len()
+    );
     // Each row once: its number is its place.
     let mut order = vec![u64::MAX; numbers.len()];
     for (i, n) in numbers.iter().enumerate() {
         let slot = n
+            .and_then(|n| u64::try_from(n).ok())
+            .and_then(|n| n.checked_sub(rows.start))
             .and_then(|n| usize::try_from(n).ok())
             .and_then(|n| order.get_mut(n))
             .filter(|s| **s == u64::MAX)

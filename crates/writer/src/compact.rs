@@ -452,11 +452,16 @@ pub async fn finish_compactions(lake: &Lake, table: &str) -> Result<()> {
 /// Columns a latest table has beyond its history table's, worked out from the rows of each
 /// history file written there.
 pub trait AddedColumns: Send + Sync {
-    /// Their values for every row of the history file `file`, in the file's order, as one
-    /// batch (its schema: the columns, in order); the error says why they cannot be had.
+    /// The columns, in order.
+    fn schema(&self) -> SchemaRef;
+
+    /// Their values for the rows numbered `rows` (from 0) of the history file `file`, in
+    /// order, as one batch of [`Self::schema`]; the error says why they cannot be had. Asked
+    /// for a row group or so at a time, so that a large file's never are all in memory.
     fn of<'a>(
         &'a self,
         file: &'a ObjectMeta,
+        rows: std::ops::Range<u64>,
     ) -> futures::future::BoxFuture<'a, std::result::Result<RecordBatch, String>>;
 }
 
@@ -517,19 +522,10 @@ pub async fn write_latest(
         if gone.len() as u64 >= rows {
             continue;
         }
-        let extra = match added {
-            Some(added) => Some(added.of(meta).await.map_err(|detail| Error::Io {
-                context: format!(
-                    "cannot work out the latest table's columns for {}",
-                    meta.location
-                ),
-                source: std::io::Error::other(detail),
-            })?),
-            None => None,
-        };
+        let mut extra = added.map(|a| crate::widen::AddedRows::new(a, meta, rows));
         if gone.len() as f64 <= copy_up_to * rows as f64 {
             let to = Path::from(format!("{latest}/dt={dt}/{name}.parquet"));
-            let file = match &extra {
+            let file = match &mut extra {
                 Some(extra) => {
                     crate::widen::copy_adding(lake, latest, meta, to, &dt, extra, opts).await?
                 }
@@ -549,13 +545,13 @@ pub async fn write_latest(
             });
             continue;
         }
-        let schema = match &extra {
-            Some(extra) => Arc::new(Schema::new_with_metadata(
+        let schema = match added {
+            Some(added) => Arc::new(Schema::new_with_metadata(
                 builder
                     .schema()
                     .fields()
                     .iter()
-                    .chain(extra.schema().fields().iter())
+                    .chain(added.schema().fields().iter())
                     .cloned()
                     .collect::<Vec<_>>(),
                 builder.schema().metadata().clone(),
@@ -589,16 +585,11 @@ pub async fn write_latest(
                     }
                     next_gone += 1;
                 }
-                let batch = match &extra {
+                let batch = match &mut extra {
                     Some(extra) => {
                         let mut columns = batch.columns().to_vec();
-                        columns.extend(
-                            extra
-                                .slice(offset as usize, batch.num_rows())
-                                .columns()
-                                .iter()
-                                .cloned(),
-                        );
+                        let rows = extra.rows(offset, batch.num_rows()).await?;
+                        columns.extend(rows.columns().iter().cloned());
                         RecordBatch::try_new(Arc::clone(&schema), columns)?
                     }
                     None => batch,
@@ -656,28 +647,36 @@ mod tests {
     }
 
     /// Added columns worked out from a file's `n` (given here per file): `n * 10` as `tens`,
-    /// and its text as `said`, null for every seventh row.
-    struct Tens(BTreeMap<String, Vec<i64>>);
+    /// and its text as `said`, null for every seventh row. Notes the most rows asked at once.
+    struct Tens(BTreeMap<String, Vec<i64>>, std::sync::Mutex<u64>);
 
     impl AddedColumns for Tens {
+        fn schema(&self) -> SchemaRef {
+            Arc::new(Schema::new(vec![
+                Field::new("tens", DataType::Int64, true),
+                Field::new("said", DataType::Utf8, true),
+            ]))
+        }
+
         fn of<'a>(
             &'a self,
             file: &'a ObjectMeta,
+            rows: std::ops::Range<u64>,
         ) -> futures::future::BoxFuture<'a, std::result::Result<RecordBatch, String>> {
-            let n = self.0[file.location.as_ref()].clone();
+            {
+                let mut most = self.1.lock().unwrap();
+                *most = (*most).max(rows.end - rows.start);
+            }
+            let all = &self.0[file.location.as_ref()];
+            let at = |r: u64| (r as usize).min(all.len());
+            let n = all[at(rows.start)..at(rows.end)].to_vec();
             Box::pin(async move {
                 let tens = arrow::array::Int64Array::from_iter_values(n.iter().map(|i| i * 10));
                 let said = StringArray::from_iter(
                     n.iter().map(|i| (i % 7 != 0).then(|| (i * 10).to_string())),
                 );
-                RecordBatch::try_new(
-                    Arc::new(Schema::new(vec![
-                        Field::new("tens", DataType::Int64, true),
-                        Field::new("said", DataType::Utf8, true),
-                    ])),
-                    vec![Arc::new(tens), Arc::new(said)],
-                )
-                .map_err(|e| e.to_string())
+                RecordBatch::try_new(self.schema(), vec![Arc::new(tens), Arc::new(said)])
+                    .map_err(|e| e.to_string())
             })
         }
     }
@@ -731,18 +730,22 @@ mod tests {
         use parquet::file::metadata::PageIndexPolicy;
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path().to_str().unwrap(), true).unwrap();
-        let (copied, rewritten): (Vec<i64>, Vec<i64>) = ((0..10_000).collect(), (0..300).collect());
+        let (copied, rewritten): (Vec<i64>, Vec<i64>) =
+            ((0..150_000).collect(), (0..300).collect());
         let files = [
             numbers_file(dir.path(), "jobs/dt=2026-01-01/part-a.parquet", &copied),
             numbers_file(dir.path(), "jobs/dt=2026-01-02/part-b.parquet", &rewritten),
         ];
-        let tens = Tens(BTreeMap::from([
-            (files[0].location.to_string(), copied.clone()),
-            (files[1].location.to_string(), rewritten.clone()),
-        ]));
+        let tens = Tens(
+            BTreeMap::from([
+                (files[0].location.to_string(), copied.clone()),
+                (files[1].location.to_string(), rewritten.clone()),
+            ]),
+            Default::default(),
+        );
         // Two rows of the first file lost to later versions (copied, a deletion vector's),
         // half of the second (written again without them).
-        let skip = vec![vec![3, 5_000], (0..150).map(|i| i * 2).collect()];
+        let skip = vec![vec![3, 5_000, 149_999], (0..150).map(|i| i * 2).collect()];
         let into = LatestTarget {
             table: "jobs_latest",
             copy_up_to: 0.05,
@@ -758,7 +761,7 @@ mod tests {
         );
         assert_eq!(
             (written[0].file.rows, &written[0].deleted[..]),
-            (10_000, &[3, 5_000][..])
+            (150_000, &[3, 5_000, 149_999][..])
         );
         assert!(
             written[1]
@@ -837,13 +840,15 @@ mod tests {
         )
         .unwrap();
         use parquet::file::reader::FileReader;
-        assert_eq!(copy.metadata().num_row_groups(), 2);
+        assert_eq!(copy.metadata().num_row_groups(), 30);
 
         // Added columns whose rows are not the file's: an error, and nothing written.
-        let short = Tens(BTreeMap::from([(
-            files[0].location.to_string(),
-            vec![1, 2, 3],
-        )]));
+        // A file's added columns are asked for a window at a time, never the whole file's.
+        assert!(*tens.1.lock().unwrap() <= 65_536, "{:?}", tens.1);
+        let short = Tens(
+            BTreeMap::from([(files[0].location.to_string(), vec![1, 2, 3])]),
+            Default::default(),
+        );
         let into = LatestTarget {
             table: "other_latest",
             added: Some(&short),
@@ -854,7 +859,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("3 rows of added columns for a file of 10000 rows"),
+            e.contains("cannot add columns to rows 0..65536")
+                && e.contains("3 rows of other columns came"),
             "{e}"
         );
         assert!(

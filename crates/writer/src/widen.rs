@@ -21,22 +21,22 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
 
 use crate::sink::{LakeFile, ParquetSink, properties};
-use crate::{Error, FileInfo, Lake, Result, WriterOptions};
+use crate::{AddedColumns, Error, FileInfo, Lake, Result, WriterOptions};
 
 /// The arrow metadata key under which Parquet files carry their Arrow schema.
 const ARROW_SCHEMA: &str = "ARROW:schema";
 
 /// Writes the lake's Parquet file `meta` to `to` (a file of partition `dt` of table
-/// `table`) with the columns of `added` after its own: `added` holds one row per row of the
-/// file, in the file's order. Fails, writing nothing, when a column of `added` has a name the
-/// file has, or its rows are not the file's.
+/// `table`) with the columns `added` works out after its own, a row group at a time. Fails,
+/// writing nothing, when a column of `added` has a name the file has, or it gives other rows
+/// than it is asked for.
 pub(crate) async fn copy_adding(
     lake: &Lake,
     table: &str,
     meta: &ObjectMeta,
     to: Path,
     dt: &str,
-    added: &RecordBatch,
+    added: &mut AddedRows<'_>,
     opts: &WriterOptions,
 ) -> Result<FileInfo> {
     let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
@@ -46,7 +46,6 @@ pub(crate) async fn copy_adding(
     let metadata = Arc::clone(builder.metadata());
     let source = Arc::clone(builder.schema());
     drop(builder);
-    let rows = metadata.file_metadata().num_rows().max(0) as u64;
     let mismatch = |detail: String| Error::Io {
         context: format!(
             "cannot add columns to a copy of {}: {detail}",
@@ -54,14 +53,8 @@ pub(crate) async fn copy_adding(
         ),
         source: std::io::ErrorKind::InvalidData.into(),
     };
-    if added.num_rows() as u64 != rows {
-        return Err(mismatch(format!(
-            "{} rows of added columns for a file of {rows} rows",
-            added.num_rows()
-        )));
-    }
-    if let Some(f) = added
-        .schema()
+    let added_schema = added.added.schema();
+    if let Some(f) = added_schema
         .fields()
         .iter()
         .find(|f| source.field_with_name(f.name()).is_ok())
@@ -71,7 +64,6 @@ pub(crate) async fn copy_adding(
             f.name()
         )));
     }
-    let added_schema = added.schema();
     let added_parquet = ArrowSchemaConverter::new().convert(&added_schema)?;
     // The file's own Parquet types (so its chunks fit as they are), then the added ones.
     let file_root = metadata.file_metadata().schema();
@@ -109,12 +101,12 @@ pub(crate) async fn copy_adding(
     let factory = ArrowRowGroupWriterFactory::new(&alone, Arc::clone(&added_schema));
     let mut sink = ParquetSink::create_raw(lake, table, to, dt, Arc::new(root), props)?;
     let result: Result<()> = async {
-        let mut offset = 0;
+        let mut offset = 0u64;
         for (group, rg) in metadata.row_groups().iter().enumerate() {
             let n = rg.num_rows().max(0) as usize;
             let chunks = row_group_bytes(lake, meta, &metadata, group).await?;
-            let slice = added.slice(offset, n);
-            offset += n;
+            let slice = added.rows(offset, n).await?;
+            offset += n as u64;
             let mut writers = factory.create_column_writers(group)?;
             for ((writer, field), column) in writers
                 .iter_mut()
@@ -160,6 +152,70 @@ pub(crate) async fn copy_adding(
             sink.abort().await;
             Err(e)
         }
+    }
+}
+
+/// How many rows [`AddedRows`] asks for at least at a time.
+const ADDED_AT_ONCE: u64 = 65_536;
+
+/// The added columns of one file's rows, asked for in order: a window of at least
+/// [`ADDED_AT_ONCE`] rows at a time, so that a file of millions never has them all in memory.
+pub(crate) struct AddedRows<'a> {
+    pub added: &'a dyn AddedColumns,
+    file: &'a ObjectMeta,
+    /// The file's rows.
+    file_rows: u64,
+    /// The rows had last: from this row on.
+    window: Option<(u64, RecordBatch)>,
+}
+
+impl<'a> AddedRows<'a> {
+    /// For `file`, of `file_rows` rows.
+    pub fn new(added: &'a dyn AddedColumns, file: &'a ObjectMeta, file_rows: u64) -> AddedRows<'a> {
+        AddedRows {
+            added,
+            file,
+            file_rows,
+            window: None,
+        }
+    }
+
+    /// The added columns of the `n` rows from row `start` on.
+    pub async fn rows(&mut self, start: u64, n: usize) -> Result<RecordBatch> {
+        let end = start + n as u64;
+        let held = |w: &Option<(u64, RecordBatch)>| {
+            w.as_ref()
+                .is_some_and(|(from, b)| *from <= start && end <= from + b.num_rows() as u64)
+        };
+        if !held(&self.window) {
+            self.window = None;
+            let upto = end.max(start + ADDED_AT_ONCE).min(self.file_rows.max(end));
+            let batch = self
+                .added
+                .of(self.file, start..upto)
+                .await
+                .map_err(|detail| Error::Io {
+                    context: format!(
+                        "cannot work out the latest table's columns for {}: {detail}",
+                        self.file.location
+                    ),
+                    source: std::io::ErrorKind::InvalidData.into(),
+                })?;
+            if batch.num_rows() as u64 != upto - start || batch.schema() != self.added.schema() {
+                return Err(Error::Io {
+                    context: format!(
+                        "cannot add columns to rows {start}..{upto} of {}: {} rows of other \
+                         columns came",
+                        self.file.location,
+                        batch.num_rows()
+                    ),
+                    source: std::io::ErrorKind::InvalidData.into(),
+                });
+            }
+            self.window = Some((start, batch));
+        }
+        let (from, batch) = self.window.as_ref().expect("held");
+        Ok(batch.slice((start - from) as usize, n))
     }
 }
 
