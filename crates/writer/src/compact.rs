@@ -722,6 +722,25 @@ mod tests {
         }
     }
 
+    /// Appends the `n` and `s` of a batch of a [`numbers_file`] to `n` and `s`.
+    fn numbers_of(b: &RecordBatch, n: &mut Vec<i64>, s: &mut Vec<String>) {
+        use arrow::array::AsArray;
+        use arrow::datatypes::Int64Type;
+        n.extend(
+            b.column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .copied(),
+        );
+        s.extend(
+            b.column(1)
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap().to_string()),
+        );
+    }
+
     #[tokio::test]
     async fn a_latest_file_gets_its_added_columns_whether_copied_or_written_again() {
         use arrow::array::AsArray;
@@ -801,19 +820,7 @@ mod tests {
             let (mut n, mut s, mut t, mut said) = (vec![], vec![], vec![], vec![]);
             for b in builder.build().unwrap() {
                 let b = b.unwrap();
-                n.extend(
-                    b.column(0)
-                        .as_primitive::<Int64Type>()
-                        .values()
-                        .iter()
-                        .copied(),
-                );
-                s.extend(
-                    b.column(1)
-                        .as_string::<i32>()
-                        .iter()
-                        .map(|v| v.unwrap().to_string()),
-                );
+                numbers_of(&b, &mut n, &mut s);
                 t.extend(b.column(2).as_primitive::<Int64Type>().iter());
                 said.extend(
                     b.column(3)
@@ -873,48 +880,11 @@ mod tests {
 
     #[tokio::test]
     async fn copy_rows_copies_exactly_the_rows_asked_from_a_file_of_many_pages() {
-        use arrow::array::{AsArray, Int64Array};
-        use arrow::datatypes::Int64Type;
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path().to_str().unwrap(), true).unwrap();
         // 10 000 rows in pages of 100 (so the page index has something to skip), two row groups.
-        let schema: SchemaRef = Arc::new(Schema::new(vec![
-            Field::new("n", DataType::Int64, false),
-            Field::new("s", DataType::Utf8, false),
-        ]));
         let n: Vec<i64> = (0..10_000).collect();
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                Arc::new(Int64Array::from(n.clone())),
-                Arc::new(StringArray::from_iter_values(
-                    n.iter().map(|i| format!("row {i}")),
-                )),
-            ],
-        )
-        .unwrap();
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_data_page_row_count_limit(100)
-            .set_write_batch_size(100)
-            .set_max_row_group_row_count(Some(5_000))
-            .build();
-        let file = dir.path().join("jobs/dt=2026-01-01/part-x.parquet");
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(&file).unwrap(),
-            schema,
-            Some(props),
-        )
-        .unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-        let meta = ObjectMeta {
-            location: Path::from("jobs/dt=2026-01-01/part-x.parquet"),
-            last_modified: chrono::Utc::now(),
-            size: std::fs::metadata(&file).unwrap().len(),
-            e_tag: None,
-            version: None,
-        };
+        let meta = numbers_file(dir.path(), "jobs/dt=2026-01-01/part-x.parquet", &n);
         let asked = [0, 3, 4, 5, 777, 4_999, 5_000, 9_999];
         let to = dir.path().join("out.parquet");
         let copied = copy_rows(&lake, &meta, &asked, &to).await.unwrap();
@@ -927,20 +897,7 @@ mod tests {
         .unwrap();
         let (mut got_n, mut got_s) = (Vec::new(), Vec::new());
         for b in read {
-            let b = b.unwrap();
-            got_n.extend(
-                b.column(0)
-                    .as_primitive::<Int64Type>()
-                    .values()
-                    .iter()
-                    .copied(),
-            );
-            got_s.extend(
-                b.column(1)
-                    .as_string::<i32>()
-                    .iter()
-                    .map(|s| s.unwrap().to_string()),
-            );
+            numbers_of(&b.unwrap(), &mut got_n, &mut got_s);
         }
         let want: Vec<i64> = asked.iter().map(|&r| r as i64).collect();
         assert_eq!(got_n, want);
