@@ -533,7 +533,8 @@ async fn rows_of(lake: &Lake, columns: &[&str], sources: &[String]) -> Vec<Vec<V
 /// DuckDB's `delta_scan`, delta-rs (`deltalake`), polars' `scan_delta` and Spark's API (Sail,
 /// over Spark Connect) read each history table of `url` with exactly the row versions (`id`,
 /// `_run_id`, `_page`, `_row`) its `*_history` view holds, and each latest table
-/// (`<table>_latest`, with its deletion vectors) with exactly those of its latest-version view;
+/// (`<table>_latest`, with its deletion vectors) with exactly those of its latest-version view
+/// (and `jobs_latest` with the `jobs` view's salary columns);
 /// DuckDB's and delta-rs read each changes table (`<table>_changes`) with exactly the changes
 /// its view lists, and the lifecycle table (`jobs_lifecycle`) with the rows of its view.
 /// Each kind of table's views and `delta_scan`s are read in one query.
@@ -572,6 +573,19 @@ pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(St
         .collect();
     let views = compare(&VERSION, &versions).await;
     let tables: Vec<String> = views.keys().cloned().collect();
+    // The salary columns `jobs_latest` keeps, as the `jobs` view has them.
+    let salaries = [
+        "id",
+        "salary_period",
+        "salary_period_basis",
+        "salary_annual_from",
+        "salary_annual_to",
+    ];
+    compare(
+        &salaries,
+        &[("jobs_latest".to_string(), "jobs".to_string())],
+    )
+    .await;
     // The changes tables (`<table>_changes`): every change, as their views list them.
     let changed: Vec<(String, String)> = ["career_sites", "jobs"]
         .map(|t| (format!("{t}_changes"), format!("{t}_changes")))

@@ -867,7 +867,7 @@ mod tests {
             .to_string();
         assert!(
             e.contains("cannot add columns to rows 0..65536")
-                && e.contains("3 rows of other columns came"),
+                && e.contains("3 rows of (tens: Int64, said: Utf8) came for 65536 rows"),
             "{e}"
         );
         assert!(

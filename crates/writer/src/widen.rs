@@ -201,13 +201,23 @@ impl<'a> AddedRows<'a> {
                     ),
                     source: std::io::ErrorKind::InvalidData.into(),
                 })?;
-            if batch.num_rows() as u64 != upto - start || batch.schema() != self.added.schema() {
+            let names = |schema: &SchemaRef| {
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let (want, got) = (names(&self.added.schema()), names(&batch.schema()));
+            if batch.num_rows() as u64 != upto - start || want != got {
                 return Err(Error::Io {
                     context: format!(
-                        "cannot add columns to rows {start}..{upto} of {}: {} rows of other \
-                         columns came",
+                        "cannot add columns to rows {start}..{upto} of {}: {} rows of ({got}) \
+                         came for {} rows of ({want})",
                         self.file.location,
-                        batch.num_rows()
+                        batch.num_rows(),
+                        upto - start
                     ),
                     source: std::io::ErrorKind::InvalidData.into(),
                 });
