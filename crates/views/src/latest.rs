@@ -779,6 +779,160 @@ mod tests {
         assert!(!t.rewrite_due(0.25));
     }
 
+    /// A history file of jobs `ids` (run `run`, page 0, rows in order) with salaries quoted
+    /// as `salaries` says, at `jobs/dt=2026-11-30/part-<run>.parquet`: committed to the
+    /// history's Delta log.
+    async fn jobs_file(
+        lake: &Lake,
+        dir: &std::path::Path,
+        run: &str,
+        ids: &[&str],
+        salaries: &[Option<&str>],
+    ) -> joblake_writer::FileInfo {
+        use arrow::array::{ArrayRef, Int64Array, StringArray, new_null_array};
+        let schema = joblake_schema::arrow_schema(Table::Jobs);
+        let n = ids.len();
+        let texts = |v: Vec<Option<String>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let given: Option<ArrayRef> = match f.name().as_str() {
+                    "id" => Some(texts(ids.iter().map(|i| Some(i.to_string())).collect())),
+                    "_run_id" => Some(texts(vec![Some(run.to_string()); n])),
+                    "_page" => Some(Arc::new(Int64Array::from(vec![0; n]))),
+                    "_row" => Some(Arc::new(Int64Array::from_iter_values(0..n as i64))),
+                    "_fetched_at" => Some(texts(vec![Some("2026-11-30T00:00:00Z".into()); n])),
+                    "salary_offered" => Some(texts(
+                        salaries.iter().map(|s| s.map(str::to_string)).collect(),
+                    )),
+                    "salary_currency" => Some(texts(vec![Some("USD".into()); n])),
+                    _ if !f.is_nullable() => Some(texts(vec![Some("0".into()); n])),
+                    _ => None,
+                };
+                match given {
+                    Some(a) => arrow::compute::cast(&a, f.data_type()).unwrap(),
+                    None => new_null_array(f.data_type(), n),
+                }
+            })
+            .collect();
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+        let rel = format!("jobs/dt=2026-11-30/part-{run}.parquet");
+        let file = dir.join(&rel);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&file).unwrap(),
+            Arc::clone(&schema),
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let info = joblake_writer::FileInfo {
+            path: rel,
+            dt: "2026-11-30".into(),
+            rows: n as u64,
+            bytes: std::fs::metadata(&file).unwrap().len(),
+        };
+        let commit = Commit {
+            adds: vec![info.to_add()],
+            ..Commit::default()
+        };
+        DeltaLog::new(lake, "jobs")
+            .unwrap()
+            .commit(schema, commit)
+            .await
+            .unwrap();
+        info
+    }
+
+    #[tokio::test]
+    async fn a_jobs_latest_table_made_before_the_salary_columns_gains_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), true).unwrap();
+        let file = jobs_file(
+            &lake,
+            dir.path(),
+            "20261130T000000000Z",
+            &["a", "b", "c"],
+            &[Some("$25.50 an hour"), Some("60,000 per year"), None],
+        )
+        .await;
+        // The latest table as a joblake before the salary columns made it: the history's
+        // columns, its file copied as it is.
+        let history = history_now(&lake, Table::Jobs).await.unwrap().unwrap();
+        let copy = "jobs_latest/dt=2026-11-30/part-20261130T000000000Z.parquet";
+        std::fs::create_dir_all(dir.path().join("jobs_latest/dt=2026-11-30")).unwrap();
+        std::fs::copy(dir.path().join(&file.path), dir.path().join(copy)).unwrap();
+        let old = Commit {
+            adds: vec![
+                joblake_writer::FileInfo {
+                    path: copy.into(),
+                    ..file.clone()
+                }
+                .to_add(),
+            ],
+            state: Some(serde_json::to_string(&state_of(&history, 0)).unwrap()),
+            ..Commit::default()
+        };
+        let log = DeltaLog::latest(&lake, "jobs_latest").unwrap();
+        log.commit(joblake_schema::arrow_schema(Table::Jobs), old)
+            .await
+            .unwrap();
+        let before = read(&lake, Table::Jobs).await.unwrap().unwrap();
+        assert!(before.exact_for(&history) && !before.has_added_columns(Table::Jobs));
+        // Its view works the salaries out from the rows it reads.
+        let sql = catalog::view_sql(&lake).await.unwrap();
+        assert!(sql.contains("_salary_word"), "{sql}");
+
+        // A run commits more rows: the table is written again, with the columns.
+        jobs_file(
+            &lake,
+            dir.path(),
+            "20261130T010000000Z",
+            &["c", "d"],
+            &[Some("up to 45K a year"), None],
+        )
+        .await;
+        let report = keep_exact(&lake, Table::Jobs, 0.2).await.unwrap().unwrap();
+        assert!(report.rewritten && report.ids == 4, "{report:?}");
+        let after = read(&lake, Table::Jobs).await.unwrap().unwrap();
+        assert!(after.has_added_columns(Table::Jobs), "{:?}", after.columns);
+        let sql = catalog::view_sql(&lake).await.unwrap();
+        assert!(!sql.contains("_salary_word"), "{sql}");
+        // Its files hold them, worked out as the SQL says.
+        let rows = crate::query_many(
+            &crate::Engine::default(),
+            "",
+            &[format!(
+                "SELECT id, salary_period, salary_annual_from, salary_annual_to \
+                 FROM read_parquet([{}]) ORDER BY id",
+                list(&lake, after.files.iter().map(|f| &f.path))
+            )],
+        )
+        .unwrap();
+        let got: Vec<String> = (0..rows[0][0].num_rows())
+            .map(|r| {
+                (0..4)
+                    .map(|c| {
+                        arrow::util::display::array_value_to_string(rows[0][0].column(c), r)
+                            .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "a|hour|53040.0|",
+                "b|year|60000.0|",
+                "c|year||45000.0",
+                "d|||",
+            ]
+        );
+    }
+
     #[test]
     fn the_view_skips_exactly_the_rows_the_deletion_vectors_delete() {
         let dir = tempfile::tempdir().unwrap();
