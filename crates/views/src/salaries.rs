@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt64Array};
+use arrow::array::{AsArray, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use futures::future::BoxFuture;
 use joblake_writer::{AddedColumns, Lake};
@@ -136,6 +136,5 @@ fn in_order(batches: &[RecordBatch], rows: Range<u64>) -> anyhow::Result<RecordB
             Ok(arrow::compute::cast(&column, f.data_type())?)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    debug_assert!(columns.iter().all(|c| c.len() == numbers.len()));
     Ok(RecordBatch::try_new(schema, columns)?)
 }

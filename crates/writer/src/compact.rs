@@ -546,16 +546,9 @@ pub async fn write_latest(
             continue;
         }
         let schema = match added {
-            Some(added) => Arc::new(Schema::new_with_metadata(
-                builder
-                    .schema()
-                    .fields()
-                    .iter()
-                    .chain(added.schema().fields().iter())
-                    .cloned()
-                    .collect::<Vec<_>>(),
-                builder.schema().metadata().clone(),
-            )),
+            Some(added) => {
+                crate::widen::with_added(builder.schema(), &added.schema(), &meta.location)?
+            }
             None => Arc::clone(builder.schema()),
         };
         let to = Path::from(format!("{latest}/dt={dt}/{name}-{run_id}.parquet"));

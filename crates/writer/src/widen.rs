@@ -46,24 +46,8 @@ pub(crate) async fn copy_adding(
     let metadata = Arc::clone(builder.metadata());
     let source = Arc::clone(builder.schema());
     drop(builder);
-    let mismatch = |detail: String| Error::Io {
-        context: format!(
-            "cannot add columns to a copy of {}: {detail}",
-            meta.location
-        ),
-        source: std::io::ErrorKind::InvalidData.into(),
-    };
     let added_schema = added.added.schema();
-    if let Some(f) = added_schema
-        .fields()
-        .iter()
-        .find(|f| source.field_with_name(f.name()).is_ok())
-    {
-        return Err(mismatch(format!(
-            "the file has a column {} already",
-            f.name()
-        )));
-    }
+    let both = with_added(&source, &added_schema, &meta.location)?;
     let added_parquet = ArrowSchemaConverter::new().convert(&added_schema)?;
     // The file's own Parquet types (so its chunks fit as they are), then the added ones.
     let file_root = metadata.file_metadata().schema();
@@ -72,15 +56,6 @@ pub(crate) async fn copy_adding(
     let root = Type::group_type_builder(file_root.name())
         .with_fields(fields)
         .build()?;
-    let both: SchemaRef = Arc::new(Schema::new_with_metadata(
-        source
-            .fields()
-            .iter()
-            .chain(added_schema.fields().iter())
-            .cloned()
-            .collect::<Vec<_>>(),
-        source.metadata().clone(),
-    ));
     let footer = metadata
         .file_metadata()
         .key_value_metadata()
@@ -153,6 +128,33 @@ pub(crate) async fn copy_adding(
             Err(e)
         }
     }
+}
+
+/// The schema of a file of `source` with the columns of `added` after its own; an error when
+/// `file` (a file of `source`) has a column of that name already.
+pub(crate) fn with_added(source: &SchemaRef, added: &SchemaRef, file: &Path) -> Result<SchemaRef> {
+    if let Some(f) = added
+        .fields()
+        .iter()
+        .find(|f| source.field_with_name(f.name()).is_ok())
+    {
+        return Err(Error::Io {
+            context: format!(
+                "cannot add columns to a copy of {file}: the file has a column {} already",
+                f.name()
+            ),
+            source: std::io::ErrorKind::InvalidData.into(),
+        });
+    }
+    Ok(Arc::new(Schema::new_with_metadata(
+        source
+            .fields()
+            .iter()
+            .chain(added.fields().iter())
+            .cloned()
+            .collect::<Vec<_>>(),
+        source.metadata().clone(),
+    )))
 }
 
 /// How many rows [`AddedRows`] asks for at least at a time.
