@@ -581,11 +581,14 @@ async fn rewrite_at(
     let all = list(lake, files.iter().map(|f| &f.path));
     // Which versions lost to a later one, by file (its place in `files`) and row: a window
     // over four narrow columns, which DuckDB spills rather than hold whole rows (job
-    // descriptions and all).
+    // descriptions and all), of the ids with more than one version only (a first refresh has
+    // a handful: 0.4 against 0.9 s for 1.3 M jobs; no slower when a fifth are).
+    let versions = format!("read_parquet([{all}], union_by_name = true, file_row_number = true)");
     let superseded_sql = format!(
         "SELECT file_index::BIGINT, file_row_number::BIGINT FROM (\n\
            SELECT id, _run_id, _page, _row, file_index, file_row_number\n\
-           FROM read_parquet([{all}], union_by_name = true, file_row_number = true))\n\
+           FROM {versions}\n\
+           WHERE id IN (SELECT id FROM {versions} GROUP BY id HAVING count(*) > 1))\n\
          QUALIFY row_number() OVER (PARTITION BY id ORDER BY {}) > 1",
         catalog::LATEST_FIRST
     );

@@ -647,6 +647,12 @@ pub struct Written {
     pub bytes: u64,
 }
 
+/// The most distinct values a string column's dictionary takes in a row group of the files
+/// joblake's DuckDB writes before the column is written plain. Above a thousand, a column of
+/// ids or timestamps costs DuckDB a dictionary it gives up on, for no smaller file: a first
+/// refresh's 1.3 M changes rows in 2.1 against 2.6 s, 24.8 against 25.6 MB.
+const DICTIONARY_SIZE_LIMIT: u32 = 1000;
+
 /// One of joblake's own DuckDB sessions (see [`Engine::own_session`]) kept open for work done
 /// in steps: a query, something done outside DuckDB with its answer, then more SQL in the
 /// same database, its temporary tables still there.
@@ -681,13 +687,49 @@ impl Work {
     /// itself left out of the files), each file named `<prefix><n>.parquet`; files already
     /// there are left alone. Returns each file written. DuckDB spills to a directory of its
     /// own past the engine's memory limit.
-    pub fn copy_partitioned(&self, select: &str, dir: &str, prefix: &str) -> Result<Vec<Written>> {
-        let copy = format!(
-            "COPY ({select}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880, \
-             PARTITION_BY (dt), FILENAME_PATTERN {}, OVERWRITE_OR_IGNORE, RETURN_STATS)",
-            literal(dir),
-            literal(&format!("{prefix}{{i}}"))
+    ///
+    /// With `day`, every row's `dt` is that day (a row of another day fails the write): the
+    /// rows go to one file, `dt=<day>/<prefix>0.parquet`, written as it comes rather than
+    /// through DuckDB's partitioned write, which buffers each partition's rows (1.7 against
+    /// 0.9 s for a first refresh's 1.3 M lifecycle rows). No file when there is no row.
+    pub fn copy_partitioned(
+        &self,
+        select: &str,
+        dir: &str,
+        prefix: &str,
+        day: Option<&str>,
+    ) -> Result<Vec<Written>> {
+        let options = format!(
+            "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880, \
+             DICTIONARY_SIZE_LIMIT {DICTIONARY_SIZE_LIMIT}, RETURN_STATS"
         );
+        let copy = match day {
+            None => format!(
+                "COPY ({select}) TO {} ({options}, PARTITION_BY (dt), FILENAME_PATTERN {}, \
+                 OVERWRITE_OR_IGNORE)",
+                literal(dir),
+                literal(&format!("{prefix}{{i}}"))
+            ),
+            Some(day) => {
+                let folder = format!("{}/dt={day}", dir.trim_end_matches('/'));
+                // DuckDB's plain write makes no directory (on S3 there are none to make).
+                if !folder.starts_with("s3://") {
+                    std::fs::create_dir_all(&folder).map_err(|source| Error::Io {
+                        context: format!("cannot create the directory {folder}"),
+                        source,
+                    })?;
+                }
+                format!(
+                    "COPY (SELECT * EXCLUDE (dt) FROM ({select})\n\
+                   WHERE CAST(dt AS VARCHAR) = {day} \
+                   OR error('a row of day ' || coalesce(CAST(dt AS VARCHAR), 'NULL') || \
+                            ' in a write of day ' || {day}))\n\
+                 TO {} ({options})",
+                    literal(&format!("{folder}/{prefix}0.parquet")),
+                    day = literal(day),
+                )
+            }
+        };
         let batches = self.query(&copy)?;
         let column = |b: &RecordBatch, name: &str, ty: &arrow::datatypes::DataType| {
             b.column_by_name(name)
@@ -714,6 +756,9 @@ impl Work {
                 });
             }
         }
+        // The partitioned write makes no file for no rows; the plain one makes an empty one,
+        // which no commit names and the next commit's clean-up removes: not a file written.
+        written.retain(|w| w.rows > 0);
         Ok(written)
     }
 }

@@ -55,23 +55,39 @@ pub fn select(history: &str, changes: &str) -> String {
 
 /// The rows the lifecycle SQL ([`select`]) gives over `history` when its versions are all of
 /// run `run_id` (a first refresh), whose changes are each id's one `new`: one version and no
-/// repost per id, the run first and last. One aggregate per id over numbers and dates, without
-/// the SQL's joins to the runs and the changes: half the time, in less memory
-/// (BENCHMARKS.md, "Ingest").
+/// repost per id, the run first and last. Without the SQL's joins to the runs and the
+/// changes, and an aggregate per id only for the ids fetched more than once
+/// ([`changes::per_id_of_one_run`]): a fifth of the time (BENCHMARKS.md, "Ingest").
 fn one_run_select(history: &str, run_id: &str) -> String {
     let run = crate::literal(run_id);
-    format!(
-        "SELECT id, min(_fetched_at) AS first_fetched_at, max(_fetched_at) AS last_fetched_at,\n\
-           {run} AS first_run_id, {run} AS last_run_id,\n\
-           min(post_date) AS first_post_date, max(post_date) AS last_post_date,\n\
-           1::BIGINT AS versions, 0::BIGINT AS reposts, count(*) AS fetches,\n\
-           arg_max(valid_through, {last}) AS valid_through,\n\
-           min(dt) AS first_fetched_on, max(dt) AS last_fetched_on,\n\
-           greatest(date_diff('day', coalesce(min(post_date), min(dt)), max(dt)), 0)\n\
-             AS days_listed\n\
-         FROM {history}\n\
-         GROUP BY id",
-        last = changes::LAST_IN_RUN,
+    changes::per_id_of_one_run(
+        history,
+        |once| {
+            format!(
+                "SELECT id, _fetched_at AS first_fetched_at, _fetched_at AS last_fetched_at,\n\
+                   {run} AS first_run_id, {run} AS last_run_id,\n\
+                   post_date AS first_post_date, post_date AS last_post_date,\n\
+                   1::BIGINT AS versions, 0::BIGINT AS reposts, 1::BIGINT AS fetches,\n\
+                   valid_through, dt AS first_fetched_on, dt AS last_fetched_on,\n\
+                   greatest(date_diff('day', coalesce(post_date, dt), dt), 0) AS days_listed\n\
+                 FROM {once}"
+            )
+        },
+        |again| {
+            format!(
+                "SELECT id, min(_fetched_at) AS first_fetched_at, max(_fetched_at) AS last_fetched_at,\n\
+                   {run} AS first_run_id, {run} AS last_run_id,\n\
+                   min(post_date) AS first_post_date, max(post_date) AS last_post_date,\n\
+                   1::BIGINT AS versions, 0::BIGINT AS reposts, count(*) AS fetches,\n\
+                   arg_max(valid_through, {last}) AS valid_through,\n\
+                   min(dt) AS first_fetched_on, max(dt) AS last_fetched_on,\n\
+                   greatest(date_diff('day', coalesce(min(post_date), min(dt)), max(dt)), 0)\n\
+                     AS days_listed\n\
+                 FROM {again}\n\
+                 GROUP BY id",
+                last = changes::LAST_IN_RUN,
+            )
+        },
     )
 }
 
@@ -447,7 +463,7 @@ async fn merge(
                 tracing::warn!("the lifecycle table holds an id twice; writing it again");
                 return Ok(None);
             }
-            let written = work.copy_partitioned(&rows, &target, &prefix)?;
+            let written = work.copy_partitioned(&rows, &target, &prefix, None)?;
             let live = work.query("SELECT _fi, _fr FROM old")?;
             let live: Vec<(i64, i64)> = latest::int64s(&live, 0)?
                 .into_iter()
@@ -547,7 +563,7 @@ async fn rewrite_at(
     };
     let rows = format!("SELECT *, last_fetched_on AS dt FROM (\n{rows}\n)");
     let adds = match one_run {
-        true => changes::write_one_run(lake, &name, MEMORY, rows).await?,
+        true => changes::write_one_run(lake, &name, MEMORY, history, rows).await?,
         false => changes::write_to(lake, &name, MEMORY, String::new(), rows).await?,
     };
     let ids = adds.iter().map(|a| a.rows).sum();
