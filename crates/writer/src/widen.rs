@@ -75,48 +75,72 @@ pub(crate) async fn copy_adding(
     )?;
     let factory = ArrowRowGroupWriterFactory::new(&alone, Arc::clone(&added_schema));
     let mut sink = ParquetSink::create_raw(lake, table, to, dt, Arc::new(root), props)?;
+    // Each row group's offset in the file and its rows.
+    let mut groups = Vec::new();
+    let mut offset = 0u64;
+    for rg in metadata.row_groups() {
+        let n = rg.num_rows().max(0) as usize;
+        groups.push((offset, n));
+        offset += n as u64;
+    }
     let result: Result<()> = async {
-        let mut offset = 0u64;
+        let mut slice = match groups.first() {
+            Some(&(offset, n)) => Some(added.rows(offset, n).await?),
+            None => None,
+        };
         for (group, rg) in metadata.row_groups().iter().enumerate() {
-            let n = rg.num_rows().max(0) as usize;
+            let n = groups[group].1;
+            let this = slice.take().expect("a window for every row group");
             let chunks = row_group_bytes(lake, meta, &metadata, group).await?;
-            let slice = added.rows(offset, n).await?;
-            offset += n as u64;
-            let mut writers = factory.create_column_writers(group)?;
-            for ((writer, field), column) in writers
-                .iter_mut()
-                .zip(added_schema.fields())
-                .zip(slice.columns())
-            {
-                for leaf in compute_leaves(field, column)? {
-                    writer.write(&leaf)?;
+            // The next row group's columns are worked out (on threads of their own) while
+            // this one is encoded and written: polled first, so that their work starts first.
+            let next = async {
+                match groups.get(group + 1) {
+                    Some(&(offset, n)) => added.rows(offset, n).await.map(Some),
+                    None => Ok(None),
                 }
-            }
-            let encoded = writers
-                .into_iter()
-                .map(|w| w.close())
-                .collect::<parquet::errors::Result<Vec<_>>>()?;
-            let index = metadata.page_index_for_row_group(group);
-            sink.raw(n as u64, |file| {
-                let mut group_writer = file.next_row_group()?;
-                for (c, chunk) in rg.columns().iter().enumerate() {
-                    let close = ColumnCloseResult {
-                        bytes_written: chunk.compressed_size().max(0) as u64,
-                        rows_written: n as u64,
-                        metadata: chunk.clone(),
-                        bloom_filter: None,
-                        column_index: index.column_index(c).cloned(),
-                        offset_index: index.offset_index(c).cloned(),
-                    };
-                    group_writer.append_column(&chunks, close)?;
+            };
+            let write = async {
+                let mut writers = factory.create_column_writers(group)?;
+                for ((writer, field), column) in writers
+                    .iter_mut()
+                    .zip(added_schema.fields())
+                    .zip(this.columns())
+                {
+                    for leaf in compute_leaves(field, column)? {
+                        writer.write(&leaf)?;
+                    }
                 }
-                for chunk in encoded {
-                    chunk.append_to_row_group(&mut group_writer)?;
-                }
-                group_writer.close()?;
-                Ok(())
-            })
-            .await?;
+                let encoded = writers
+                    .into_iter()
+                    .map(|w| w.close())
+                    .collect::<parquet::errors::Result<Vec<_>>>()?;
+                let index = metadata.page_index_for_row_group(group);
+                sink.raw(n as u64, |file| {
+                    let mut group_writer = file.next_row_group()?;
+                    for (c, chunk) in rg.columns().iter().enumerate() {
+                        let close = ColumnCloseResult {
+                            bytes_written: chunk.compressed_size().max(0) as u64,
+                            rows_written: n as u64,
+                            metadata: chunk.clone(),
+                            bloom_filter: None,
+                            column_index: index.column_index(c).cloned(),
+                            offset_index: index.offset_index(c).cloned(),
+                        };
+                        group_writer.append_column(&chunks, close)?;
+                    }
+                    for chunk in encoded {
+                        chunk.append_to_row_group(&mut group_writer)?;
+                    }
+                    group_writer.close()?;
+                    Ok(())
+                })
+                .await
+            };
+            let (next, written): (Result<Option<RecordBatch>>, Result<()>) =
+                futures::join!(next, write);
+            written?;
+            slice = next?;
         }
         Ok(())
     }
