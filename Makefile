@@ -41,12 +41,14 @@ export DUCKDB_LIB_DIR := $(DUCKDB_DIR)
 # LINT=1 (.ci/run sets it): joblake's own crates are compiled by clippy-driver, rustc with
 # clippy's lints, warnings denied (tools/clippy-rustc, cargo's RUSTC_WORKSPACE_WRAPPER), so
 # `build` and `test` lint every target `make clippy` does (`build` then builds every binary,
-# the bench's too) without a second pass that checks each dependency again (about 250 CPU-s
-# cold). Dependencies are compiled as without it; joblake's crates recompile when it changes.
+# the bench's too, and every test target, in the one build graph that pip's install runs
+# beside in .ci/run) without a second pass that checks each dependency again (about 250 CPU-s
+# cold). Test harnesses are compiled at opt-level 1 (tools/clippy-rustc says why).
+# Dependencies are compiled as without it; joblake's crates recompile when it changes.
 LINT ?=
 ifeq ($(LINT),1)
 export RUSTC_WORKSPACE_WRAPPER := $(CURDIR)/tools/clippy-rustc
-BUILD_BINS := --bins
+BUILD_BINS := --bins --tests
 else
 BUILD_BINS := --bin joblake
 endif
