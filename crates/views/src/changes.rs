@@ -171,7 +171,14 @@ pub(crate) async fn write_one_run(
 ) -> Result<Vec<AddFile>> {
     let day = one_day(history);
     if let joblake_writer::LakeLocation::Local(_) = lake.location() {
-        let tight = write_day_to(lake, name, ONE_RUN_MEMORY, select.clone(), day.clone());
+        let tight = write_rows(
+            lake,
+            name,
+            ONE_RUN_MEMORY,
+            String::new(),
+            select.clone(),
+            day.clone(),
+        );
         match tight.await {
             Err(e) if crate::out_of_memory(&e) => {
                 tracing::debug!(
@@ -182,7 +189,7 @@ pub(crate) async fn write_one_run(
             written => return written,
         }
     }
-    write_day_to(lake, name, otherwise, select, day).await
+    write_rows(lake, name, otherwise, String::new(), select, day).await
 }
 
 /// The day of every file of `history`, when they have one and the same.
@@ -726,6 +733,19 @@ pub(crate) async fn write_to(
     setup: String,
     select: String,
 ) -> Result<Vec<AddFile>> {
+    write_rows(lake, name, memory, setup, select, None).await
+}
+
+/// [`write_to`], the rows all of `day` when it is known (see
+/// [`crate::Work::copy_partitioned`]).
+async fn write_rows(
+    lake: &Lake,
+    name: &str,
+    memory: &str,
+    setup: String,
+    select: String,
+    day: Option<String>,
+) -> Result<Vec<AddFile>> {
     let (engine, dir, prefix) = target_of(lake, name, memory);
     let target = dir.clone();
     let written = tokio::task::spawn_blocking(move || {
@@ -733,24 +753,7 @@ pub(crate) async fn write_to(
         if !setup.is_empty() {
             work.execute(&setup)?;
         }
-        work.copy_partitioned(&select, &target, &prefix, None)
-    })
-    .await??;
-    to_adds_of(name, &dir, written)
-}
-
-/// [`write_to`] without setup, for rows all of `day` when it is known.
-async fn write_day_to(
-    lake: &Lake,
-    name: &str,
-    memory: &str,
-    select: String,
-    day: Option<String>,
-) -> Result<Vec<AddFile>> {
-    let (engine, dir, prefix) = target_of(lake, name, memory);
-    let target = dir.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        crate::Work::open(&engine)?.copy_partitioned(&select, &target, &prefix, day.as_deref())
+        work.copy_partitioned(&select, &target, &prefix, day.as_deref())
     })
     .await??;
     to_adds_of(name, &dir, written)
