@@ -7,6 +7,7 @@
 use std::os::unix::process::ExitStatusExt;
 
 use joblake_testkit::Moto;
+use serde_json::Value;
 
 use super::assert_views_match_truth;
 use super::backfill::{assert_each_window_loaded_once, data_windows};
@@ -15,7 +16,7 @@ use crate::harness::{
 };
 
 /// What a crash interrupts, and which command passes the moment.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Cmd {
     Refresh,
     /// A refresh whose previous run was killed after staging pages, so it recovers them.
@@ -45,6 +46,22 @@ enum Cmd {
 }
 
 impl Cmd {
+    /// Its name, for bucket names.
+    fn name(self) -> &'static str {
+        match self {
+            Cmd::Refresh => "refresh",
+            Cmd::Recover => "recover",
+            Cmd::Backfill => "backfill",
+            Cmd::Compact => "compact",
+            Cmd::Latest => "latest",
+            Cmd::LatestJobs => "latest-jobs",
+            Cmd::Enrich => "enrich",
+            Cmd::CompactAfterKill => "compact-after-kill",
+            Cmd::Upgrade => "upgrade",
+            Cmd::LatestRepeat => "latest-repeat",
+        }
+    }
+
     /// What the simulator serves beyond its rows.
     fn faults(self) -> &'static [&'static str] {
         match self {
@@ -197,11 +214,10 @@ async fn doubled(lake: &Lake, tables: &[&str]) -> i64 {
     lake.count(&format!("SELECT {}", each.join(" + "))).await
 }
 
-/// Paid pages fetched more than once, per API (Jobo, Sentrion).
-async fn refetches(sim: &Sim) -> [usize; 2] {
-    let log = sim.log().await;
+/// Paid pages fetched more than once in `log`, per API (Jobo, Sentrion).
+fn refetches(log: &[Value]) -> [usize; 2] {
     ["jobo", "sentrion"].map(|api| {
-        let again = refetched(&log, api);
+        let again = refetched(log, api);
         again.values().sum::<usize>() - again.len()
     })
 }
@@ -220,12 +236,10 @@ async fn assert_profiles_match_truth(lake: &Lake, sim: &Sim) {
     assert_same(&lake.view("companies").await, &truth, "companies");
 }
 
-/// Company profiles served (200) more than once.
-async fn profiles_paid_again(sim: &Sim) -> usize {
+/// Company profiles served (200) more than once in `log`.
+fn profiles_paid_again(log: &[Value]) -> usize {
     let mut served: std::collections::BTreeMap<String, usize> = Default::default();
-    for e in sim
-        .log()
-        .await
+    for e in log
         .iter()
         .filter(|e| e["api"] == "companies" && e["status"] == 200)
     {
@@ -244,7 +258,8 @@ struct Outcome {
     refetched: [usize; 2],
 }
 
-async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outcome {
+/// The settings every command of a moment runs with.
+fn configure(lake: &mut Lake, cmd: Cmd) {
     if cmd == Cmd::Backfill {
         // Pages of 20, apart from the plan's questions of 10.
         lake.set_config(
@@ -254,60 +269,70 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
         // Profiles one at a time: at most one in flight at a kill.
         lake.set_config(&format!("{SMALL_PAGES}[companies]\nconcurrency = 1\n"));
     }
-    let since = since();
-    let backfill = ["backfill", "--source", "jobs", "--since", since.as_str()];
+}
+
+/// What runs before the killed command: the same for every moment of a kind.
+async fn set_up(lake: &Lake, sim: &Sim, cmd: Cmd) {
     match cmd {
-        Cmd::Refresh => killed(lake, &["refresh"], moment).await,
-        Cmd::Recover => {
-            killed(lake, &["refresh"], "stage:after:8").await;
-            killed(lake, &["refresh"], moment).await;
-        }
-        Cmd::Backfill => killed(lake, &backfill, moment).await,
-        Cmd::Latest => {
+        Cmd::Refresh | Cmd::Backfill | Cmd::LatestRepeat => {}
+        Cmd::Recover => killed(lake, &["refresh"], "stage:after:8").await,
+        // Two runs' files in today's partitions for CompactAfterKill, so that compact has
+        // files to merge.
+        Cmd::Latest | Cmd::LatestJobs | Cmd::CompactAfterKill => {
             lake.refresh_ok(&[]).await;
             sim.advance(3).await;
-            // Career sites only: the rerun then asks both APIs for what it would have anyway
-            // (a jobs refresh repeats the day before's pages by design).
-            killed(lake, &["refresh", "--source", "career_sites"], moment).await;
-        }
-        Cmd::LatestJobs => {
-            lake.refresh_ok(&[]).await;
-            sim.advance(3).await;
-            killed(lake, &["refresh", "--source", "jobs"], moment).await;
         }
         Cmd::Compact => {
             lake.refresh_ok(&[]).await;
             sim.advance(3).await;
             lake.refresh_ok(&[]).await;
-            killed(lake, &["compact"], moment).await;
         }
         Cmd::Enrich => {
             lake.refresh_ok(&[]).await;
-            killed(lake, &["enrich", "companies"], moment).await;
-        }
-        Cmd::CompactAfterKill => {
-            // Two runs' files in today's partitions, so that compact has files to merge.
-            lake.refresh_ok(&[]).await;
-            sim.advance(3).await;
-            // Career sites only, as for the latest table: a jobs refresh repeats the day before's
-            // pages by design, which would count as paid again.
-            killed(lake, &["refresh", "--source", "career_sites"], moment).await;
-            lake.run(&["compact"]).await.assert_code(0);
         }
         Cmd::Upgrade => {
             lake.refresh_ok(&[]).await;
             make_legacy(lake).await;
             sim.advance(3).await;
+        }
+    }
+}
+
+/// Kills the moment's command at `moment` after [`set_up`], runs it again, and checks the
+/// lake. `paid` is what the simulator served before the moment's own requests, which start
+/// at `from` in its log (a kind's set-up is made once, see [`Prepared`]).
+async fn crash_once(
+    lake: &mut Lake,
+    sim: &Sim,
+    moment: &str,
+    cmd: Cmd,
+    paid: &[Value],
+    from: usize,
+) -> Outcome {
+    let log = async || [paid, &sim.log().await[from..]].concat();
+    let since = since();
+    let backfill = ["backfill", "--source", "jobs", "--since", since.as_str()];
+    match cmd {
+        Cmd::Refresh | Cmd::Recover => killed(lake, &["refresh"], moment).await,
+        Cmd::Backfill => killed(lake, &backfill, moment).await,
+        // Career sites only: the rerun then asks both APIs for what it would have anyway (a
+        // jobs refresh repeats the day before's pages by design, which would count as paid
+        // again).
+        Cmd::Latest | Cmd::Upgrade | Cmd::LatestRepeat => {
             killed(lake, &["refresh", "--source", "career_sites"], moment).await;
         }
-        Cmd::LatestRepeat => {
+        Cmd::LatestJobs => killed(lake, &["refresh", "--source", "jobs"], moment).await,
+        Cmd::Compact => killed(lake, &["compact"], moment).await,
+        Cmd::Enrich => killed(lake, &["enrich", "companies"], moment).await,
+        Cmd::CompactAfterKill => {
             killed(lake, &["refresh", "--source", "career_sites"], moment).await;
+            lake.run(&["compact"]).await.assert_code(0);
         }
     }
     // Pages the killed command itself fetched twice, by the API's own restart, are not the
     // kill's doing.
     let by_the_api = match cmd {
-        Cmd::LatestRepeat => refetches(sim).await,
+        Cmd::LatestRepeat => refetches(&log().await),
         _ => [0, 0],
     };
     assert!(
@@ -333,7 +358,7 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
     }
     if cmd == Cmd::Backfill {
         // Each window's jobs exactly once (a job re-posted in two windows is two versions).
-        let windows = data_windows(&sim.log().await, 20);
+        let windows = data_windows(&log().await, 20);
         assert!(!windows.is_empty());
         assert_each_window_loaded_once(lake, sim, &windows).await;
     } else {
@@ -345,7 +370,8 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
     if delta_readers {
         crate::assert_delta_readers_match_views(lake, &lake.url(), &lake.env).await;
     }
-    let mut refetched = refetches(sim).await;
+    let log = log().await;
+    let mut refetched = refetches(&log);
     for (n, api) in refetched.iter_mut().zip(by_the_api) {
         *n -= api;
     }
@@ -356,7 +382,7 @@ async fn crash_once(lake: &mut Lake, sim: &Sim, moment: &str, cmd: Cmd) -> Outco
     let doubled_versions = doubled(lake, histories).await;
     if cmd == Cmd::Enrich {
         assert_profiles_match_truth(lake, sim).await;
-        refetched[0] += profiles_paid_again(sim).await;
+        refetched[0] += profiles_paid_again(&log);
     }
     assert_no_keys(lake, sim, &[]).await;
     // The changes tables after a kill while they were kept, or (on a local lake: the S3 code
@@ -432,23 +458,170 @@ async fn make_legacy(lake: &Lake) {
 /// lifecycle table on S3.
 const LOCAL_ONLY: &[&str] = &["lifecycle:"];
 
+/// The simulator's arguments for a moment of `cmd`.
+fn sim_args(cmd: Cmd) -> Vec<&'static str> {
+    [&["--rows", "300", "--history-days", "60"][..], cmd.faults()].concat()
+}
+
+/// A fresh lake on `backend` pointed at `sim`, named after `hint` on S3.
+fn fresh_lake(backend: &str, sim: &Sim, hint: &str) -> Lake {
+    match backend {
+        "S3" => {
+            let moto = Moto::shared();
+            Lake::on_s3(sim, &moto.endpoint, &moto.bucket(hint))
+        }
+        _ => Lake::new(sim),
+    }
+}
+
+/// A kind of moment's set-up, made once and shared by its moments: its simulator, and its lake
+/// as [`set_up`] left it, which [`Prepared::restore`] puts back, byte for byte and at the
+/// same place (a local lake's DuckDB file names its files by their paths), before each moment.
+/// The simulator's world stays the same (it only moves when told to), so each moment starts
+/// where a fresh simulator and a fresh lake would after the set-up; what the set-up was
+/// served is kept, and a moment's own requests are read from the log past it, so that pages
+/// paid twice count as they would.
+struct Prepared {
+    sim: Sim,
+    lake: Lake,
+    /// What the set-up was served.
+    paid: Vec<Value>,
+    /// The lake's working directory as the set-up left it (a local lake, or an S3 lake's
+    /// DuckDB file).
+    copy: tempfile::TempDir,
+    /// An S3 lake's objects as the set-up left them, in a bucket of their own.
+    bucket_copy: Option<String>,
+}
+
+impl Prepared {
+    async fn make(backend: &str, cmd: Cmd) -> Prepared {
+        let sim = Sim::start(&sim_args(cmd)).await;
+        let mut lake = fresh_lake(backend, &sim, &format!("set-up-{}", cmd.name()));
+        configure(&mut lake, cmd);
+        set_up(&lake, &sim, cmd).await;
+        let paid = sim.log().await;
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(lake.dir.path(), copy.path());
+        let bucket_copy = match &lake.s3 {
+            Some(s3) => {
+                let moto = Moto::shared();
+                let to = moto.bucket(&format!("copy-{}", cmd.name()));
+                copy_bucket(&s3.endpoint, &s3.bucket, &to).await;
+                Some(to)
+            }
+            None => None,
+        };
+        Prepared {
+            sim,
+            lake,
+            paid,
+            copy,
+            bucket_copy,
+        }
+    }
+
+    /// Puts the lake back as the set-up left it.
+    async fn restore(&self) {
+        let dir = self.lake.dir.path();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        copy_dir(self.copy.path(), dir);
+        if let (Some(s3), Some(from)) = (&self.lake.s3, &self.bucket_copy) {
+            copy_bucket(&s3.endpoint, from, &s3.bucket).await;
+        }
+    }
+}
+
+/// Copies the files under `from` into `to`, as they are (`cp -a`).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from.join("."))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+/// Makes bucket `to` hold exactly what bucket `from` holds.
+async fn copy_bucket(endpoint: &str, from: &str, to: &str) {
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let store = |bucket: &str| {
+        joblake_testkit::s3_builder(endpoint)
+            .with_bucket_name(bucket)
+            .build()
+            .unwrap()
+    };
+    let (source, target) = (store(from), store(to));
+    let stale: Vec<_> = target.list(None).try_collect().await.unwrap();
+    for meta in stale {
+        target.delete(&meta.location).await.unwrap();
+    }
+    let objects: Vec<_> = source.list(None).try_collect().await.unwrap();
+    for meta in objects {
+        let bytes = source
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        target.put(&meta.location, bytes.into()).await.unwrap();
+    }
+}
+
 async fn matrix(backend: &str, moments: &[(&str, &str, Cmd)]) -> String {
     let mut rows = String::new();
-    let moments = moments
+    let moments: Vec<_> = moments
         .iter()
-        .filter(|(m, ..)| backend != "S3" || !LOCAL_ONLY.iter().any(|p| m.starts_with(p)));
-    for &(moment, phase, cmd) in moments {
-        let args = [&["--rows", "300", "--history-days", "60"][..], cmd.faults()].concat();
-        let sim = Sim::start(&args).await;
-        let mut lake = match backend {
-            "S3" => {
-                let moto = Moto::shared();
-                Lake::on_s3(&sim, &moto.endpoint, &moto.bucket(moment))
-            }
-            _ => Lake::new(&sim),
+        .filter(|(m, ..)| backend != "S3" || !LOCAL_ONLY.iter().any(|p| m.starts_with(p)))
+        .collect();
+    // A set-up is shared by the moments of its kind when there are several and it kills
+    // nothing (Recover's kills a run); the rest start from a fresh simulator and lake.
+    let shared = |cmd: Cmd| {
+        !matches!(
+            cmd,
+            Cmd::Refresh | Cmd::Backfill | Cmd::LatestRepeat | Cmd::Recover
+        ) && moments.iter().filter(|(.., c)| *c == cmd).count() > 1
+    };
+    let mut prepared: std::collections::HashMap<Cmd, Prepared> = Default::default();
+    for &&(moment, phase, cmd) in &moments {
+        let mut own = None;
+        let (lake, sim, paid, from) = if shared(cmd) {
+            let p = match prepared.entry(cmd) {
+                std::collections::hash_map::Entry::Occupied(p) => {
+                    let p = p.into_mut();
+                    p.restore().await;
+                    p
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Prepared::make(backend, cmd).await)
+                }
+            };
+            let from = p.sim.log().await.len();
+            (&mut p.lake, &p.sim, p.paid.as_slice(), from)
+        } else {
+            let sim = Sim::start(&sim_args(cmd)).await;
+            let mut lake = fresh_lake(backend, &sim, moment);
+            configure(&mut lake, cmd);
+            set_up(&lake, &sim, cmd).await;
+            let (sim, lake) = own.insert((sim, lake));
+            (lake, &*sim, &[][..], 0)
         };
         let crashes = if cmd == Cmd::Recover { 2 } else { 1 };
-        let o = crash_once(&mut lake, &sim, moment, cmd).await;
+        let o = crash_once(lake, sim, moment, cmd, paid, from).await;
         assert!(
             o.readable,
             "{backend} {moment}: the lake did not read after the kill"
@@ -481,11 +654,14 @@ async fn matrix(backend: &str, moments: &[(&str, &str, Cmd)]) -> String {
 fn section(title: &str, rows: &str) -> String {
     format!(
         "## Crash anywhere: {title}\n\n\
-         Each moment is a fresh simulator (300 rows per API, 10-row pages) and a fresh lake; \
-         `JOBLAKE_CRASH_AT=<moment>` makes the process SIGKILL itself there (`point:n` is the \
-         n-th pass), then the same command runs again to the end. *Lost* compares the views \
-         with the simulator's truth row by row; *doubled* counts versions stored twice; \
-         *re-fetched* counts paid pages served twice (`/_sim/log`) per API (company profiles, \
+         Each moment starts from a fresh simulator (300 rows per API, 10-row pages) and a \
+         fresh lake, run through the commands its killed command follows (one or two \
+         refreshes, say); moments of one kind share that set-up, made once and put back byte \
+         for byte before each of them. `JOBLAKE_CRASH_AT=<moment>` makes the process SIGKILL \
+         itself there (`point:n` is the n-th pass), then the same command runs again to the \
+         end. *Lost* compares the views with the simulator's truth row by row; *doubled* \
+         counts versions stored twice; *re-fetched* counts paid pages served twice \
+         (`/_sim/log`, the set-up's requests and the moment's own) per API (company profiles, \
          fetched one at a time here, count as Jobo's), less those the API's own restart had \
          the killed command fetch twice (`latest:between-commits`); the two sources run side \
          by side, so each may have its page in flight at a kill. *Delta readers*: after the \
