@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::assert_views_match_truth;
 use super::backfill::{assert_each_window_loaded_once, data_windows};
 use crate::harness::{
-    Lake, Sim, assert_no_keys, assert_same, py_env, refetched, reliability_section,
+    Lake, Sim, assert_no_keys, assert_same, bucket_objects, py_env, refetched, reliability_section,
 };
 
 /// What a crash interrupts, and which command passes the moment.
@@ -558,27 +558,16 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 async fn copy_bucket(endpoint: &str, from: &str, to: &str) {
     use futures::TryStreamExt;
     use object_store::{ObjectStore, ObjectStoreExt};
-    let store = |bucket: &str| {
-        joblake_testkit::s3_builder(endpoint)
-            .with_bucket_name(bucket)
-            .build()
-            .unwrap()
-    };
-    let (source, target) = (store(from), store(to));
+    let target = joblake_testkit::s3_builder(endpoint)
+        .with_bucket_name(to)
+        .build()
+        .unwrap();
     let stale: Vec<_> = target.list(None).try_collect().await.unwrap();
     for meta in stale {
         target.delete(&meta.location).await.unwrap();
     }
-    let objects: Vec<_> = source.list(None).try_collect().await.unwrap();
-    for meta in objects {
-        let bytes = source
-            .get(&meta.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        target.put(&meta.location, bytes.into()).await.unwrap();
+    for (location, bytes) in bucket_objects(endpoint, from).await {
+        target.put(&location, bytes.into()).await.unwrap();
     }
 }
 

@@ -446,23 +446,9 @@ impl Lake {
         let mut out = BTreeMap::new();
         walk(self.dir.path(), &mut out);
         if let Some(s3) = &self.s3 {
-            use futures::TryStreamExt;
-            use object_store::{ObjectStore, ObjectStoreExt};
-            let store = joblake_testkit::s3_builder(&s3.endpoint)
-                .with_bucket_name(&s3.bucket)
-                .build()
-                .unwrap();
-            let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
-            for meta in objects {
-                let bytes = store
-                    .get(&meta.location)
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap();
-                let key = PathBuf::from(format!("s3://{}/{}", s3.bucket, meta.location));
-                out.insert(key, bytes.to_vec());
+            for (location, bytes) in bucket_objects(&s3.endpoint, &s3.bucket).await {
+                let key = PathBuf::from(format!("s3://{}/{location}", s3.bucket));
+                out.insert(key, bytes);
             }
         }
         out
@@ -569,6 +555,32 @@ fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
             out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
         }
     }
+}
+
+/// Every object in `bucket` on the S3 server at `endpoint`, with its bytes.
+pub async fn bucket_objects(
+    endpoint: &str,
+    bucket: &str,
+) -> Vec<(object_store::path::Path, Vec<u8>)> {
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let store = joblake_testkit::s3_builder(endpoint)
+        .with_bucket_name(bucket)
+        .build()
+        .unwrap();
+    let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
+    let mut out = Vec::with_capacity(objects.len());
+    for meta in objects {
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        out.push((meta.location, bytes.to_vec()));
+    }
+    out
 }
 
 /// Asserts two id -> row maps are equal, naming the first differences.
