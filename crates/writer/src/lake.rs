@@ -119,6 +119,13 @@ impl Lake {
             return Err(bad("only local paths and s3:// URLs are supported".into()));
         }
         let path = PathBuf::from(url);
+        if path.exists() && !path.is_dir() {
+            return Err(bad(
+                "that is a file, not a lake directory; give --lake a directory (a new one is \
+                 made on the first refresh)"
+                    .into(),
+            ));
+        }
         if create {
             std::fs::create_dir_all(&path).map_err(|e| Error::Io {
                 context: format!("cannot create the lake directory {}", path.display()),
@@ -435,6 +442,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = Lake::open(dir.path().join("nope").to_str().unwrap(), false).unwrap_err();
         assert!(err.to_string().contains("joblake refresh"), "{err}");
+    }
+
+    #[test]
+    fn a_file_given_as_the_lake_is_refused_saying_so_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, "mine").unwrap();
+        for create in [false, true] {
+            let err = Lake::open(file.to_str().unwrap(), create).unwrap_err();
+            assert!(
+                err.to_string().contains("is a file, not a lake directory"),
+                "{err}"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
     }
 
     #[test]
