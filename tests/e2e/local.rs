@@ -246,3 +246,34 @@ async fn local_faults_are_clear_errors_that_commit_nothing_half_way() {
         ),
     );
 }
+
+/// Input that can mean nothing: a `--lake` that names a file, and `query` with no statement.
+/// Each exits 2 saying what is wrong, and the file is left as it was.
+#[tokio::test]
+async fn a_file_as_the_lake_and_sql_with_no_statement_are_refused_saying_why() {
+    let sim = Sim::start(&["--rows", "10"]).await;
+    let lake = Lake::new(&sim);
+    let file = lake.dir.path().join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    for args in [&["refresh"][..], &["status"], &["views"], &["compact"]] {
+        let mut cmd = lake.command(args);
+        cmd.arg("--lake").arg(&file);
+        let run = Run(std::sync::Arc::new(cmd.output().await.unwrap()));
+        run.assert_code(2);
+        assert!(
+            run.stderr().contains("is a file, not a lake directory"),
+            "{args:?}: {}",
+            run.stderr()
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    for sql in ["", " ; ", "/* nothing */"] {
+        let run = lake.run(&["query", sql]).await;
+        run.assert_code(2);
+        assert!(
+            run.stderr().contains("no SQL statement given"),
+            "{sql:?}: {}",
+            run.stderr()
+        );
+    }
+}
