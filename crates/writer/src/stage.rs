@@ -153,17 +153,25 @@ fn encode_into(
     bytes.push(b']');
 }
 
-/// A log record: magic, length, the encoded page, length again.
-fn log_record(raw: &RawPage, state_after: &Value, before: Option<(i64, &Value)>) -> Vec<u8> {
-    let mut record = Vec::new();
+/// A log record in `record` (emptied first): magic, length, the encoded page, length again.
+fn log_record_into(
+    record: &mut Vec<u8>,
+    raw: &RawPage,
+    state_after: &Value,
+    before: Option<(i64, &Value)>,
+) {
+    record.clear();
     record.extend_from_slice(MAGIC);
     record.extend_from_slice(&[0; 8]);
-    encode_into(&mut record, raw, state_after, before);
+    encode_into(record, raw, state_after, before);
     let len = (record.len() - 12) as u64;
     record[4..12].copy_from_slice(&len.to_le_bytes());
     record.extend_from_slice(&len.to_le_bytes());
-    record
 }
+
+/// The most a stager keeps of its record buffer between pages: a page of 100 jobs is about
+/// 150 kB; one far larger (long descriptions) is not kept for the rest of the run.
+const RECORD_KEPT: usize = 4 << 20;
 
 /// A staged page read back: the page and the checkpoint that follows it.
 pub(crate) fn decode(bytes: Bytes, what: &str) -> Result<(RawPage, StagedState)> {
@@ -303,6 +311,10 @@ pub struct Stager {
     before: Option<(i64, Value)>,
     /// The last page of this run a commit covers, from its writer.
     covered: tokio::sync::watch::Receiver<(String, i64)>,
+    /// The buffer each page's log record is encoded in, kept from page to page: a new one
+    /// per page (past glibc's mmap threshold, `lean_malloc` in the binary) was mapped,
+    /// faulted in and unmapped again on the fetch loop's path every page.
+    record: Vec<u8>,
 }
 
 /// A run's open staging log and the task that syncs it.
@@ -404,6 +416,7 @@ impl Stager {
             segment: 0,
             before: None,
             covered,
+            record: Vec::new(),
         }
     }
 
@@ -430,7 +443,8 @@ impl Stager {
                 return Ok(());
             }
         };
-        let record = log_record(raw, state_after, before);
+        let mut record = std::mem::take(&mut self.record);
+        log_record_into(&mut record, raw, state_after, before);
         self.drop_covered_segments(raw.page).await?;
         if self.log.is_none() {
             let path = self.log_path(&root, self.segment);
@@ -458,6 +472,9 @@ impl Stager {
         log.last_page = raw.page;
         log.written.send_modify(|n| *n += 1);
         self.before = Some((raw.page, state_after.clone()));
+        if record.capacity() <= RECORD_KEPT {
+            self.record = record;
+        }
         Ok(())
     }
 

@@ -725,7 +725,9 @@ async fn staged_bytes(lake: &Lake) -> u64 {
 
 /// One stager for a whole run, as the page loop has: a checkpoint holding a long list (a
 /// backfill's windows) is written whole once, then as its changes; the pages roll commits
-/// cover leave the staging; a crash then loses nothing and doubles nothing.
+/// cover leave the staging; a crash then loses nothing and doubles nothing. Pages of 17 rows
+/// and of 3 take turns, so that each record is written from the buffer the one before it
+/// (longer or shorter) was encoded in.
 async fn a_long_run_keeps_its_staging_small_and_a_crash_recovers_it_whole(lake: TestLake) {
     let opts = WriterOptions {
         roll_rows: 25,
@@ -745,10 +747,11 @@ async fn a_long_run_keeps_its_staging_small_and_a_crash_recovers_it_whole(lake: 
     };
     let mut most_staged = 0;
     for page in 1..=20 {
-        let ids: Vec<String> = (0..10).map(|r| format!("p{page}r{r}")).collect();
+        let rows = if page % 2 == 1 { 17 } else { 3 };
+        let ids: Vec<String> = (0..rows).map(|r| format!("p{page}r{r}")).collect();
         let raw = raw_page("R1", page, day(1), ids.iter().map(String::as_str));
         stager.stage(&raw, &checkpoint(page)).await.unwrap();
-        // Every third page fills a file past 25 rows: a roll commit.
+        // Every second or third page fills a file past 25 rows: a roll commit.
         w.append(raw, checkpoint(page)).await.unwrap();
         most_staged = most_staged.max(staged_bytes(&lake).await);
     }
