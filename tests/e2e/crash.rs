@@ -16,7 +16,7 @@ use crate::harness::{
 };
 
 /// What a crash interrupts, and which command passes the moment.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Cmd {
     Refresh,
     /// A refresh whose previous run was killed after staging pages, so it recovers them.
@@ -46,22 +46,6 @@ enum Cmd {
 }
 
 impl Cmd {
-    /// Its name, for bucket names.
-    fn name(self) -> &'static str {
-        match self {
-            Cmd::Refresh => "refresh",
-            Cmd::Recover => "recover",
-            Cmd::Backfill => "backfill",
-            Cmd::Compact => "compact",
-            Cmd::Latest => "latest",
-            Cmd::LatestJobs => "latest-jobs",
-            Cmd::Enrich => "enrich",
-            Cmd::CompactAfterKill => "compact-after-kill",
-            Cmd::Upgrade => "upgrade",
-            Cmd::LatestRepeat => "latest-repeat",
-        }
-    }
-
     /// What the simulator serves beyond its rows.
     fn faults(self) -> &'static [&'static str] {
         match self {
@@ -496,7 +480,7 @@ struct Prepared {
 impl Prepared {
     async fn make(backend: &str, cmd: Cmd) -> Prepared {
         let sim = Sim::start(&sim_args(cmd)).await;
-        let mut lake = fresh_lake(backend, &sim, &format!("set-up-{}", cmd.name()));
+        let mut lake = fresh_lake(backend, &sim, &format!("set-up-{cmd:?}"));
         configure(&mut lake, cmd);
         set_up(&lake, &sim, cmd).await;
         let paid = sim.log().await;
@@ -505,7 +489,7 @@ impl Prepared {
         let bucket_copy = match &lake.s3 {
             Some(s3) => {
                 let moto = Moto::shared();
-                let to = moto.bucket(&format!("copy-{}", cmd.name()));
+                let to = moto.bucket(&format!("copy-{cmd:?}"));
                 copy_bucket(&s3.endpoint, &s3.bucket, &to).await;
                 Some(to)
             }
