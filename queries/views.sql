@@ -84,116 +84,16 @@ CREATE OR REPLACE VIEW jobs_lifecycle AS
 --                    has had, and no other site's.
 -- A job that no key names, or names more than one site, has no row.
 
--- joblake_host's rule, quicker for the plain URLs most are: when `url` starts with `prefix`,
--- "http(s)://" and a host with no user, port or space, followed by a path, a query, a fragment
--- or nothing, that host (one match, no capture group: a capture costs RE2 three times as much);
--- else the rule's own expression.
-CREATE OR REPLACE MACRO joblake_host_after(url, prefix) AS
-    CASE WHEN prefix <> '' AND list_contains(['/', '?', '#', ''], substr(url, length(prefix) + 1, 1))
-         THEN lower(substr(prefix, strpos(prefix, '://') + 3))
-         ELSE lower(regexp_extract(url, '^\s*[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^/@?#]*@)?([^/:?#\s]+)', 1))
-    END;
+-- The macros of the link keys (queries/company_keys.sql): joblake_host, joblake_domain,
+-- joblake_listing_key, joblake_company_key and the forms that take a host already extracted.
+{company_key_macros}
 
--- A URL's host, lowercased: after the scheme and any user, up to a port, a path, a query, a
--- fragment or a space ('' when the URL has none).
-CREATE OR REPLACE MACRO joblake_host(url) AS
-    joblake_host_after(url, regexp_extract(url, '^https?://[^/?#@:\s]*'));
-
--- The registrable domain: the host's last two labels, or three under a two-letter country's
--- second level (co.uk, com.br, co.jp). joblake_domain_of_host takes a host already extracted.
-CREATE OR REPLACE MACRO joblake_domain_of_host(host) AS
-    nullif(regexp_extract(host,
-        '([^.]+\.(?:(?:co|com|org|net|ac|gov|edu|ne|or)\.[a-z]{2}|[^.]+))$', 1), '');
-
-CREATE OR REPLACE MACRO joblake_domain(url) AS joblake_domain_of_host(joblake_host(url));
-
--- The job board a URL is on: its host, and on the hosts that keep many companies' boards
--- (boards.greenhouse.io/<company>) the first path segment too. joblake_listing_key_at takes
--- the URL's host already extracted (list_contains, not IN: see queries/jobs_salaries.sql).
-CREATE OR REPLACE MACRO joblake_listing_key_at(url, host) AS
-    CASE WHEN list_contains(['boards.greenhouse.io', 'job-boards.greenhouse.io', 'jobs.lever.co',
-              'jobs.ashbyhq.com', 'jobs.smartrecruiters.com', 'apply.workable.com'], host)
-         THEN host || '/' || lower(regexp_extract(url, '^[^:]+://[^/]+/([^/?#]+)', 1))
-         ELSE nullif(host, '') END;
-
-CREATE OR REPLACE MACRO joblake_listing_key(url) AS joblake_listing_key_at(url, joblake_host(url));
-
--- A company name as matching compares it: accents and case dropped, anything but letters and
--- digits a space, a leading "the" and trailing legal forms (Inc., Corp, LLC, GmbH, ...) gone.
-CREATE OR REPLACE MACRO joblake_company_key(name) AS
-    nullif(trim(regexp_replace(regexp_replace(
-        trim(regexp_replace(lower(strip_accents(name)), '[^\p{L}\p{N}]+', ' ', 'g')),
-        '^the ', ''),
-        '( (inc|incorporated|corp|corporation|co|company|llc|llp|ltd|limited|gmbh|ag|sa|sas|bv|nv|plc|ltda|as|oy|ab|kk|pty|srl|spa|sp z o o))+$', '')), '');
-
+-- joblake fills in the job_companies view's SELECT: the linked rows of the job_company_keys
+-- table (`<lake>/job_company_keys/`, a Delta table of every job's keys and link, which every
+-- command that commits rows keeps exact) when it is exact for the histories read here, else
+--   SELECT id, company_id, matched_by FROM (<queries/job_companies.sql>)
+--   WHERE company_id IS NOT NULL
+-- with the keys of queries/job_keys.sql over jobs and those of queries/site_keys.sql over
+-- career_sites and career_sites_history.
 CREATE OR REPLACE VIEW job_companies AS
-WITH platforms(domain) AS (
-    VALUES ('linkedin.com'), ('indeed.com'), ('glassdoor.com'), ('ziprecruiter.com'),
-           ('greenhouse.io'), ('lever.co'), ('myworkdayjobs.com'), ('ashbyhq.com'),
-           ('smartrecruiters.com'), ('bamboohr.com'), ('personio.de'), ('workable.com'),
-           ('jobvite.com'), ('icims.com'), ('recruitee.com'), ('teamtailor.com'),
-           ('breezy.hr'), ('monster.com'), ('careerbuilder.com'), ('dice.com'),
-           ('simplyhired.com'), ('wellfound.com'), ('stepstone.de'), ('xing.com'),
-           ('seek.com.au'), ('naukri.com')
-),
-site_keys AS (
-    SELECT id AS company_id, 'listing_url' AS matched_by, joblake_listing_key(listing_url) AS key
-    FROM career_sites
-    UNION
-    SELECT id, 'website', joblake_domain(website) FROM career_sites
-    WHERE joblake_domain(website) NOT IN (SELECT domain FROM platforms)
-    UNION
-    SELECT id, 'company_name', joblake_company_key(name) FROM career_sites_history
-),
-unique_keys AS (
-    SELECT matched_by, key, any_value(company_id) AS company_id
-    FROM site_keys
-    WHERE key IS NOT NULL
-    GROUP BY matched_by, key
-    HAVING count(DISTINCT company_id) = 1
-),
--- One pass over the jobs: each URL's host extracted once, the five keys side by side, each
--- looked up among the unique keys; the first that names a site wins. A host's domain and a
--- name's key are worked out once per distinct host and name (thousands), not once per job.
-hosts AS (
-    SELECT id, job_url, apply_url, company_name,
-           joblake_host(job_url) AS job_host, joblake_host(apply_url) AS apply_host
-    FROM jobs
-),
-host_domains AS (
-    SELECT host, joblake_domain_of_host(host) AS domain
-    FROM (SELECT job_host AS host FROM hosts UNION SELECT apply_host FROM hosts)
-    WHERE host IS NOT NULL
-),
-name_keys AS (
-    SELECT company_name, joblake_company_key(company_name) AS key
-    FROM (SELECT DISTINCT company_name FROM hosts)
-    WHERE company_name IS NOT NULL
-),
-job_keys AS (
-    SELECT h.id,
-           joblake_listing_key_at(h.job_url, h.job_host) AS job_listing,
-           joblake_listing_key_at(h.apply_url, h.apply_host) AS apply_listing,
-           ad.domain AS apply_domain,
-           jd.domain AS job_domain,
-           n.key AS company_key
-    FROM hosts AS h
-    LEFT JOIN host_domains AS ad ON ad.host = h.apply_host
-    LEFT JOIN host_domains AS jd ON jd.host = h.job_host
-    LEFT JOIN name_keys AS n ON n.company_name = h.company_name
-),
-linked AS (
-    SELECT j.id,
-           coalesce(k1.company_id, k2.company_id, k3.company_id, k4.company_id, k5.company_id)
-               AS company_id,
-           CASE WHEN coalesce(k1.company_id, k2.company_id) IS NOT NULL THEN 'listing_url'
-                WHEN coalesce(k3.company_id, k4.company_id) IS NOT NULL THEN 'website'
-                WHEN k5.company_id IS NOT NULL THEN 'company_name' END AS matched_by
-    FROM job_keys AS j
-    LEFT JOIN unique_keys AS k1 ON k1.matched_by = 'listing_url' AND k1.key = j.job_listing
-    LEFT JOIN unique_keys AS k2 ON k2.matched_by = 'listing_url' AND k2.key = j.apply_listing
-    LEFT JOIN unique_keys AS k3 ON k3.matched_by = 'website' AND k3.key = j.apply_domain
-    LEFT JOIN unique_keys AS k4 ON k4.matched_by = 'website' AND k4.key = j.job_domain
-    LEFT JOIN unique_keys AS k5 ON k5.matched_by = 'company_name' AND k5.key = j.company_key
-)
-SELECT id, company_id, matched_by FROM linked WHERE company_id IS NOT NULL;
+{job_companies};

@@ -62,15 +62,21 @@ async fn runs_of(lake: &Lake, source: &str) -> Vec<String> {
 /// again (so they work the rows out), read again. The lake is left without them (the next
 /// refresh writes them again).
 pub(crate) async fn assert_changes_tables_exact(lake: &Lake) {
+    // Each view, the order of its rows and the table it reads.
     let views = [
-        ("career_sites_changes", "id, _run_id"),
-        ("jobs_changes", "id, _run_id"),
-        ("jobs_lifecycle", "id"),
+        (
+            "career_sites_changes",
+            "id, _run_id",
+            "career_sites_changes",
+        ),
+        ("jobs_changes", "id, _run_id", "jobs_changes"),
+        ("jobs_lifecycle", "id", "jobs_lifecycle"),
+        ("job_companies", "id", "job_company_keys"),
     ];
     // Each view's SQL, and its rows (each as DuckDB's JSON of the whole row), each in one
     // query: a query is a process that opens DuckDB, a quarter of a second on an S3 lake.
     let sqls = async || -> BTreeMap<String, String> {
-        let names: Vec<String> = views.iter().map(|(v, _)| format!("'{v}'")).collect();
+        let names: Vec<String> = views.iter().map(|(v, ..)| format!("'{v}'")).collect();
         lake.query(&format!(
             "SELECT view_name, sql FROM duckdb_views() WHERE view_name IN ({})",
             names.join(", ")
@@ -87,7 +93,7 @@ pub(crate) async fn assert_changes_tables_exact(lake: &Lake) {
         let union: Vec<String> = views
             .iter()
             .enumerate()
-            .map(|(i, (view, order))| {
+            .map(|(i, (view, order, _))| {
                 format!(
                     "SELECT {i} AS _view, row_number() OVER (ORDER BY {order}) AS _n, \
                      to_json(r)::VARCHAR AS _row FROM {view} AS r"
@@ -103,23 +109,23 @@ pub(crate) async fn assert_changes_tables_exact(lake: &Lake) {
         out
     };
     let before = sqls().await;
-    for (view, _) in views {
+    for (view, _, table) in views {
         assert!(
-            before[view].contains(&format!("/{view}/")),
+            before[view].contains(&format!("/{table}/")),
             "{view} does not read its table: {}",
             before[view]
         );
     }
     let kept = rows().await;
-    for (view, _) in views {
-        lake.remove_table(view).await;
+    for (_, _, table) in views {
+        lake.remove_table(table).await;
     }
     lake.run(&["views"]).await.assert_code(0);
     let after = sqls().await;
-    for ((view, _), (kept, worked_out)) in views.iter().zip(kept.iter().zip(rows().await)) {
+    for ((view, _, table), (kept, worked_out)) in views.iter().zip(kept.iter().zip(rows().await)) {
         assert!(!kept.is_empty(), "{view} is empty");
         assert!(
-            !after[*view].contains(&format!("/{view}/")),
+            !after[*view].contains(&format!("/{table}/")),
             "{view} still reads its table"
         );
         assert_eq!(
@@ -135,11 +141,117 @@ pub(crate) async fn assert_changes_tables_exact(lake: &Lake) {
 
 /// The files of `view`'s table (a changes or the lifecycle table) its view reads.
 async fn changes_files(lake: &Lake, view: &str) -> BTreeSet<String> {
+    files_read(lake, view, view).await
+}
+
+/// The files of `table` (`<lake>/<table>/`) that `view` reads.
+async fn files_read(lake: &Lake, view: &str, table: &str) -> BTreeSet<String> {
     let sql = lake.view_sql(view).await;
     sql.split('\'')
-        .filter(|s| s.ends_with(".parquet") && s.contains(&format!("/{view}/")))
+        .filter(|s| s.ends_with(".parquet") && s.contains(&format!("/{table}/")))
         .map(str::to_string)
         .collect()
+}
+
+/// `job_companies` as schemas/job_companies.md documents it for any engine:
+/// queries/job_companies.sql over queries/job_keys.sql (the `jobs` view) and
+/// queries/site_keys.sql (the `career_sites` views), the linked rows.
+fn documented_links() -> String {
+    let fill = |sql: &str, values: &[(&str, &str)]| {
+        values.iter().fold(sql.to_string(), |sql, (k, v)| {
+            sql.replace(&format!("{{{k}}}"), v)
+        })
+    };
+    let keys = fill(
+        include_str!("../../queries/job_keys.sql"),
+        &[("jobs", "jobs")],
+    );
+    let sites = fill(
+        include_str!("../../queries/site_keys.sql"),
+        &[
+            ("career_sites", "career_sites"),
+            ("career_sites_history", "career_sites_history"),
+        ],
+    );
+    let links = fill(
+        include_str!("../../queries/job_companies.sql"),
+        &[("keys", &format!("(\n{keys}\n)")), ("site_keys", &sites)],
+    );
+    format!("SELECT id, company_id, matched_by FROM (\n{links}\n) WHERE company_id IS NOT NULL")
+}
+
+/// The rows `job_companies` and the documented SQL ([`documented_links`]) disagree on.
+async fn links_off_the_documented_sql(lake: &Lake) -> i64 {
+    let sql = documented_links();
+    lake.count(&format!(
+        "SELECT count(*) FROM ((SELECT * FROM job_companies EXCEPT ALL ({sql})) \
+         UNION ALL (({sql}) EXCEPT ALL SELECT * FROM job_companies))"
+    ))
+    .await
+}
+
+/// The job_company_keys table (schemas/job_companies.md): a jobs refresh merges its jobs in, a
+/// career sites refresh whose keys now link jobs otherwise replaces just those jobs' rows, and
+/// `compact` merges its files into one a day; after each, `job_companies` reads it and is
+/// exactly the documented SQL over the views.
+#[tokio::test]
+async fn job_company_keys_takes_in_each_run_links_jobs_again_when_career_sites_change_and_is_tidied_by_compact()
+ {
+    let sim = Sim::start(&["--rows", "2000", "--career-sites", "200"]).await;
+    let mut lake = Lake::new(&sim);
+    // Merged into, never written again for its share of merged rows.
+    lake.set_config("[views]\nlatest_after = 1000\n");
+    lake.refresh_ok(&[]).await;
+    let files = async || files_read(&lake, "job_companies", "job_company_keys").await;
+    let links = async || lake.query("SELECT * FROM job_companies ORDER BY id").await;
+    let first = files().await;
+    assert!(!first.is_empty());
+    assert_eq!(links_off_the_documented_sql(&lake).await, 0);
+    // A jobs refresh: its jobs' rows added, their old ones deleted by deletion vectors.
+    sim.advance(30).await;
+    lake.refresh_ok(&["--source", "jobs"]).await;
+    let merged = files().await;
+    assert!(
+        first.is_subset(&merged) && merged.len() > first.len(),
+        "{first:?} {merged:?}"
+    );
+    assert!(lake.view_sql("job_companies").await.contains("ANTI JOIN"));
+    assert_eq!(links_off_the_documented_sql(&lake).await, 0);
+    assert_eq!(
+        lake.count("SELECT count(*) FROM job_companies").await,
+        lake.count("SELECT count(DISTINCT id) FROM job_companies")
+            .await
+    );
+    // A career sites refresh: new sites, moved boards and names shared anew link jobs
+    // otherwise; only those rows are replaced, the files stay.
+    let before = links().await;
+    sim.advance(30).await;
+    lake.refresh_ok(&["--source", "career_sites"]).await;
+    let relinked = files().await;
+    assert!(
+        merged.is_subset(&relinked) && relinked.len() > merged.len(),
+        "{merged:?} {relinked:?}"
+    );
+    assert_ne!(
+        links().await,
+        before,
+        "no job's link changed: the test tests nothing"
+    );
+    assert_eq!(links_off_the_documented_sql(&lake).await, 0);
+    // `compact`: one file a day, nothing deleted, the same links.
+    let before = links().await;
+    lake.run(&["compact"]).await.assert_code(0);
+    let tidied = files().await;
+    let days: BTreeSet<&str> = tidied
+        .iter()
+        .filter_map(|f| f.split('/').find(|p| p.starts_with("dt=")))
+        .collect();
+    assert_eq!(tidied.len(), days.len(), "{tidied:?}");
+    assert!(tidied.is_disjoint(&relinked), "{tidied:?}");
+    assert!(!lake.view_sql("job_companies").await.contains("ANTI JOIN"));
+    assert_eq!(links().await, before);
+    crate::assert_delta_readers_match_views(&lake, &lake.url(), &lake.env).await;
+    assert_changes_tables_exact(&lake).await;
 }
 
 #[tokio::test]

@@ -79,6 +79,8 @@ const RUN_MOMENTS: &[(&str, &str, Cmd)] = &[
     ("changes:after-commit", "views", Cmd::Latest),
     ("lifecycle:before-commit", "views", Cmd::LatestJobs),
     ("lifecycle:after-commit", "views", Cmd::LatestJobs),
+    ("job_companies:before-commit", "views", Cmd::LatestJobs),
+    ("job_companies:after-commit", "views", Cmd::LatestJobs),
     ("views:before", "views", Cmd::Refresh),
     ("views:before-rename", "views", Cmd::Refresh),
     ("views:after", "views", Cmd::Refresh),
@@ -97,6 +99,8 @@ const UPKEEP_MOMENTS: &[(&str, &str, Cmd)] = &[
     ("changes:after-commit", "compaction", Cmd::Compact),
     ("lifecycle:before-commit", "compaction", Cmd::Compact),
     ("lifecycle:after-commit", "compaction", Cmd::Compact),
+    ("job_companies:before-commit", "compaction", Cmd::Compact),
+    ("job_companies:after-commit", "compaction", Cmd::Compact),
     ("fetch:after-page:3", "enrichment", Cmd::Enrich),
     ("stage:after:5", "enrichment", Cmd::Enrich),
     ("append:after-write:4", "enrichment", Cmd::Enrich),
@@ -374,6 +378,7 @@ async fn crash_once(
     // moved under them (recovery, compaction, an upgrade): exactly what the SQL works out.
     if moment.starts_with("changes:")
         || moment.starts_with("lifecycle:")
+        || moment.starts_with("job_companies:")
         || (lake.s3.is_none()
             && matches!(
                 cmd,
@@ -436,11 +441,11 @@ async fn make_legacy(lake: &Lake) {
     }
 }
 
-/// Moments run on a local lake alone: the lifecycle table commits through the same code as
-/// the changes tables (`DeltaLog` over the lake's object store), whose moments run on S3 too,
-/// and each S3 moment costs seconds of requests; e2e `compact_on_an_s3_lake_...` checks the
-/// lifecycle table on S3.
-const LOCAL_ONLY: &[&str] = &["lifecycle:"];
+/// Moments run on a local lake alone: the lifecycle and job_company_keys tables commit
+/// through the same code as the changes tables (`DeltaLog` over the lake's object store),
+/// whose moments run on S3 too, and each S3 moment costs seconds of requests; e2e
+/// `compact_on_an_s3_lake_...` checks both tables on S3.
+const LOCAL_ONLY: &[&str] = &["lifecycle:", "job_companies:"];
 
 /// The simulator's arguments for a moment of `cmd`.
 fn sim_args(cmd: Cmd) -> Vec<&'static str> {

@@ -536,7 +536,8 @@ async fn rows_of(lake: &Lake, columns: &[&str], sources: &[String]) -> Vec<Vec<V
 /// (`<table>_latest`, with its deletion vectors) with exactly those of its latest-version view
 /// (and `jobs_latest` with the `jobs` view's salary columns);
 /// DuckDB's and delta-rs read each changes table (`<table>_changes`) with exactly the changes
-/// its view lists, and the lifecycle table (`jobs_lifecycle`) with the rows of its view.
+/// its view lists, the lifecycle table (`jobs_lifecycle`) with the rows of its view, and the
+/// job_company_keys table with every job's link in `job_companies` (or none).
 /// Each kind of table's views and `delta_scan`s are read in one query.
 pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(String, String)]) {
     // Each Delta table beside the view it must equal.
@@ -598,6 +599,17 @@ pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(St
         &[("jobs_lifecycle".to_string(), "jobs_lifecycle".to_string())],
     )
     .await;
+    // The job_company_keys table (with deletion vectors): a row per job, with its link in
+    // `job_companies` or none.
+    let links = compare(
+        &["id", "company_id", "matched_by"],
+        &[(
+            "job_company_keys".to_string(),
+            "(SELECT id, l.company_id, l.matched_by FROM jobs LEFT JOIN job_companies AS l USING (id))"
+                .to_string(),
+        )],
+    )
+    .await;
     for reader in ["deltalake", "polars-delta", "sail"] {
         let got = reader_counts(None, reader, url, env).await;
         for t in &tables {
@@ -618,6 +630,10 @@ pub async fn assert_delta_readers_match_views(lake: &Lake, url: &str, env: &[(St
             assert_eq!(
                 got["jobs_lifecycle"], lifecycle["jobs_lifecycle"],
                 "deltalake: jobs_lifecycle as a Delta table is not its view"
+            );
+            assert_eq!(
+                got["job_company_keys"], links["job_company_keys"],
+                "deltalake: job_company_keys as a Delta table is not job_companies"
             );
         }
     }

@@ -153,6 +153,16 @@ def by_deltalake(lake):
         )
         rows = rows_of(pa.table(result.read_all()))
         out["jobs_lifecycle"] = [list(r) for r in sorted(rows, key=lambda r: r[0])]
+    # The job_company_keys table: a row per job, its link (null when none), deletion vectors
+    # and all.
+    uri = f"{lake.rstrip('/')}/job_company_keys"
+    if "://" in uri or os.path.isdir(uri):
+        table = DeltaTable(uri, storage_options=storage_options() or None)
+        result = QueryBuilder().register("t", table).execute(
+            "SELECT id, company_id, matched_by FROM t"
+        )
+        rows = rows_of(pa.table(result.read_all()))
+        out["job_company_keys"] = [list(r) for r in sorted(rows, key=lambda r: r[0])]
     return out
 
 

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use joblake_views::{catalog, changes, latest, lifecycle, session};
+use joblake_views::{catalog, changes, company_links, latest, lifecycle, session};
 
 use crate::args::{Cli, SourceArg};
 use crate::outcome::{CmdResult, Failure, Outcome};
@@ -51,6 +51,10 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
             table,
             latest::history_now(&lake, table).await.ok().flatten(),
         ));
+    }
+    // The job links made exact for the same histories, to be carried over too.
+    if let Err(e) = company_links::keep_exact(&lake, f64::INFINITY, None).await {
+        tracing::warn!(error = %format!("{e:#}"), "the job_company_keys table could not be kept exact");
     }
     let mut reports = Vec::new();
     let mut failure = None;
@@ -102,6 +106,14 @@ pub async fn compact(cli: &Cli, source: &[SourceArg]) -> CmdResult {
             && let Err(e) = lifecycle::carry_over(&lake, before.as_ref()).await
         {
             tracing::warn!(error = %format!("{e:#}"), "the lifecycle table could not be kept exact (its view works it out meanwhile)");
+        }
+        // Carried over (the jobs' rows moved, none changed), then its files merged.
+        let jobs_before = before
+            .iter()
+            .find(|(t, _)| *t == joblake_schema::Table::Jobs)
+            .and_then(|(_, b)| b.as_ref());
+        if let Err(e) = company_links::carry_over(&lake, jobs_before).await {
+            tracing::warn!(error = %format!("{e:#}"), "the job_company_keys table could not be kept exact (job_companies works the links out meanwhile)");
         }
     }
     let db = session::duckdb_path(&lake, cli.duckdb.as_deref());

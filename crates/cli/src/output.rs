@@ -3,6 +3,7 @@
 
 use joblake_sync::SourceSummary;
 use joblake_views::changes::ChangesReport;
+use joblake_views::company_links::LinksReport;
 use joblake_views::latest::LatestReport;
 use joblake_views::lifecycle::LifecycleReport;
 use joblake_writer::RunStatus;
@@ -33,6 +34,13 @@ pub fn lifecycle_line(l: &LifecycleReport) -> String {
     format!(
         "{}_lifecycle: {} ids, exact for {} version {} (written again from the history)",
         l.table, l.ids, l.table, l.history_version
+    )
+}
+
+pub fn links_line(l: &LinksReport) -> String {
+    format!(
+        "{}: {} jobs' keys and links, exact for jobs version {} (written again)",
+        l.table, l.ids, l.history_version
     )
 }
 

@@ -185,6 +185,17 @@ pub async fn run(cli: &Cli, req: RunRequest<'_>) -> CmdResult {
                 "the lifecycle table could not be kept exact (its view works it out meanwhile)"
             ),
         }
+        // After the latest tables, whose rows it links.
+        match joblake_views::company_links::keep_exact(&lake, latest_after, None).await {
+            Ok(Some(l)) if l.rewritten && !cli.quiet && !cli.json => {
+                eprintln!("{}", output::links_line(&l));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "the job_company_keys table could not be kept exact (job_companies works the links out meanwhile)"
+            ),
+        }
     }
     joblake_writer::crash_point("views:before");
     let views = if touched || (!new_lake && session::views_behind(&lake, &db).await) {

@@ -52,6 +52,8 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
     let mut deleted = String::new();
     // The tables whose changes views read their changes tables, with that SELECT.
     let mut kept_changes = Vec::new();
+    // Each history's newest version, for the job_company_keys table after them.
+    let mut histories = BTreeMap::new();
     for table in Table::all() {
         let name = table.name();
         let history = crate::latest::history_now(lake, table).await?;
@@ -116,7 +118,18 @@ pub async fn view_sql(lake: &Lake) -> Result<String> {
             deleted.push_str(&prepare);
             values.insert(crate::lifecycle::table_name(), select);
         }
+        histories.insert(table.name(), history);
     }
+    let history = |t: Table| histories.get(t.name()).and_then(Option::as_ref);
+    let (prepare, links) =
+        crate::company_links::view_select(lake, history(Table::Jobs), history(Table::CareerSites))
+            .await;
+    deleted.push_str(&prepare);
+    values.insert("job_companies".into(), links);
+    values.insert(
+        "company_key_macros".into(),
+        crate::company_links::MACROS.to_string(),
+    );
     let runs = if has_parquet(lake, layout::ledger_root().as_ref()).await? {
         read_parquet(
             &lake.reader_path(&format!("{}/*.parquet", layout::ledger_root())),

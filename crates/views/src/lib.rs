@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod changes;
 pub mod companies;
+pub mod company_links;
 pub mod latest;
 pub mod lifecycle;
 pub mod salaries;

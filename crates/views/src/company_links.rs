@@ -1,0 +1,705 @@
+//! The job_company_keys table: `<lake>/job_company_keys/`, a Delta table of one row per job
+//! of the `jobs` view holding its five link keys and the career site they link it to
+//! (schemas/job_companies.md), exact for one version of the jobs history and one of the
+//! career sites history (its [`LinksState`], in the log's domain metadata), so that the
+//! `job_companies` view reads its linked rows rather than take every job's URLs apart.
+//!
+//! The rows are `queries/job_companies.sql` over `queries/job_keys.sql` (each job's keys) and
+//! `queries/site_keys.sql` (the keys that name exactly one career site):
+//! - a refresh of jobs merges its runs in ([`keep_exact`]): the keys of each id's last version
+//!   among the runs' rows, linked, their old rows deleted by deletion vectors; a cost in
+//!   proportion to the run but for one pass over the table's ids;
+//! - when the career sites' keys changed (a site came, moved or was renamed), every row is
+//!   linked again from the keys it holds, and those whose link changed are replaced: a pass
+//!   over the table's keys, no URL taken apart;
+//! - once merges added or deleted a share of its rows (`[views] latest_after`), and whenever
+//!   a merge cannot be sure of its rows (no table yet, a state joblake cannot read, a history
+//!   log made again, files gone from the history, rows of a run no later than the last it
+//!   took in), it is written again from the `jobs` latest table.
+//!
+//! It waits while the latest tables it reads are not exact; the view then works the links
+//! out over the views.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use anyhow::Result;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use joblake_schema::Table;
+use joblake_writer::delta::{Commit, DataFile, DeltaLog, LiveFile, Operation};
+use joblake_writer::{Lake, crash_point};
+use serde::{Deserialize, Serialize};
+
+use crate::latest::{self, History, LatestTable, list};
+use crate::{catalog, changes};
+
+/// The macros of the keys (`joblake_host`, `joblake_company_key`, ...), statements.
+pub const MACROS: &str = include_str!("../../../queries/company_keys.sql");
+const SITE_KEYS: &str = include_str!("../../../queries/site_keys.sql");
+const JOB_KEYS: &str = include_str!("../../../queries/job_keys.sql");
+const LINKS: &str = include_str!("../../../queries/job_companies.sql");
+
+/// Where the table lies in the lake.
+pub const NAME: &str = "job_company_keys";
+
+/// DuckDB's memory while it links (one thread): a run's keys, or every job's when the table
+/// is written again, which its joins spill beyond this.
+const MEMORY: &str = "128MB";
+
+/// The table's columns, in their files' order (`dt`, the partition, last).
+const COLUMNS: [&str; 9] = [
+    "id",
+    "company_id",
+    "matched_by",
+    "job_listing",
+    "apply_listing",
+    "apply_domain",
+    "job_domain",
+    "company_key",
+    "dt",
+];
+
+/// The unique site keys (`queries/site_keys.sql`) over `career_sites` (the latest version of
+/// every site) and `history` (every version).
+pub fn site_keys(career_sites: &str, history: &str) -> String {
+    let values = BTreeMap::from([
+        ("career_sites".to_string(), career_sites.to_string()),
+        ("career_sites_history".to_string(), history.to_string()),
+    ]);
+    catalog::fill(SITE_KEYS, &values)
+}
+
+/// Each job's keys (`queries/job_keys.sql`) over `jobs`, rows with `id`, `job_url`,
+/// `apply_url`, `company_name` and `dt`.
+pub fn job_keys(jobs: &str) -> String {
+    catalog::fill(
+        JOB_KEYS,
+        &BTreeMap::from([("jobs".to_string(), jobs.to_string())]),
+    )
+}
+
+/// Every row of `keys` (a job's keys, and any other columns) with the `company_id` and
+/// `matched_by` of `queries/job_companies.sql`, the site keys being `site_keys` (a SELECT).
+pub fn links(keys: &str, site_keys: &str) -> String {
+    let values = BTreeMap::from([
+        ("keys".to_string(), keys.to_string()),
+        ("site_keys".to_string(), site_keys.to_string()),
+    ]);
+    catalog::fill(LINKS, &values)
+}
+
+/// The `job_companies` view's rows out of `rows` (every job with its link).
+fn linked(rows: &str) -> String {
+    format!("SELECT id, company_id, matched_by FROM (\n{rows}\n) WHERE company_id IS NOT NULL")
+}
+
+/// The table's rows, every column in its order, out of `links` (a [`links`] SELECT).
+fn in_order(links: &str) -> String {
+    format!("SELECT {} FROM (\n{links}\n)", COLUMNS.join(", "))
+}
+
+/// The `job_companies` view worked out over the views: every job's keys linked.
+fn over_views() -> String {
+    let keys = format!("(\n{}\n)", job_keys("jobs"));
+    linked(&links(
+        &keys,
+        &site_keys("career_sites", "career_sites_history"),
+    ))
+}
+
+/// What the table is exact for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinksState {
+    /// The jobs history's version.
+    pub jobs_version: u64,
+    /// When it was committed (milliseconds since 1970).
+    pub jobs_committed_at: i64,
+    /// The career sites history's version (`None` while it has no log).
+    pub sites_version: Option<u64>,
+    /// When it was committed (milliseconds since 1970; 0 for none).
+    pub sites_committed_at: i64,
+    /// The unique site keys the rows were linked with, as their count and the sum of their
+    /// hashes: a career sites version that gives the same has changed no link.
+    pub site_keys: String,
+    /// The latest `_run_id` among the jobs history's rows at that version: a merge takes in
+    /// only rows of later runs.
+    pub last_run_id: String,
+    /// Rows merges added or deleted since the table was last written again.
+    pub merged: u64,
+}
+
+/// The table as its newest version holds it.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    /// Its Delta version.
+    pub version: u64,
+    /// The histories it is exact for.
+    pub state: LinksState,
+    /// Its files, with the rows their deletion vectors delete.
+    pub files: Vec<DataFile>,
+}
+
+impl Kept {
+    /// Whether its rows are exactly the links of `jobs` and `sites`.
+    pub fn exact_for(&self, jobs: &History, sites: Option<&History>) -> bool {
+        self.state.jobs_version == jobs.version
+            && self.state.jobs_committed_at == jobs.committed_at
+            && self.state.sites_version == sites.map(|s| s.version)
+            && self.state.sites_committed_at == sites.map_or(0, |s| s.committed_at)
+    }
+
+    /// Rows it holds: one per job.
+    pub fn ids(&self) -> u64 {
+        let deleted: u64 = self.files.iter().map(|f| f.deleted.len() as u64).sum();
+        self.files.iter().filter_map(|f| f.rows).sum::<u64>() - deleted
+    }
+
+    /// Whether writing it again is due rather than merging (as for a latest table).
+    fn rewrite_due(&self, after: f64) -> bool {
+        after <= 0.0 || self.state.merged as f64 >= after * self.ids() as f64
+    }
+}
+
+/// What keeping the table exact did, as for a latest table (`replaced`: rows of jobs a run
+/// brought again or whose link changed; `rewritten`: written again whole).
+pub type LinksReport = latest::LatestReport;
+
+/// The table, or `None` while there is none.
+pub async fn read(lake: &Lake) -> Result<Option<Kept>> {
+    match load(lake).await? {
+        Some((_, Some(unread))) => Err(anyhow::Error::msg(unread)),
+        kept => Ok(kept.map(|(k, _)| k)),
+    }
+}
+
+/// The table (`None` while there is none), and why its state cannot be read when it cannot:
+/// it is then exact for nothing, its files still listed (writing it again removes them).
+async fn load(lake: &Lake) -> Result<Option<(Kept, Option<String>)>> {
+    let log = DeltaLog::derived_per_id(lake, NAME)?;
+    let Some((snapshot, state)) = log.newest_state::<LinksState>().await? else {
+        return Ok(None);
+    };
+    let (state, unread) = match state {
+        Ok(state) => (state, None),
+        Err(why) => (
+            LinksState {
+                jobs_version: u64::MAX,
+                jobs_committed_at: 0,
+                sites_version: None,
+                sites_committed_at: 0,
+                site_keys: String::new(),
+                last_run_id: String::new(),
+                merged: 0,
+            },
+            Some(why),
+        ),
+    };
+    let kept = Kept {
+        version: snapshot.version(),
+        state,
+        files: log.files_with_deletions(&snapshot).await?,
+    };
+    Ok(Some((kept, unread)))
+}
+
+/// The `job_companies` view's SELECT for the histories the views read, and the statement
+/// that fills the DuckDB table of the positions it skips (empty when none): the linked rows
+/// of the table when it is exact for them, otherwise the links worked out over the views.
+pub async fn view_select(
+    lake: &Lake,
+    jobs: Option<&History>,
+    sites: Option<&History>,
+) -> (String, String) {
+    let kept = match jobs {
+        Some(jobs) => read(lake)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %format!("{e:#}"), "the job_company_keys table cannot be read; the view works the links out");
+                None
+            })
+            .filter(|k| k.exact_for(jobs, sites) && !k.files.is_empty()),
+        None => None,
+    };
+    match kept {
+        Some(kept) => {
+            let (prepare, rows) = latest::without_deleted(
+                lake,
+                &format!("_joblake_deleted_{NAME}"),
+                &kept.files,
+                false,
+            );
+            (prepare, linked(&rows))
+        }
+        None => (String::new(), over_views()),
+    }
+}
+
+/// What the table is worked out from: the histories' newest versions and the latest tables
+/// exact for them.
+struct Inputs {
+    jobs: History,
+    jobs_latest: LatestTable,
+    sites: Option<(History, LatestTable)>,
+}
+
+impl Inputs {
+    /// The statements that make the Work session ready: the macros, and the tables of the
+    /// latest tables' deleted positions.
+    fn setup(&self, lake: &Lake) -> (String, String, String) {
+        let mut setup = MACROS.to_string();
+        let (prepare, jobs) =
+            latest::without_deleted(lake, "deleted_jobs", &self.jobs_latest.files, true);
+        setup.push_str(&prepare);
+        let (sites, history) = match &self.sites {
+            Some((history, latest)) if !latest.files.is_empty() => {
+                let (prepare, sites) =
+                    latest::without_deleted(lake, "deleted_sites", &latest.files, true);
+                setup.push_str(&prepare);
+                let all = format!(
+                    "(SELECT * FROM read_parquet([{}], hive_partitioning = true, union_by_name = true))",
+                    list(lake, history.files.iter().map(|f| &f.path))
+                );
+                (format!("({sites})"), all)
+            }
+            _ => {
+                let none = "(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS listing_url, \
+                            NULL::VARCHAR AS website, NULL::VARCHAR AS name WHERE false)";
+                (none.to_string(), none.to_string())
+            }
+        };
+        setup.push_str(&format!(
+            "\nCREATE TEMP TABLE site_keys AS\n{};\n",
+            site_keys(&sites, &history)
+        ));
+        let jobs = if self.jobs_latest.files.is_empty() {
+            "(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS job_url, NULL::VARCHAR AS apply_url, \
+             NULL::VARCHAR AS company_name, NULL::DATE AS dt WHERE false)"
+                .to_string()
+        } else {
+            format!("({jobs})")
+        };
+        (setup, jobs, FINGERPRINT.to_string())
+    }
+}
+
+/// The unique site keys as their count and the sum of their hashes (see
+/// [`LinksState::site_keys`]).
+const FINGERPRINT: &str = "SELECT count(*)::VARCHAR || ':' || \
+     coalesce(sum(hash(matched_by, key, company_id)::HUGEINT), 0)::VARCHAR FROM site_keys";
+
+/// The histories' newest versions and the latest tables exact for them; `None` when there is
+/// no jobs history, or while a latest table is not exact (the view works the links out
+/// meanwhile).
+async fn inputs(lake: &Lake) -> Result<Option<Inputs>> {
+    let Some(jobs) = latest::history_now(lake, Table::Jobs).await? else {
+        return Ok(None);
+    };
+    let exact = async |table: Table, history: &History| -> Option<LatestTable> {
+        let latest = latest::read(lake, table).await.ok().flatten();
+        latest.filter(|l| l.exact_for(history))
+    };
+    let Some(jobs_latest) = exact(Table::Jobs, &jobs).await else {
+        tracing::info!(
+            "the jobs latest table is not exact; the job_company_keys table waits for it"
+        );
+        return Ok(None);
+    };
+    let sites = match latest::history_now(lake, Table::CareerSites).await? {
+        None => None,
+        Some(history) => match exact(Table::CareerSites, &history).await {
+            Some(latest) => Some((history, latest)),
+            None => {
+                tracing::info!(
+                    "the career sites latest table is not exact; the job_company_keys table waits for it"
+                );
+                return Ok(None);
+            }
+        },
+    };
+    Ok(Some(Inputs {
+        jobs,
+        jobs_latest,
+        sites,
+    }))
+}
+
+/// Makes the table exact for the newest jobs and career sites histories: merging in the runs
+/// the jobs history gained since and linking again the rows whose keys the career sites no
+/// longer give the same site, or writing it again (see the module's doc). `compacted_from`:
+/// the jobs history a compaction just started from (its rows moved, none changed), when the
+/// table was exact for it. `None` when it already was exact, or while it waits.
+pub async fn keep_exact(
+    lake: &Lake,
+    rewrite_after: f64,
+    compacted_from: Option<&History>,
+) -> Result<Option<LinksReport>> {
+    let Some(inputs) = inputs(lake).await? else {
+        return Ok(None);
+    };
+    let current = match load(lake).await? {
+        Some((current, Some(why))) => {
+            tracing::warn!(error = %why, "the job_company_keys table cannot be read; writing it again");
+            return rewrite_at(lake, &inputs, Some(current)).await;
+        }
+        current => current.map(|(c, _)| c),
+    };
+    let Some(current) = current else {
+        return rewrite_at(lake, &inputs, None).await;
+    };
+    let sites = inputs.sites.as_ref().map(|(h, _)| h);
+    if current.exact_for(&inputs.jobs, sites) {
+        return Ok(None);
+    }
+    if current.rewrite_due(rewrite_after) || current.files.is_empty() {
+        return rewrite_at(lake, &inputs, Some(current)).await;
+    }
+    let then = (current.state.jobs_version, current.state.jobs_committed_at);
+    let new: Vec<LiveFile> = match compacted_from {
+        // A compaction moved the rows the table was exact for, and changed none.
+        Some(before) if then == (before.version, before.committed_at) => Vec::new(),
+        _ if then == (inputs.jobs.version, inputs.jobs.committed_at) => Vec::new(),
+        _ => {
+            let Some(before) = changes::history_then(lake, Table::Jobs, then, &inputs.jobs).await?
+            else {
+                return rewrite_at(lake, &inputs, Some(current)).await;
+            };
+            let then: BTreeSet<&str> = before.iter().map(|f| f.path.as_str()).collect();
+            let now: BTreeSet<&str> = inputs.jobs.files.iter().map(|f| f.path.as_str()).collect();
+            // Files gone from the history (a compaction not carried over): its rows moved.
+            if !then.is_subset(&now) {
+                return rewrite_at(lake, &inputs, Some(current)).await;
+            }
+            inputs
+                .jobs
+                .files
+                .iter()
+                .filter(|f| !then.contains(f.path.as_str()))
+                .cloned()
+                .collect()
+        }
+    };
+    match merge(lake, &inputs, &current, &new).await? {
+        Some(report) => Ok(Some(report)),
+        None => rewrite_at(lake, &inputs, Some(current)).await,
+    }
+}
+
+/// After a compaction of the histories (which moves rows and changes none), makes the table
+/// exact for the compacted histories (`before`: the jobs history the compaction started
+/// from), carried over rather than written again when it was exact for `before`, then writes
+/// its rows again as one file a day without the rows its deletion vectors delete (its own
+/// rows, no job's URLs taken apart again); a commit with no data change.
+pub async fn carry_over(lake: &Lake, before: Option<&History>) -> Result<Option<LinksReport>> {
+    let kept = keep_exact(lake, f64::INFINITY, before).await?;
+    if kept.as_ref().is_some_and(|k| k.rewritten) {
+        return Ok(kept);
+    }
+    let Some(inputs) = inputs(lake).await? else {
+        return Ok(kept);
+    };
+    let Some(current) = read(lake).await.ok().flatten() else {
+        return Ok(kept);
+    };
+    let sites = inputs.sites.as_ref().map(|(h, _)| h);
+    let days: BTreeSet<&str> = current
+        .files
+        .iter()
+        .filter_map(|f| f.path.split('/').find(|p| p.starts_with("dt=")))
+        .collect();
+    let tidy =
+        days.len() == current.files.len() && current.files.iter().all(|f| f.deleted.is_empty());
+    if tidy || !current.exact_for(&inputs.jobs, sites) {
+        tracing::debug!(tidy, state = ?current.state, "the job_company_keys table is not merged into one file a day");
+        return Ok(kept);
+    }
+    let (setup, rows) = latest::without_deleted(lake, "deleted_links", &current.files, true);
+    let adds = changes::write_to(lake, NAME, MEMORY, setup, in_order(&rows)).await?;
+    let ids = adds.iter().map(|a| a.rows).sum();
+    let commit = Commit {
+        adds,
+        removes: current.files.iter().map(|f| f.path.clone()).collect(),
+        state: Some(serde_json::to_string(&LinksState {
+            merged: 0,
+            ..current.state.clone()
+        })?),
+        operation: Operation::Optimize,
+        ..Commit::default()
+    };
+    published(lake, commit, Some(&current), &inputs, ids).await
+}
+
+/// Merges the jobs history's files `new` (rows of runs after the last the table took in)
+/// into `current`, and links again every row when the site keys changed, in one commit. `None`
+/// when it cannot be sure of the result (a row of a run no later than the table's last, a job
+/// with two rows): the table is then written again.
+async fn merge(
+    lake: &Lake,
+    inputs: &Inputs,
+    current: &Kept,
+    new: &[LiveFile],
+) -> Result<Option<LinksReport>> {
+    let last = current.state.last_run_id.clone();
+    let (setup, _, fingerprint) = inputs.setup(lake);
+    let fresh = match new.is_empty() {
+        true => "CREATE TEMP TABLE fresh AS SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS job_url, \
+                 NULL::VARCHAR AS apply_url, NULL::VARCHAR AS company_name, NULL::DATE AS dt, \
+                 NULL::VARCHAR AS _run_id WHERE false;"
+            .to_string(),
+        false => format!(
+            "CREATE TEMP TABLE fresh AS\n\
+             SELECT id, job_url, apply_url, company_name, dt, _run_id\n\
+             FROM read_parquet([{}], hive_partitioning = true, union_by_name = true)\n\
+             QUALIFY row_number() OVER (PARTITION BY id ORDER BY {}) = 1;",
+            list(lake, new.iter().map(|f| &f.path)),
+            catalog::LATEST_FIRST
+        ),
+    };
+    let was = current.state.site_keys.clone();
+    let (engine, dir, prefix) = changes::target_of(lake, NAME, MEMORY);
+    let files = current.files.clone();
+    let table_files = list(lake, current.files.iter().map(|f| &f.path));
+    let target = dir.clone();
+    let taken = last.clone();
+    let done = tokio::task::spawn_blocking(move || -> Result<Option<_>> {
+        let last = taken;
+        let work = crate::Work::open(&engine)?;
+        work.execute(&setup)?;
+        let now = latest::strings(&work.query(&fingerprint)?, 0)?
+            .pop()
+            .unwrap_or_default();
+        work.execute(&fresh)?;
+        let runs = work.query(
+            "SELECT coalesce(min(_run_id), ''), coalesce(max(_run_id), '') FROM fresh",
+        )?;
+        let first = latest::strings(&runs, 0)?.pop().unwrap_or_default();
+        let newest = latest::strings(&runs, 1)?.pop().unwrap_or_default();
+        if !first.is_empty() && first <= last {
+            tracing::info!(run = %first, last = %last, "rows of a run no later than the job_company_keys table's last; writing it again");
+            return Ok(None);
+        }
+        let relink = now != was;
+        // The table's rows to replace: those of the runs' jobs, and, when the site keys
+        // changed, those whose keys now link them otherwise.
+        let stored = format!(
+            "(SELECT file_index::BIGINT AS _fi, file_row_number::BIGINT AS _fr,\n\
+               company_id AS _was_company, matched_by AS _was_matched,\n\
+               * EXCLUDE (file_row_number, company_id, matched_by)\n\
+             FROM read_parquet([{table_files}], union_by_name = true, hive_partitioning = true,\n\
+               file_row_number = true))"
+        );
+        let replaced = match relink {
+            false => format!(
+                "SELECT *, NULL::VARCHAR AS company_id, NULL::VARCHAR AS matched_by\n\
+                 FROM {stored} WHERE id IN (SELECT id FROM fresh)"
+            ),
+            true => format!(
+                "SELECT * FROM (\n{}\n)\n\
+                 WHERE id IN (SELECT id FROM fresh)\n\
+                    OR company_id IS DISTINCT FROM _was_company\n\
+                    OR matched_by IS DISTINCT FROM _was_matched",
+                links(stored.as_str(), "SELECT * FROM site_keys")
+            ),
+        };
+        work.execute(&format!("CREATE TEMP TABLE old AS\n{replaced};"))?;
+        // Those the table's deletion vectors delete already are no rows of it.
+        let found = work.query("SELECT _fi, _fr FROM old")?;
+        let gone: Vec<String> = latest::int64s(&found, 0)?
+            .into_iter()
+            .zip(latest::int64s(&found, 1)?)
+            .filter(|&(fi, fr)| {
+                let file = usize::try_from(fi).ok().and_then(|fi| files.get(fi));
+                let row = u64::try_from(fr).ok();
+                matches!((file, row), (Some(f), Some(r)) if f.deleted.binary_search(&r).is_ok())
+            })
+            .map(|(fi, fr)| format!("({fi}, {fr})"))
+            .collect();
+        if !gone.is_empty() {
+            work.execute(&format!(
+                "DELETE FROM old USING (VALUES {}) AS g(_fi, _fr) WHERE old._fi = g._fi AND old._fr = g._fr;",
+                gone.join(", ")
+            ))?;
+        }
+        let twice = work.query("SELECT (count(*) - count(DISTINCT id))::BIGINT FROM old")?;
+        if latest::int64s(&twice, 0)?.first().copied().unwrap_or(0) > 0 {
+            tracing::warn!("the job_company_keys table holds a job twice; writing it again");
+            return Ok(None);
+        }
+        // The runs' jobs with their new keys, and the other rows replaced with their new link.
+        let fresh_keys = format!("(\n{}\n)", job_keys("fresh"));
+        let rows = format!(
+            "{}\nUNION ALL\n{}",
+            in_order(&links(&fresh_keys, "SELECT * FROM site_keys")),
+            in_order("SELECT * FROM old WHERE id NOT IN (SELECT id FROM fresh)")
+        );
+        let written = work.copy_partitioned(&rows, &target, &prefix, None)?;
+        let live = work.query("SELECT _fi, _fr FROM old")?;
+        let live: Vec<(i64, i64)> = latest::int64s(&live, 0)?
+            .into_iter()
+            .zip(latest::int64s(&live, 1)?)
+            .collect();
+        Ok(Some((written, newest, live, now)))
+    })
+    .await??;
+    let Some((written, newest, live, site_keys)) = done else {
+        return Ok(None);
+    };
+    let mut commit = Commit {
+        operation: Operation::Merge,
+        adds: changes::to_adds_of(NAME, &dir, written)?,
+        ..Commit::default()
+    };
+    let added: u64 = commit.adds.iter().map(|a| a.rows).sum();
+    let mut replaced = 0;
+    let deletes = latest::per_file(current.files.len(), live)?;
+    for (file, rows) in current.files.iter().zip(deletes) {
+        if rows.is_empty() {
+            continue;
+        }
+        replaced += rows.len() as u64;
+        let mut all = file.deleted.clone();
+        all.extend(rows);
+        all.sort_unstable();
+        all.dedup();
+        commit.deletions.insert(file.path.clone(), all);
+    }
+    commit.state = Some(serde_json::to_string(&state_of(
+        inputs,
+        site_keys,
+        last.max(newest),
+        current.state.merged + added + replaced,
+    ))?);
+    let version = commit_links(lake, commit).await?;
+    Ok(Some(LinksReport {
+        table: NAME.to_string(),
+        version,
+        history_version: inputs.jobs.version,
+        ids: current.ids() + added - replaced,
+        added,
+        replaced,
+        rewritten: false,
+    }))
+}
+
+/// The state of a table exact for `inputs`, linked with `site_keys`.
+fn state_of(inputs: &Inputs, site_keys: String, last_run_id: String, merged: u64) -> LinksState {
+    LinksState {
+        jobs_version: inputs.jobs.version,
+        jobs_committed_at: inputs.jobs.committed_at,
+        sites_version: inputs.sites.as_ref().map(|(h, _)| h.version),
+        sites_committed_at: inputs.sites.as_ref().map_or(0, |(h, _)| h.committed_at),
+        site_keys,
+        last_run_id,
+        merged,
+    }
+}
+
+/// Writes the table again from the `jobs` latest table, in one commit that removes every
+/// file `current` had; then deletes the files no reader needs any more (those of the version
+/// before are kept, for DuckDB sessions still holding views of them).
+async fn rewrite_at(
+    lake: &Lake,
+    inputs: &Inputs,
+    current: Option<Kept>,
+) -> Result<Option<LinksReport>> {
+    let (setup, jobs, fingerprint) = inputs.setup(lake);
+    let last_run_id = match inputs.jobs.files.is_empty() {
+        true => String::new(),
+        false => {
+            let versions = format!(
+                "read_parquet([{}], hive_partitioning = true, union_by_name = true)",
+                list(lake, inputs.jobs.files.iter().map(|f| &f.path))
+            );
+            changes::run_ids(lake, &versions).await?.1
+        }
+    };
+    let keys = format!("(\n{}\n)", job_keys(&jobs));
+    let rows = in_order(&links(&keys, "SELECT * FROM site_keys"));
+    let (engine, dir, prefix) = changes::target_of(lake, NAME, MEMORY);
+    let target = dir.clone();
+    let (written, site_keys) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let work = crate::Work::open(&engine)?;
+        work.execute(&setup)?;
+        let site_keys = latest::strings(&work.query(&fingerprint)?, 0)?
+            .pop()
+            .unwrap_or_default();
+        Ok((
+            work.copy_partitioned(&rows, &target, &prefix, None)?,
+            site_keys,
+        ))
+    })
+    .await??;
+    let adds = changes::to_adds_of(NAME, &dir, written)?;
+    let ids = adds.iter().map(|a| a.rows).sum();
+    let commit = Commit {
+        adds,
+        removes: current
+            .iter()
+            .flat_map(|c| c.files.iter().map(|f| f.path.clone()))
+            .collect(),
+        state: Some(serde_json::to_string(&state_of(
+            inputs,
+            site_keys,
+            last_run_id,
+            0,
+        ))?),
+        operation: Operation::Write,
+        ..Commit::default()
+    };
+    published(lake, commit, current.as_ref(), inputs, ids).await
+}
+
+/// Commits `commit`, which writes the table again (`ids` rows), then deletes the files no
+/// reader needs any more: all but the new ones, those of the version before (`previous`),
+/// which DuckDB sessions still holding views of it read, and the deletion vectors the table
+/// still uses.
+async fn published(
+    lake: &Lake,
+    commit: Commit,
+    previous: Option<&Kept>,
+    inputs: &Inputs,
+    ids: u64,
+) -> Result<Option<LinksReport>> {
+    let mut keep: BTreeSet<String> = commit.adds.iter().map(|a| a.path.clone()).collect();
+    keep.extend(
+        previous
+            .iter()
+            .flat_map(|c| c.files.iter().map(|f| f.path.clone())),
+    );
+    let version = commit_links(lake, commit).await?;
+    let log = DeltaLog::derived_per_id(lake, NAME)?;
+    if let Some(now) = log.snapshot().await? {
+        keep.extend(log.deletion_vector_files(&now).await?);
+    }
+    latest::delete_unkept(lake, NAME, &keep).await?;
+    Ok(Some(LinksReport {
+        table: NAME.to_string(),
+        version,
+        history_version: inputs.jobs.version,
+        ids,
+        added: ids,
+        replaced: 0,
+        rewritten: true,
+    }))
+}
+
+/// Commits `commit` to the table (creating it when it has no log).
+async fn commit_links(lake: &Lake, commit: Commit) -> Result<u64> {
+    let log = DeltaLog::derived_per_id(lake, NAME)?;
+    crash_point("job_companies:before-commit");
+    let version = log.commit(schema(), commit).await?;
+    crash_point("job_companies:after-commit");
+    Ok(version)
+}
+
+/// The table's Delta schema: [`COLUMNS`], `dt` (the day the job's latest version was
+/// fetched, its partition) a date, the rest text.
+fn schema() -> SchemaRef {
+    let fields: Vec<Field> = COLUMNS
+        .iter()
+        .map(|&c| match c {
+            "dt" => Field::new(c, DataType::Date32, true),
+            _ => Field::new(c, DataType::Utf8, true),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
