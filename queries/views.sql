@@ -92,8 +92,9 @@ CREATE OR REPLACE VIEW jobs_lifecycle AS
 -- table (`<lake>/job_company_keys/`, a Delta table of every job's keys and link, which every
 -- command that commits rows keeps exact) when it is exact for the histories read here, else
 --   SELECT id, company_id, matched_by FROM (<queries/job_companies.sql>)
---   WHERE company_id IS NOT NULL
--- with the keys of queries/job_keys.sql over jobs and those of queries/site_keys.sql over
--- career_sites and career_sites_history.
+--   WHERE matched_by IS NOT NULL
+-- with the keys of queries/job_keys.sql over jobs (its lookups queries/host_domains.sql and
+-- queries/name_keys.sql as CTEs) and those of queries/site_keys.sql over career_sites and
+-- career_sites_history.
 CREATE OR REPLACE VIEW job_companies AS
 {job_companies};

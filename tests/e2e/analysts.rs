@@ -154,7 +154,8 @@ async fn files_read(lake: &Lake, view: &str, table: &str) -> BTreeSet<String> {
 }
 
 /// `job_companies` as schemas/job_companies.md documents it for any engine:
-/// queries/job_companies.sql over queries/job_keys.sql (the `jobs` view) and
+/// queries/job_companies.sql over queries/job_keys.sql (the `jobs` view, its lookups
+/// queries/host_domains.sql and queries/name_keys.sql as subqueries) and
 /// queries/site_keys.sql (the `career_sites` views), the linked rows.
 fn documented_links() -> String {
     let fill = |sql: &str, values: &[(&str, &str)]| {
@@ -162,9 +163,16 @@ fn documented_links() -> String {
             sql.replace(&format!("{{{k}}}"), v)
         })
     };
+    let lookup = |sql: &str| format!("({})", fill(sql, &[("jobs", "jobs")]));
+    let hosts = lookup(include_str!("../../queries/host_domains.sql"));
+    let names = lookup(include_str!("../../queries/name_keys.sql"));
     let keys = fill(
         include_str!("../../queries/job_keys.sql"),
-        &[("jobs", "jobs")],
+        &[
+            ("jobs", "jobs"),
+            ("host_domains", &hosts),
+            ("name_keys", &names),
+        ],
     );
     let sites = fill(
         include_str!("../../queries/site_keys.sql"),
