@@ -198,6 +198,29 @@ async fn links_off_the_documented_sql(lake: &Lake) -> i64 {
     .await
 }
 
+/// A lake of jobs alone links none (there is no career site to link to): no job_company_keys
+/// table, and a view that reads no job to say so; the refresh that brings the first career
+/// sites writes the table, and the view reads it.
+#[tokio::test]
+async fn a_lake_of_jobs_alone_links_none_and_its_first_career_sites_make_the_job_company_keys_table()
+ {
+    let sim = Sim::start(&["--rows", "300"]).await;
+    let lake = Lake::new(&sim);
+    lake.refresh_ok(&["--source", "jobs"]).await;
+    assert!(!lake.root().join("job_company_keys").exists());
+    assert_eq!(lake.count("SELECT count(*) FROM job_companies").await, 0);
+    let sql = lake.view_sql("job_companies").await;
+    assert!(!sql.contains("jobs"), "{sql}");
+    lake.refresh_ok(&["--source", "career_sites"]).await;
+    assert!(
+        !files_read(&lake, "job_companies", "job_company_keys")
+            .await
+            .is_empty()
+    );
+    assert!(lake.count("SELECT count(*) FROM job_companies").await > 0);
+    assert_eq!(links_off_the_documented_sql(&lake).await, 0);
+}
+
 /// The job_company_keys table (schemas/job_companies.md): a jobs refresh merges its jobs in, a
 /// career sites refresh whose keys now link jobs otherwise replaces just those jobs' rows, and
 /// `compact` merges its files into one a day; after each, `job_companies` reads it and is

@@ -18,7 +18,7 @@
 //!   took in), it is written again from the `jobs` latest table.
 //!
 //! It waits while the latest tables it reads are not exact; the view then works the links
-//! out over the views.
+//! out over the views. A lake with no career site has none: nothing links.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -273,6 +273,9 @@ pub async fn view_select(
             .filter(|k| k.exact_for(jobs, sites) && !k.files.is_empty()),
         None => None,
     };
+    if sites.is_none() && no_career_sites(lake).await {
+        return (String::new(), linked(&in_order(NONE)));
+    }
     match kept {
         Some(kept) => {
             let (prepare, rows) = latest::without_deleted(
@@ -285,6 +288,20 @@ pub async fn view_select(
         }
         None => (String::new(), over_views()),
     }
+}
+
+/// No row of the table: its columns, typed.
+const NONE: &str = "SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS company_id, \
+     NULL::VARCHAR AS matched_by, NULL::VARCHAR AS job_listing, NULL::VARCHAR AS apply_listing, \
+     NULL::VARCHAR AS apply_domain, NULL::VARCHAR AS job_domain, NULL::VARCHAR AS company_key, \
+     NULL::DATE AS dt WHERE false";
+
+/// Whether the lake holds no career site at all (no Delta log and no file of an older
+/// joblake's): then no job links to one, and the view needs no SQL to say so.
+async fn no_career_sites(lake: &Lake) -> bool {
+    catalog::history_files(lake, Table::CareerSites)
+        .await
+        .is_ok_and(|files| files.is_empty())
 }
 
 /// What the table is worked out from: the histories' newest versions and the latest tables
@@ -357,18 +374,18 @@ async fn inputs(lake: &Lake) -> Result<Option<Inputs>> {
         );
         return Ok(None);
     };
-    let sites = match latest::history_now(lake, Table::CareerSites).await? {
-        None => None,
-        Some(history) => match exact(Table::CareerSites, &history).await {
-            Some(latest) => Some((history, latest)),
-            None => {
-                tracing::info!(
-                    "the career sites latest table is not exact; the job_company_keys table waits for it"
-                );
-                return Ok(None);
-            }
-        },
+    // No job links to a career site while the lake has none: the table is made when the first
+    // come, and a lake of jobs alone (a first jobs refresh) spends nothing on keys meanwhile.
+    let Some(history) = latest::history_now(lake, Table::CareerSites).await? else {
+        return Ok(None);
     };
+    let Some(latest) = exact(Table::CareerSites, &history).await else {
+        tracing::info!(
+            "the career sites latest table is not exact; the job_company_keys table waits for it"
+        );
+        return Ok(None);
+    };
+    let sites = Some((history, latest));
     Ok(Some(Inputs {
         jobs,
         jobs_latest,
@@ -403,9 +420,11 @@ pub async fn keep_exact(
     if current.exact_for(&inputs.jobs, sites) {
         return Ok(None);
     }
-    if current.rewrite_due(rewrite_after) || current.files.is_empty() {
+    if current.files.is_empty() {
         return rewrite_at(lake, &inputs, Some(current)).await;
     }
+    // Due to be written again: from the keys it holds, no job's URLs taken apart again.
+    let whole = current.rewrite_due(rewrite_after);
     let then = (current.state.jobs_version, current.state.jobs_committed_at);
     let new: Vec<LiveFile> = match compacted_from {
         // A compaction moved the rows the table was exact for, and changed none.
@@ -431,7 +450,7 @@ pub async fn keep_exact(
                 .collect()
         }
     };
-    match merge(lake, &inputs, &current, &new, rewrite_after).await? {
+    match merge(lake, &inputs, &current, &new, rewrite_after, whole).await? {
         Some(report) => Ok(Some(report)),
         None => rewrite_at(lake, &inputs, Some(current)).await,
     }
@@ -482,19 +501,25 @@ pub async fn carry_over(lake: &Lake, before: Option<&History>) -> Result<Option<
 }
 
 /// Merges the jobs history's files `new` (rows of runs after the last the table took in)
-/// into `current`, and links again every row when the site keys changed, in one commit. `None`
-/// when it cannot be sure of the result (a row of a run no later than the table's last, a job
-/// with two rows), or when the rows it would add and delete reach `rewrite_after` of the
-/// table with those merged before: the table is then written again.
+/// into `current`, and links again every row when the site keys changed, in one commit. When
+/// `whole`, or when the rows it would add and delete reach `rewrite_after` of the table with
+/// those merged before, it writes the table again instead, from the keys it holds and the runs'
+/// jobs' new keys (no deletion vector of millions of rows). `None` when it cannot be sure of
+/// the result (a row of a run no later than the table's last, a job with two rows): the table
+/// is then written again from the `jobs` latest table.
 async fn merge(
     lake: &Lake,
     inputs: &Inputs,
     current: &Kept,
     new: &[LiveFile],
     rewrite_after: f64,
+    whole: bool,
 ) -> Result<Option<LinksReport>> {
     let last = current.state.last_run_id.clone();
-    let (setup, _, fingerprint) = inputs.setup(lake);
+    let (mut setup, _, fingerprint) = inputs.setup(lake);
+    // The table's rows, for writing it again from them.
+    let (prepare, kept) = latest::without_deleted(lake, "deleted_links", &current.files, true);
+    setup.push_str(&prepare);
     let fresh = match new.is_empty() {
         true => "CREATE TEMP TABLE fresh AS SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS job_url, \
                  NULL::VARCHAR AS apply_url, NULL::VARCHAR AS company_name, NULL::DATE AS dt, \
@@ -532,6 +557,28 @@ async fn merge(
         if !first.is_empty() && first <= last {
             tracing::info!(run = %first, last = %last, "rows of a run no later than the job_company_keys table's last; writing it again");
             return Ok(None);
+        }
+        let (lookups, fresh_keys) = keys_via_tables("fresh");
+        work.execute(&lookups)?;
+        // Written again: the rows it holds but those of the runs' jobs, linked again, and the
+        // runs' jobs with their new keys.
+        let write_whole = |work: &crate::Work| -> Result<Option<_>> {
+            let rows = format!(
+                "{}\nUNION ALL\n{}",
+                in_order(&links(
+                    &format!(
+                        "(SELECT * EXCLUDE (company_id, matched_by) FROM ({kept})\n\
+                         WHERE id NOT IN (SELECT id FROM fresh))"
+                    ),
+                    "SELECT * FROM site_keys"
+                )),
+                in_order(&links(&fresh_keys, "SELECT * FROM site_keys")),
+            );
+            let written = work.copy_partitioned_in(&rows, &target, &prefix, None, ROW_GROUP)?;
+            Ok(Some((written, newest.clone(), None, now.clone())))
+        };
+        if whole {
+            return write_whole(&work);
         }
         let relink = now != was;
         // The table's rows to replace: those of the runs' jobs, and, when the site keys
@@ -590,11 +637,9 @@ async fn merge(
         let changing = latest::int64s(&changing, 0)?.first().copied().unwrap_or(0);
         if (merged + changing.max(0) as u64) as f64 >= rewrite_after * ids as f64 {
             tracing::info!(rows = changing, "the merge would change a share of the job_company_keys table; writing it again");
-            return Ok(None);
+            return write_whole(&work);
         }
         // The runs' jobs with their new keys, and the other rows replaced with their new link.
-        let (lookups, fresh_keys) = keys_via_tables("fresh");
-        work.execute(&lookups)?;
         let rows = format!(
             "{}\nUNION ALL\n{}",
             in_order(&links(&fresh_keys, "SELECT * FROM site_keys")),
@@ -606,11 +651,29 @@ async fn merge(
             .into_iter()
             .zip(latest::int64s(&live, 1)?)
             .collect();
-        Ok(Some((written, newest, live, now)))
+        Ok(Some((written, newest, Some(live), now)))
     })
     .await??;
     let Some((written, newest, live, site_keys)) = done else {
         return Ok(None);
+    };
+    let Some(live) = live else {
+        // Written again whole, in one commit that removes every file it had.
+        let adds = changes::to_adds_of(NAME, &dir, written)?;
+        let ids = adds.iter().map(|a| a.rows).sum();
+        let commit = Commit {
+            adds,
+            removes: current.files.iter().map(|f| f.path.clone()).collect(),
+            state: Some(serde_json::to_string(&state_of(
+                inputs,
+                site_keys,
+                last.max(newest),
+                0,
+            ))?),
+            operation: Operation::Write,
+            ..Commit::default()
+        };
+        return published(lake, commit, Some(current), inputs, ids).await;
     };
     let mut commit = Commit {
         operation: Operation::Merge,
