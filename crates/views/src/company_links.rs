@@ -12,10 +12,12 @@
 //! - when the career sites' keys changed (a site came, moved or was renamed), every row is
 //!   linked again from the keys it holds, and those whose link changed are replaced: a pass
 //!   over the table's keys, no URL taken apart;
-//! - once merges added or deleted a share of its rows (`[views] latest_after`), and whenever
-//!   a merge cannot be sure of its rows (no table yet, a state joblake cannot read, a history
-//!   log made again, files gone from the history, rows of a run no later than the last it
-//!   took in), it is written again from the `jobs` latest table.
+//! - once merges added or deleted a share of its rows (`[views] latest_after`), or a merge
+//!   would, it is written again from the keys it holds (linked again) and the runs' jobs' new
+//!   keys;
+//! - whenever a merge cannot be sure of its rows (no table yet, a state joblake cannot read, a
+//!   history log made again, files gone from the history, rows of a run no later than the
+//!   last it took in), it is written again from the `jobs` latest table.
 //!
 //! It waits while the latest tables it reads are not exact; the view then works the links
 //! out over the views. A lake with no career site has none: nothing links.
@@ -683,17 +685,7 @@ async fn merge(
     let added: u64 = commit.adds.iter().map(|a| a.rows).sum();
     let mut replaced = 0;
     let deletes = latest::per_file(current.files.len(), live)?;
-    for (file, rows) in current.files.iter().zip(deletes) {
-        if rows.is_empty() {
-            continue;
-        }
-        replaced += rows.len() as u64;
-        let mut all = file.deleted.clone();
-        all.extend(rows);
-        all.sort_unstable();
-        all.dedup();
-        commit.deletions.insert(file.path.clone(), all);
-    }
+    replaced += latest::delete_rows(&mut commit, &current.files, deletes);
     commit.state = Some(serde_json::to_string(&state_of(
         inputs,
         site_keys,

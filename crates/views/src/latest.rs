@@ -384,6 +384,25 @@ pub(crate) fn strings(batches: &[RecordBatch], column: usize) -> Result<Vec<Stri
     Ok(out)
 }
 
+/// Adds to `commit` the deletion vectors of `files` that delete `rows` too (one sorted list
+/// per file, as [`per_file`] gives them) beside the rows each deletes already; returns how
+/// many rows it deletes anew.
+pub(crate) fn delete_rows(commit: &mut Commit, files: &[DataFile], rows: Vec<Vec<u64>>) -> u64 {
+    let mut deleted = 0;
+    for (file, rows) in files.iter().zip(rows) {
+        if rows.is_empty() {
+            continue;
+        }
+        deleted += rows.len() as u64;
+        let mut all = file.deleted.clone();
+        all.extend(rows);
+        all.sort_unstable();
+        all.dedup();
+        commit.deletions.insert(file.path.clone(), all);
+    }
+    deleted
+}
+
 /// Positions (file in `files`, row) as one sorted list per file.
 pub(crate) fn per_file(
     n: usize,
@@ -486,17 +505,7 @@ async fn merge(
             added -= written.iter().map(|f| f.deleted.len() as u64).sum::<u64>();
         }
         let deletes = per_file(current.files.len(), deletes)?;
-        for (file, rows) in current.files.iter().zip(deletes) {
-            if rows.is_empty() {
-                continue;
-            }
-            replaced += rows.len() as u64;
-            let mut all = file.deleted.clone();
-            all.extend(rows);
-            all.sort_unstable();
-            all.dedup();
-            commit.deletions.insert(file.path.clone(), all);
-        }
+        replaced += delete_rows(&mut commit, &current.files, deletes);
     }
     let before = current.history.clone();
     let merged = before.merged + added + replaced;

@@ -479,17 +479,7 @@ async fn merge(
         added = commit.adds.iter().map(|a| a.rows).sum();
         last_run_id = last_run_id.max(newest);
         let deletes = latest::per_file(current.files.len(), live)?;
-        for (file, rows) in current.files.iter().zip(deletes) {
-            if rows.is_empty() {
-                continue;
-            }
-            replaced += rows.len() as u64;
-            let mut all = file.deleted.clone();
-            all.extend(rows);
-            all.sort_unstable();
-            all.dedup();
-            commit.deletions.insert(file.path.clone(), all);
-        }
+        replaced += latest::delete_rows(&mut commit, &current.files, deletes);
     }
     commit.state = Some(serde_json::to_string(&LifecycleState {
         history_version: history.version,
