@@ -518,10 +518,10 @@ async fn merge(
     whole: bool,
 ) -> Result<Option<LinksReport>> {
     let last = current.state.last_run_id.clone();
-    let (mut setup, _, fingerprint) = inputs.setup(lake);
-    // The table's rows, for writing it again from them.
+    let (setup, _, fingerprint) = inputs.setup(lake);
+    // The table's rows, for writing it again from them (the table of the positions they skip
+    // made only then: its SQL lists each).
     let (prepare, kept) = latest::without_deleted(lake, "deleted_links", &current.files, true);
-    setup.push_str(&prepare);
     let fresh = match new.is_empty() {
         true => "CREATE TEMP TABLE fresh AS SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS job_url, \
                  NULL::VARCHAR AS apply_url, NULL::VARCHAR AS company_name, NULL::DATE AS dt, \
@@ -565,6 +565,9 @@ async fn merge(
         // Written again: the rows it holds but those of the runs' jobs, linked again, and the
         // runs' jobs with their new keys.
         let write_whole = |work: &crate::Work| -> Result<Option<_>> {
+            if !prepare.is_empty() {
+                work.execute(&prepare)?;
+            }
             let rows = format!(
                 "{}\nUNION ALL\n{}",
                 in_order(&links(
