@@ -315,13 +315,10 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// The statements that make the Work session ready: the macros, and the tables of the
-    /// latest tables' deleted positions.
-    fn setup(&self, lake: &Lake) -> (String, String, String) {
+    /// The statements that make the Work session ready (the macros, and the site keys as
+    /// `site_keys`), and the query of their fingerprint (see [`LinksState::site_keys`]).
+    fn setup(&self, lake: &Lake) -> (String, String) {
         let mut setup = MACROS.to_string();
-        let (prepare, jobs) =
-            latest::without_deleted(lake, "deleted_jobs", &self.jobs_latest.files, true);
-        setup.push_str(&prepare);
         let (sites, history) = match &self.sites {
             Some((history, latest)) if !latest.files.is_empty() => {
                 let (prepare, sites) =
@@ -343,14 +340,21 @@ impl Inputs {
             "\nCREATE TEMP TABLE site_keys AS\n{};\n",
             site_keys(&sites, &history)
         ));
-        let jobs = if self.jobs_latest.files.is_empty() {
-            "(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS job_url, NULL::VARCHAR AS apply_url, \
-             NULL::VARCHAR AS company_name, NULL::DATE AS dt WHERE false)"
-                .to_string()
-        } else {
-            format!("({jobs})")
-        };
-        (setup, jobs, FINGERPRINT.to_string())
+        (setup, FINGERPRINT.to_string())
+    }
+
+    /// The statement that makes the table of the `jobs` latest table's deleted positions (it
+    /// lists each: only where the jobs are read), and the jobs' rows.
+    fn jobs(&self, lake: &Lake) -> (String, String) {
+        if self.jobs_latest.files.is_empty() {
+            let none = "(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS job_url, \
+                        NULL::VARCHAR AS apply_url, NULL::VARCHAR AS company_name, \
+                        NULL::DATE AS dt WHERE false)";
+            return (String::new(), none.to_string());
+        }
+        let (prepare, jobs) =
+            latest::without_deleted(lake, "deleted_jobs", &self.jobs_latest.files, true);
+        (prepare, format!("({jobs})"))
     }
 }
 
@@ -518,7 +522,7 @@ async fn merge(
     whole: bool,
 ) -> Result<Option<LinksReport>> {
     let last = current.state.last_run_id.clone();
-    let (setup, _, fingerprint) = inputs.setup(lake);
+    let (setup, fingerprint) = inputs.setup(lake);
     // The table's rows, for writing it again from them (the table of the positions they skip
     // made only then: its SQL lists each).
     let (prepare, kept) = latest::without_deleted(lake, "deleted_links", &current.files, true);
@@ -728,7 +732,9 @@ async fn rewrite_at(
     inputs: &Inputs,
     current: Option<Kept>,
 ) -> Result<Option<LinksReport>> {
-    let (setup, jobs, fingerprint) = inputs.setup(lake);
+    let (setup, fingerprint) = inputs.setup(lake);
+    let (prepare, jobs) = inputs.jobs(lake);
+    let setup = setup + &prepare;
     let last_run_id = match inputs.jobs.files.is_empty() {
         true => String::new(),
         false => {
