@@ -82,6 +82,14 @@ fn refresh_pages(joblake_bin: &Path, sim: &Sim, dir: &Path, pages: usize) -> Res
     measured(cmd.as_std_mut(), &[0, 3])
 }
 
+/// One real `joblake refresh --source career_sites` from `sim` onto the lake in `dir`, its
+/// seconds and peak RSS.
+fn refresh_sites(joblake_bin: &Path, sim: &Sim, dir: &Path) -> Result<(f64, u64)> {
+    let args = ["-q", "refresh", "--source", "career_sites"];
+    let mut cmd = joblake(joblake_bin, sim, dir, &args);
+    measured(cmd.as_std_mut(), &[0])
+}
+
 /// What the latest table's last commit did: its operation, rows added, rows deleted.
 fn last_latest_commit(lake: &Path) -> Result<(String, u64, u64)> {
     let log = lake.join("jobs_latest/_delta_log");
@@ -219,13 +227,7 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
     // The lake's first career sites, for `job_companies`: their refresh writes the
     // job_company_keys table, every job's keys and link, which each refresh after it merges
     // its jobs into.
-    let mut sites = joblake(
-        joblake_bin,
-        &sim,
-        big.path(),
-        &["-q", "refresh", "--source", "career_sites"],
-    );
-    let (secs, rss) = measured(sites.as_std_mut(), &[0])?;
+    let (secs, rss) = refresh_sites(joblake_bin, &sim, big.path())?;
     read.compactions.push((
         format!(
             "then `joblake refresh --source career_sites`, the lake's first (writes job_company_keys: {} jobs linked)",
@@ -256,13 +258,7 @@ pub async fn run(joblake_bin: &Path, versions: usize, small_runs: usize) -> Resu
     ));
     // The career sites again, hours later: sites came and changed, and the jobs whose keys
     // now name another site (or none) are linked again from the keys job_company_keys holds.
-    let mut sites = joblake(
-        joblake_bin,
-        &sim,
-        big.path(),
-        &["-q", "refresh", "--source", "career_sites"],
-    );
-    let (secs, rss) = measured(sites.as_std_mut(), &[0])?;
+    let (secs, rss) = refresh_sites(joblake_bin, &sim, big.path())?;
     read.compactions.push((
         format!(
             "then `joblake refresh --source career_sites` again ({} sites): job_company_keys linked again",
