@@ -144,25 +144,19 @@ def by_deltalake(lake):
         table = DeltaTable(uri, storage_options=storage_options() or None)
         data = table.to_pyarrow_table(columns=["id", "_run_id", "change", "previous_run_id"])
         out[t + "_changes"] = sorted(rows_of(data), key=lambda r: (r[0], r[1]))
-    # The lifecycle table: a row per job, its deletion vectors read through DataFusion.
-    uri = f"{lake.rstrip('/')}/jobs_lifecycle"
-    if "://" in uri or os.path.isdir(uri):
+    # The tables of one row per job, their deletion vectors read through DataFusion: the
+    # lifecycle table, and job_company_keys (every job's link, null when none).
+    for name, columns in (
+        ("jobs_lifecycle", "id, versions, reposts, fetches, last_run_id"),
+        ("job_company_keys", "id, company_id, matched_by"),
+    ):
+        uri = f"{lake.rstrip('/')}/{name}"
+        if "://" not in uri and not os.path.isdir(uri):
+            continue
         table = DeltaTable(uri, storage_options=storage_options() or None)
-        result = QueryBuilder().register("t", table).execute(
-            "SELECT id, versions, reposts, fetches, last_run_id FROM t"
-        )
+        result = QueryBuilder().register("t", table).execute(f"SELECT {columns} FROM t")
         rows = rows_of(pa.table(result.read_all()))
-        out["jobs_lifecycle"] = [list(r) for r in sorted(rows, key=lambda r: r[0])]
-    # The job_company_keys table: a row per job, its link (null when none), deletion vectors
-    # and all.
-    uri = f"{lake.rstrip('/')}/job_company_keys"
-    if "://" in uri or os.path.isdir(uri):
-        table = DeltaTable(uri, storage_options=storage_options() or None)
-        result = QueryBuilder().register("t", table).execute(
-            "SELECT id, company_id, matched_by FROM t"
-        )
-        rows = rows_of(pa.table(result.read_all()))
-        out["job_company_keys"] = [list(r) for r in sorted(rows, key=lambda r: r[0])]
+        out[name] = [list(r) for r in sorted(rows, key=lambda r: r[0])]
     return out
 
 

@@ -193,7 +193,7 @@ pub(crate) async fn write_one_run(
 }
 
 /// The day of every file of `history`, when they have one and the same.
-fn one_day(history: &History) -> Option<String> {
+pub(crate) fn one_day(history: &History) -> Option<String> {
     let first = history.files.first()?;
     history
         .files

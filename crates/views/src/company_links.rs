@@ -133,16 +133,6 @@ fn linked(rows: &str) -> String {
 /// Rows in each row group of the table's files (see [`crate::Work::copy_partitioned_in`]).
 const ROW_GROUP: u32 = 10_240;
 
-/// The day of every file of `files` (paths under `dt=` directories), when they all have one
-/// and the same: the rows written from them go to one file as they come.
-fn one_day<'a>(files: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    let days: BTreeSet<&str> = files
-        .into_iter()
-        .map(|p| p.split('/').find_map(|d| d.strip_prefix("dt=")))
-        .collect::<Option<_>>()?;
-    (days.len() == 1).then(|| days.into_iter().next().unwrap_or_default().to_string())
-}
-
 /// The table's rows, every column in its order, out of `links` (a [`links`] SELECT).
 fn in_order(links: &str) -> String {
     format!("SELECT {} FROM (\n{links}\n)", COLUMNS.join(", "))
@@ -205,13 +195,12 @@ impl Kept {
 
     /// Rows it holds: one per job.
     pub fn ids(&self) -> u64 {
-        let deleted: u64 = self.files.iter().map(|f| f.deleted.len() as u64).sum();
-        self.files.iter().filter_map(|f| f.rows).sum::<u64>() - deleted
+        latest::live_rows(&self.files)
     }
 
     /// Whether writing it again is due rather than merging (as for a latest table).
     fn rewrite_due(&self, after: f64) -> bool {
-        after <= 0.0 || self.state.merged as f64 >= after * self.ids() as f64
+        latest::rewrite_due(after, self.state.merged, self.ids())
     }
 }
 
@@ -230,8 +219,8 @@ pub async fn read(lake: &Lake) -> Result<Option<Kept>> {
 /// The table (`None` while there is none), and why its state cannot be read when it cannot:
 /// it is then exact for nothing, its files still listed (writing it again removes them).
 async fn load(lake: &Lake) -> Result<Option<(Kept, Option<String>)>> {
-    let log = DeltaLog::derived_per_id(lake, NAME)?;
-    let Some((snapshot, state)) = log.newest_state::<LinksState>().await? else {
+    let Some((version, state, files)) = latest::newest_per_id::<LinksState>(lake, NAME).await?
+    else {
         return Ok(None);
     };
     let (state, unread) = match state {
@@ -250,9 +239,9 @@ async fn load(lake: &Lake) -> Result<Option<(Kept, Option<String>)>> {
         ),
     };
     let kept = Kept {
-        version: snapshot.version(),
+        version,
         state,
-        files: log.files_with_deletions(&snapshot).await?,
+        files,
     };
     Ok(Some((kept, unread)))
 }
@@ -311,7 +300,8 @@ async fn no_career_sites(lake: &Lake) -> bool {
 struct Inputs {
     jobs: History,
     jobs_latest: LatestTable,
-    sites: Option<(History, LatestTable)>,
+    sites: History,
+    sites_latest: LatestTable,
 }
 
 impl Inputs {
@@ -319,22 +309,19 @@ impl Inputs {
     /// `site_keys`), and the query of their fingerprint (see [`LinksState::site_keys`]).
     fn setup(&self, lake: &Lake) -> (String, String) {
         let mut setup = MACROS.to_string();
-        let (sites, history) = match &self.sites {
-            Some((history, latest)) if !latest.files.is_empty() => {
-                let (prepare, sites) =
-                    latest::without_deleted(lake, "deleted_sites", &latest.files, true);
-                setup.push_str(&prepare);
-                let all = format!(
-                    "(SELECT * FROM read_parquet([{}], hive_partitioning = true, union_by_name = true))",
-                    list(lake, history.files.iter().map(|f| &f.path))
-                );
-                (format!("({sites})"), all)
-            }
-            _ => {
-                let none = "(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS listing_url, \
-                            NULL::VARCHAR AS website, NULL::VARCHAR AS name WHERE false)";
-                (none.to_string(), none.to_string())
-            }
+        let (sites, history) = if self.sites_latest.files.is_empty() {
+            let none = "(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS listing_url, \
+                        NULL::VARCHAR AS website, NULL::VARCHAR AS name WHERE false)";
+            (none.to_string(), none.to_string())
+        } else {
+            let (prepare, sites) =
+                latest::without_deleted(lake, "deleted_sites", &self.sites_latest.files, true);
+            setup.push_str(&prepare);
+            let all = format!(
+                "(SELECT * FROM read_parquet([{}], hive_partitioning = true, union_by_name = true))",
+                list(lake, self.sites.files.iter().map(|f| &f.path))
+            );
+            (format!("({sites})"), all)
         };
         setup.push_str(&format!(
             "\nCREATE TEMP TABLE site_keys AS\n{};\n",
@@ -382,20 +369,20 @@ async fn inputs(lake: &Lake) -> Result<Option<Inputs>> {
     };
     // No job links to a career site while the lake has none: the table is made when the first
     // come, and a lake of jobs alone (a first jobs refresh) spends nothing on keys meanwhile.
-    let Some(history) = latest::history_now(lake, Table::CareerSites).await? else {
+    let Some(sites) = latest::history_now(lake, Table::CareerSites).await? else {
         return Ok(None);
     };
-    let Some(latest) = exact(Table::CareerSites, &history).await else {
+    let Some(sites_latest) = exact(Table::CareerSites, &sites).await else {
         tracing::info!(
             "the career sites latest table is not exact; the job_company_keys table waits for it"
         );
         return Ok(None);
     };
-    let sites = Some((history, latest));
     Ok(Some(Inputs {
         jobs,
         jobs_latest,
         sites,
+        sites_latest,
     }))
 }
 
@@ -422,8 +409,7 @@ pub async fn keep_exact(
     let Some(current) = current else {
         return rewrite_at(lake, &inputs, None).await;
     };
-    let sites = inputs.sites.as_ref().map(|(h, _)| h);
-    if current.exact_for(&inputs.jobs, sites) {
+    if current.exact_for(&inputs.jobs, Some(&inputs.sites)) {
         return Ok(None);
     }
     if current.files.is_empty() {
@@ -478,7 +464,6 @@ pub async fn carry_over(lake: &Lake, before: Option<&History>) -> Result<Option<
     let Some(current) = read(lake).await.ok().flatten() else {
         return Ok(kept);
     };
-    let sites = inputs.sites.as_ref().map(|(h, _)| h);
     let days: BTreeSet<&str> = current
         .files
         .iter()
@@ -486,7 +471,7 @@ pub async fn carry_over(lake: &Lake, before: Option<&History>) -> Result<Option<
         .collect();
     let tidy =
         days.len() == current.files.len() && current.files.iter().all(|f| f.deleted.is_empty());
-    if tidy || !current.exact_for(&inputs.jobs, sites) {
+    if tidy || !current.exact_for(&inputs.jobs, Some(&inputs.sites)) {
         tracing::debug!(tidy, state = ?current.state, "the job_company_keys table is not merged into one file a day");
         return Ok(kept);
     }
@@ -614,28 +599,10 @@ async fn merge(
         };
         work.execute(&format!("CREATE TEMP TABLE old AS\n{replaced};"))?;
         // Those the table's deletion vectors delete already are no rows of it.
-        let found = work.query("SELECT _fi, _fr FROM old")?;
-        let gone: Vec<String> = latest::int64s(&found, 0)?
-            .into_iter()
-            .zip(latest::int64s(&found, 1)?)
-            .filter(|&(fi, fr)| {
-                let file = usize::try_from(fi).ok().and_then(|fi| files.get(fi));
-                let row = u64::try_from(fr).ok();
-                matches!((file, row), (Some(f), Some(r)) if f.deleted.binary_search(&r).is_ok())
-            })
-            .map(|(fi, fr)| format!("({fi}, {fr})"))
-            .collect();
-        if !gone.is_empty() {
-            work.execute(&format!(
-                "DELETE FROM old USING (VALUES {}) AS g(_fi, _fr) WHERE old._fi = g._fi AND old._fr = g._fr;",
-                gone.join(", ")
-            ))?;
-        }
-        let twice = work.query("SELECT (count(*) - count(DISTINCT id))::BIGINT FROM old")?;
-        if latest::int64s(&twice, 0)?.first().copied().unwrap_or(0) > 0 {
+        let Some(live) = latest::live_old_rows(&work, &files)? else {
             tracing::warn!("the job_company_keys table holds a job twice; writing it again");
             return Ok(None);
-        }
+        };
         // Rows it would add and delete: when they reach the share that writes the table again
         // (a lake's first career sites link most of its jobs), it is written again rather than
         // given deletion vectors of millions of rows.
@@ -655,11 +622,6 @@ async fn merge(
             in_order("SELECT * FROM old WHERE id NOT IN (SELECT id FROM fresh)")
         );
         let written = work.copy_partitioned_in(&rows, &target, &prefix, None, ROW_GROUP)?;
-        let live = work.query("SELECT _fi, _fr FROM old")?;
-        let live: Vec<(i64, i64)> = latest::int64s(&live, 0)?
-            .into_iter()
-            .zip(latest::int64s(&live, 1)?)
-            .collect();
         Ok(Some((written, newest, Some(live), now)))
     })
     .await??;
@@ -716,8 +678,8 @@ fn state_of(inputs: &Inputs, site_keys: String, last_run_id: String, merged: u64
     LinksState {
         jobs_version: inputs.jobs.version,
         jobs_committed_at: inputs.jobs.committed_at,
-        sites_version: inputs.sites.as_ref().map(|(h, _)| h.version),
-        sites_committed_at: inputs.sites.as_ref().map_or(0, |(h, _)| h.committed_at),
+        sites_version: Some(inputs.sites.version),
+        sites_committed_at: inputs.sites.committed_at,
         site_keys,
         last_run_id,
         merged,
@@ -748,9 +710,10 @@ async fn rewrite_at(
     let (lookups, keys) = keys_via_tables(&jobs);
     let setup = setup + &lookups;
     let rows = in_order(&links(&keys, "SELECT * FROM site_keys"));
-    // A lake's first refresh fetched every job on one day: its rows go to one file as they
-    // come, not through DuckDB's partitioned write, which holds each partition's rows.
-    let day = one_day(inputs.jobs_latest.files.iter().map(|f| f.path.as_str()));
+    // A lake's first refresh fetched every job on one day (the latest rows are history rows,
+    // each in its day): its rows go to one file as they come, not through DuckDB's
+    // partitioned write, which holds each partition's rows.
+    let day = changes::one_day(&inputs.jobs);
     let (engine, dir, prefix) = changes::target_of(lake, NAME, MEMORY);
     let target = dir.clone();
     let (written, site_keys) = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -803,11 +766,7 @@ async fn published(
             .flat_map(|c| c.files.iter().map(|f| f.path.clone())),
     );
     let version = commit_links(lake, commit).await?;
-    let log = DeltaLog::derived_per_id(lake, NAME)?;
-    if let Some(now) = log.snapshot().await? {
-        keep.extend(log.deletion_vector_files(&now).await?);
-    }
-    latest::delete_unkept(lake, NAME, &keep).await?;
+    latest::delete_unkept_per_id(lake, NAME, keep).await?;
     Ok(Some(LinksReport {
         table: NAME.to_string(),
         version,

@@ -78,14 +78,14 @@ impl LatestTable {
 
     /// Rows it holds: one per id.
     pub fn ids(&self) -> u64 {
-        self.files.iter().filter_map(|f| f.rows).sum::<u64>() - self.deleted()
+        live_rows(&self.files)
     }
 
     /// Whether writing it again (rather than merging a run in) is due: the rows merges added
     /// or deleted since it was last written reach `after` of the rows it holds; always when
     /// `after` is 0.
     fn rewrite_due(&self, after: f64) -> bool {
-        after <= 0.0 || self.history.merged as f64 >= after * self.ids() as f64
+        rewrite_due(after, self.history.merged, self.ids())
     }
 }
 
@@ -401,6 +401,84 @@ pub(crate) fn delete_rows(commit: &mut Commit, files: &[DataFile], rows: Vec<Vec
         commit.deletions.insert(file.path.clone(), all);
     }
     deleted
+}
+
+/// Rows a table with deletion vectors holds: its files' rows but those they delete.
+pub(crate) fn live_rows(files: &[DataFile]) -> u64 {
+    let deleted: u64 = files.iter().map(|f| f.deleted.len() as u64).sum();
+    files.iter().filter_map(|f| f.rows).sum::<u64>() - deleted
+}
+
+/// Whether a table of `rows` rows, into which merges added or deleted `merged` since it was
+/// last written, is due to be written again: once `merged` reaches `after` of it; always when
+/// `after` is 0.
+pub(crate) fn rewrite_due(after: f64, merged: u64, rows: u64) -> bool {
+    after <= 0.0 || merged as f64 >= after * rows as f64
+}
+
+/// The newest version of the derived table at `<lake>/<name>/` that holds one row per id
+/// (`None` while it has no log): its number, its state read as `S` (or why it cannot be), and
+/// its files with the rows their deletion vectors delete.
+pub(crate) async fn newest_per_id<S: serde::de::DeserializeOwned>(
+    lake: &Lake,
+    name: &str,
+) -> Result<Option<(u64, std::result::Result<S, String>, Vec<DataFile>)>> {
+    let log = DeltaLog::derived_per_id(lake, name)?;
+    let Some((snapshot, state)) = log.newest_state::<S>().await? else {
+        return Ok(None);
+    };
+    let files = log.files_with_deletions(&snapshot).await?;
+    Ok(Some((snapshot.version(), state, files)))
+}
+
+/// After a commit that wrote the per-id table at `<lake>/<name>/` again: deletes every file of
+/// it but those in `keep` and the deletion vectors its newest version uses.
+pub(crate) async fn delete_unkept_per_id(
+    lake: &Lake,
+    name: &str,
+    mut keep: BTreeSet<String>,
+) -> Result<()> {
+    let log = DeltaLog::derived_per_id(lake, name)?;
+    if let Some(now) = log.snapshot().await? {
+        keep.extend(log.deletion_vector_files(&now).await?);
+    }
+    delete_unkept(lake, name, &keep).await
+}
+
+/// Of the rows of a per-id table (`files`) that the DuckDB table `old` holds, by position
+/// (`_fi`, the file's index in `files`, and `_fr`, the row's), deletes those the deletion
+/// vectors delete already, and says where the rest are; `None` when an id is then there twice
+/// (the table cannot be merged into with certainty).
+pub(crate) fn live_old_rows(
+    work: &crate::Work,
+    files: &[DataFile],
+) -> Result<Option<Vec<(i64, i64)>>> {
+    let positions = |batches: &[RecordBatch]| -> Result<Vec<(i64, i64)>> {
+        Ok(int64s(batches, 0)?
+            .into_iter()
+            .zip(int64s(batches, 1)?)
+            .collect())
+    };
+    let gone: Vec<String> = positions(&work.query("SELECT _fi, _fr FROM old")?)?
+        .into_iter()
+        .filter(|&(fi, fr)| {
+            let file = usize::try_from(fi).ok().and_then(|fi| files.get(fi));
+            let row = u64::try_from(fr).ok();
+            matches!((file, row), (Some(f), Some(r)) if f.deleted.binary_search(&r).is_ok())
+        })
+        .map(|(fi, fr)| format!("({fi}, {fr})"))
+        .collect();
+    if !gone.is_empty() {
+        work.execute(&format!(
+            "DELETE FROM old USING (VALUES {}) AS g(_fi, _fr) WHERE old._fi = g._fi AND old._fr = g._fr;",
+            gone.join(", ")
+        ))?;
+    }
+    let twice = work.query("SELECT (count(*) - count(DISTINCT id))::BIGINT FROM old")?;
+    if int64s(&twice, 0)?.first().copied().unwrap_or(0) > 0 {
+        return Ok(None);
+    }
+    Ok(Some(positions(&work.query("SELECT _fi, _fr FROM old")?)?))
 }
 
 /// Positions (file in `files`, row) as one sorted list per file.

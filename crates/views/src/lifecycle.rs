@@ -125,13 +125,12 @@ impl Kept {
 
     /// Rows it holds: one per id.
     pub fn ids(&self) -> u64 {
-        let deleted: u64 = self.files.iter().map(|f| f.deleted.len() as u64).sum();
-        self.files.iter().filter_map(|f| f.rows).sum::<u64>() - deleted
+        latest::live_rows(&self.files)
     }
 
     /// Whether writing it again is due rather than merging (as for a latest table).
     fn rewrite_due(&self, after: f64) -> bool {
-        after <= 0.0 || self.state.merged as f64 >= after * self.ids() as f64
+        latest::rewrite_due(after, self.state.merged, self.ids())
     }
 }
 
@@ -151,8 +150,9 @@ pub async fn read(lake: &Lake) -> Result<Option<Kept>> {
 /// cannot: the table is then exact for no history version, its files still listed (writing it
 /// again removes them).
 async fn load(lake: &Lake) -> Result<Option<(Kept, Option<String>)>> {
-    let log = DeltaLog::derived_per_id(lake, &table_name())?;
-    let Some((snapshot, state)) = log.newest_state::<LifecycleState>().await? else {
+    let Some((version, state, files)) =
+        latest::newest_per_id::<LifecycleState>(lake, &table_name()).await?
+    else {
         return Ok(None);
     };
     let (state, unread) = match state {
@@ -168,9 +168,9 @@ async fn load(lake: &Lake) -> Result<Option<(Kept, Option<String>)>> {
         ),
     };
     let kept = Kept {
-        version: snapshot.version(),
+        version,
         state,
-        files: log.files_with_deletions(&snapshot).await?,
+        files,
     };
     Ok(Some((kept, unread)))
 }
@@ -441,34 +441,11 @@ async fn merge(
             work.execute(&setup[1])?;
             work.execute(&setup[2])?;
             // The table's rows for the run's ids, but those deletion vectors delete already.
-            let found = work.query("SELECT _fi, _fr FROM old")?;
-            let gone: Vec<String> = latest::int64s(&found, 0)?
-                .into_iter()
-                .zip(latest::int64s(&found, 1)?)
-                .filter(|&(fi, fr)| {
-                    let file = usize::try_from(fi).ok().and_then(|fi| files.get(fi));
-                    let row = u64::try_from(fr).ok();
-                    matches!((file, row), (Some(f), Some(r)) if f.deleted.binary_search(&r).is_ok())
-                })
-                .map(|(fi, fr)| format!("({fi}, {fr})"))
-                .collect();
-            if !gone.is_empty() {
-                work.execute(&format!(
-                    "DELETE FROM old USING (VALUES {}) AS g(_fi, _fr) WHERE old._fi = g._fi AND old._fr = g._fr;",
-                    gone.join(", ")
-                ))?;
-            }
-            let twice = work.query("SELECT (count(*) - count(DISTINCT id))::BIGINT FROM old")?;
-            if latest::int64s(&twice, 0)?.first().copied().unwrap_or(0) > 0 {
+            let Some(live) = latest::live_old_rows(&work, &files)? else {
                 tracing::warn!("the lifecycle table holds an id twice; writing it again");
                 return Ok(None);
-            }
+            };
             let written = work.copy_partitioned(&rows, &target, &prefix, None)?;
-            let live = work.query("SELECT _fi, _fr FROM old")?;
-            let live: Vec<(i64, i64)> = latest::int64s(&live, 0)?
-                .into_iter()
-                .zip(latest::int64s(&live, 1)?)
-                .collect();
             Ok(Some((written, newest, live)))
         })
         .await??;
@@ -594,11 +571,7 @@ async fn published(
             .flat_map(|c| c.files.iter().map(|f| f.path.clone())),
     );
     let version = commit_lifecycle(lake, commit).await?;
-    let log = DeltaLog::derived_per_id(lake, &name)?;
-    if let Some(now) = log.snapshot().await? {
-        keep.extend(log.deletion_vector_files(&now).await?);
-    }
-    latest::delete_unkept(lake, &name, &keep).await?;
+    latest::delete_unkept_per_id(lake, &name, keep).await?;
     Ok(Some(LifecycleReport {
         table: TABLE.name().to_string(),
         version,
