@@ -113,7 +113,7 @@ async fn enrich_fetches_the_chosen_profiles_once_and_remembers_404s() {
         .truth_rows(Table::Companies)
         .await
         .iter()
-        .map(|r| serde_json::from_str(r.get()).unwrap())
+        .map(|r| serde_json::from_str(r).unwrap())
         .filter(|r: &Value| ids.contains(r["id"].as_str().unwrap()))
         .collect();
     let rounds: usize = truth_rows

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use joblake_schema::{PageContext, Table, decode_page};
+use joblake_schema::{PageContext, RawRows, Table, decode_page};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
@@ -140,10 +140,7 @@ impl Sim {
             Value::Array(v) => v,
             other => panic!("job facts are not an array: {other}"),
         };
-        let rows: Vec<_> = facts
-            .iter()
-            .map(|f| serde_json::value::to_raw_value(&f["job"]).unwrap())
-            .collect();
+        let rows = raw_rows(facts.iter().map(|f| &f["job"]));
         let ctx = PageContext {
             run_id: "truth".into(),
             fetched_at: chrono::Utc::now(),
@@ -172,7 +169,7 @@ impl Sim {
     }
 
     /// The raw rows the table should hold right now, as the API would serve them.
-    pub async fn truth_rows(&self, table: Table) -> Vec<Box<serde_json::value::RawValue>> {
+    pub async fn truth_rows(&self, table: Table) -> RawRows {
         let path = truth_path(table);
         let text = self
             .http
@@ -183,7 +180,7 @@ impl Sim {
             .text()
             .await
             .unwrap();
-        serde_json::from_str(&text).expect("truth is a JSON array")
+        RawRows::parse_array(text.into()).expect("truth is a JSON array")
     }
 
     /// The raw rows a filtered request would page through (`body` as the API takes it).
@@ -208,12 +205,7 @@ impl Sim {
     pub async fn truth(&self, table: Table, body: Option<&str>) -> RecordBatch {
         let rows = match body {
             None => self.truth_rows(table).await,
-            Some(b) => self
-                .truth_filtered(table, b)
-                .await
-                .iter()
-                .map(|v| serde_json::value::to_raw_value(v).unwrap())
-                .collect(),
+            Some(b) => raw_rows(self.truth_filtered(table, b).await.iter()),
         };
         let ctx = PageContext {
             run_id: "truth".into(),
@@ -842,4 +834,10 @@ pub async fn assert_no_keys(lake: &Lake, sim: &Sim, outputs: &[String]) -> (usiz
         }
     }
     (bytes.len(), bytes.values().map(Vec::len).sum())
+}
+
+/// JSON values as the rows of one page.
+fn raw_rows<'a>(values: impl Iterator<Item = &'a Value>) -> RawRows {
+    let texts: Vec<String> = values.map(Value::to_string).collect();
+    RawRows::copied(texts.iter().map(String::as_str))
 }

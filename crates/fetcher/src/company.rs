@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use joblake_schema::RawRows;
 use reqwest::header::HeaderMap;
 use serde_json::value::RawValue;
 
-use crate::http::{Auth, Core, Ctx, Failure, Transient, excerpt};
+use crate::http::{Auth, Core, Ctx, Failure, Transient, body_text, excerpt};
 use crate::{Api, ClientConfig, Credits, FetchError, FetchStats, Page};
 
 const PATH: &str = "/api/companies/";
@@ -18,23 +20,25 @@ pub struct CompanyClient {
     core: Core,
 }
 
-fn parse(ctx: &Ctx<'_>, _headers: &HeaderMap, body: &[u8]) -> Result<Page, Failure> {
-    let profile = serde_json::from_slice::<Box<RawValue>>(body)
+fn parse(ctx: &Ctx<'_>, _headers: &HeaderMap, body: &Bytes) -> Result<Page, Failure> {
+    let not_an_object = || {
+        Failure::Retry(Transient {
+            reason: ctx.clean(&format!(
+                "the profile is not a JSON object: {}",
+                excerpt(body)
+            )),
+            status: Some(200),
+            wait: None,
+            malformed: true,
+        })
+    };
+    let text = body_text(body).map_err(|_| not_an_object())?;
+    let profile = serde_json::from_str::<&RawValue>(&text)
         .ok()
         .filter(|v| v.get().trim_start().starts_with('{'))
-        .ok_or_else(|| {
-            Failure::Retry(Transient {
-                reason: ctx.clean(&format!(
-                    "the profile is not a JSON object: {}",
-                    excerpt(body)
-                )),
-                status: Some(200),
-                wait: None,
-                malformed: true,
-            })
-        })?;
+        .ok_or_else(not_an_object)?;
     Ok(Page {
-        rows: vec![profile],
+        rows: RawRows::borrowed(&text, &[profile]),
         next_cursor: None,
         has_more: false,
         credits: Credits::default(),
@@ -54,7 +58,10 @@ impl CompanyClient {
     /// The profile of company `id` as sent, or `None` when Jobo has none (404).
     pub async fn fetch(&self, id: &str) -> Result<Option<Box<RawValue>>, FetchError> {
         match self.core.get(id, parse).await {
-            Ok(mut page) => Ok(page.rows.pop()),
+            Ok(page) => Ok(page
+                .rows
+                .get(0)
+                .and_then(|row| RawValue::from_string(row.to_owned()).ok())),
             Err(e) if e.status() == Some(404) => Ok(None),
             Err(e) => Err(e),
         }

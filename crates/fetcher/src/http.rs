@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use joblake_schema::ByteString;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -322,7 +323,7 @@ impl Core {
         parse: P,
     ) -> Result<Page, FetchError>
     where
-        P: Fn(&Ctx<'_>, &HeaderMap, &[u8]) -> Result<Page, Failure>,
+        P: Fn(&Ctx<'_>, &HeaderMap, &Bytes) -> Result<Page, Failure>,
     {
         self.send(Req::Post(body), cursor_sent, parse).await
     }
@@ -330,7 +331,7 @@ impl Core {
     /// GETs the client's URL with `segment` appended, retried like [`Core::post`].
     pub(crate) async fn get<P>(&self, segment: &str, parse: P) -> Result<Page, FetchError>
     where
-        P: Fn(&Ctx<'_>, &HeaderMap, &[u8]) -> Result<Page, Failure>,
+        P: Fn(&Ctx<'_>, &HeaderMap, &Bytes) -> Result<Page, Failure>,
     {
         let mut url = self.url.clone();
         url.path_segments_mut()
@@ -345,7 +346,7 @@ impl Core {
 
     async fn send<P>(&self, body: Req, cursor_sent: bool, parse: P) -> Result<Page, FetchError>
     where
-        P: Fn(&Ctx<'_>, &HeaderMap, &[u8]) -> Result<Page, Failure>,
+        P: Fn(&Ctx<'_>, &HeaderMap, &Bytes) -> Result<Page, Failure>,
     {
         let ctx = Ctx {
             api: self.api,
@@ -420,7 +421,7 @@ impl Core {
         parse: &P,
     ) -> Result<Page, Failure>
     where
-        P: Fn(&Ctx<'_>, &HeaderMap, &[u8]) -> Result<Page, Failure>,
+        P: Fn(&Ctx<'_>, &HeaderMap, &Bytes) -> Result<Page, Failure>,
     {
         // Retries wait on the pacer too: they spend the same per-key budget. A server's
         // "window spent" is honoured as a Retry-After is: up to a limit, and said out loud.
@@ -509,7 +510,7 @@ impl Core {
         parse: &P,
     ) -> (Option<u16>, Result<Page, Failure>)
     where
-        P: Fn(&Ctx<'_>, &HeaderMap, &[u8]) -> Result<Page, Failure>,
+        P: Fn(&Ctx<'_>, &HeaderMap, &Bytes) -> Result<Page, Failure>,
     {
         let request = match body {
             Req::Post(body) => self
@@ -603,19 +604,40 @@ enum BodyError {
 }
 
 /// `response`'s body, decompressed, read chunk by chunk up to `cap` bytes: past it the read
-/// stops (and the connection is dropped) rather than grow the buffer.
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
-    if response.content_length().is_some_and(|n| n > cap as u64) {
+/// stops (and the connection is dropped) rather than grow the buffer. A body that came in one
+/// chunk is that chunk, not a copy; the page's rows are then spans of it.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Bytes, BodyError> {
+    let length = response.content_length();
+    if length.is_some_and(|n| n > cap as u64) {
         return Err(BodyError::TooLarge);
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+    let Some(first) = response.chunk().await.map_err(BodyError::Read)? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > cap {
+        return Err(BodyError::TooLarge);
+    }
+    let Some(second) = response.chunk().await.map_err(BodyError::Read)? else {
+        return Ok(first);
+    };
+    // A compressed body, or a large one, comes in pieces: one buffer of the size the server
+    // gave (when it did, and it is not inflated) rather than one grown a piece at a time.
+    let mut body = Vec::with_capacity(
+        length
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0)
+            .clamp(first.len() + second.len(), cap),
+    );
+    body.extend_from_slice(&first);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
         if body.len() + chunk.len() > cap {
             return Err(BodyError::TooLarge);
         }
         body.extend_from_slice(&chunk);
+        next = response.chunk().await.map_err(BodyError::Read)?;
     }
-    Ok(body)
+    Ok(Bytes::from(body))
 }
 
 /// reqwest's Display hides the useful part ("connection reset") in the source chain.
@@ -731,6 +753,12 @@ fn number(v: &Value) -> Option<f64> {
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
+}
+
+/// `body` as text, checked to be UTF-8 once, as a whole, so that neither the JSON parser nor
+/// the readers of the page's rows check it again; an error says why not.
+pub(crate) fn body_text(body: &Bytes) -> Result<ByteString, String> {
+    ByteString::try_from(body.clone()).map_err(|e| format!("it is not UTF-8: {e}"))
 }
 
 /// Start of a body, single-line, for messages about bodies we could not parse.

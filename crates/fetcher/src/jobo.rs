@@ -1,12 +1,14 @@
 //! Jobo career sites feed: `POST /api/career-sites/feed`, key in `X-Api-Key`, credits in headers.
 
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use joblake_schema::RawRows;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::http::{Ctx, Failure, header_f64};
+use crate::http::{Ctx, Failure, body_text, header_f64};
 use crate::{Api, Credits, FetchError, Page};
 
 pub(crate) const PATH: &str = "/api/career-sites/feed";
@@ -92,21 +94,29 @@ impl JoboScan {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
-    career_sites: Vec<Box<RawValue>>,
+struct Envelope<'a> {
+    /// Borrowed from the body: the page's rows are spans of it.
+    #[serde(borrow)]
+    career_sites: Vec<&'a RawValue>,
     #[serde(default)]
     next_cursor: Option<String>,
     #[serde(default)]
     has_more: Option<bool>,
 }
 
-pub(crate) fn parse_page(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Result<Page, Failure> {
-    let env: Envelope = serde_json::from_slice(body).map_err(|e| {
+pub(crate) fn parse_page(
+    ctx: &Ctx<'_>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Page, Failure> {
+    let malformed = |why: String| {
         Failure::malformed(ctx.clean(&format!(
-            "career sites body is not the feed envelope ({e}); starts with: {}",
+            "career sites body is not the feed envelope ({why}); starts with: {}",
             crate::http::excerpt(body)
         )))
-    })?;
+    };
+    let text = body_text(body).map_err(malformed)?;
+    let env: Envelope = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
     let next_cursor = env.next_cursor.filter(|c| !c.trim().is_empty());
     let has_more = env
         .has_more
@@ -119,7 +129,7 @@ pub(crate) fn parse_page(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Res
         ));
     }
     Ok(Page {
-        rows: env.career_sites,
+        rows: RawRows::borrowed(&text, &env.career_sites),
         next_cursor,
         has_more,
         credits: Credits {

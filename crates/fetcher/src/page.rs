@@ -2,13 +2,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::value::RawValue;
+use joblake_schema::RawRows;
 
 /// One page of rows, exactly as the API sent them.
 #[derive(Debug)]
 pub struct Page {
-    /// Rows, unparsed, so the schema crate sees every field the API sent.
-    pub rows: Vec<Box<RawValue>>,
+    /// Rows, unparsed, so the schema crate sees every field the API sent: spans of the
+    /// response body.
+    pub rows: RawRows,
     /// Cursor to continue the scan with; for Sentrion the JSON text of `search_after`.
     pub next_cursor: Option<String>,
     /// Whether the API has more rows after this page.

@@ -1,12 +1,14 @@
 //! Sentrion jobs search: `POST /api/v3/jobs-search/search`, Bearer key, credits in the envelope.
 
+use bytes::Bytes;
 use chrono::NaiveDate;
+use joblake_schema::RawRows;
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
-use crate::http::{Ctx, ErrorInfo, Failure, excerpt};
+use crate::http::{Ctx, ErrorInfo, Failure, body_text, excerpt};
 use crate::{Api, Credits, FetchError, Page};
 
 pub(crate) const PATH: &str = "/api/v3/jobs-search/search";
@@ -102,28 +104,38 @@ impl SentrionScan {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     success: Option<bool>,
-    data: Option<Data>,
-    error: Option<Box<RawValue>>,
+    #[serde(borrow)]
+    data: Option<Data<'a>>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct Data {
-    jobs: Option<Vec<Box<RawValue>>>,
+struct Data<'a> {
+    /// Borrowed from the body: the page's rows are spans of it.
+    #[serde(borrow)]
+    jobs: Option<Vec<&'a RawValue>>,
     total_jobs_found: Option<Number>,
     credits_used: Option<Number>,
     credits_remaining: Option<Number>,
     search_after: Option<Box<RawValue>>,
 }
 
-pub(crate) fn parse_page(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Result<Page, Failure> {
-    let env: Envelope = serde_json::from_slice(body).map_err(|e| {
+pub(crate) fn parse_page(
+    ctx: &Ctx<'_>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Page, Failure> {
+    let malformed = |why: String| {
         Failure::malformed(ctx.clean(&format!(
-            "search body is not the response envelope ({e}); starts with: {}",
+            "search body is not the response envelope ({why}); starts with: {}",
             excerpt(body)
         )))
-    })?;
+    };
+    let text = body_text(body).map_err(malformed)?;
+    let env: Envelope = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
     let failed =
         env.success == Some(false) || env.error.as_ref().is_some_and(|e| e.get() != "null");
     if failed {
@@ -146,7 +158,7 @@ pub(crate) fn parse_page(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Res
                 .is_empty()
         });
     Ok(Page {
-        rows: jobs,
+        rows: RawRows::borrowed(&text, &jobs),
         has_more: next_cursor.is_some(),
         next_cursor,
         credits: Credits {

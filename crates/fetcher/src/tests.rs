@@ -42,14 +42,14 @@ impl Seen {
 struct Reply {
     status: u16,
     headers: Vec<(&'static str, String)>,
-    body: String,
+    body: Vec<u8>,
     delay: Option<Duration>,
     /// Send the status and part of the body, then break the stream.
     cut_off: bool,
 }
 
 impl Reply {
-    fn new(status: u16, body: impl Into<String>) -> Self {
+    fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
         Reply {
             status,
             headers: Vec::new(),
@@ -154,7 +154,7 @@ async fn handle(
         tokio::time::sleep(d).await;
     }
     let body = if reply.cut_off {
-        let half = reply.body.as_bytes()[..reply.body.len() / 2].to_vec();
+        let half = reply.body[..reply.body.len() / 2].to_vec();
         Body::from_stream(futures::stream::iter(vec![
             Ok(Bytes::from(half)),
             Err(io::Error::other("connection dropped mid-body")),
@@ -246,7 +246,7 @@ async fn jobo_pages_and_cursor_round_trip() {
     let first = client.fetch_page(&scan, None).await.unwrap();
     assert_eq!(first.rows.len(), 2);
     assert_eq!(
-        serde_json::from_str::<Value>(first.rows[0].get()).unwrap()["id"],
+        serde_json::from_str::<Value>(first.rows.get(0).unwrap()).unwrap()["id"],
         "a"
     );
     assert_eq!(first.next_cursor.as_deref(), Some("cur/1=="));
@@ -537,6 +537,29 @@ async fn non_json_success_is_retried_then_malformed() {
         "{err}"
     );
     assert!(err.to_string().contains("not json"), "{err}");
+
+    // A body that is not UTF-8 is a malformed page, whichever API sent it.
+    let mut bytes = jobo_page(&["a"], None, false).to_string().into_bytes();
+    let at = bytes.len() - 10;
+    bytes[at] = 0xff;
+    let server = TestServer::fixed(vec![Reply::new(200, bytes.clone()); 4]).await;
+    let err = jobo(&server)
+        .fetch_page(&JoboScan::default(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, FetchError::Malformed { attempts: 4, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not UTF-8"), "{err}");
+    let mut bytes = sentrion_page(1, None).into_bytes();
+    bytes[at.min(40)] = 0xc3;
+    let server = TestServer::fixed(vec![Reply::new(200, bytes); 4]).await;
+    let err = sentrion(&server)
+        .fetch_page(&SentrionScan::default(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not UTF-8"), "{err}");
 }
 
 #[tokio::test]

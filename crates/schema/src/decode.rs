@@ -14,7 +14,7 @@ use crate::rows::{
     CareerSiteRow, CompanyRow, FundingRound, JobRow, Layoff, Leader, Rating, Row, RowMeta,
 };
 use crate::values::{RawFields, RowReader, json_kind};
-use crate::{DecodeStats, DecodedPage, PageContext, Rejected, Result, SchemaError, Table};
+use crate::{DecodeStats, DecodedPage, PageContext, RawRows, Rejected, Result, SchemaError, Table};
 
 /// Typed rows of one page, before they become a `RecordBatch`.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,23 +36,23 @@ impl<T> DecodedRows<T> {
         }
     }
 
-    fn reject(&mut self, row: i64, reason: String, raw: &RawValue) {
+    fn reject(&mut self, row: i64, reason: String, raw: &str) {
         self.stats.rejected += 1;
         self.rejected.push(Rejected {
             row,
             reason,
-            raw: raw.get().to_owned(),
+            raw: raw.to_owned(),
         });
     }
 }
 
 /// Reads a row as an object, or says why it is not one.
-fn read_object(raw: &RawValue) -> std::result::Result<RowReader<'_>, String> {
-    let kind = json_kind(raw.get());
+fn read_object(raw: &str) -> std::result::Result<RowReader<'_>, String> {
+    let kind = json_kind(raw);
     if kind != "an object" {
         return Err(format!("row is {kind}, not a JSON object"));
     }
-    serde_json::from_str::<RawFields<'_>>(raw.get())
+    serde_json::from_str::<RawFields<'_>>(raw)
         .map(RowReader::new)
         .map_err(|e| format!("row could not be read as a JSON object: {e}"))
 }
@@ -74,7 +74,7 @@ fn position(i: usize) -> i64 {
 
 /// Decodes Jobo career-site rows into typed rows.
 pub fn decode_career_sites<'a>(
-    rows: &'a [Box<RawValue>],
+    rows: &'a RawRows,
     ctx: &'a PageContext,
 ) -> DecodedRows<CareerSiteRow<'a>> {
     let mut out = DecodedRows::with_capacity(rows.len());
@@ -135,7 +135,7 @@ pub fn decode_career_sites<'a>(
 }
 
 /// Decodes Sentrion job rows into typed rows, deriving each job's id.
-pub fn decode_jobs<'a>(rows: &'a [Box<RawValue>], ctx: &'a PageContext) -> DecodedRows<JobRow<'a>> {
+pub fn decode_jobs<'a>(rows: &'a RawRows, ctx: &'a PageContext) -> DecodedRows<JobRow<'a>> {
     let mut out = DecodedRows::with_capacity(rows.len());
     for (i, raw) in rows.iter().enumerate() {
         let pos = position(i);
@@ -280,7 +280,7 @@ fn list_of<'a, T>(raw: &'a str, item: impl Fn(&mut RowReader<'a>) -> Option<T>) 
 
 /// Decodes Jobo company profiles into typed rows.
 pub fn decode_companies<'a>(
-    rows: &'a [Box<RawValue>],
+    rows: &'a RawRows,
     ctx: &'a PageContext,
 ) -> DecodedRows<CompanyRow<'a>> {
     let mut out = DecodedRows::with_capacity(rows.len());
@@ -379,7 +379,7 @@ pub fn decode_companies<'a>(
 }
 
 /// Decodes one page of raw API rows of `table` into a `RecordBatch`, with counts and rejects.
-pub fn decode_page(table: Table, rows: &[Box<RawValue>], ctx: &PageContext) -> Result<DecodedPage> {
+pub fn decode_page(table: Table, rows: &RawRows, ctx: &PageContext) -> Result<DecodedPage> {
     match table {
         Table::CareerSites => finish(table, decode_career_sites(rows, ctx)),
         Table::Jobs => finish(table, decode_jobs(rows, ctx)),

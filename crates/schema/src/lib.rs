@@ -7,11 +7,10 @@
 //! dropped silently: a row that cannot load at all comes back in [`DecodedPage::rejected`].
 //!
 //! ```no_run
-//! use joblake_schema::{PageContext, Table, decode_page};
-//! use serde_json::value::RawValue;
+//! use joblake_schema::{PageContext, RawRows, Table, decode_page};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let rows: Vec<Box<RawValue>> = vec![RawValue::from_string(r#"{"Job URL":"https://x.io/1"}"#.into())?];
+//! let rows = RawRows::copied([r#"{"Job URL":"https://x.io/1"}"#]);
 //! let ctx = PageContext { run_id: "20260315T120000Z-abcd".into(), fetched_at: chrono::Utc::now(), page: 0 };
 //! let page = decode_page(Table::Jobs, &rows, &ctx)?;
 //! assert_eq!(page.batch.num_rows(), 1);
@@ -23,6 +22,7 @@
 mod columns;
 mod decode;
 mod job_id;
+mod raw;
 mod rows;
 mod values;
 
@@ -32,6 +32,7 @@ use std::str::FromStr;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 
+pub use bytestring::ByteString;
 pub use columns::{
     Column, ColumnType, ID_COLUMN, META_COLUMNS, arrow_schema, columns, id_column,
     source_field_name,
@@ -40,6 +41,7 @@ pub use decode::{
     DecodedRows, decode_career_sites, decode_companies, decode_jobs, decode_page, to_record_batch,
 };
 pub use job_id::{TRACKING_PARAMS, UNIT_SEPARATOR, job_id, job_location, normalize_url};
+pub use raw::RawRows;
 pub use rows::{CareerSiteRow, CompanyRow, JobRow, Row, RowMeta};
 pub use values::{parse_date, parse_timestamp};
 

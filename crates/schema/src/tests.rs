@@ -5,7 +5,6 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use serde_json::value::RawValue;
 
 use crate::*;
 
@@ -68,13 +67,12 @@ fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).expect("test date")
 }
 
-fn raw(s: &str) -> Box<RawValue> {
-    RawValue::from_string(s.to_owned()).expect("valid JSON in test")
-}
-
 /// A page of rows, kept for the test's life: decoded rows borrow their text from it.
-fn page(rows: &[&str]) -> &'static [Box<RawValue>] {
-    rows.iter().map(|s| raw(s)).collect::<Vec<_>>().leak()
+fn page(rows: &[&str]) -> &'static RawRows {
+    for row in rows {
+        serde_json::from_str::<&serde_json::value::RawValue>(row).expect("valid JSON in test");
+    }
+    Box::leak(Box::new(RawRows::copied(rows.iter().copied())))
 }
 
 fn strs(v: &[&str]) -> Option<Vec<Option<String>>> {
@@ -262,7 +260,7 @@ fn batch_schema_equals_arrow_schema_exactly() {
 #[test]
 fn empty_page_gives_an_empty_batch_with_the_schema() {
     for table in Table::all() {
-        let out = decode_page(table, &[], ctx()).expect("decode");
+        let out = decode_page(table, &RawRows::default(), ctx()).expect("decode");
         assert_eq!(out.batch.num_rows(), 0);
         assert_eq!(out.batch.schema(), arrow_schema(table));
         assert_eq!(out.stats, DecodeStats::default());
@@ -515,8 +513,8 @@ fn plain_text_is_borrowed_from_the_page_and_escaped_text_unescaped() {
     };
     assert_eq!(*title, "Data Engineer");
     assert!(
-        rows[0]
-            .get()
+        rows.get(0)
+            .unwrap()
             .as_bytes()
             .as_ptr_range()
             .contains(&title.as_ptr())
@@ -775,24 +773,17 @@ fn print_schema_tables() {
 
 #[test]
 fn company_profiles_decode_with_nested_lists_and_keep_what_does_not_fit() {
-    let rows = vec![
-        RawValue::from_string(
-            r#"{"id":"c1","name":"Acme","founding_year":2015,"total_funding_usd":1500000,
+    let rows = RawRows::copied([
+        r#"{"id":"c1","name":"Acme","founding_year":2015,"total_funding_usd":1500000,
                 "funding_rounds":[{"round":"seed","date":"2019-05-01","amount_usd":500000,"investors":["A","B"]},
                                   {"round":"series_a","date":"2021-02-01","amount_usd":1000000.0,"investors":[]}],
                 "leadership":[{"name":"Ada","title":"CEO","linkedin_url":null}],
                 "layoffs":null,
                 "ratings":[{"source":"glassdoor","rating":4.1,"review_count":120}],
-                "tech_stack":["rust"],"updated_at":"2026-11-01T10:00:00Z","esg_score":7}"#
-                .into(),
-        )
-        .unwrap(),
-        RawValue::from_string(
-            r#"{"id":"c2","founding_year":"2015","ratings":[{"source":"indeed","rating":"4.5"}]}"#.into(),
-        )
-        .unwrap(),
-        RawValue::from_string(r#"{"name":"no id"}"#.into()).unwrap(),
-    ];
+                "tech_stack":["rust"],"updated_at":"2026-11-01T10:00:00Z","esg_score":7}"#,
+        r#"{"id":"c2","founding_year":"2015","ratings":[{"source":"indeed","rating":"4.5"}]}"#,
+        r#"{"name":"no id"}"#,
+    ]);
     let ctx = PageContext {
         run_id: "r".into(),
         fetched_at: Utc::now(),

@@ -18,10 +18,9 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use joblake_fetcher::Credits;
-use joblake_schema::Table;
+use joblake_schema::{RawRows, Table};
 use joblake_writer::{Lake, RawPage, RunRecord, RunStatus, TableWriter, crash_point, write_ledger};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::run::RunOptions;
 use crate::summary::SourceSummary;
@@ -37,7 +36,7 @@ const QUEUED_BYTES: usize = 8 << 20;
 /// One page a feed fetched.
 pub struct FeedPage {
     /// Its rows, exactly as the API sent them.
-    pub rows: Vec<Box<RawValue>>,
+    pub rows: RawRows,
     /// The feed's checkpoint once this page is in.
     pub checkpoint: Value,
     /// What the page cost and the balance left, where the API says.
@@ -133,43 +132,41 @@ pub async fn land(
     let mut any_used = false;
     let mut balance = opts.last_balance.get(table.name()).copied();
     // Stages a page and hands it to the worker; an error ends the loop.
-    let mut take = async |rows: Vec<Box<RawValue>>,
-                          checkpoint: Value,
-                          summary: &mut SourceSummary|
-           -> Result<u64> {
-        page_no += 1;
-        let raw = RawPage {
-            run_id: run_id.to_string(),
-            page: page_no,
-            fetched_at: Utc::now(),
-            rows,
-        };
-        if summary.pages == 0 {
-            // From here on a crash leaves staged pages: say in the ledger that a run is on.
-            if let Err(e) = write_ledger(lake, running).await {
-                tracing::warn!(error = %e, "could not write the run ledger");
+    let mut take =
+        async |rows: RawRows, checkpoint: Value, summary: &mut SourceSummary| -> Result<u64> {
+            page_no += 1;
+            let raw = RawPage {
+                run_id: run_id.to_string(),
+                page: page_no,
+                fetched_at: Utc::now(),
+                rows,
+            };
+            if summary.pages == 0 {
+                // From here on a crash leaves staged pages: say in the ledger that a run is on.
+                if let Err(e) = write_ledger(lake, running).await {
+                    tracing::warn!(error = %e, "could not write the run ledger");
+                }
+                crash_point("ledger:after-running");
             }
-            crash_point("ledger:after-running");
-        }
-        crash_point("fetch:after-page");
-        stager
-            .stage(&raw, &checkpoint)
-            .await
-            .with_context(|| format!("{table}: cannot write page {page_no} to the lake"))?;
-        crash_point("stage:after");
-        summary.pages += 1;
-        let rows = raw.rows.len() as u64;
-        let bytes: usize = raw.rows.iter().map(|r| r.get().len()).sum();
-        let permit = Arc::clone(&queue)
-            .acquire_many_owned(u32::try_from(bytes.min(QUEUED_BYTES)).unwrap_or(u32::MAX))
-            .await
-            .expect("the queue's semaphore is never closed");
-        // The worker only stops on an error, which joining it reports.
-        to_worker
-            .send((raw, checkpoint, permit))
-            .map_err(|_| anyhow::anyhow!("{table}: the writer stopped"))?;
-        Ok(rows)
-    };
+            crash_point("fetch:after-page");
+            stager
+                .stage(&raw, &checkpoint)
+                .await
+                .with_context(|| format!("{table}: cannot write page {page_no} to the lake"))?;
+            crash_point("stage:after");
+            summary.pages += 1;
+            let rows = raw.rows.len() as u64;
+            let bytes = raw.rows.text_len();
+            let permit = Arc::clone(&queue)
+                .acquire_many_owned(u32::try_from(bytes.min(QUEUED_BYTES)).unwrap_or(u32::MAX))
+                .await
+                .expect("the queue's semaphore is never closed");
+            // The worker only stops on an error, which joining it reports.
+            to_worker
+                .send((raw, checkpoint, permit))
+                .map_err(|_| anyhow::anyhow!("{table}: the writer stopped"))?;
+            Ok(rows)
+        };
     let mut fetched_rows = 0u64;
 
     let outcome: Result<RunStatus> = loop {
@@ -240,7 +237,7 @@ pub async fn land(
     // A checkpoint that moved without a page of its own still goes in with what was fetched.
     let outcome = match (outcome, feed.unstaged_checkpoint()) {
         (outcome, None) => outcome,
-        (outcome, Some(checkpoint)) => match take(Vec::new(), checkpoint, summary).await {
+        (outcome, Some(checkpoint)) => match take(RawRows::default(), checkpoint, summary).await {
             Ok(_) => outcome,
             Err(e) => Err(match outcome {
                 Err(first) => first.context(format!("{e:#}")),

@@ -7,7 +7,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use joblake_fetcher::{CompanyClient, Credits, FetchError};
-use joblake_schema::Table;
+use joblake_schema::{RawRows, Table};
 use serde_json::value::RawValue;
 
 use crate::checkpoint::ProfilesCheckpoint;
@@ -79,7 +79,7 @@ impl Feed for ProfileFeed<'_> {
                     // A 404's memory rides with the next profile staged.
                     self.dirty = false;
                     return Some(Ok(FeedPage {
-                        rows: vec![profile],
+                        rows: RawRows::copied([profile.get()]),
                         checkpoint: self.checkpoint_value(),
                         credits: Credits::default(),
                     }));
@@ -102,7 +102,7 @@ impl Feed for ProfileFeed<'_> {
         // The last 404s, on a page of their own.
         self.unstaged_checkpoint().map(|checkpoint| {
             Ok(FeedPage {
-                rows: Vec::new(),
+                rows: RawRows::default(),
                 checkpoint,
                 credits: Credits::default(),
             })

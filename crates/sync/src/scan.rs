@@ -10,7 +10,6 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use joblake_fetcher::{FetchError, Page};
 use joblake_schema::Table;
-use serde_json::value::RawValue;
 
 use crate::checkpoint::{Checkpoint, Scan, Task};
 use crate::page_loop::{Feed, FeedPage};
@@ -145,7 +144,7 @@ impl Feed for ScanFeed<'_> {
         // read (a feed out of order makes the watermark earlier, never later: rows are asked
         // for again, none skipped).
         if self.current.server_clock {
-            let newest = page.rows.last().and_then(|r| updated_at(r));
+            let newest = page.rows.last().and_then(updated_at);
             self.current.newest_updated = self.current.newest_updated.max(newest);
         }
         self.current.cursor = page.next_cursor.clone();
@@ -194,13 +193,13 @@ impl Feed for ScanFeed<'_> {
 }
 
 /// A row's `updated_at`, when it has a readable one.
-fn updated_at(row: &RawValue) -> Option<DateTime<Utc>> {
+fn updated_at(row: &str) -> Option<DateTime<Utc>> {
     #[derive(serde::Deserialize)]
     struct Stamp<'a> {
         #[serde(borrow, default)]
         updated_at: Option<std::borrow::Cow<'a, str>>,
     }
-    let stamp: Stamp<'_> = serde_json::from_str(row.get()).ok()?;
+    let stamp: Stamp<'_> = serde_json::from_str(row).ok()?;
     DateTime::parse_from_rfc3339(stamp.updated_at?.as_ref())
         .ok()
         .map(|t| t.with_timezone(&Utc))
@@ -270,12 +269,17 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use joblake_schema::RawRows;
 
     fn page(rows: usize, next: Option<&str>, total: Option<u64>) -> Page {
         Page {
-            rows: (0..rows)
-                .map(|i| RawValue::from_string(format!("{{\"id\":{i}}}")).unwrap())
-                .collect(),
+            rows: RawRows::copied(
+                (0..rows)
+                    .map(|i| format!("{{\"id\":{i}}}"))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
+            ),
             next_cursor: next.map(str::to_string),
             has_more: next.is_some(),
             credits: Default::default(),

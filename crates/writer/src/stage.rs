@@ -23,10 +23,10 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use joblake_schema::{ByteString, RawRows};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::layout;
 use crate::{Error, Lake, LakeLocation, Result};
@@ -41,7 +41,7 @@ pub struct RawPage {
     /// When it was fetched: its rows' `_fetched_at`, and its UTC date their `dt=` partition.
     pub fetched_at: DateTime<Utc>,
     /// The rows, each exactly as the API sent it.
-    pub rows: Vec<Box<RawValue>>,
+    pub rows: RawRows,
 }
 
 /// A page decoded: its Arrow rows, and the rows that could not load as JSON lines to keep
@@ -141,14 +141,14 @@ fn encode_into(
         patch: patch.map(|(_, p)| p),
     };
     serde_json::to_writer(&mut *bytes, &header).expect("header serialises");
-    bytes.reserve(raw.rows.iter().map(|r| r.get().len() + 1).sum::<usize>() + 3 + 8);
+    bytes.reserve(raw.rows.text_len() + raw.rows.len() + 3 + 8);
     bytes.push(b'\n');
     bytes.push(b'[');
-    for (i, row) in raw.rows.iter().enumerate() {
+    for (i, row) in raw.rows.iter_bytes().enumerate() {
         if i > 0 {
             bytes.push(b',');
         }
-        bytes.extend_from_slice(row.get().as_bytes());
+        bytes.extend_from_slice(row);
     }
     bytes.push(b']');
 }
@@ -190,8 +190,12 @@ pub(crate) fn decode(bytes: Bytes, what: &str) -> Result<(RawPage, StagedState)>
         (FORMAT_PATCHED, Some(patch), Some(of)) => StagedState::Patch { of, patch },
         (format, ..) => return Err(corrupt(format!("unknown format {format}"))),
     };
-    let rows = serde_json::from_slice(&bytes[split + 1..])
-        .map_err(|e| corrupt(format!("its rows are not a JSON array: {e}")))?;
+    let rows = ByteString::try_from(bytes.slice(split + 1..))
+        .map_err(|e| corrupt(format!("its rows are not UTF-8: {e}")))
+        .and_then(|text| {
+            RawRows::parse_array(text)
+                .map_err(|e| corrupt(format!("its rows are not a JSON array: {e}")))
+        })?;
     let raw = RawPage {
         run_id: header.run_id,
         page: header.page,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{NaiveDate, TimeZone, Utc};
+use joblake_schema::RawRows;
 pub use joblake_testkit::{Fault, FaultProxy, Moto, s3_builder};
 use joblake_writer::{Decoded, Decoder, Lake, RawPage, TableWriter};
 use serde_json::Value;
@@ -25,7 +26,7 @@ pub fn decoder() -> Decoder {
             .rows
             .iter()
             .map(|r| {
-                let v: Value = serde_json::from_str(r.get()).map_err(|e| e.to_string())?;
+                let v: Value = serde_json::from_str(r).map_err(|e| e.to_string())?;
                 v["id"]
                     .as_str()
                     .map(str::to_string)
@@ -90,9 +91,12 @@ pub fn raw_page<'a>(
         run_id: run_id.to_string(),
         page,
         fetched_at: Utc.from_utc_datetime(&dt.and_hms_opt(0, 0, 0).unwrap()),
-        rows: ids
-            .map(|id| serde_json::value::to_raw_value(&serde_json::json!({ "id": id })).unwrap())
-            .collect(),
+        rows: RawRows::copied(
+            ids.map(|id| serde_json::json!({ "id": id }).to_string())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        ),
     }
 }
 
