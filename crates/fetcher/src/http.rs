@@ -755,6 +755,17 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
+/// The failure of a page whose body is not `what` (its envelope), saying why.
+pub(crate) fn not_the<'a>(
+    ctx: &'a Ctx<'_>,
+    body: &'a [u8],
+    what: &'a str,
+) -> impl Fn(String) -> Failure + 'a {
+    move |why| {
+        Failure::malformed(ctx.clean(&format!("{what} ({why}); starts with: {}", excerpt(body))))
+    }
+}
+
 /// `body` as text, checked to be UTF-8 once, as a whole, so that neither the JSON parser nor
 /// the readers of the page's rows check it again; an error says why not.
 pub(crate) fn body_text(body: &Bytes) -> Result<ByteString, String> {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::http::{Ctx, Failure, body_text, header_f64};
+use crate::http::{Ctx, Failure, body_text, header_f64, not_the};
 use crate::{Api, Credits, FetchError, Page};
 
 pub(crate) const PATH: &str = "/api/career-sites/feed";
@@ -109,13 +109,8 @@ pub(crate) fn parse_page(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Page, Failure> {
-    let malformed = |why: String| {
-        Failure::malformed(ctx.clean(&format!(
-            "career sites body is not the feed envelope ({why}); starts with: {}",
-            crate::http::excerpt(body)
-        )))
-    };
-    let text = body_text(body).map_err(malformed)?;
+    let malformed = not_the(ctx, body, "career sites body is not the feed envelope");
+    let text = body_text(body).map_err(&malformed)?;
     let env: Envelope = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
     let next_cursor = env.next_cursor.filter(|c| !c.trim().is_empty());
     let has_more = env

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
-use crate::http::{Ctx, ErrorInfo, Failure, body_text, excerpt};
+use crate::http::{Ctx, ErrorInfo, Failure, body_text, excerpt, not_the};
 use crate::{Api, Credits, FetchError, Page};
 
 pub(crate) const PATH: &str = "/api/v3/jobs-search/search";
@@ -128,13 +128,8 @@ pub(crate) fn parse_page(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Page, Failure> {
-    let malformed = |why: String| {
-        Failure::malformed(ctx.clean(&format!(
-            "search body is not the response envelope ({why}); starts with: {}",
-            excerpt(body)
-        )))
-    };
-    let text = body_text(body).map_err(malformed)?;
+    let malformed = not_the(ctx, body, "search body is not the response envelope");
+    let text = body_text(body).map_err(&malformed)?;
     let env: Envelope = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
     let failed =
         env.success == Some(false) || env.error.as_ref().is_some_and(|e| e.get() != "null");

@@ -528,38 +528,31 @@ async fn non_json_success_is_retried_then_malformed() {
     assert_eq!(server.count(), 4);
 
     let server = TestServer::fixed(vec![Reply::new(200, "not json"); 4]).await;
-    let err = jobo(&server)
-        .fetch_page(&JoboScan::default(), None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, FetchError::Malformed { attempts: 4, .. }),
-        "{err}"
-    );
-    assert!(err.to_string().contains("not json"), "{err}");
+    let err = malformed(jobo(&server).fetch_page(&JoboScan::default(), None)).await;
+    assert!(err.contains("not json"), "{err}");
 
     // A body that is not UTF-8 is a malformed page, whichever API sent it.
     let mut bytes = jobo_page(&["a"], None, false).to_string().into_bytes();
     let at = bytes.len() - 10;
     bytes[at] = 0xff;
-    let server = TestServer::fixed(vec![Reply::new(200, bytes.clone()); 4]).await;
-    let err = jobo(&server)
-        .fetch_page(&JoboScan::default(), None)
-        .await
-        .unwrap_err();
+    let server = TestServer::fixed(vec![Reply::new(200, bytes); 4]).await;
+    let err = malformed(jobo(&server).fetch_page(&JoboScan::default(), None)).await;
+    assert!(err.contains("not UTF-8"), "{err}");
+    let mut bytes = sentrion_page(1, None).into_bytes();
+    bytes[40] = 0xc3;
+    let server = TestServer::fixed(vec![Reply::new(200, bytes); 4]).await;
+    let err = malformed(sentrion(&server).fetch_page(&SentrionScan::default(), None)).await;
+    assert!(err.contains("not UTF-8"), "{err}");
+}
+
+/// The error of a fetch that gave up on a malformed page after its four attempts, as text.
+async fn malformed(fetch: impl Future<Output = Result<Page, FetchError>>) -> String {
+    let err = fetch.await.unwrap_err();
     assert!(
         matches!(err, FetchError::Malformed { attempts: 4, .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("not UTF-8"), "{err}");
-    let mut bytes = sentrion_page(1, None).into_bytes();
-    bytes[at.min(40)] = 0xc3;
-    let server = TestServer::fixed(vec![Reply::new(200, bytes); 4]).await;
-    let err = sentrion(&server)
-        .fetch_page(&SentrionScan::default(), None)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("not UTF-8"), "{err}");
+    err.to_string()
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ use crate::summary::SourceSummary;
 /// when it asks for the next page; on two cores with the API's end on the same machine,
 /// handing over one page at a time kept the fetch loop waiting for a core about 0.2 ms a
 /// page. Four at a time: 4 % less time for a first refresh of 395,000 jobs (BENCHMARKS.md,
-/// "Fewer wake-ups per page").
+/// "A page's rows as spans of its body, and fewer wake-ups per page").
 const QUEUED_PAGES: usize = 4;
 
 /// Bytes of raw pages the fetch loop may be ahead of the writer: the backpressure between
