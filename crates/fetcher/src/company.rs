@@ -55,13 +55,11 @@ impl CompanyClient {
         })
     }
 
-    /// The profile of company `id` as sent, or `None` when Jobo has none (404).
-    pub async fn fetch(&self, id: &str) -> Result<Option<Box<RawValue>>, FetchError> {
+    /// The profile of company `id` as sent (a page of one row), or `None` when Jobo has none
+    /// (404).
+    pub async fn fetch(&self, id: &str) -> Result<Option<RawRows>, FetchError> {
         match self.core.get(id, parse).await {
-            Ok(page) => Ok(page
-                .rows
-                .get(0)
-                .and_then(|row| RawValue::from_string(row.to_owned()).ok())),
+            Ok(page) => Ok(Some(page.rows)),
             Err(e) if e.status() == Some(404) => Ok(None),
             Err(e) => Err(e),
         }

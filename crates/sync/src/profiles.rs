@@ -8,13 +8,12 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use joblake_fetcher::{CompanyClient, Credits, FetchError};
 use joblake_schema::{RawRows, Table};
-use serde_json::value::RawValue;
 
 use crate::checkpoint::ProfilesCheckpoint;
 use crate::page_loop::{Feed, FeedPage};
 use crate::summary::ProfileCounts;
 
-type Answer = (String, Result<Option<Box<RawValue>>, FetchError>);
+type Answer = (String, Result<Option<RawRows>, FetchError>);
 
 /// The profiles of the chosen companies.
 pub struct ProfileFeed<'a> {
@@ -79,7 +78,7 @@ impl Feed for ProfileFeed<'_> {
                     // A 404's memory rides with the next profile staged.
                     self.dirty = false;
                     return Some(Ok(FeedPage {
-                        rows: RawRows::copied([profile.get()]),
+                        rows: profile,
                         checkpoint: self.checkpoint_value(),
                         credits: Credits::default(),
                     }));
