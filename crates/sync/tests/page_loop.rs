@@ -30,9 +30,13 @@ async fn simulator(rows: usize, faults: &str) -> SimHandle {
 }
 
 fn jobs(sim: &SimHandle) -> Source {
+    jobs_by(sim, 10)
+}
+
+fn jobs_by(sim: &SimHandle, page_size: u32) -> Source {
     let mut s = SourceSettings::defaults(api_of(Table::Jobs), SENTRION_KEY.to_string().into());
     s.base_url = sim.url();
-    s.page_size = 10;
+    s.page_size = page_size;
     s.requests_per_minute = 0;
     Source::new(Table::Jobs, s).unwrap()
 }
@@ -216,4 +220,33 @@ async fn a_failed_write_commits_nothing_past_it_and_the_next_run_commits_the_sta
         "every row served is in a file or rejected with its reason"
     );
     assert_eq!(again, 0, "nothing staged was fetched again");
+}
+
+#[tokio::test]
+async fn pages_larger_than_the_writers_queue_each_wait_for_the_one_before_and_all_land() {
+    // Descriptions of 100 kB: each page of 100 jobs is about 10 MB, past the 8 MB the fetch
+    // loop may hold ahead of the writer, so every page but the first waits for the writer to
+    // take the one before, which the loop must have handed over first.
+    let sim = simulator(600, "sentrion:bigtext").await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = new_lake(&dir);
+    let source = jobs_by(&sim, 100);
+    // A guard against a hang, not a timing: the run takes seconds.
+    let summary = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        run(&lake, &source, None),
+    )
+    .await
+    .expect("the page loop waited for queue space it held itself");
+    assert_eq!(
+        summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        summary.message
+    );
+    let (rows, again) = served(&sim).await;
+    assert!(summary.pages >= 3, "{} pages", summary.pages);
+    assert_eq!(summary.rows, rows);
+    assert_eq!(rows_in_files(&dir.path().join("lake"), "jobs"), rows);
+    assert_eq!(again, 0);
 }
