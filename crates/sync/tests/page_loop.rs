@@ -113,6 +113,22 @@ fn rows_in_files(root: &Path, table: &str) -> u64 {
     rows
 }
 
+/// The rows the simulator served, once the run succeeded with every one of them in the
+/// lake's files and none fetched twice.
+async fn landed_once(summary: &SourceSummary, sim: &SimHandle, dir: &tempfile::TempDir) -> u64 {
+    assert_eq!(
+        summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        summary.message
+    );
+    let (rows, again) = served(sim).await;
+    assert_eq!(summary.rows, rows);
+    assert_eq!(rows_in_files(&dir.path().join("lake"), "jobs"), rows);
+    assert_eq!(again, 0, "no page was fetched twice");
+    rows
+}
+
 async fn committed(lake: &Lake) -> Checkpoint {
     joblake_sync::open::committed_checkpoint(lake, Table::Jobs)
         .await
@@ -129,17 +145,8 @@ async fn a_refresh_lands_every_page_once_and_moves_the_watermark() {
     let dir = tempfile::tempdir().unwrap();
     let lake = new_lake(&dir);
     let summary = run(&lake, &jobs(&sim), None).await;
-    assert_eq!(
-        summary.status,
-        RunStatus::Succeeded,
-        "{:?}",
-        summary.message
-    );
-    let (rows, again) = served(&sim).await;
+    let rows = landed_once(&summary, &sim, &dir).await;
     assert!(rows > 50);
-    assert_eq!(summary.rows, rows);
-    assert_eq!(rows_in_files(&dir.path().join("lake"), "jobs"), rows);
-    assert_eq!(again, 0);
     let cp = committed(&lake).await;
     assert!(
         cp.watermark.is_some(),
@@ -238,15 +245,6 @@ async fn pages_larger_than_the_writers_queue_each_wait_for_the_one_before_and_al
     )
     .await
     .expect("the page loop waited for queue space it held itself");
-    assert_eq!(
-        summary.status,
-        RunStatus::Succeeded,
-        "{:?}",
-        summary.message
-    );
-    let (rows, again) = served(&sim).await;
+    landed_once(&summary, &sim, &dir).await;
     assert!(summary.pages >= 3, "{} pages", summary.pages);
-    assert_eq!(summary.rows, rows);
-    assert_eq!(rows_in_files(&dir.path().join("lake"), "jobs"), rows);
-    assert_eq!(again, 0);
 }
