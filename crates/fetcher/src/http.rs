@@ -620,6 +620,9 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Byte
     let Some(second) = response.chunk().await.map_err(BodyError::Read)? else {
         return Ok(first);
     };
+    if first.len() + second.len() > cap {
+        return Err(BodyError::TooLarge);
+    }
     // A compressed body, or a large one, comes in pieces: one buffer of the size the server
     // gave (when it did, and it is not inflated) rather than one grown a piece at a time.
     let mut body = Vec::with_capacity(
@@ -629,13 +632,12 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Byte
             .clamp(first.len() + second.len(), cap),
     );
     body.extend_from_slice(&first);
-    let mut next = Some(second);
-    while let Some(chunk) = next {
+    body.extend_from_slice(&second);
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
         if body.len() + chunk.len() > cap {
             return Err(BodyError::TooLarge);
         }
         body.extend_from_slice(&chunk);
-        next = response.chunk().await.map_err(BodyError::Read)?;
     }
     Ok(Bytes::from(body))
 }

@@ -144,11 +144,11 @@ fn encode_into(
     bytes.reserve(raw.rows.text_len() + raw.rows.len() + 3 + 8);
     bytes.push(b'\n');
     bytes.push(b'[');
-    for (i, row) in raw.rows.iter_bytes().enumerate() {
+    for (i, row) in raw.rows.iter().enumerate() {
         if i > 0 {
             bytes.push(b',');
         }
-        bytes.extend_from_slice(row);
+        bytes.extend_from_slice(row.as_bytes());
     }
     bytes.push(b']');
 }
