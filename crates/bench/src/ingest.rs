@@ -176,7 +176,8 @@ pub fn section(results: &[Ingest]) -> String {
         "## Ingest\n\n\
          A first `joblake refresh --source <table>` into a fresh local lake against \
          `joblake simulate` (no latency, no rate limit), beside a fetch-only baseline: the same \
-         pages through the same `joblake-fetcher` client, discarded. Two runs of each, \
+         pages through the same `joblake-fetcher` client on the same one-thread runtime, \
+         discarded. Two runs of each, \
          interleaved; the faster of each is compared, and peak RSS is the higher of the two \
          refreshes'. CPU and peak RSS are the refresh process's own (`wait4`); \
          *pipeline CPU* is its CPU minus the fetch-only CPU, i.e. parse → Arrow → staging → \

@@ -68,7 +68,9 @@ enum What {
     },
 }
 
-#[tokio::main]
+// The fetch-only baseline runs on the runtime `joblake refresh` runs on (one thread), on
+// which the same client also fetches faster than on a multi-threaded one.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let command = cli

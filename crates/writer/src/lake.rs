@@ -42,6 +42,23 @@ pub struct Lake {
     format_recorded: Arc<tokio::sync::OnceCell<()>>,
     /// The S3 lease this process holds on the lake, if any: every commit confirms it.
     lease: crate::lock::LeaseSlot,
+    /// How to make another client to the same bucket and prefix (see [`Lake::own_store`]).
+    s3_client: Option<Arc<S3Client>>,
+}
+
+/// The settings an S3 lake's client was built with, to build another.
+struct S3Client {
+    builder: AmazonS3Builder,
+    prefix: String,
+}
+
+impl std::fmt::Debug for S3Client {
+    // The builder's own `Debug` would print the secret key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Client")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The settings an S3 lake was opened with, for readers other than `object_store` (DuckDB's
@@ -158,6 +175,7 @@ impl Lake {
             delta: Arc::default(),
             format_recorded: Arc::default(),
             lease: Arc::default(),
+            s3_client: None,
         })
     }
 
@@ -179,13 +197,11 @@ impl Lake {
             secret_access_key: setting(AmazonS3ConfigKey::SecretAccessKey).map(SecretString::from),
             session_token: setting(AmazonS3ConfigKey::Token).map(SecretString::from),
         };
-        let s3 = builder
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(|e| Error::BadLake {
-                url: format!("s3://{bucket}/{prefix}"),
-                detail: format!("{e}; check the AWS_* variables"),
-            })?;
+        let builder = builder.with_bucket_name(bucket);
+        let s3 = builder.clone().build().map_err(|e| Error::BadLake {
+            url: format!("s3://{bucket}/{prefix}"),
+            detail: format!("{e}; check the AWS_* variables"),
+        })?;
         let s3 = Arc::new(s3);
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
             s3.clone()
@@ -196,13 +212,34 @@ impl Lake {
             store,
             location: LakeLocation::S3 {
                 bucket: bucket.to_string(),
-                prefix,
+                prefix: prefix.clone(),
             },
             s3_access: Some(Arc::new(access)),
             root_store: s3,
             delta: Arc::default(),
             format_recorded: Arc::default(),
             lease: Arc::default(),
+            s3_client: Some(Arc::new(S3Client { builder, prefix })),
+        })
+    }
+
+    /// A store rooted at the lake like [`Lake::store`], but with HTTP connections of its own,
+    /// for a task on another runtime (the S3 lease's thread): a pooled connection is driven
+    /// by the runtime that opened it, so sharing the pool would tie that task to this one.
+    /// The same store for a local lake.
+    pub(crate) fn own_store(&self) -> Result<Arc<dyn ObjectStore>> {
+        let Some(client) = &self.s3_client else {
+            return Ok(Arc::clone(&self.store));
+        };
+        let S3Client { builder, prefix } = client.as_ref();
+        let s3 = builder.clone().build().map_err(|e| Error::BadLake {
+            url: self.url(),
+            detail: format!("{e}; check the AWS_* variables"),
+        })?;
+        Ok(if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, prefix.as_str()))
         })
     }
 

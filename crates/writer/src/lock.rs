@@ -70,7 +70,10 @@ enum Inner {
 #[derive(Debug)]
 struct S3Lease {
     state: Arc<LeaseState>,
+    /// The renewals on their timer, a task on the lease's thread.
     renewer: tokio::task::JoinHandle<()>,
+    /// Ends the lease's thread (when sent or dropped).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// The lake's slot this lease sits in while held (see [`Lake::confirm_lease`]).
     slot: LeaseSlot,
 }
@@ -80,8 +83,15 @@ struct S3Lease {
 pub(crate) type LeaseSlot = Arc<std::sync::Mutex<Option<Arc<LeaseState>>>>;
 
 /// A held S3 lease: its object's version, and whether it was lost.
+///
+/// Every request about it — the renewals on their timer, the confirmations before commits,
+/// the release — runs on the lease's own thread and runtime, through a client of its own
+/// ([`Lake::own_store`]): a command's runtime has one thread, which may be busy with other
+/// work for longer than a short lease's renewal period.
 #[derive(Debug)]
 pub(crate) struct LeaseState {
+    /// The lease thread's runtime.
+    runtime: tokio::runtime::Handle,
     store: Arc<dyn ObjectStore>,
     version: Mutex<UpdateVersion>,
     lost: AtomicBool,
@@ -233,15 +243,20 @@ impl LakeLock {
         if let Inner::S3(lease) = &self.inner {
             lease.renewer.abort();
             lease.leave_slot();
-            let state = &lease.state;
+            let state = Arc::clone(&lease.state);
             if !state.lost.load(Ordering::SeqCst) {
-                let version = state.version.lock().await.clone();
-                // Only delete the lease if it is still ours (no conditional delete in S3).
-                if let Ok(meta) = state.store.head(&crate::layout::lease()).await
-                    && meta.e_tag == version.e_tag
-                {
-                    let _ = state.store.delete(&crate::layout::lease()).await;
-                }
+                let _ = lease
+                    .state
+                    .on_lease_thread(async move {
+                        let version = state.version.lock().await.clone();
+                        // Only delete the lease if it is still ours (no conditional delete in S3).
+                        let meta = state.store.head(&crate::layout::lease()).await?;
+                        if meta.e_tag == version.e_tag {
+                            state.store.delete(&crate::layout::lease()).await?;
+                        }
+                        Ok(())
+                    })
+                    .await;
             }
         }
     }
@@ -324,20 +339,23 @@ impl S3Lease {
                 Err(e) => return Err(Error::store(&path, e)),
             }
         };
+        let (runtime, stop) = lease_thread()?;
         let state = Arc::new(LeaseState {
-            store,
+            runtime,
+            store: lake.own_store()?,
             version: Mutex::new(version),
             lost: AtomicBool::new(false),
             holder: holder.to_string(),
             ttl,
             renewed: std::sync::Mutex::new(Instant::now()),
         });
-        let renewer = tokio::spawn(renew_loop(Arc::clone(&state)));
+        let renewer = state.runtime.spawn(renew_loop(Arc::clone(&state)));
         let slot = Arc::clone(lake.lease_slot());
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&state));
         Ok(S3Lease {
             state,
             renewer,
+            stop: Some(stop),
             slot,
         })
     }
@@ -355,7 +373,32 @@ impl Drop for S3Lease {
     fn drop(&mut self) {
         self.renewer.abort();
         self.leave_slot();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
+}
+
+/// Starts a lease's thread: a runtime of its own, running until the sender is used or dropped.
+fn lease_thread() -> Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>)> {
+    let cannot = |source| Error::Io {
+        context: "cannot start the thread that renews the lake lease".into(),
+        source,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(cannot)?;
+    let handle = runtime.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("joblake-lease".into())
+        // A current-thread runtime runs its tasks while its thread is in `block_on`.
+        .spawn(move || {
+            let _ = runtime.block_on(stopped);
+        })
+        .map_err(cannot)?;
+    Ok((handle, stop))
 }
 
 /// The store's time now: the `Last-Modified` of a probe object written just now.
@@ -415,8 +458,12 @@ impl LeaseState {
     }
 
     /// Renews the lease before a commit: an error if it is no longer ours.
-    pub(crate) async fn confirm(&self, lake: &Lake) -> Result<()> {
-        match self.renew().await {
+    pub(crate) async fn confirm(self: &Arc<Self>, lake: &Lake) -> Result<()> {
+        let state = Arc::clone(self);
+        match self
+            .on_lease_thread(async move { state.renew().await })
+            .await
+        {
             Ok(()) => Ok(()),
             Err(object_store::Error::Precondition { .. }) => Err(Error::Busy {
                 lake: lake.url(),
@@ -424,6 +471,21 @@ impl LeaseState {
                     .into(),
             }),
             Err(e) => Err(Error::store(crate::layout::lease(), e)),
+        }
+    }
+
+    /// Runs `request` on the lease's thread; an error if that thread has stopped (the lease
+    /// was released).
+    async fn on_lease_thread<T: Send + 'static>(
+        &self,
+        request: impl Future<Output = std::result::Result<T, object_store::Error>> + Send + 'static,
+    ) -> std::result::Result<T, object_store::Error> {
+        match self.runtime.spawn(request).await {
+            Ok(answer) => answer,
+            Err(e) => Err(object_store::Error::Generic {
+                store: "lease",
+                source: format!("the lease's thread stopped: {e}").into(),
+            }),
         }
     }
 

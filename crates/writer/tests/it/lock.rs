@@ -53,6 +53,29 @@ async fn an_s3_holder_that_lost_its_lease_cannot_confirm_or_release_the_new_one(
 }
 
 #[tokio::test]
+async fn an_s3_lease_is_renewed_while_the_holders_runtime_is_busy() {
+    // Commands run on a one-thread runtime (as this test does): a stretch of blocking work
+    // there, longer than the lease, must not let another run take the lake.
+    let moto = Moto::shared();
+    let bucket = moto.bucket("busy-holder");
+    let lake = s3_lake(&moto.endpoint, &bucket, "");
+    let busy = LakeLock::acquire_with_ttl(&lake, "pid 1 (busy)", Duration::from_secs(3))
+        .await
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!busy.is_lost());
+    let err = LakeLock::acquire(&lake, "pid 2").await.unwrap_err();
+    assert!(err.to_string().contains("pid 1 (busy)"), "{err}");
+    busy.confirm(&lake).await.unwrap();
+    busy.release().await;
+    LakeLock::acquire(&lake, "pid 3")
+        .await
+        .unwrap()
+        .release()
+        .await;
+}
+
+#[tokio::test]
 async fn a_crashed_local_holder_frees_the_lake_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let lake = joblake_writer::Lake::open(dir.path().to_str().unwrap(), true).unwrap();
