@@ -89,7 +89,7 @@ fn main() -> ExitCode {
 /// The runtime a command runs on. joblake's own commands run on one thread: a page loop is a
 /// chain of waits (request, response, staging), and with the HTTP connection's task on the
 /// same thread as the loop no page waits for a wake-up from another thread. A first jobs
-/// refresh ran 14 % more rows a second than on the multi-threaded runtime (BENCHMARKS.md,
+/// refresh ran 13 % more rows a second than on the multi-threaded runtime (BENCHMARKS.md,
 /// "One thread for the page loop"). Their CPU-heavy work runs on threads of its own anyway:
 /// the encoders, DuckDB's and the Delta kernel's, and the S3 lease's renewals (`lock.rs`).
 /// `simulate` stands in for the APIs' servers, which answer many clients at once.
