@@ -171,10 +171,11 @@ pub(crate) async fn write_one_run(
 ) -> Result<Vec<AddFile>> {
     let day = one_day(history);
     if let joblake_writer::LakeLocation::Local(_) = lake.location() {
-        let tight = write_rows(
+        let tight = [megabytes(ONE_RUN_MEMORY)];
+        let tight = write_rows_within(
             lake,
             name,
-            ONE_RUN_MEMORY,
+            &tight,
             String::new(),
             select.clone(),
             day.clone(),
@@ -706,6 +707,57 @@ fn target(lake: &Lake, table: Table) -> (crate::Engine, String, String) {
     target_of(lake, &table_name(table), MEMORY)
 }
 
+/// Where one attempt of [`within_memory`]'s work writes, and within how much memory.
+pub(crate) struct Attempt {
+    /// The table's directory, as DuckDB names it.
+    pub(crate) dir: String,
+    /// The prefix of the files this attempt writes.
+    pub(crate) prefix: String,
+    /// DuckDB's memory limit, in MB.
+    pub(crate) memory_mb: u64,
+}
+
+/// Runs `work`, DuckDB's work for the derived table at `<lake>/<name>/`, on a blocking thread
+/// in a session of its own on one thread, within each of `memory_mb` in turn until DuckDB
+/// does not run out of memory: a run's rows usually fit the first; one of a run as large as
+/// the table may not. What an attempt that ran out wrote, no commit names (it goes with the
+/// next commit's clean-up).
+pub(crate) async fn within_memory<T: Send + 'static>(
+    lake: &Lake,
+    name: &str,
+    memory_mb: &[u64],
+    work: impl Fn(&crate::Work, &Attempt) -> Result<T> + Send + Sync + 'static,
+) -> Result<T> {
+    let work = Arc::new(work);
+    let mut last = None;
+    for &memory in memory_mb {
+        let (engine, dir, prefix) = target_of(lake, name, &format!("{memory}MB"));
+        let attempt = Attempt {
+            dir,
+            prefix,
+            memory_mb: memory,
+        };
+        let work = Arc::clone(&work);
+        let done = tokio::task::spawn_blocking(move || {
+            let session = crate::Work::open(&engine)?;
+            work(&session, &attempt)
+        })
+        .await?;
+        match done {
+            Err(e) if crate::out_of_memory(&e) => {
+                tracing::info!(
+                    table = name,
+                    memory_mb = memory,
+                    "DuckDB ran out of memory; trying with more"
+                );
+                last = Some(e);
+            }
+            done => return done,
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no memory to work within")))
+}
+
 /// [`target`] for the derived table at `<lake>/<name>/`.
 pub(crate) fn target_of(lake: &Lake, name: &str, memory: &str) -> (crate::Engine, String, String) {
     let engine = crate::Engine {
@@ -746,17 +798,36 @@ async fn write_rows(
     select: String,
     day: Option<String>,
 ) -> Result<Vec<AddFile>> {
-    let (engine, dir, prefix) = target_of(lake, name, memory);
-    let target = dir.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let work = crate::Work::open(&engine)?;
+    let mb = megabytes(memory);
+    write_rows_within(lake, name, &[mb, 4 * mb], setup, select, day).await
+}
+
+/// [`write_rows`] within each of `memory_mb` in turn (see [`within_memory`]).
+async fn write_rows_within(
+    lake: &Lake,
+    name: &str,
+    memory_mb: &[u64],
+    setup: String,
+    select: String,
+    day: Option<String>,
+) -> Result<Vec<AddFile>> {
+    let written = within_memory(lake, name, memory_mb, move |work, at| {
         if !setup.is_empty() {
             work.execute(&setup)?;
         }
-        work.copy_partitioned(&select, &target, &prefix, day.as_deref())
+        Ok(work.copy_partitioned(&select, &at.dir, &at.prefix, day.as_deref())?)
     })
-    .await??;
-    to_adds_of(name, &dir, written)
+    .await?;
+    to_adds_of(name, &lake.reader_path(name), written)
+}
+
+/// The megabytes of a memory limit written as `"<n>MB"` (joblake's own constants), 128 for
+/// anything else.
+fn megabytes(memory: &str) -> u64 {
+    memory
+        .strip_suffix("MB")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(128)
 }
 
 /// The files DuckDB wrote under `dir`, `table`'s changes table, as a commit adds them.
@@ -848,9 +919,15 @@ mod tests {
         let lake = Lake::open(dir.path().to_str().unwrap(), false).unwrap();
         // One list of 3 M numbers (24 MB), which DuckDB cannot spill, built twice over.
         let rows = "SELECT list(i) AS l, DATE '2026-11-30' AS dt FROM range(3000000) AS t(i)";
-        let tight = write_to(&lake, "t", ONE_RUN_MEMORY, String::new(), rows.into()).await;
+        let tight = [megabytes(ONE_RUN_MEMORY)];
+        let tight = write_rows_within(&lake, "t", &tight, String::new(), rows.into(), None).await;
         let e = format!("{:#}", tight.unwrap_err());
         assert!(e.contains("Out of Memory"), "{e}");
+        // A derived table's own write gets four times its memory should it run out.
+        let adds = write_to(&lake, "t", ONE_RUN_MEMORY, String::new(), rows.into())
+            .await
+            .unwrap();
+        assert_eq!(adds.iter().map(|a| a.rows).sum::<u64>(), 1);
 
         // A history of one day and one of two: the rows go to one file either way.
         for days in [vec!["2026-11-30"], vec!["2026-11-29", "2026-11-30"]] {
@@ -861,6 +938,44 @@ mod tests {
             assert_eq!((adds[0].dt.as_str(), adds[0].rows), ("2026-11-30", 1));
             assert!(dir.path().join(&adds[0].path).is_file(), "{adds:?}");
         }
+    }
+
+    /// Work that runs out of memory runs again within the next limit, in a session of its own,
+    /// and fails with DuckDB's error after the last; other errors are not tried again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn work_that_runs_out_of_memory_runs_again_within_the_next_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), false).unwrap();
+        // One list of 3 M numbers (24 MB), which DuckDB cannot spill.
+        let big = "SELECT length(list(i))::BIGINT FROM range(3000000) AS t(i)";
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let n = within_memory(&lake, "t", &[16, 512], move |work, at| {
+            log.lock().unwrap().push((at.memory_mb, at.prefix.clone()));
+            latest::int64s(&work.query(big)?, 0)
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, [3_000_000]);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [16, 512]);
+        assert_ne!(seen[0].1, seen[1].1, "each attempt writes files of its own");
+
+        let e = within_memory(&lake, "t", &[16], move |work, _| Ok(work.query(big)?.len()))
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("Out of Memory"), "{e:#}");
+
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let e = within_memory(&lake, "t", &[16, 512], move |work, _| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(work.query("SELECT * FROM no_such_table")?.len())
+        })
+        .await
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("no_such_table"), "{e:#}");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     fn history_of(days: &[&str]) -> History {

@@ -47,8 +47,36 @@ const LINKS: &str = include_str!("../../../queries/job_companies.sql");
 pub const NAME: &str = "job_company_keys";
 
 /// DuckDB's memory while it links (one thread): a run's keys, or every job's when the table
-/// is written again, which its joins spill beyond this.
-const MEMORY: &str = "128MB";
+/// is written again, which its joins spill beyond this; and room for the site keys (see
+/// [`room_for`]), in MB.
+const MEMORY_MB: u64 = 128;
+
+/// What each unique site key adds to [`MEMORY_MB`] once they are known. The link's five joins
+/// each build a hash table of one kind of key (two of job boards, two of domains, one of
+/// names), which DuckDB holds while the jobs stream through them: the keys of 107,540 career
+/// sites (219,058 keys, two fifths of them job boards) ran out of 128 MB in the table's
+/// write, which took 144 MB; with 3,610 sites the joins take a few MB.
+const MEMORY_PER_KEY: u64 = 128;
+
+/// The statement that gives a link's session `at`'s memory and room for the site keys its
+/// fingerprint (see [`FINGERPRINT`]) counts, as much more again when `at` is a retry.
+fn room_for(at: &changes::Attempt, fingerprint: &str) -> String {
+    let keys: u64 = fingerprint
+        .split(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let room = (keys * MEMORY_PER_KEY).div_ceil(1 << 20) * at.memory_mb / MEMORY_MB;
+    format!("SET memory_limit = '{}MB';", at.memory_mb + room)
+}
+
+/// A link's DuckDB work (see [`changes::within_memory`]): [`MEMORY_MB`], then four times that.
+async fn linking<T: Send + 'static>(
+    lake: &Lake,
+    link: impl Fn(&crate::Work, &changes::Attempt) -> Result<T> + Send + Sync + 'static,
+) -> Result<T> {
+    changes::within_memory(lake, NAME, &[MEMORY_MB, 4 * MEMORY_MB], link).await
+}
 
 /// The table's columns, in their files' order (`dt`, the partition, last).
 const COLUMNS: [&str; 9] = [
@@ -527,25 +555,25 @@ async fn merge(
     };
     let was = current.state.site_keys.clone();
     let (merged, ids) = (current.state.merged, current.ids());
-    let (engine, dir, prefix) = changes::target_of(lake, NAME, MEMORY);
     let files = current.files.clone();
     let table_files = list(lake, current.files.iter().map(|f| &f.path));
-    let target = dir.clone();
     let taken = last.clone();
-    let done = tokio::task::spawn_blocking(move || -> Result<Option<_>> {
-        let last = taken;
-        let work = crate::Work::open(&engine)?;
+    let dir = lake.reader_path(NAME);
+    let done = linking(lake, move |work, at| -> Result<Option<_>> {
+        let last = &taken;
+        let (target, prefix) = (&at.dir, &at.prefix);
         work.execute(&setup)?;
         let now = latest::strings(&work.query(&fingerprint)?, 0)?
             .pop()
             .unwrap_or_default();
+        work.execute(&room_for(at, &now))?;
         work.execute(&fresh)?;
         let runs = work.query(
             "SELECT coalesce(min(_run_id), ''), coalesce(max(_run_id), '') FROM fresh",
         )?;
         let first = latest::strings(&runs, 0)?.pop().unwrap_or_default();
         let newest = latest::strings(&runs, 1)?.pop().unwrap_or_default();
-        if !first.is_empty() && first <= last {
+        if !first.is_empty() && first <= *last {
             tracing::info!(run = %first, last = %last, "rows of a run no later than the job_company_keys table's last; writing it again");
             return Ok(None);
         }
@@ -557,22 +585,26 @@ async fn merge(
             if !prepare.is_empty() {
                 work.execute(&prepare)?;
             }
-            let rows = format!(
-                "{}\nUNION ALL\n{}",
-                in_order(&links(
-                    &format!(
-                        "(SELECT * EXCLUDE (company_id, matched_by) FROM ({kept})\n\
-                         WHERE id NOT IN (SELECT id FROM fresh))"
-                    ),
-                    "SELECT * FROM site_keys"
-                )),
-                in_order(&links(&fresh_keys, "SELECT * FROM site_keys")),
-            );
-            let written = work.copy_partitioned_in(&rows, &target, &prefix, None, ROW_GROUP)?;
+            // Each half in a write of its own: one link's joins at a time, not two.
+            let held = in_order(&links(
+                &format!(
+                    "(SELECT * EXCLUDE (company_id, matched_by) FROM ({kept})\n\
+                     WHERE id NOT IN (SELECT id FROM fresh))"
+                ),
+                "SELECT * FROM site_keys",
+            ));
+            let mut written = work.copy_partitioned_in(&held, target, prefix, None, ROW_GROUP)?;
+            written.extend(work.copy_partitioned_in(
+                &in_order(&links(&fresh_keys, "SELECT * FROM site_keys")),
+                target,
+                &format!("{prefix}runs-"),
+                None,
+                ROW_GROUP,
+            )?);
             Ok(Some((written, newest.clone(), None, now.clone())))
         };
         if whole {
-            return write_whole(&work);
+            return write_whole(work);
         }
         let relink = now != was;
         // The table's rows to replace: those of the runs' jobs, and, when the site keys
@@ -599,7 +631,7 @@ async fn merge(
         };
         work.execute(&format!("CREATE TEMP TABLE old AS\n{replaced};"))?;
         // Those the table's deletion vectors delete already are no rows of it.
-        let Some(live) = latest::live_old_rows(&work, &files)? else {
+        let Some(live) = latest::live_old_rows(work, &files)? else {
             tracing::warn!("the job_company_keys table holds a job twice; writing it again");
             return Ok(None);
         };
@@ -613,7 +645,7 @@ async fn merge(
         let changing = latest::int64s(&changing, 0)?.first().copied().unwrap_or(0);
         if (merged + changing.max(0) as u64) as f64 >= rewrite_after * ids as f64 {
             tracing::info!(rows = changing, "the merge would change a share of the job_company_keys table; writing it again");
-            return write_whole(&work);
+            return write_whole(work);
         }
         // The runs' jobs with their new keys, and the other rows replaced with their new link.
         let rows = format!(
@@ -621,10 +653,10 @@ async fn merge(
             in_order(&links(&fresh_keys, "SELECT * FROM site_keys")),
             in_order("SELECT * FROM old WHERE id NOT IN (SELECT id FROM fresh)")
         );
-        let written = work.copy_partitioned_in(&rows, &target, &prefix, None, ROW_GROUP)?;
+        let written = work.copy_partitioned_in(&rows, target, prefix, None, ROW_GROUP)?;
         Ok(Some((written, newest, Some(live), now)))
     })
-    .await??;
+    .await?;
     let Some((written, newest, live, site_keys)) = done else {
         return Ok(None);
     };
@@ -714,20 +746,19 @@ async fn rewrite_at(
     // each in its day): its rows go to one file as they come, not through DuckDB's
     // partitioned write, which holds each partition's rows.
     let day = changes::one_day(&inputs.jobs);
-    let (engine, dir, prefix) = changes::target_of(lake, NAME, MEMORY);
-    let target = dir.clone();
-    let (written, site_keys) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let work = crate::Work::open(&engine)?;
+    let dir = lake.reader_path(NAME);
+    let (written, site_keys) = linking(lake, move |work, at| -> Result<_> {
         work.execute(&setup)?;
         let site_keys = latest::strings(&work.query(&fingerprint)?, 0)?
             .pop()
             .unwrap_or_default();
+        work.execute(&room_for(at, &site_keys))?;
         Ok((
-            work.copy_partitioned_in(&rows, &target, &prefix, day.as_deref(), ROW_GROUP)?,
+            work.copy_partitioned_in(&rows, &at.dir, &at.prefix, day.as_deref(), ROW_GROUP)?,
             site_keys,
         ))
     })
-    .await??;
+    .await?;
     let adds = changes::to_adds_of(NAME, &dir, written)?;
     let ids = adds.iter().map(|a| a.rows).sum();
     let commit = Commit {
@@ -781,7 +812,7 @@ async fn published(
 /// Writes the rows of `select` (ending with `dt`) into the table's directory, one file per
 /// `dt`, in row groups of [`ROW_GROUP`] rows, after the statements `setup`; says what to add.
 async fn write(lake: &Lake, setup: String, select: String) -> Result<Vec<AddFile>> {
-    let (engine, dir, prefix) = changes::target_of(lake, NAME, MEMORY);
+    let (engine, dir, prefix) = changes::target_of(lake, NAME, &format!("{MEMORY_MB}MB"));
     let target = dir.clone();
     let written = tokio::task::spawn_blocking(move || {
         let work = crate::Work::open(&engine)?;
@@ -812,4 +843,34 @@ fn schema() -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(memory_mb: u64) -> changes::Attempt {
+        changes::Attempt {
+            dir: String::new(),
+            prefix: String::new(),
+            memory_mb,
+        }
+    }
+
+    /// The site keys get room of their own beside the link's memory, four times as much on a
+    /// retry; a fingerprint joblake cannot read gives none.
+    #[test]
+    fn a_link_gets_room_for_its_site_keys() {
+        assert_eq!(
+            room_for(&at(128), "219058:-42"),
+            "SET memory_limit = '155MB';"
+        );
+        assert_eq!(
+            room_for(&at(512), "219058:-42"),
+            "SET memory_limit = '620MB';"
+        );
+        assert_eq!(room_for(&at(128), "3:1"), "SET memory_limit = '129MB';");
+        assert_eq!(room_for(&at(128), "0:0"), "SET memory_limit = '128MB';");
+        assert_eq!(room_for(&at(128), "what"), "SET memory_limit = '128MB';");
+    }
 }

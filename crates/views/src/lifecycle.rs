@@ -35,6 +35,10 @@ const SQL: &str = include_str!("../../../queries/jobs_lifecycle.sql");
 /// 15.9 s and 369 MB at 256 MB (BENCHMARKS.md).
 const MEMORY: &str = "128MB";
 
+/// [`MEMORY`] in MB: a run's merge gets it, then four times it should DuckDB run out (a run
+/// of half the table's ids: 188 k jobs onto 395 k ran out of 128 MB).
+const MEMORY_MB: u64 = 128;
+
 /// The history table whose ids the lifecycle table holds.
 pub const TABLE: Table = Table::Jobs;
 
@@ -423,11 +427,10 @@ async fn merge(
             ),
         ];
         let rows = merged_rows(&select("fresh", "run_changes"));
-        let (engine, dir, prefix) = changes::target_of(lake, &name, MEMORY);
         let files = current.files.clone();
-        let target = dir.clone();
-        let done = tokio::task::spawn_blocking(move || -> Result<Option<_>> {
-            let work = crate::Work::open(&engine)?;
+        let dir = lake.reader_path(&name);
+        let memory = [MEMORY_MB, 4 * MEMORY_MB];
+        let done = changes::within_memory(lake, &name, &memory, move |work, at| -> Result<Option<_>> {
             work.execute(&setup[0])?;
             let runs = work.query(
                 "SELECT coalesce(min(_run_id), ''), coalesce(max(_run_id), '') FROM fresh",
@@ -441,14 +444,14 @@ async fn merge(
             work.execute(&setup[1])?;
             work.execute(&setup[2])?;
             // The table's rows for the run's ids, but those deletion vectors delete already.
-            let Some(live) = latest::live_old_rows(&work, &files)? else {
+            let Some(live) = latest::live_old_rows(work, &files)? else {
                 tracing::warn!("the lifecycle table holds an id twice; writing it again");
                 return Ok(None);
             };
-            let written = work.copy_partitioned(&rows, &target, &prefix, None)?;
+            let written = work.copy_partitioned(&rows, &at.dir, &at.prefix, None)?;
             Ok(Some((written, newest, live)))
         })
-        .await??;
+        .await?;
         let Some((written, newest, live)) = done else {
             return Ok(None);
         };
