@@ -720,8 +720,8 @@ pub(crate) struct Attempt {
 /// Runs `work`, DuckDB's work for the derived table at `<lake>/<name>/`, on a blocking thread
 /// in a session of its own on one thread, within each of `memory_mb` in turn until DuckDB
 /// does not run out of memory: a run's rows usually fit the first; one of a run as large as
-/// the table may not. What an attempt that ran out wrote, no commit names (it goes with the
-/// next commit's clean-up).
+/// the table may not. What an attempt that ran out wrote, no commit names: it is deleted
+/// before the next attempt ([`forget_attempt`]).
 pub(crate) async fn within_memory<T: Send + 'static>(
     lake: &Lake,
     name: &str,
@@ -730,11 +730,16 @@ pub(crate) async fn within_memory<T: Send + 'static>(
 ) -> Result<T> {
     let work = Arc::new(work);
     let mut last = None;
-    for &memory in memory_mb {
+    for (tried, &memory) in memory_mb.iter().enumerate() {
         let (engine, dir, prefix) = target_of(lake, name, &format!("{memory}MB"));
+        // Names of its own, even within the millisecond of a run id.
+        let prefix = match tried {
+            0 => prefix,
+            n => format!("{prefix}retry{n}-"),
+        };
         let attempt = Attempt {
             dir,
-            prefix,
+            prefix: prefix.clone(),
             memory_mb: memory,
         };
         let work = Arc::clone(&work);
@@ -750,12 +755,33 @@ pub(crate) async fn within_memory<T: Send + 'static>(
                     memory_mb = memory,
                     "DuckDB ran out of memory; trying with more"
                 );
+                forget_attempt(lake, name, &prefix).await;
                 last = Some(e);
             }
             done => return done,
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no memory to work within")))
+}
+
+/// Deletes what an attempt that ran out of memory wrote under `<lake>/<name>/` (files named
+/// with its `prefix`, which no commit names). Best effort: what stays goes with the table's
+/// next clean-up.
+async fn forget_attempt(lake: &Lake, name: &str, prefix: &str) {
+    let written = match lake.list(&object_store::path::Path::from(name)).await {
+        Ok(all) => all
+            .into_iter()
+            .map(|m| m.location)
+            .filter(|p| p.filename().is_some_and(|f| f.starts_with(prefix)))
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list what the attempt wrote");
+            return;
+        }
+    };
+    if let Err(e) = lake.delete_all(written).await {
+        tracing::debug!(error = %e, "cannot delete what the attempt wrote");
+    }
 }
 
 /// [`target`] for the derived table at `<lake>/<name>/`.
@@ -952,6 +978,9 @@ mod tests {
         let log = Arc::clone(&seen);
         let n = within_memory(&lake, "t", &[16, 512], move |work, at| {
             log.lock().unwrap().push((at.memory_mb, at.prefix.clone()));
+            // A file written, then the work runs out of memory (at 16 MB).
+            let day = "SELECT 1 AS a, DATE '2026-11-30' AS dt";
+            work.copy_partitioned(day, &at.dir, &at.prefix, None)?;
             latest::int64s(&work.query(big)?, 0)
         })
         .await
@@ -960,6 +989,13 @@ mod tests {
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [16, 512]);
         assert_ne!(seen[0].1, seen[1].1, "each attempt writes files of its own");
+        // What the attempt that ran out wrote is gone; the one that passed keeps its file.
+        let left: Vec<String> = std::fs::read_dir(dir.path().join("t/dt=2026-11-30"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].starts_with(&seen[1].1), "{left:?}");
 
         let e = within_memory(&lake, "t", &[16], move |work, _| Ok(work.query(big)?.len()))
             .await
