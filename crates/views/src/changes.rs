@@ -36,7 +36,7 @@ const CAREER_SITES_SQL: &str = include_str!("../../../queries/career_sites_chang
 /// the table is written again, two windows over every version's column hashes, which it
 /// spills beyond this. Writing again the changes of 5 M versions: 58 s and 369 MB peak at
 /// 256 MB, 44 s and 613 MB at 512 MB, 72 s and 244 MB at 128 MB (BENCHMARKS.md).
-const MEMORY: &str = "256MB";
+const MEMORY_MB: u64 = 256;
 
 /// Where table `table`'s changes table lies in the lake.
 pub fn table_name(table: Table) -> String {
@@ -154,10 +154,10 @@ pub(crate) async fn run_ids(lake: &Lake, versions: &str) -> Result<(String, Stri
 /// lake: its ids' aggregates are numbers and dates, which spill well (a million jobs' changes
 /// in 2 s within it, and the refresh's peak resident memory under 150 MB). On S3, DuckDB's
 /// upload alone takes a block of 76.5 MiB, so those write within the table's usual memory.
-const ONE_RUN_MEMORY: &str = "48MB";
+const ONE_RUN_MEMORY_MB: u64 = 48;
 
 /// Writes the derived table at `<lake>/<name>/` from `select` over `history`, a history of
-/// one run, as [`write_to`]: within [`ONE_RUN_MEMORY`] on a local lake, and within `otherwise`
+/// one run, as [`write_to`]: within [`ONE_RUN_MEMORY_MB`] on a local lake, and within `otherwise`
 /// should DuckDB run out of it (a first run of millions of ids: the aggregates' hash table),
 /// or on S3. A history of one day (as a first refresh's nearly always is) gives rows of that
 /// day only: they go to one file as they come (see [`crate::Work::copy_partitioned`]).
@@ -165,13 +165,13 @@ const ONE_RUN_MEMORY: &str = "48MB";
 pub(crate) async fn write_one_run(
     lake: &Lake,
     name: &str,
-    otherwise: &str,
+    otherwise: u64,
     history: &History,
     select: String,
 ) -> Result<Vec<AddFile>> {
     let day = one_day(history);
     if let joblake_writer::LakeLocation::Local(_) = lake.location() {
-        let tight = [megabytes(ONE_RUN_MEMORY)];
+        let tight = [ONE_RUN_MEMORY_MB];
         let tight = write_rows_within(
             lake,
             name,
@@ -183,7 +183,7 @@ pub(crate) async fn write_one_run(
         match tight.await {
             Err(e) if crate::out_of_memory(&e) => {
                 tracing::debug!(
-                    memory = otherwise,
+                    memory_mb = otherwise,
                     "DuckDB ran out of memory; trying with more"
                 );
             }
@@ -627,7 +627,7 @@ async fn rewrite_at(
     let adds = if first_run_id == last_run_id {
         // A history of one run (a first refresh): every id's change is that it is new.
         let rows = one_run_select(table, &all, &last_run_id).context("the table has no changes")?;
-        write_one_run(lake, &table_name(table), MEMORY, history, rows).await?
+        write_one_run(lake, &table_name(table), MEMORY_MB, history, rows).await?
     } else {
         let rows = select(table, &all).context("the table has no changes")?;
         write(lake, table, rows).await?
@@ -701,10 +701,19 @@ async fn commit_changes(lake: &Lake, table: Table, commit: Commit) -> Result<u64
 }
 
 /// Where the files of `table`'s changes table are written, and by which DuckDB: an engine on
-/// one thread within [`MEMORY`], the table's directory as DuckDB names it, and a file name
+/// one thread within [`MEMORY_MB`], the table's directory as DuckDB names it, and a file name
 /// prefix no other write uses.
 fn target(lake: &Lake, table: Table) -> (crate::Engine, String, String) {
-    target_of(lake, &table_name(table), MEMORY)
+    target_of(lake, &table_name(table), MEMORY_MB)
+}
+
+/// How many times a derived table's memory its work gets once more, should DuckDB run out.
+pub(crate) const MORE: u64 = 4;
+
+/// The memory limits (MB) of work that gets `memory_mb`, then [`MORE`] times that should
+/// DuckDB run out (see [`within_memory`]).
+pub(crate) fn and_more(memory_mb: u64) -> [u64; 2] {
+    [memory_mb, MORE * memory_mb]
 }
 
 /// Where one attempt of [`within_memory`]'s work writes, and within how much memory.
@@ -731,7 +740,7 @@ pub(crate) async fn within_memory<T: Send + 'static>(
     let work = Arc::new(work);
     let mut last = None;
     for (tried, &memory) in memory_mb.iter().enumerate() {
-        let (engine, dir, prefix) = target_of(lake, name, &format!("{memory}MB"));
+        let (engine, dir, prefix) = target_of(lake, name, memory);
         // Names of its own, even within the millisecond of a run id.
         let prefix = match tried {
             0 => prefix,
@@ -785,9 +794,13 @@ async fn forget_attempt(lake: &Lake, name: &str, prefix: &str) {
 }
 
 /// [`target`] for the derived table at `<lake>/<name>/`.
-pub(crate) fn target_of(lake: &Lake, name: &str, memory: &str) -> (crate::Engine, String, String) {
+pub(crate) fn target_of(
+    lake: &Lake,
+    name: &str,
+    memory_mb: u64,
+) -> (crate::Engine, String, String) {
     let engine = crate::Engine {
-        memory_limit: Some(memory.into()),
+        memory_limit: Some(format!("{memory_mb}MB")),
         single_thread: true,
         ..crate::session::engine(lake)
     };
@@ -798,20 +811,20 @@ pub(crate) fn target_of(lake: &Lake, name: &str, memory: &str) -> (crate::Engine
 /// Writes the rows of `select` into `table`'s changes table directory, one file per `dt`, and
 /// says what to add: files no commit names yet, which no reader sees.
 async fn write(lake: &Lake, table: Table, select: String) -> Result<Vec<AddFile>> {
-    write_to(lake, &table_name(table), MEMORY, String::new(), select).await
+    write_to(lake, &table_name(table), MEMORY_MB, String::new(), select).await
 }
 
 /// Writes the rows of `select` (ending with `dt`) into the derived table at `<lake>/<name>/`,
-/// one file per `dt`, within `memory` of DuckDB's, after the statements `setup` (when any),
-/// and says what to add (see [`write`]).
+/// one file per `dt`, within `memory_mb` MB of DuckDB's memory (or [`MORE`] times that, should
+/// it run out), after the statements `setup` (when any), and says what to add (see [`write`]).
 pub(crate) async fn write_to(
     lake: &Lake,
     name: &str,
-    memory: &str,
+    memory_mb: u64,
     setup: String,
     select: String,
 ) -> Result<Vec<AddFile>> {
-    write_rows(lake, name, memory, setup, select, None).await
+    write_rows(lake, name, memory_mb, setup, select, None).await
 }
 
 /// [`write_to`], the rows all of `day` when it is known (see
@@ -819,13 +832,12 @@ pub(crate) async fn write_to(
 async fn write_rows(
     lake: &Lake,
     name: &str,
-    memory: &str,
+    memory_mb: u64,
     setup: String,
     select: String,
     day: Option<String>,
 ) -> Result<Vec<AddFile>> {
-    let mb = megabytes(memory);
-    write_rows_within(lake, name, &[mb, 4 * mb], setup, select, day).await
+    write_rows_within(lake, name, &and_more(memory_mb), setup, select, day).await
 }
 
 /// [`write_rows`] within each of `memory_mb` in turn (see [`within_memory`]).
@@ -845,15 +857,6 @@ async fn write_rows_within(
     })
     .await?;
     to_adds_of(name, &lake.reader_path(name), written)
-}
-
-/// The megabytes of a memory limit written as `"<n>MB"` (joblake's own constants), 128 for
-/// anything else.
-fn megabytes(memory: &str) -> u64 {
-    memory
-        .strip_suffix("MB")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(128)
 }
 
 /// The files DuckDB wrote under `dir`, `table`'s changes table, as a commit adds them.
@@ -945,19 +948,19 @@ mod tests {
         let lake = Lake::open(dir.path().to_str().unwrap(), false).unwrap();
         // One list of 3 M numbers (24 MB), which DuckDB cannot spill, built twice over.
         let rows = "SELECT list(i) AS l, DATE '2026-11-30' AS dt FROM range(3000000) AS t(i)";
-        let tight = [megabytes(ONE_RUN_MEMORY)];
+        let tight = [ONE_RUN_MEMORY_MB];
         let tight = write_rows_within(&lake, "t", &tight, String::new(), rows.into(), None).await;
         let e = format!("{:#}", tight.unwrap_err());
         assert!(e.contains("Out of Memory"), "{e}");
         // A derived table's own write gets four times its memory should it run out.
-        let adds = write_to(&lake, "t", ONE_RUN_MEMORY, String::new(), rows.into())
+        let adds = write_to(&lake, "t", ONE_RUN_MEMORY_MB, String::new(), rows.into())
             .await
             .unwrap();
         assert_eq!(adds.iter().map(|a| a.rows).sum::<u64>(), 1);
 
         // A history of one day and one of two: the rows go to one file either way.
         for days in [vec!["2026-11-30"], vec!["2026-11-29", "2026-11-30"]] {
-            let adds = write_one_run(&lake, "t", MEMORY, &history_of(&days), rows.into())
+            let adds = write_one_run(&lake, "t", MEMORY_MB, &history_of(&days), rows.into())
                 .await
                 .unwrap();
             assert_eq!(adds.len(), 1, "{adds:?}");
@@ -1038,7 +1041,7 @@ mod tests {
         let lake = Lake::open(dir.path().to_str().unwrap(), false).unwrap();
         let day = history_of(&["2026-11-30"]);
         let rows = "SELECT i, DATE '2026-11-30' AS dt FROM range(1000) AS t(i)";
-        let adds = write_one_run(&lake, "t", MEMORY, &day, rows.into())
+        let adds = write_one_run(&lake, "t", MEMORY_MB, &day, rows.into())
             .await
             .unwrap();
         assert_eq!(adds.len(), 1, "{adds:?}");
@@ -1049,7 +1052,7 @@ mod tests {
         );
 
         let two = "SELECT i, DATE '2026-11-30' + (i % 2)::INT AS dt FROM range(1000) AS t(i)";
-        let e = write_one_run(&lake, "t", MEMORY, &day, two.into())
+        let e = write_one_run(&lake, "t", MEMORY_MB, &day, two.into())
             .await
             .unwrap_err();
         let e = format!("{e:#}");

@@ -70,12 +70,13 @@ fn room_for(at: &changes::Attempt, fingerprint: &str) -> String {
     format!("SET memory_limit = '{}MB';", at.memory_mb + room)
 }
 
-/// A link's DuckDB work (see [`changes::within_memory`]): [`MEMORY_MB`], then four times that.
+/// A link's DuckDB work (see [`changes::within_memory`]): [`MEMORY_MB`], then
+/// [`changes::MORE`] times that.
 async fn linking<T: Send + 'static>(
     lake: &Lake,
     link: impl Fn(&crate::Work, &changes::Attempt) -> Result<T> + Send + Sync + 'static,
 ) -> Result<T> {
-    changes::within_memory(lake, NAME, &[MEMORY_MB, 4 * MEMORY_MB], link).await
+    changes::within_memory(lake, NAME, &changes::and_more(MEMORY_MB), link).await
 }
 
 /// The table's columns, in their files' order (`dt`, the partition, last).
@@ -812,7 +813,7 @@ async fn published(
 /// Writes the rows of `select` (ending with `dt`) into the table's directory, one file per
 /// `dt`, in row groups of [`ROW_GROUP`] rows, after the statements `setup`; says what to add.
 async fn write(lake: &Lake, setup: String, select: String) -> Result<Vec<AddFile>> {
-    let (engine, dir, prefix) = changes::target_of(lake, NAME, &format!("{MEMORY_MB}MB"));
+    let (engine, dir, prefix) = changes::target_of(lake, NAME, MEMORY_MB);
     let target = dir.clone();
     let written = tokio::task::spawn_blocking(move || {
         let work = crate::Work::open(&engine)?;

@@ -32,11 +32,9 @@ const SQL: &str = include_str!("../../../queries/jobs_lifecycle.sql");
 /// DuckDB's memory while it works out the lifecycle (on one thread): a run's rows, or, when
 /// the table is written again, a grouping of every version by id, which it spills beyond
 /// this. Writing again the lifecycle of 5 M versions: 16.6 s and 236 MB peak at 128 MB,
-/// 15.9 s and 369 MB at 256 MB (BENCHMARKS.md).
-const MEMORY: &str = "128MB";
-
-/// [`MEMORY`] in MB: a run's merge gets it, then four times it should DuckDB run out (a run
-/// of half the table's ids: 188 k jobs onto 395 k ran out of 128 MB).
+/// 15.9 s and 369 MB at 256 MB (BENCHMARKS.md); in MB. Should DuckDB run out all the same, the
+/// work runs once more within [`changes::MORE`] times as much (a run of half the table's ids,
+/// 188 k jobs onto 395 k, ran out of 128 MB).
 const MEMORY_MB: u64 = 128;
 
 /// The history table whose ids the lifecycle table holds.
@@ -321,7 +319,7 @@ pub async fn carry_over(lake: &Lake, before: Option<&History>) -> Result<Option<
     let adds = changes::write_to(
         lake,
         &name,
-        MEMORY,
+        MEMORY_MB,
         setup,
         format!("SELECT *, last_fetched_on AS dt FROM (\n{rows}\n)"),
     )
@@ -429,7 +427,7 @@ async fn merge(
         let rows = merged_rows(&select("fresh", "run_changes"));
         let files = current.files.clone();
         let dir = lake.reader_path(&name);
-        let memory = [MEMORY_MB, 4 * MEMORY_MB];
+        let memory = changes::and_more(MEMORY_MB);
         let done = changes::within_memory(lake, &name, &memory, move |work, at| -> Result<Option<_>> {
             work.execute(&setup[0])?;
             let runs = work.query(
@@ -533,8 +531,8 @@ async fn rewrite_at(
     };
     let rows = format!("SELECT *, last_fetched_on AS dt FROM (\n{rows}\n)");
     let adds = match one_run {
-        true => changes::write_one_run(lake, &name, MEMORY, history, rows).await?,
-        false => changes::write_to(lake, &name, MEMORY, String::new(), rows).await?,
+        true => changes::write_one_run(lake, &name, MEMORY_MB, history, rows).await?,
+        false => changes::write_to(lake, &name, MEMORY_MB, String::new(), rows).await?,
     };
     let ids = adds.iter().map(|a| a.rows).sum();
     let commit = Commit {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -50,6 +50,22 @@ pub struct Lake {
 struct S3Client {
     builder: AmazonS3Builder,
     prefix: String,
+}
+
+impl S3Client {
+    /// A client of its own: the bucket's store, and the lake's (the bucket under the prefix).
+    fn build(&self, url: &str) -> Result<(Arc<AmazonS3>, Arc<dyn ObjectStore>)> {
+        let s3 = Arc::new(self.builder.clone().build().map_err(|e| Error::BadLake {
+            url: url.to_string(),
+            detail: format!("{e}; check the AWS_* variables"),
+        })?);
+        let store: Arc<dyn ObjectStore> = if self.prefix.is_empty() {
+            s3.clone()
+        } else {
+            Arc::new(PrefixStore::new(Arc::clone(&s3), self.prefix.as_str()))
+        };
+        Ok((s3, store))
+    }
 }
 
 impl std::fmt::Debug for S3Client {
@@ -197,17 +213,11 @@ impl Lake {
             secret_access_key: setting(AmazonS3ConfigKey::SecretAccessKey).map(SecretString::from),
             session_token: setting(AmazonS3ConfigKey::Token).map(SecretString::from),
         };
-        let builder = builder.with_bucket_name(bucket);
-        let s3 = builder.clone().build().map_err(|e| Error::BadLake {
-            url: format!("s3://{bucket}/{prefix}"),
-            detail: format!("{e}; check the AWS_* variables"),
-        })?;
-        let s3 = Arc::new(s3);
-        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            s3.clone()
-        } else {
-            Arc::new(PrefixStore::new(Arc::clone(&s3), prefix.as_str()))
+        let client = S3Client {
+            builder: builder.with_bucket_name(bucket),
+            prefix: prefix.clone(),
         };
+        let (s3, store) = client.build(&format!("s3://{bucket}/{prefix}"))?;
         Ok(Lake {
             store,
             location: LakeLocation::S3 {
@@ -219,7 +229,7 @@ impl Lake {
             delta: Arc::default(),
             format_recorded: Arc::default(),
             lease: Arc::default(),
-            s3_client: Some(Arc::new(S3Client { builder, prefix })),
+            s3_client: Some(Arc::new(client)),
         })
     }
 
@@ -228,19 +238,10 @@ impl Lake {
     /// by the runtime that opened it, so sharing the pool would tie that task to this one.
     /// The same store for a local lake.
     pub(crate) fn own_store(&self) -> Result<Arc<dyn ObjectStore>> {
-        let Some(client) = &self.s3_client else {
-            return Ok(Arc::clone(&self.store));
-        };
-        let S3Client { builder, prefix } = client.as_ref();
-        let s3 = builder.clone().build().map_err(|e| Error::BadLake {
-            url: self.url(),
-            detail: format!("{e}; check the AWS_* variables"),
-        })?;
-        Ok(if prefix.is_empty() {
-            Arc::new(s3)
-        } else {
-            Arc::new(PrefixStore::new(s3, prefix.as_str()))
-        })
+        match &self.s3_client {
+            Some(client) => Ok(client.build(&self.url())?.1),
+            None => Ok(Arc::clone(&self.store)),
+        }
     }
 
     /// How DuckDB (or another reader) reaches this lake, when it is on S3.
