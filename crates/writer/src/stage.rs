@@ -124,13 +124,21 @@ fn encode_into(
 ) {
     head_into(bytes, raw, state_after, before);
     bytes.reserve(raw.rows.text_len() + raw.rows.len() + 1);
-    for (i, row) in raw.rows.iter().enumerate() {
-        if i > 0 {
-            bytes.push(b',');
-        }
-        bytes.extend_from_slice(row.as_bytes());
+    for piece in row_pieces(raw) {
+        bytes.extend_from_slice(piece);
     }
     bytes.push(b']');
+}
+
+/// What [`encode_into`] writes between the array's `[` and `]`: each row's text as the API
+/// sent it, a comma between two.
+fn row_pieces(raw: &RawPage) -> impl Iterator<Item = &[u8]> {
+    raw.rows.iter().enumerate().flat_map(|(i, row)| {
+        let comma: &[u8] = if i > 0 { b"," } else { b"" };
+        [comma, row.as_bytes()]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+    })
 }
 
 /// What [`encode_into`] writes before the rows: the header line and the array's `[`.
@@ -196,12 +204,7 @@ fn write_log_record(
     tail[1..].copy_from_slice(&len.to_le_bytes());
     let mut parts = Vec::with_capacity(2 * raw.rows.len() + 2);
     parts.push(IoSlice::new(head));
-    for (i, row) in raw.rows.iter().enumerate() {
-        if i > 0 {
-            parts.push(IoSlice::new(b","));
-        }
-        parts.push(IoSlice::new(row.as_bytes()));
-    }
+    parts.extend(row_pieces(raw).map(IoSlice::new));
     parts.push(IoSlice::new(&tail));
     let mut parts = &mut parts[..];
     while !parts.is_empty() {
