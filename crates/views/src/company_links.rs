@@ -811,17 +811,15 @@ async fn published(
 }
 
 /// Writes the rows of `select` (ending with `dt`) into the table's directory, one file per
-/// `dt`, in row groups of [`ROW_GROUP`] rows, after the statements `setup`; says what to add.
+/// `dt`, in row groups of [`ROW_GROUP`] rows, after the statements `setup`, within the link's
+/// memory (see [`linking`]); says what to add.
 async fn write(lake: &Lake, setup: String, select: String) -> Result<Vec<AddFile>> {
-    let (engine, dir, prefix) = changes::target_of(lake, NAME, MEMORY_MB);
-    let target = dir.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let work = crate::Work::open(&engine)?;
+    let written = linking(lake, move |work, at| {
         work.execute(&setup)?;
-        work.copy_partitioned_in(&select, &target, &prefix, None, ROW_GROUP)
+        Ok(work.copy_partitioned_in(&select, &at.dir, &at.prefix, None, ROW_GROUP)?)
     })
-    .await??;
-    changes::to_adds_of(NAME, &dir, written)
+    .await?;
+    changes::to_adds_of(NAME, &lake.reader_path(NAME), written)
 }
 
 /// Commits `commit` to the table (creating it when it has no log).
