@@ -59,7 +59,7 @@ pub struct Decoded {
 pub type Decoder = Arc<dyn Fn(&RawPage) -> std::result::Result<Decoded, String> + Send + Sync>;
 
 /// What a staged page carries besides its rows.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Header {
     format: u32,
     run_id: String,
@@ -73,6 +73,20 @@ struct Header {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     patch: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    patch_of: Option<i64>,
+}
+
+/// [`Header`] as written: borrowing the page's run and checkpoint rather than copying them.
+#[derive(Serialize)]
+struct HeaderOut<'a> {
+    format: u32,
+    run_id: &'a str,
+    page: i64,
+    fetched_at: DateTime<Utc>,
+    state: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     patch_of: Option<i64>,
 }
 
@@ -142,33 +156,50 @@ fn row_pieces(raw: &RawPage) -> impl Iterator<Item = &[u8]> {
 }
 
 /// What [`encode_into`] writes before the rows: the header line and the array's `[`.
+///
+/// With `before`, a checkpoint holding a list (a backfill's windows, the profiles `enrich`
+/// found gone) is written as its change to that page's; one without is written whole, which
+/// is as short and spares the fetch loop working out the change with every page (a feed
+/// scan's checkpoint: about 10 µs a page, a tenth of what staging costs the loop).
 fn head_into(
     bytes: &mut Vec<u8>,
     raw: &RawPage,
     state_after: &Value,
     before: Option<(i64, &Value)>,
 ) {
-    let patch = before.map(|(page, base)| (page, crate::patch::diff(base, state_after)));
-    let header = Header {
+    let patch = before
+        .filter(|_| holds_a_list(state_after))
+        .map(|(page, base)| (page, crate::patch::diff(base, state_after)));
+    let header = HeaderOut {
         format: if patch.is_some() {
             FORMAT_PATCHED
         } else {
             FORMAT
         },
-        run_id: raw.run_id.clone(),
+        run_id: &raw.run_id,
         page: raw.page,
         fetched_at: raw.fetched_at,
         state: if patch.is_some() {
-            Value::Null
+            &Value::Null
         } else {
-            state_after.clone()
+            state_after
         },
         patch_of: patch.as_ref().map(|(page, _)| *page),
-        patch: patch.map(|(_, p)| p),
+        patch: patch.as_ref().map(|(_, p)| p),
     };
     serde_json::to_writer(&mut *bytes, &header).expect("header serialises");
     bytes.push(b'\n');
     bytes.push(b'[');
+}
+
+/// Whether `v` has a list anywhere in it: what makes writing a checkpoint as a change worth
+/// its cost.
+fn holds_a_list(v: &Value) -> bool {
+    match v {
+        Value::Array(_) => true,
+        Value::Object(m) => m.values().any(holds_a_list),
+        _ => false,
+    }
 }
 
 /// A log record of `raw` is magic, length, the encoded page ([`encode_into`]), length again.
@@ -684,5 +715,24 @@ mod tests {
             let sent: Vec<&str> = raw.rows.iter().collect();
             assert_eq!(rows, sent);
         }
+    }
+
+    /// A checkpoint without a list is written whole even after a page of the same run (it is
+    /// as short, and the fetch loop need not work out a change); one holding a list is written
+    /// as its change to the page before's. Either reads back as the checkpoint staged.
+    #[test]
+    fn a_checkpoint_is_written_as_a_change_only_when_it_holds_a_list() {
+        let raw = page(2, r#"[{"id":"a"}]"#);
+        let read_back = |state: &Value, before: &Value| {
+            let bytes = encode(&raw, state, Some((1, before)));
+            let (_, staged) = decode(Bytes::from(bytes), "run.log").expect("decoded");
+            let whole = matches!(staged, StagedState::Whole(_));
+            (whole, staged.resolve(Some((1, before))).expect("resolved"))
+        };
+        let scan =
+            |cursor: &str| json!({"scan": {"cursor": cursor, "pages": 2}, "watermark": null});
+        assert_eq!(read_back(&scan("c2"), &scan("c1")), (true, scan("c2")));
+        let windows = |n: usize| json!({"windows": (0..n).collect::<Vec<_>>(), "cursor": n});
+        assert_eq!(read_back(&windows(9), &windows(10)), (false, windows(9)));
     }
 }
