@@ -73,7 +73,12 @@ pub fn select(table: Table, versions: &str) -> Option<String> {
 /// hashes and `lag`s find nothing to compare in one run (BENCHMARKS.md, "Ingest"). An id
 /// fetched once is its version as it is; only those fetched again are aggregated
 /// ([`per_id_of_one_run`]). `None` for a table without changes.
-fn one_run_select(table: Table, versions: &str, run_id: &str) -> Option<String> {
+fn one_run_select(
+    table: Table,
+    versions: &str,
+    run_id: &str,
+    fetched_again: Option<&[String]>,
+) -> Option<String> {
     let run = literal(run_id);
     let (reposts, one_reposts) = match table {
         Table::Jobs => (
@@ -89,6 +94,7 @@ fn one_run_select(table: Table, versions: &str, run_id: &str) -> Option<String> 
         "'new' AS change, []::VARCHAR[] AS changed_columns, NULL::VARCHAR AS previous_run_id";
     Some(per_id_of_one_run(
         versions,
+        fetched_again,
         |once| {
             format!(
                 "SELECT id, {run} AS _run_id, _fetched_at, {common}, {one_reposts}dt\n\
@@ -112,24 +118,47 @@ fn one_run_select(table: Table, versions: &str, run_id: &str) -> Option<String> 
 /// as `again` over every version, without a hash table of every id's aggregates (which spills
 /// at a first refresh's memory): a first refresh of 1.3 M jobs writes its changes and its
 /// lifecycle in half the time (BENCHMARKS.md, "Ingest").
+///
+/// `fetched_again` names those ids when [`latest::fetched_again`] could: then they are a
+/// filter in the scan (none: no aggregate at all), not a join, which costs the most in front
+/// of the rows' projection (a first refresh's lifecycle of 1.3 M jobs: 0.7 s with no join,
+/// 1.4 s with it).
 pub(crate) fn per_id_of_one_run(
     versions: &str,
+    fetched_again: Option<&[String]>,
     once: impl Fn(&str) -> String,
     again: impl Fn(&str) -> String,
 ) -> String {
-    format!(
-        "WITH fetched_again AS MATERIALIZED (\n\
-           SELECT id FROM {versions} GROUP BY id HAVING count(*) > 1)\n\
-         {}\n\
-         UNION ALL BY NAME\n\
-         {}",
-        once(&format!(
-            "(SELECT v.* FROM {versions} AS v ANTI JOIN fetched_again USING (id))"
-        )),
-        again(&format!(
-            "(SELECT v.* FROM {versions} AS v SEMI JOIN fetched_again USING (id))"
-        )),
-    )
+    match fetched_again {
+        Some([]) => once(versions),
+        Some(ids) => {
+            let ids = latest::id_list(ids);
+            format!(
+                "{}\n\
+                 UNION ALL BY NAME\n\
+                 {}",
+                once(&format!(
+                    "(SELECT * FROM {versions} WHERE NOT list_contains({ids}, id))"
+                )),
+                again(&format!(
+                    "(SELECT * FROM {versions} WHERE list_contains({ids}, id))"
+                )),
+            )
+        }
+        None => format!(
+            "WITH fetched_again AS MATERIALIZED (\n\
+               SELECT id FROM {versions} GROUP BY id HAVING count(*) > 1)\n\
+             {}\n\
+             UNION ALL BY NAME\n\
+             {}",
+            once(&format!(
+                "(SELECT v.* FROM {versions} AS v ANTI JOIN fetched_again USING (id))"
+            )),
+            again(&format!(
+                "(SELECT v.* FROM {versions} AS v SEMI JOIN fetched_again USING (id))"
+            )),
+        ),
+    }
 }
 
 /// A version's place in its run as one number, the largest for the version fetched last.
@@ -626,7 +655,9 @@ async fn rewrite_at(
     let (first_run_id, last_run_id) = run_ids(lake, &all).await?;
     let adds = if first_run_id == last_run_id {
         // A history of one run (a first refresh): every id's change is that it is new.
-        let rows = one_run_select(table, &all, &last_run_id).context("the table has no changes")?;
+        let again = latest::fetched_again(lake, &history.files).await?;
+        let rows = one_run_select(table, &all, &last_run_id, again.as_deref())
+            .context("the table has no changes")?;
         write_one_run(lake, &table_name(table), MEMORY_MB, history, rows).await?
     } else {
         let rows = select(table, &all).context("the table has no changes")?;
@@ -924,6 +955,66 @@ fn schema(table: Table) -> SchemaRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-run table's rows are the same whether the ids fetched again are named (a filter
+    /// in the scan; none: no aggregate at all) or worked out by the SQL (a join): changes and
+    /// lifecycle, over a history with ids fetched once, twice and three times.
+    #[tokio::test]
+    async fn one_run_rows_are_the_same_with_the_ids_fetched_again_named_or_worked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), false).unwrap();
+        let setup = "CREATE TABLE v AS SELECT * FROM (VALUES \
+            ('a', 1, 0, TIMESTAMPTZ '2026-11-30 10:00:00+00', DATE '2026-11-01', DATE '2026-12-30', DATE '2026-11-30'), \
+            ('b', 1, 1, TIMESTAMPTZ '2026-11-30 10:00:00+00', DATE '2026-11-02', DATE '2026-12-30', DATE '2026-11-30'), \
+            ('c', 1, 2, TIMESTAMPTZ '2026-11-30 10:00:00+00', DATE '2026-11-03', NULL, DATE '2026-11-30'), \
+            ('b', 2, 0, TIMESTAMPTZ '2026-11-30 10:05:00+00', DATE '2026-11-20', DATE '2027-01-30', DATE '2026-11-30'), \
+            ('c', 2, 1, TIMESTAMPTZ '2026-11-30 10:05:00+00', DATE '2026-11-03', DATE '2027-01-01', DATE '2026-11-30'), \
+            ('d', 3, 0, TIMESTAMPTZ '2026-12-01 00:01:00+00', NULL, NULL, DATE '2026-12-01'), \
+            ('c', 3, 1, TIMESTAMPTZ '2026-12-01 00:01:00+00', DATE '2026-11-04', NULL, DATE '2026-12-01')) \
+            AS t(id, _page, _row, _fetched_at, post_date, valid_through, dt); \
+            CREATE VIEW once AS SELECT * FROM v WHERE id IN ('a', 'd');";
+        let rows = |sql: String| {
+            format!(
+                "SELECT count(*) || ':' || string_agg(t::VARCHAR, ';' ORDER BY t::VARCHAR) FROM ({sql}) AS t"
+            )
+        };
+        let again = ["b".to_string(), "c".to_string()];
+        let mut queries = Vec::new();
+        for (versions, named) in [("v", &again[..]), ("once", &[][..])] {
+            for fetched_again in [Some(named), None] {
+                queries.push(rows(
+                    one_run_select(Table::Jobs, versions, "r1", fetched_again).unwrap(),
+                ));
+                queries.push(rows(crate::lifecycle::one_run_select(
+                    versions,
+                    "r1",
+                    fetched_again,
+                )));
+            }
+        }
+        queries.push(format!(
+            "SELECT fetches || '|' || first_post_date || '|' || last_post_date FROM ({}) WHERE id = 'c'",
+            crate::lifecycle::one_run_select("v", "r1", Some(&again))
+        ));
+        let results = duck(&lake, setup.into(), queries).await.unwrap();
+        let got: Vec<String> = results
+            .iter()
+            .map(|r| latest::strings(r, 0).unwrap().concat())
+            .collect();
+        // Named, then worked out: changes and lifecycle of every id, then of the ids fetched once.
+        assert_eq!(got[0..2], got[2..4]);
+        assert_eq!(got[4..6], got[6..8]);
+        assert!(
+            got[0].starts_with("4:") && got[1].starts_with("4:"),
+            "{got:?}"
+        );
+        assert!(
+            got[4].starts_with("2:") && got[5].starts_with("2:"),
+            "{got:?}"
+        );
+        // c was fetched three times: its lifecycle counts them, from its first post date on.
+        assert_eq!(got[8], "3|2026-11-03|2026-11-04");
+    }
 
     #[test]
     fn the_changes_sql_fills_every_placeholder_for_each_feed() {

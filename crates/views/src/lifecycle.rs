@@ -60,10 +60,15 @@ pub fn select(history: &str, changes: &str) -> String {
 /// repost per id, the run first and last. Without the SQL's joins to the runs and the
 /// changes, and an aggregate per id only for the ids fetched more than once
 /// ([`changes::per_id_of_one_run`]): a fifth of the time (BENCHMARKS.md, "Ingest").
-fn one_run_select(history: &str, run_id: &str) -> String {
+pub(crate) fn one_run_select(
+    history: &str,
+    run_id: &str,
+    fetched_again: Option<&[String]>,
+) -> String {
     let run = crate::literal(run_id);
     changes::per_id_of_one_run(
         history,
+        fetched_again,
         |once| {
             format!(
                 "SELECT id, _fetched_at AS first_fetched_at, _fetched_at AS last_fetched_at,\n\
@@ -526,7 +531,13 @@ async fn rewrite_at(
     let (first_run, last_run) = changes::run_ids(lake, &versions).await?;
     let one_run = first_run == last_run;
     let rows = match one_run {
-        true => one_run_select(&versions, &last_run),
+        true => one_run_select(
+            &versions,
+            &last_run,
+            latest::fetched_again(lake, &history.files)
+                .await?
+                .as_deref(),
+        ),
         false => select(&versions, &changes_source(lake, changes, "", None)),
     };
     let rows = format!("SELECT *, last_fetched_on AS dt FROM (\n{rows}\n)");
