@@ -387,8 +387,9 @@ pub struct Stager {
     table: String,
     run_id: String,
     log: Option<Log>,
-    /// Closed segments holding pages no commit covers yet: their file and last page.
-    older: Vec<(PathBuf, i64)>,
+    /// Closed segments holding pages no commit covers yet: their path, last page and file,
+    /// kept open so that removing it is only its name going ([`remove_log`]).
+    older: Vec<(PathBuf, i64, Arc<std::fs::File>)>,
     /// The number of the open (or next) segment.
     segment: u32,
     /// The page staged last and its checkpoint: the next page's checkpoint is written as a
@@ -442,13 +443,18 @@ impl Log {
         })
     }
 
-    /// Stops the sync task where it is: for a log about to be removed.
-    fn abandon(self) {
+    /// Stops the sync task where it is, for a log about to be removed; gives back the file,
+    /// which nothing else holds then.
+    async fn abandon(self) -> Arc<std::fs::File> {
         self.syncing.abort();
+        // Cancelled (or done): either way the task and its handle on the file are gone.
+        let _ = self.syncing.await;
+        self.file
     }
 
-    /// Syncs what is left and stops the sync task.
-    async fn close(self) -> Result<()> {
+    /// Syncs what is left and stops the sync task; gives back the file, which nothing else
+    /// holds then.
+    async fn close(self) -> Result<Arc<std::fs::File>> {
         drop(self.written);
         self.syncing
             .await
@@ -457,7 +463,8 @@ impl Log {
             .map_err(|source| Error::Io {
                 context: format!("cannot sync the staging log {}", self.path.display()),
                 source,
-            })
+            })?;
+        Ok(self.file)
     }
 }
 
@@ -570,17 +577,18 @@ impl Stager {
         };
         if let Some(log) = self.log.take_if(|log| covered >= log.first_page) {
             let (path, last) = (log.path.clone(), log.last_page);
-            log.close().await?;
-            self.older.push((path, last));
+            let file = log.close().await?;
+            self.older.push((path, last, file));
             self.segment += 1;
             tracing::debug!(table = %self.table, next_page, "a new staging log segment");
         }
         let mut kept = Vec::new();
-        for (path, last) in std::mem::take(&mut self.older) {
+        for (path, last, file) in std::mem::take(&mut self.older) {
             if last <= covered {
                 remove_log(&path)?;
+                close_in_background(file);
             } else {
-                kept.push((path, last));
+                kept.push((path, last, file));
             }
         }
         self.older = kept;
@@ -591,12 +599,16 @@ impl Stager {
     pub async fn discard(self) -> Result<()> {
         match self.lake.location() {
             LakeLocation::Local(root) => {
-                if let Some(log) = self.log {
-                    // Every page is committed: the log need not reach the disk any more, so
-                    // its sync task stops without the last sync (and its wait of up to
-                    // SYNC_EVERY).
-                    log.abandon();
-                }
+                // Every page is committed: the log need not reach the disk any more, so its
+                // sync task stops without the last sync (and its wait of up to SYNC_EVERY).
+                let open = match self.log {
+                    Some(log) => Some(log.abandon().await),
+                    None => None,
+                };
+                let files: Vec<_> = open
+                    .into_iter()
+                    .chain(self.older.into_iter().map(|(_, _, file)| file))
+                    .collect();
                 // Every segment of this run's log, whichever stager wrote it.
                 let dir = root.join(layout::staging_root(&self.table).as_ref());
                 let entries = match std::fs::read_dir(&dir) {
@@ -624,11 +636,28 @@ impl Stager {
                         remove_log(&entry.path())?;
                     }
                 }
+                // Their names gone, closing them is what frees their blocks.
+                files.into_iter().for_each(close_in_background);
                 Ok(())
             }
             // Each staged object went with the commit that covered it.
             LakeLocation::S3 { .. } => Ok(()),
         }
+    }
+}
+
+/// Closes a removed log's `file` on a thread of its own. The last close of a removed file
+/// frees its blocks, and for a run's gigabytes of pages the disk takes about half a second
+/// over that (ext4 discarding them), which nothing needs to wait for: a first refresh of
+/// 1.3 M jobs closed its 1.9 GB log in 0.59 s on the thread that goes on to the derived tables.
+/// Should the process end first, it ends with the file closed all the same.
+fn close_in_background(file: Arc<std::fs::File>) {
+    let closing = std::thread::Builder::new()
+        .name("joblake-log-close".into())
+        .spawn(move || drop(file));
+    // Without a thread of its own, it was closed here, when the closure was dropped.
+    if let Err(e) = closing {
+        tracing::debug!(error = %e, "closed the staging log in place");
     }
 }
 

@@ -37,6 +37,7 @@ conformance!(
     an_interrupted_compaction_is_finished_or_undone_by_the_next_run,
     the_delta_log_is_checkpointed_and_reads_the_same,
     a_long_run_keeps_its_staging_small_and_a_crash_recovers_it_whole,
+    a_discarded_log_is_closed_and_gives_its_space_back,
 );
 
 fn batch(page: i64, rows: usize) -> RecordBatch {
@@ -780,4 +781,51 @@ async fn a_long_run_keeps_its_staging_small_and_a_crash_recovers_it_whole(lake: 
     all.dedup();
     assert_eq!((n, all.len()), (200, 200), "no row lost or doubled");
     assert!(staged(&lake).await.is_empty());
+}
+
+/// The log of a run whose every page is committed goes: its name at once, and its file is
+/// closed (on a thread of its own, since freeing a run's gigabytes takes the disk a while), so
+/// the space goes back to the disk rather than stay held by the process (Linux's `/proc` says
+/// which files a process holds, removed ones included). Segments that roll commits covered go
+/// the same way.
+async fn a_discarded_log_is_closed_and_gives_its_space_back(lake: TestLake) {
+    let joblake_writer::LakeLocation::Local(root) = lake.location().clone() else {
+        return;
+    };
+    let staging = root.join("_joblake/staging");
+    let opts = WriterOptions {
+        roll_rows: 25,
+        ..WriterOptions::default()
+    };
+    let (mut w, _) = open_with(&lake, "R1", opts).await;
+    let mut stager = w.stager();
+    for page in 1..=6 {
+        let ids: Vec<String> = (0..17).map(|r| format!("p{page}r{r}")).collect();
+        let raw = raw_page("R1", page, day(1), ids.iter().map(String::as_str));
+        let checkpoint = json!({"cursor": format!("c{page}")});
+        stager.stage(&raw, &checkpoint).await.unwrap();
+        // Every second page fills a file past 25 rows: a roll commit, then a new segment.
+        w.append(raw, checkpoint).await.unwrap();
+    }
+    w.commit(Some(json!({"cursor": "c6"}))).await.unwrap();
+    // Files this process holds open under the staging directory, removed or not.
+    let held = || -> Vec<String> {
+        std::fs::read_dir("/proc/self/fd")
+            .map(|fds| {
+                fds.flatten()
+                    .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                    .map(|target| target.display().to_string())
+                    .filter(|target| target.starts_with(&*staging.to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(!held().is_empty(), "the open log is among the files held");
+    stager.discard().await.unwrap();
+    assert!(staged(&lake).await.is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !held().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(held(), Vec::<String>::new(), "removed logs still held open");
 }
