@@ -386,7 +386,7 @@ pub(crate) async fn duck(
     for memory in MEMORY_STEPS {
         let engine = crate::Engine {
             memory_limit: Some(memory.into()),
-            single_thread: true,
+            threads: Some(1),
             ..engine(lake)
         };
         let (setup, queries) = (setup.clone(), queries.clone());

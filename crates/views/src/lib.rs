@@ -81,8 +81,9 @@ pub struct Engine {
     pub s3: Option<S3Secret>,
     /// Cap DuckDB's memory (e.g. `"64MB"`), spilling to a temporary directory beyond it.
     pub memory_limit: Option<String>,
-    /// Run DuckDB on one thread (leaner still, for work done inside a run).
-    pub single_thread: bool,
+    /// DuckDB's threads: one is leaner still, for work done inside a run; its default (the
+    /// machine's cores) when `None`.
+    pub threads: Option<u32>,
 }
 
 /// Settings of a DuckDB S3 secret, held only in the session's memory (a `TEMPORARY`
@@ -253,8 +254,8 @@ impl Engine {
                  RESET allocator_bulk_deallocation_flush_threshold;",
             )?;
         }
-        if self.single_thread {
-            conn.execute_batch("SET threads = 1;")?;
+        if let Some(threads) = self.threads {
+            conn.execute_batch(&format!("SET threads = {threads};"))?;
         } else if shared {
             conn.execute_batch("RESET threads;")?;
         }
@@ -1042,7 +1043,7 @@ mod tests {
         };
         let lean = Engine {
             memory_limit: Some("48MB".into()),
-            single_thread: true,
+            threads: Some(1),
             ..Engine::default()
         };
         let defaults = settings(&Engine::default());

@@ -108,7 +108,7 @@ pub fn engine(lake: &Lake) -> Engine {
         extension_dir,
         s3,
         memory_limit: None,
-        single_thread: false,
+        threads: None,
     }
 }
 
