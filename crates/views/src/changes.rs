@@ -189,7 +189,8 @@ const ONE_RUN_MEMORY_MB: u64 = 48;
 /// local lake. It is written once the fetching is over, when the other core is free: on two
 /// threads, in row groups of 30,720 rows, which keep DuckDB's memory where one thread writing
 /// groups of 122,880 kept it (a first refresh's 1.32 M lifecycle rows within 48 MB, stock
-/// DuckDB 1.5.6: 0.35 s and 88 MB peak against 0.73 s and 94 MB; BENCHMARKS.md, "Ingest").
+/// DuckDB 1.5.6: 0.35 s and 88 MB peak against 0.73 s and 94 MB; BENCHMARKS.md, "A first
+/// refresh's tail").
 const ONE_RUN: Within<'static> = Within {
     memory_mb: &[ONE_RUN_MEMORY_MB],
     threads: 2,
