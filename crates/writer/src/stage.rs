@@ -443,8 +443,9 @@ impl Log {
         })
     }
 
-    /// Stops the sync task where it is, for a log about to be removed; gives back the file,
-    /// which nothing else holds then.
+    /// Stops the sync task where it is, for a log about to be removed; gives back the file. A
+    /// sync already under way still holds it until it ends, on a blocking thread of its own,
+    /// which then closes it if it holds it last: either way, not the caller's thread.
     async fn abandon(self) -> Arc<std::fs::File> {
         self.syncing.abort();
         // Cancelled (or done): either way the task and its handle on the file are gone.
