@@ -335,17 +335,8 @@ async fn latest_after_zero_writes_the_latest_table_again_after_every_run() {
 #[tokio::test]
 async fn a_run_that_fetched_ids_twice_is_copied_and_their_older_rows_deleted() {
     // The scan restarts once (a dead cursor on the third page): its first pages come twice,
-    // under 5 % of the run's rows.
-    let sim = Sim::start(&["--rows", "5000", "--faults", "sentrion:dead_cursor@3"]).await;
-    let mut lake = Lake::new(&sim);
-    lake.set_config(
-        "[career_sites]\nrequests_per_minute = 0\n[jobs]\npage_size = 50\nrequests_per_minute = 0\n",
-    );
-    lake.refresh_ok(&[]).await;
-    let twice = lake
-        .count("SELECT count(*) - count(DISTINCT id) FROM jobs_history")
-        .await;
-    assert!(twice > 0, "the restart fetched pages again");
+    // under 5 % of the run's rows. The derived tables name those ids (at most 256).
+    let (sim, lake, twice) = first_refresh_fetching_twice(3, 1..=256).await;
 
     // The run's file is in the latest table as it is (same name, no row decoded), and a
     // second commit deletes its older rows: only that one says the table is exact.
@@ -385,12 +376,46 @@ async fn a_run_that_fetched_ids_twice_is_copied_and_their_older_rows_deleted() {
             .await,
         twice
     );
-    assert_views_equal_their_definition(&lake).await;
-    assert_views_match_truth(&lake, &sim).await;
-    crate::assert_delta_readers_match_views(&lake, &lake.root().display().to_string(), &[]).await;
+    assert_every_table_exact(&lake, &sim).await;
+}
+
+#[tokio::test]
+async fn a_run_that_fetched_more_ids_twice_than_are_named_is_kept_exact_all_the_same() {
+    // A dead cursor on the seventh page: 300 ids come twice, more than the derived tables
+    // name, so their SQL works them out itself (on two threads, within 48 MB).
+    let (sim, lake, _) = first_refresh_fetching_twice(7, 257..=5000).await;
+    assert_every_table_exact(&lake, &sim).await;
+}
+
+/// A first refresh of jobs whose scan restarts once, at a dead cursor on page `dead_at` of
+/// 50 jobs, so that a number of ids within `expected` comes twice; that number.
+async fn first_refresh_fetching_twice(
+    dead_at: u32,
+    expected: std::ops::RangeInclusive<i64>,
+) -> (Sim, Lake, i64) {
+    let fault = format!("sentrion:dead_cursor@{dead_at}");
+    let sim = Sim::start(&["--rows", "5000", "--faults", &fault]).await;
+    let mut lake = Lake::new(&sim);
+    lake.set_config(
+        "[career_sites]\nrequests_per_minute = 0\n[jobs]\npage_size = 50\nrequests_per_minute = 0\n",
+    );
+    lake.refresh_ok(&[]).await;
+    let twice = lake
+        .count("SELECT count(*) - count(DISTINCT id) FROM jobs_history")
+        .await;
+    assert!(expected.contains(&twice), "{twice} ids fetched twice");
+    (sim, lake, twice)
+}
+
+/// The views are what their definitions and the simulator say, every Delta reader reads
+/// them, and the derived tables hold the rows their SQL works out.
+async fn assert_every_table_exact(lake: &Lake, sim: &Sim) {
+    assert_views_equal_their_definition(lake).await;
+    assert_views_match_truth(lake, sim).await;
+    crate::assert_delta_readers_match_views(lake, &lake.root().display().to_string(), &[]).await;
     // The changes of a history of one run, ids twice in it, taken without the changes SQL:
     // the rows that SQL works out.
-    crate::analysts::assert_changes_tables_exact(&lake).await;
+    crate::analysts::assert_changes_tables_exact(lake).await;
 }
 
 #[tokio::test]
