@@ -197,9 +197,6 @@ const ONE_RUN: Within<'static> = Within {
     row_group: 30_720,
 };
 
-/// A derived table's usual row groups (DuckDB's own default).
-const ROW_GROUP: u32 = 122_880;
-
 /// Writes the derived table at `<lake>/<name>/` from `select` over `history`, a history of
 /// one run, as [`write_to`]: within [`ONE_RUN_MEMORY_MB`] on a local lake, and within `otherwise`
 /// should DuckDB run out of it (a first run of millions of ids: the aggregates' hash table),
@@ -897,7 +894,7 @@ async fn write_rows(
     let within = Within {
         memory_mb: &and_more(memory_mb),
         threads: 1,
-        row_group: ROW_GROUP,
+        row_group: crate::ROW_GROUP,
     };
     write_rows_within(lake, name, within, setup, select, day).await
 }
@@ -912,7 +909,8 @@ struct Within<'a> {
     row_group: u32,
 }
 
-/// [`write_rows`] within each of `memory_mb` in turn (see [`within_memory`]).
+/// [`write_rows`] within each of `within`'s memory limits in turn (see [`within_memory`]), on
+/// its threads, in its row groups.
 async fn write_rows_within(
     lake: &Lake,
     name: &str,

@@ -650,6 +650,10 @@ pub struct Written {
     pub bytes: u64,
 }
 
+/// Rows in each row group of the files joblake's DuckDB writes, unless a write says otherwise
+/// ([`Work::copy_partitioned_in`]): DuckDB's own default.
+pub(crate) const ROW_GROUP: u32 = 122_880;
+
 /// The most distinct values a string column's dictionary takes in a row group of the files
 /// joblake's DuckDB writes before the column is written plain. Above a thousand, a column of
 /// ids or timestamps costs DuckDB a dictionary it gives up on, for no smaller file: a first
@@ -702,7 +706,7 @@ impl Work {
         prefix: &str,
         day: Option<&str>,
     ) -> Result<Vec<Written>> {
-        self.copy_partitioned_in(select, dir, prefix, day, 122_880)
+        self.copy_partitioned_in(select, dir, prefix, day, ROW_GROUP)
     }
 
     /// [`Work::copy_partitioned`] in row groups of `row_group` rows: DuckDB holds a row group

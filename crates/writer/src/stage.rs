@@ -70,9 +70,9 @@ struct Header {
     state: Value,
     /// Format 2: the checkpoint as a change to page `patch_of`'s (see `patch.rs`), so that a
     /// long list in it is not written whole with every page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     patch: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     patch_of: Option<i64>,
 }
 
