@@ -19,7 +19,7 @@
 -- versions it works out.
 WITH worded AS (
     SELECT *,
-           regexp_extract(lower(salary_offered), '(\bhours?\b|hourly|\bhrs?\b|\bdays?\b|daily|per diem|\bweeks?\b|weekly|\bwk\b|\bmonths?\b|monthly|\bmo\b|\bmth\b|\bpcm\b|\byears?\b|yearly|annum|annual|\byr\b|\bp\.a\.|\bpa\b)', 1) AS _salary_word,
+           regexp_extract(lower(salary_offered), '\bhours?\b|hourly|\bhrs?\b|\bdays?\b|daily|per diem|\bweeks?\b|weekly|\bwk\b|\bmonths?\b|monthly|\bmo\b|\bmth\b|\bpcm\b|\byears?\b|yearly|annum|annual|\byr\b|\bp\.a\.|\bpa\b') AS _salary_word,
            CASE WHEN salary_from IS NULL AND salary_to IS NULL THEN
                list_transform(
                    regexp_extract_all(lower(salary_offered), '(?:\d{1,3}(?:[,.]\d{3})+|\d+)(?:[.,]\d{1,2})?(?:\s?k\b)?'),
