@@ -338,8 +338,8 @@ pub(crate) const FEW_AGAIN: usize = 256;
 /// [`FEW_AGAIN`]; `None` when there are more (the SQL then works them out itself).
 ///
 /// The latest, changes and lifecycle tables of one refresh ask this of the same files: it is
-/// worked out once for them (a `GROUP BY` of every id, on two threads, 0.19 s for a first refresh of 1.3 M
-/// jobs) and kept for the files it was asked of, which never change.
+/// worked out once for them (a `GROUP BY` of every id on two threads, 0.19 s for a first
+/// refresh of 1.3 M jobs) and kept for the files it was asked of, which never change.
 pub(crate) async fn fetched_again(
     lake: &Lake,
     files: &[LiveFile],
@@ -372,7 +372,7 @@ pub(crate) fn id_list(ids: &[String]) -> String {
 
 /// How a [`duck_in`] session runs: on how many threads, and the memory caps it tries in turn,
 /// the least first, more only when DuckDB runs out.
-pub(crate) struct Session {
+struct Session {
     threads: u32,
     memory: &'static [&'static str],
 }
