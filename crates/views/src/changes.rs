@@ -124,14 +124,14 @@ fn one_run_select(
 /// and a semi join on them. A join on named ids costs less than a `list_contains` filter
 /// on them, which compares each version's id with every one in turn: a first refresh's
 /// lifecycle of 1.3 M jobs with 232 fetched again, stock DuckDB on this write's two threads,
-/// 0.61–1.03 s against 0.96–1.07 s (BENCHMARKS.md, "The ids fetched again joined").
+/// 0.59–0.95 s against 0.96–1.20 s (BENCHMARKS.md, "The ids fetched again joined").
 pub(crate) fn per_id_of_one_run(
     versions: &str,
     fetched_again: Option<&[String]>,
     once: impl Fn(&str) -> String,
     again: impl Fn(&str) -> String,
 ) -> String {
-    // Named ids are joined as they are (materialising them first cost 0.2 s more); the
+    // Named ids are joined as they are (materialised first, the write took 0.81–1.00 s); the
     // ids the SQL works out are worked out once for both joins.
     let fetched_again = match fetched_again {
         Some([]) => return once(versions),
